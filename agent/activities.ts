@@ -1,0 +1,227 @@
+// Agent activities (task queue agent-<id>): train and evaluate, each running the Python
+// trainer on this machine. Built over their dependencies (createAgentActivities) so tests
+// can run them against a real NATS and a real trainer on a tiny model.
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, TunefleetError, checkpointPrefix, jobEventSubject, trainedAdapterPrefix,
+  type AgentActivities, type EvalOutcome, type EvaluateRequest, type FileEntry, type JobSpec, type TrainHeartbeat,
+  type TrainOutcome, type TrainRequest, type TrainerEvent,
+} from '../shared';
+import { download, upload, type AgentNats } from './nats';
+import { runTrainer } from './trainer';
+
+export interface AgentDeps {
+  agentId: string;
+  nats: AgentNats;
+  python: string;
+  modelsDir: string;
+  workDir: string;
+  /** how often the activity heartbeats while the trainer runs */
+  heartbeatMs: number;
+  /** SIGTERM → SIGKILL grace for the trainer */
+  killGraceMs: number;
+  sessions: Map<string, { jobId: string; attempt: number; reservedBytes: number }>;
+  log: (m: string) => void;
+}
+
+/** Input errors: the job cannot succeed anywhere, so it fails instead of moving agents. */
+const INPUT_ERRORS = new Set(['CONFIG_INVALID', 'DATASET_INVALID', 'DATASET_EMPTY', 'MODEL_UNSAFE', 'METHOD_UNSUPPORTED', 'QLORA_UNAVAILABLE', 'PRECISION_UNSUPPORTED', 'LOSS_NOT_FINITE']);
+
+function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: string; out: string; resume?: string | null; adapter?: string }, jobId: string): object {
+  return {
+    job_id: jobId,
+    model_path: paths.model,
+    train_path: paths.train,
+    eval_path: paths.eval,
+    output_dir: paths.out,
+    method: spec.method,
+    resume_from: paths.resume ?? null,
+    adapter_path: paths.adapter ?? null,
+    lora: { r: spec.lora.r, alpha: spec.lora.alpha, dropout: spec.lora.dropout, target_modules: spec.lora.target_modules ?? null },
+    training: { ...spec.training, max_steps: spec.training.max_steps ?? null, micro_batch_size: spec.training.micro_batch_size ?? null },
+    evaluation: { ...spec.evaluation, max_samples: spec.evaluation.max_samples ?? null },
+  };
+}
+
+export function createAgentActivities(deps: AgentDeps): AgentActivities {
+  const { agentId, nats, log } = deps;
+
+  function modelDir(spec: JobSpec): string {
+    const dir = join(deps.modelsDir, spec.model);
+    if (!existsSync(join(dir, 'config.json'))) {
+      throw ApplicationFailure.nonRetryable(`base model ${spec.model} is not on agent ${agentId} (${dir})`, ErrorCode.ModelMissing);
+    }
+    return dir;
+  }
+
+  /** Publish trainer events to the job's stream, in order, without blocking the reader. */
+  function publisher(jobId: string, attempt: number): { publish(e: TrainerEvent): void; flush(): Promise<void> } {
+    let chain: Promise<unknown> = Promise.resolve();
+    return {
+      publish(e) {
+        const body = JSON.stringify({ ...e, job_id: jobId, attempt, agent_id: agentId });
+        chain = chain.then(() => nats.js.publish(jobEventSubject(jobId, e.type), body)).catch((err: unknown) => log(`event publish failed: ${String(err)}`));
+      },
+      flush: () => chain.then(() => undefined),
+    };
+  }
+
+  async function fetchCheckpoint(jobId: string, from: { prefix: string; step: number }, dir: string): Promise<string> {
+    const store = await nats.store(CHECKPOINTS_BUCKET);
+    const local = join(dir, 'resume', `step-${String(from.step).padStart(8, '0')}`);
+    await rm(local, { recursive: true, force: true });
+    await mkdir(local, { recursive: true });
+    await download(store, `${from.prefix}manifest.json`, join(local, 'manifest.json'), null);
+    const manifest = JSON.parse(await readFile(join(local, 'manifest.json'), 'utf8')) as { step: number; files: FileEntry[] };
+    for (const f of manifest.files) {
+      if (f.name.split('/').some((p) => p === '..' || p === '') || f.name.startsWith('/')) {
+        throw new TunefleetError(ErrorCode.ChecksumMismatch, `checkpoint ${from.prefix}: file name '${f.name}' leaves the checkpoint`);
+      }
+      await mkdir(join(local, f.name, '..'), { recursive: true });
+      await download(store, `${from.prefix}${f.name}`, join(local, f.name), f.sha256);
+    }
+    log(`${jobId}: fetched checkpoint step ${from.step} (${manifest.files.length} files)`);
+    return local;
+  }
+
+  async function fetchSplits(req: { data: TrainRequest['data'] }, dir: string): Promise<{ train: string; eval: string }> {
+    const store = await nats.store(DATASETS_BUCKET);
+    const train = join(dir, 'train.jsonl');
+    const evalPath = join(dir, 'eval.jsonl');
+    await download(store, req.data.train_object, train, null);
+    await download(store, req.data.eval_object, evalPath, null);
+    return { train, eval: evalPath };
+  }
+
+  return {
+    async train(req: TrainRequest): Promise<TrainOutcome> {
+      const ctx = Context.current();
+      const started = Date.now();
+      const key = `${req.jobId}#${req.attempt}`;
+      const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
+      await mkdir(dir, { recursive: true });
+      const model = modelDir(req.spec);
+      const splits = await fetchSplits(req, dir);
+      const resume = req.resumeFrom ? await fetchCheckpoint(req.jobId, req.resumeFrom, dir) : null;
+      const configPath = join(dir, 'run.json');
+      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId), null, 1));
+
+      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+      const events = publisher(req.jobId, req.attempt);
+      const store = await nats.store(CHECKPOINTS_BUCKET);
+      let uploads: Promise<void> = Promise.resolve();
+      let uploadError: unknown = null;
+      let started_: Extract<TrainerEvent, { type: 'started' }> | null = null;
+      let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
+      let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
+
+      deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: 0 });
+      const proc = runTrainer({
+        python: deps.python,
+        command: 'train',
+        configPath,
+        logPath: join(dir, 'trainer.log'),
+        onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
+        onEvent: (e) => {
+          events.publish(e);
+          if (e.type === 'started') {
+            started_ = e;
+            hb.stepsTotal = e.steps_total;
+          } else if (e.type === 'step') {
+            hb.step = e.step;
+            hb.loss = e.loss;
+          } else if (e.type === 'checkpoint') {
+            // upload files first, manifest last; only then is the checkpoint committed
+            const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
+            uploads = uploads.then(async () => {
+              for (const f of e.files) await upload(store, `${prefix}${f.name}`, join(e.path, f.name));
+              await upload(store, `${prefix}manifest.json`, join(e.path, 'manifest.json'));
+              hb.checkpoint = { prefix, step: e.step };
+              ctx.heartbeat(hb);
+            }).catch((err: unknown) => {
+              uploadError ??= err;
+            });
+          } else if (e.type === 'finished') finished = e;
+          else if (e.type === 'error') failure = e;
+        },
+      });
+      const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
+      const onCancel = (): void => proc.interrupt(deps.killGraceMs);
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      ctx.heartbeat(hb);
+      let exit: { code: number | null; signal: NodeJS.Signals | null };
+      try {
+        exit = await proc.exited;
+        await uploads;
+        await events.flush();
+      } finally {
+        clearInterval(beat);
+        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+        deps.sessions.delete(key);
+      }
+      if (uploadError) throw ApplicationFailure.retryable(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', { checkpoint: hb.checkpoint });
+      if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
+      const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
+      const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
+      if (exit.code === 0 && fin && fin.stopped === 'completed') {
+        const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
+        for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
+        const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
+        return {
+          attempt: req.attempt, agentId, steps: fin.step, trainLoss: fin.train_loss, trainableParams: s?.trainable_params ?? 0,
+          totalParams: s?.total_params ?? 0, adapterPrefix: prefix, adapterFiles: fin.adapter_files, seconds: (Date.now() - started) / 1000,
+        };
+      }
+      if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+      const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
+      throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
+    },
+
+    async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
+      const ctx = Context.current();
+      const dir = join(deps.workDir, 'jobs', req.jobId, `eval-${req.attempt}`);
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(join(dir, 'adapter'), { recursive: true });
+      const model = modelDir(req.spec);
+      const splits = await fetchSplits(req, dir);
+      const store = await nats.store(CHECKPOINTS_BUCKET);
+      for (const f of req.adapterFiles) await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
+      const configPath = join(dir, 'run.json');
+      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId), null, 1));
+      const events = publisher(req.jobId, req.attempt);
+      let result: Extract<TrainerEvent, { type: 'evaluation' }> | null = null;
+      let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
+      const proc = runTrainer({
+        python: deps.python,
+        command: 'evaluate',
+        configPath,
+        logPath: join(dir, 'trainer.log'),
+        onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
+        onEvent: (e) => {
+          events.publish(e);
+          if (e.type === 'evaluation') result = e;
+          if (e.type === 'error') failure = e;
+        },
+      });
+      const beat = setInterval(() => ctx.heartbeat(), deps.heartbeatMs);
+      const onCancel = (): void => proc.interrupt(deps.killGraceMs);
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      let exit: { code: number | null };
+      try {
+        exit = await proc.exited;
+        await events.flush();
+      } finally {
+        clearInterval(beat);
+        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+      }
+      const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
+      const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
+      if (exit.code === 0 && r) return { base: r.base, tuned: r.tuned, examples: r.examples };
+      if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+      throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
+    },
+  };
+}

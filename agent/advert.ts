@@ -1,0 +1,89 @@
+// Building and publishing this agent's advert: host facts from systeminformation, GPUs
+// from nvidia-smi, the trainer's capabilities from one probe of its Python environment.
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import si from 'systeminformation';
+import { ADVERT_PROTOCOL_VERSION, MODEL_NAME_PATTERN, type Advert, type AgentState, type GpuAdvert } from '../shared';
+import { probeGpus } from './gpu';
+import { TRAINER_DIR } from './trainer';
+
+export interface TrainerCaps { methods: string[]; bitsandbytes: boolean; bf16: boolean; cuda: boolean }
+
+/** Ask the trainer's Python what it can do (once, at start). */
+export function probeTrainer(python: string): Promise<TrainerCaps> {
+  const code = [
+    'import json, importlib.util as u',
+    'import torch',
+    'cuda = torch.cuda.is_available()',
+    'bnb = cuda and u.find_spec("bitsandbytes") is not None',
+    'bf16 = bool(cuda and torch.cuda.is_bf16_supported())',
+    'print(json.dumps({"cuda": cuda, "bitsandbytes": bnb, "bf16": bf16}))',
+  ].join('\n');
+  return new Promise((resolve) => {
+    execFile(python, ['-c', code], { cwd: TRAINER_DIR, timeout: 120_000 }, (err, stdout) => {
+      const base = ['lora', 'dora', 'ia3', 'full'];
+      if (err) {
+        resolve({ methods: [], bitsandbytes: false, bf16: false, cuda: false });
+        return;
+      }
+      try {
+        const line = stdout.trim().split('\n').pop() ?? '{}';
+        const caps = JSON.parse(line) as { cuda: boolean; bitsandbytes: boolean; bf16: boolean };
+        resolve({ methods: caps.bitsandbytes ? [...base, 'qlora'] : base, bitsandbytes: caps.bitsandbytes, bf16: caps.bf16, cuda: caps.cuda });
+      } catch {
+        resolve({ methods: [], bitsandbytes: false, bf16: false, cuda: false });
+      }
+    });
+  });
+}
+
+/** Models this agent holds: sub-directories with a config.json and safetensors weights. */
+export function cachedModels(modelsDir: string): string[] {
+  if (!existsSync(modelsDir)) return [];
+  return readdirSync(modelsDir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && MODEL_NAME_PATTERN.test(d.name))
+    .filter((d) => {
+      const files = readdirSync(join(modelsDir, d.name));
+      return files.includes('config.json') && files.some((f) => f.endsWith('.safetensors'));
+    })
+    .map((d) => d.name)
+    .sort();
+}
+
+export interface HostFacts { hostname: string; cpuModel: string; cores: number }
+
+export async function hostFacts(): Promise<HostFacts> {
+  const [cpu, os] = await Promise.all([si.cpu(), si.osInfo()]);
+  return { hostname: os.hostname, cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
+}
+
+export interface AdvertInput {
+  agentId: string;
+  state: AgentState;
+  labels: Record<string, string>;
+  host: HostFacts;
+  caps: TrainerCaps;
+  modelsDir: string;
+  sessions: { jobId: string; attempt: number; reservedBytes: number }[];
+}
+
+export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
+  const [mem, gpu] = await Promise.all([si.mem(), i.caps.cuda ? probeGpus() : Promise.resolve({ gpus: [] as GpuAdvert[], note: 'trainer sees no CUDA device' })]);
+  const advert: Advert = {
+    v: ADVERT_PROTOCOL_VERSION,
+    agent_id: i.agentId,
+    hostname: i.host.hostname,
+    state: i.state,
+    labels: i.labels,
+    accelerator: gpu.gpus.length > 0 ? 'cuda' : 'cpu',
+    gpus: gpu.gpus,
+    cpu: { model: i.host.cpuModel, cores: Math.max(1, i.host.cores) },
+    memory: { total: mem.total, available: Math.min(mem.total, mem.available) },
+    sessions: i.sessions.map((s) => ({ job_id: s.jobId, attempt: s.attempt, reserved_bytes: s.reservedBytes })),
+    models: cachedModels(i.modelsDir),
+    trainer: { methods: i.caps.methods, bitsandbytes: i.caps.bitsandbytes, bf16: i.caps.bf16 },
+    time: Date.now(),
+  };
+  return { advert, gpuNote: gpu.note };
+}

@@ -1,0 +1,89 @@
+// The agent daemon: one per GPU machine. Advertises its capacity every few seconds and
+// runs train/evaluate activities from its own task queue (agent-<id>).
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ID_PATTERN, agentTaskQueue, type AgentState, type Config } from '../shared';
+import { createAgentActivities, type AgentDeps } from './activities';
+import { buildAdvert, hostFacts, probeTrainer } from './advert';
+import { connectAgentNats } from './nats';
+
+export interface AgentOptions {
+  agentId: string;
+  labels: Record<string, string>;
+  advertIntervalMs: number;
+  advertTtlMs: number;
+  heartbeatMs?: number;
+}
+
+export interface RunningAgent {
+  agentId: string;
+  stop(): Promise<void>;
+  done: Promise<void>;
+}
+
+export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) => void = (m) => console.log(`[agent ${o.agentId}] ${m}`)): Promise<RunningAgent> {
+  if (!ID_PATTERN.test(o.agentId)) throw new Error(`agent id '${o.agentId}' must be lowercase letters, digits and dashes`);
+  const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
+  const kv = await nats.adverts(o.advertTtlMs);
+  const [host, caps] = await Promise.all([hostFacts(), probeTrainer(cfg.python)]);
+  if (caps.methods.length === 0) log(`warning: the trainer at ${cfg.python} did not answer; run 'npm run bootstrap'`);
+  const workDir = join(cfg.home, 'agents', o.agentId);
+  await mkdir(workDir, { recursive: true });
+  const sessions: AgentDeps['sessions'] = new Map();
+  let state: AgentState = 'ready';
+  let lastNote: string | null = null;
+
+  const publish = async (): Promise<void> => {
+    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state, labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()] });
+    if (gpuNote !== lastNote && gpuNote) log(gpuNote);
+    lastNote = gpuNote;
+    await kv.put(o.agentId, JSON.stringify(advert));
+  };
+  await publish();
+  let advertising = true;
+  const advertLoop = (async () => {
+    while (advertising) {
+      await new Promise((r) => setTimeout(r, o.advertIntervalMs));
+      if (!advertising) break;
+      await publish().catch((e: unknown) => log(`advert failed: ${String(e)}`));
+    }
+  })();
+
+  const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  const heartbeatMs = o.heartbeatMs ?? 5_000;
+  const worker = await Worker.create({
+    connection,
+    namespace: cfg.namespace,
+    taskQueue: agentTaskQueue(o.agentId),
+    activities: createAgentActivities({
+      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
+    }),
+    // one training session at a time on this machine for now
+    maxConcurrentActivityTaskExecutions: 1,
+    // heartbeats must reach the server well inside the workflow's 30 s heartbeat timeout
+    maxHeartbeatThrottleInterval: '5 seconds',
+    defaultHeartbeatThrottleInterval: '5 seconds',
+    shutdownGraceTime: '2 minutes',
+  });
+  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}`);
+  const run = worker.run();
+  const done = (async () => {
+    await run;
+    advertising = false;
+    await advertLoop;
+    await kv.delete(o.agentId).catch(() => {});
+    await connection.close();
+    await nats.nc.drain();
+  })();
+  return {
+    agentId: o.agentId,
+    done,
+    async stop() {
+      state = 'draining';
+      await publish().catch(() => {});
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,54 @@
+// The agent's NATS: adverts KV, job events, and object transfers (datasets and adapters
+// down, checkpoints and adapters up), every download checked against its sha256.
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { connect, StorageType, type JetStreamClient, type KV, type NatsConnection, type ObjectStore } from 'nats';
+import { ADVERTS_BUCKET, ErrorCode, TunefleetError } from '../shared';
+
+export interface AgentNats {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  store(bucket: string): Promise<ObjectStore>;
+  adverts(ttlMs: number): Promise<KV>;
+}
+
+export async function connectAgentNats(url: string, agentId: string): Promise<AgentNats> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: url, name: `tunefleet-agent-${agentId}`, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+  } catch (cause) {
+    throw new TunefleetError(ErrorCode.StackUnavailable, `agent ${agentId} cannot reach NATS at ${url}`, {}, { cause });
+  }
+  const js = nc.jetstream();
+  return {
+    nc,
+    js,
+    store: (bucket) => js.views.os(bucket, { storage: StorageType.File }),
+    adverts: (ttlMs) => js.views.kv(ADVERTS_BUCKET, { ttl: ttlMs, history: 1, storage: StorageType.File }),
+  };
+}
+
+export async function upload(store: ObjectStore, name: string, path: string): Promise<void> {
+  await store.put({ name }, Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>);
+}
+
+/** Download to `path` via a temporary name; refuse it unless the sha256 matches. */
+export async function download(store: ObjectStore, name: string, path: string, sha256: string | null): Promise<void> {
+  const obj = await store.get(name);
+  if (!obj) throw new TunefleetError(ErrorCode.JobNotFound, `object '${name}' is missing from the store`);
+  const h = createHash('sha256');
+  const part = `${path}.part`;
+  const src = Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
+  src.on('data', (c: Buffer) => h.update(c));
+  await pipeline(src, createWriteStream(part));
+  const err = await obj.error;
+  if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`);
+  const digest = h.digest('hex');
+  if (sha256 !== null && digest !== sha256) {
+    throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`);
+  }
+  await rename(part, path);
+}

@@ -1,0 +1,81 @@
+// Supervising one trainer process: spawn it with its topology in the environment, read
+// its JSON-lines events, keep its stderr in a log file, interrupt it (SIGTERM: it
+// checkpoints and exits), then kill it after a grace period.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseTrainerLine, type TrainerEvent, type TunefleetError } from '../shared';
+
+export const TRAINER_DIR = resolve(__dirname, '..', '..', 'agent', 'trainer');
+
+export interface TrainerRun {
+  child: ChildProcess;
+  /** exit code, or null when killed by a signal */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM now, SIGKILL after graceMs */
+  interrupt(graceMs: number): void;
+  stderrTail(): string;
+}
+
+export interface TrainerOptions {
+  python: string;
+  command: 'train' | 'evaluate';
+  configPath: string;
+  logPath: string;
+  env?: Record<string, string>;
+  onEvent: (e: TrainerEvent) => void;
+  onInvalid: (e: TunefleetError) => void;
+}
+
+export function runTrainer(o: TrainerOptions): TrainerRun {
+  const child = spawn(o.python, ['-m', 'tunefleet_trainer', o.command, '--config', o.configPath], {
+    cwd: TRAINER_DIR,
+    env: { ...process.env, PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1', ...o.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(o.logPath, { flags: 'a' });
+  const tail: string[] = [];
+  child.stderr?.on('data', (b: Buffer) => {
+    log.write(b);
+    tail.push(b.toString('utf8'));
+    while (tail.length > 40) tail.shift();
+  });
+  let lineNo = 0;
+  const rl = createInterface({ input: child.stdout! });
+  rl.on('line', (line) => {
+    lineNo += 1;
+    const parsed = parseTrainerLine(line, lineNo);
+    if (parsed.kind === 'event') o.onEvent(parsed.event);
+    else if (parsed.kind === 'invalid') o.onInvalid(parsed.error);
+    else log.write(`[stdout] ${parsed.text}\n`);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
+    let done = false;
+    const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (done) return;
+      done = true;
+      // wait for stdout to be fully read so the last events are not lost
+      rl.once('close', () => log.end(() => res({ code, signal })));
+      if ((rl as unknown as { closed?: boolean }).closed) log.end(() => res({ code, signal }));
+    };
+    child.on('exit', finish);
+    child.on('error', (e) => {
+      tail.push(`failed to start ${o.python}: ${e.message}`);
+      rl.close();
+      finish(127, null);
+    });
+  });
+  let killTimer: NodeJS.Timeout | null = null;
+  void exited.then(() => killTimer && clearTimeout(killTimer));
+  return {
+    child,
+    exited,
+    interrupt(graceMs) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      killTimer ??= setTimeout(() => child.kill('SIGKILL'), graceMs);
+    },
+    stderrTail: () => tail.join('').split('\n').slice(-15).join('\n'),
+  };
+}

@@ -1,0 +1,65 @@
+"""python -m tunefleet_trainer train|evaluate --config run.json
+   python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
+   python -m tunefleet_trainer make-tiny-model --out DIR
+
+Exit codes: 0 done (also after a SIGTERM checkpoint), 2 bad config or input, 1 other failure.
+"""
+
+import argparse
+import os
+import sys
+
+# offline and quiet: models come from local directories only; progress bars are noise
+for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+import traceback
+
+from .errors import TrainerError
+from .events import claim_stdout, emit
+
+
+def main(argv=None):
+    claim_stdout()
+    ap = argparse.ArgumentParser(prog="python -m tunefleet_trainer")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("train", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", required=True, help="run.json")
+    p = sub.add_parser("convert-gguf")
+    p.add_argument("--gguf", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("make-tiny-model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd in ("train", "evaluate"):
+            from . import config
+
+            cfg = config.load(args.config)
+            if args.cmd == "train":
+                from . import recipe
+
+                return recipe.main(cfg)
+            from . import evaluate
+
+            return evaluate.main(cfg)
+        if args.cmd == "convert-gguf":
+            from . import convert
+
+            return convert.main(args.gguf, args.out)
+        from . import tiny
+
+        return tiny.main(args.out, args.seed)
+    except TrainerError as e:
+        emit("error", code=e.code, message=e.message)
+        return 2
+    except Exception as e:  # a bug or an environment fault: say what, keep the traceback on stderr
+        traceback.print_exc()
+        emit("error", code="TRAINER_CRASHED", message=f"{type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

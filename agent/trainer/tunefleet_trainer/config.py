@@ -1,0 +1,121 @@
+"""Run configuration: plain data, unknown keys refused, defaults documented here.
+
+The agent writes this file from the job spec (shared/spec.ts); a person can write it
+by hand to run the trainer alone.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .errors import TrainerError
+
+METHODS = ("lora", "dora", "qlora", "ia3", "full")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8  # rank of the update
+    alpha: float = 16  # the update is scaled by alpha / r
+    dropout: float = 0.05
+    target_modules: Optional[List[str]] = None  # None: per-architecture default
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = 1
+    max_steps: Optional[int] = None  # overrides epochs when set
+    learning_rate: float = 2e-4
+    batch_size: int = 32  # effective: micro_batch_size x gradient accumulation
+    micro_batch_size: Optional[int] = None  # default: min(batch_size, 8)
+    max_seq_len: int = 512
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"  # cosine | linear | constant
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    seed: int = 42
+    checkpoint_every: int = 50  # optimizer steps; also at the end and on SIGTERM
+
+
+@dataclass
+class EvaluationConfig:
+    exact_match: bool = True
+    max_new_tokens: int = 32
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class RunConfig:
+    model_path: str  # Hugging Face model directory (safetensors + tokenizer)
+    train_path: str  # JSONL
+    output_dir: str  # checkpoints/ and adapter/ are written here
+    method: str = "lora"
+    eval_path: Optional[str] = None
+    resume_from: Optional[str] = None  # a checkpoint directory with a manifest
+    adapter_path: Optional[str] = None  # evaluate: the adapter to compare with the base
+    device: str = "auto"  # auto | cpu | cuda
+    job_id: str = "local"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def _build(cls, data, where):
+    if not isinstance(data, dict):
+        raise TrainerError("CONFIG_INVALID", f"{where}: expected an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TrainerError("CONFIG_INVALID", f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        sub = {"lora": LoraConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}.get(name) if cls is RunConfig else None
+        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise TrainerError("CONFIG_INVALID", f"{where}: {e}") from e
+
+
+def validate(cfg: RunConfig):
+    t = cfg.training
+    problems = []
+    if cfg.method not in METHODS:
+        problems.append(f"method: '{cfg.method}' is not one of {', '.join(METHODS)}")
+    if t.lr_scheduler not in ("cosine", "linear", "constant"):
+        problems.append(f"training.lr_scheduler: '{t.lr_scheduler}' is not cosine, linear or constant")
+    if t.precision not in ("auto", "bf16", "fp16", "fp32"):
+        problems.append(f"training.precision: '{t.precision}' is not auto, bf16, fp16 or fp32")
+    if not (isinstance(t.learning_rate, (int, float)) and t.learning_rate > 0):
+        problems.append("training.learning_rate: must be a positive number")
+    for name in ("batch_size", "max_seq_len", "checkpoint_every"):
+        v = getattr(t, name)
+        if not (isinstance(v, int) and v > 0):
+            problems.append(f"training.{name}: must be a positive integer")
+    if t.micro_batch_size is not None and not (isinstance(t.micro_batch_size, int) and t.micro_batch_size > 0):
+        problems.append("training.micro_batch_size: must be a positive integer")
+    if t.max_steps is not None and not (isinstance(t.max_steps, int) and t.max_steps > 0):
+        problems.append("training.max_steps: must be a positive integer")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        problems.append(f"device: '{cfg.device}' is not auto, cpu or cuda")
+    if problems:
+        raise TrainerError("CONFIG_INVALID", "; ".join(problems))
+    return cfg
+
+
+def load(path) -> RunConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise TrainerError("CONFIG_INVALID", f"{path}: cannot read ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise TrainerError("CONFIG_INVALID", f"{path}:{e.lineno}: not JSON ({e.msg})") from e
+    return validate(_build(RunConfig, data, str(path)))
+
+
+def from_dict(data) -> RunConfig:
+    return validate(_build(RunConfig, data, "config"))

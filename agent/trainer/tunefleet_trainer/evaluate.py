@@ -1,0 +1,91 @@
+"""Base model and fine-tuned model side by side on the eval split.
+
+Loss and perplexity over completion / assistant tokens (text records: all tokens), and
+exact match of greedy generations against the reference completion. A generation is cut
+at its first newline when the reference has none (the usual stop sequence), then both
+are compared after trimming whitespace and lower-casing.
+"""
+
+import math
+import os
+
+from .data import encode, prompt_of, read_jsonl, tokenize_all
+from .errors import TrainerError
+from .events import emit, log
+from .modeling import load_base, load_tokenizer, pick_device, pick_dtype
+from .recipe import evaluate_loss
+
+
+def normalise(text):
+    return " ".join(text.strip().split()).lower()
+
+
+def generate(model, tokenizer, prompts, max_new_tokens, micro, device):
+    import torch
+
+    outs = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    model.eval()
+    try:
+        for i in range(0, len(prompts), micro):
+            chunk = prompts[i : i + micro]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            for row in gen[:, enc["input_ids"].shape[1]:]:
+                outs.append(tokenizer.decode(row, skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return outs
+
+
+def _metrics(model, tokenizer, examples, pairs, cfg, device):
+    micro = cfg.training.micro_batch_size or 8
+    loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device)
+    em, outputs = None, []
+    if cfg.evaluation.exact_match and pairs:
+        outputs = generate(model, tokenizer, [p for p, _ in pairs], cfg.evaluation.max_new_tokens, micro, device)
+        hits = 0
+        for (_, ref), out in zip(pairs, outputs):
+            if "\n" not in ref.strip():
+                out = out.lstrip().split("\n", 1)[0]
+            hits += normalise(out) == normalise(ref)
+        em = hits / len(pairs)
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": em, "samples": len(examples)}, outputs
+
+
+def main(cfg):
+    if not cfg.eval_path:
+        raise TrainerError("CONFIG_INVALID", "evaluate needs eval_path")
+    if not cfg.adapter_path or not os.path.isdir(cfg.adapter_path):
+        raise TrainerError("CONFIG_INVALID", f"evaluate needs adapter_path, a directory (got {cfg.adapter_path!r})")
+    device = pick_device(cfg)
+    dtype = pick_dtype(cfg.training.precision, device)
+    tokenizer = load_tokenizer(cfg.model_path)
+    records, fmt = read_jsonl(cfg.eval_path)
+    if cfg.evaluation.max_samples:
+        records = records[: cfg.evaluation.max_samples]
+    examples, _ = tokenize_all(records, fmt, tokenizer, cfg.training.max_seq_len)
+    pairs = [p for p in (prompt_of(r, fmt, tokenizer) for r in records) if p[0] is not None]
+
+    base_method = "qlora" if cfg.method == "qlora" else "lora"
+    model = load_base(cfg.model_path, dtype, device, base_method)
+    base, base_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
+    log(f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}")
+    if cfg.method == "full":
+        del model
+        model = load_base(cfg.adapter_path, dtype, device, "full")
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg.adapter_path)
+        model.to(device)
+    tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
+    log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}")
+    examples_out = [
+        {"prompt": p, "reference": r, "base": b, "tuned": t}
+        for (p, r), b, t in list(zip(pairs, base_out, tuned_out))[:20]
+    ]
+    emit("evaluation", base=base, tuned=tuned, examples=examples_out)
+    return 0

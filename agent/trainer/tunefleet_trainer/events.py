@@ -1,0 +1,48 @@
+"""JSON-lines events on the original stdout; everything else printed goes to stderr.
+
+Libraries print to stdout (warnings, progress bars). The protocol needs stdout to carry
+only events, so at startup the real stdout is kept for events and fd 1 is pointed at
+stderr.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+from . import PROTOCOL_VERSION
+
+_out = None
+
+
+def claim_stdout():
+    global _out
+    if _out is None:
+        sys.stdout.flush()
+        _out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    return _out
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def emit(type_, **fields):
+    out = _out if _out is not None else sys.stdout
+    event = {"v": PROTOCOL_VERSION, "type": type_, "time": time.time(), **fields}
+    out.write(json.dumps(_clean(event), separators=(",", ":")) + "\n")
+    out.flush()
+    return event
+
+
+def log(message, level="info"):
+    emit("log", level=level, message=str(message))

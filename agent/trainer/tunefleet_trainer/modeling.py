@@ -1,0 +1,112 @@
+"""Loading the base model and wrapping it for a method; the loss both train and evaluate use."""
+
+import os
+
+from .errors import TrainerError
+
+
+def pick_device(cfg):
+    import torch
+
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainerError("DEVICE_UNAVAILABLE", "device 'cuda' was asked for but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(precision, device):
+    import torch
+
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if device.type == "cpu" and precision == "fp16":
+        raise TrainerError("PRECISION_UNSUPPORTED", "fp16 training needs a CUDA device; use bf16 or fp32 on CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def check_model_dir(path):
+    """The base model must be safetensors: a directory with only pickles is refused."""
+    if not os.path.isdir(path):
+        raise TrainerError("MODEL_MISSING", f"{path}: no such model directory")
+    names = os.listdir(path)
+    if not any(n.endswith(".safetensors") for n in names):
+        pickles = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+        why = f"only pickle files ({', '.join(sorted(pickles))}), which are never loaded" if pickles else "no weights"
+        raise TrainerError("MODEL_UNSAFE", f"{path}: {why}; convert the model to safetensors")
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(path, dtype, device, method="lora"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_dir(path)
+    kwargs = {"dtype": dtype, "use_safetensors": True}
+    if method == "qlora":
+        if device.type != "cuda":
+            raise TrainerError("QLORA_UNAVAILABLE", "qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not train on CPU; use lora on this agent")
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except Exception as e:  # pragma: no cover - depends on the host
+            raise TrainerError("QLORA_UNAVAILABLE", f"qlora needs bitsandbytes, which failed to import: {e}") from e
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        )
+        kwargs["device_map"] = {"": device.index or 0}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if method != "qlora":
+        model.to(device)
+    return model
+
+
+def wrap(model, cfg):
+    """Apply the method; -> (model, trainable_params, total_params) as PEFT counts them."""
+    method = cfg.method
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        n = sum(p.numel() for p in model.parameters())
+        return model, n, n
+    from peft import IA3Config, LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+    if method in ("lora", "dora", "qlora"):
+        pc = LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules or "all-linear",
+            use_dora=(method == "dora"),
+        )
+    elif method == "ia3":
+        pc = IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=cfg.lora.target_modules)
+    else:
+        raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' is not supported")
+    model = get_peft_model(model, pc)
+    trainable, total = model.get_nb_trainable_parameters()
+    return model, int(trainable), int(total)
+
+
+def batch_loss(model, input_ids, labels, mask):
+    """-> (sum of token cross-entropy over label tokens, number of label tokens)."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=input_ids, attention_mask=mask).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss_sum, int((shift_labels != -100).sum())

@@ -1,0 +1,325 @@
+"""The fine-tuning recipe: setup, train, save_checkpoint, cleanup. One file, no inheritance.
+
+Resuming is exact: the checkpoint holds the adapter, optimizer, LR scheduler, every RNG
+state and the step. The data order is a pure function of (seed, epoch), and step s
+always consumes examples [s*B, (s+1)*B) of that order, so a resumed run sees the same
+batches and continues the same loss trajectory.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import shutil
+import time
+
+from . import checkpoint as ckpt
+from .data import collate, read_jsonl, tokenize_all
+from .errors import TrainerError
+from .events import emit, log
+from .modeling import batch_loss, load_base, load_tokenizer, pick_device, pick_dtype, wrap
+
+
+class _Stop:
+    """SIGTERM/SIGINT: finish the current optimizer step, checkpoint, exit."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self):
+        def handler(signum, _frame):
+            self.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def lr_lambda(kind, warmup, total):
+    def f(step):
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant" or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def epoch_order(n, seed, epoch):
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def examples_for_step(step, batch_size, n, seed):
+    """Indices of the examples optimizer step `step` (0-based) trains on."""
+    out, orders = [], {}
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(pos, n)
+        if epoch not in orders:
+            orders[epoch] = epoch_order(n, seed, epoch)
+        out.append(orders[epoch][i])
+    return out
+
+
+def seed_all(seed):
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state():
+    import numpy as np
+    import torch
+
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    npst = np.random.get_state()
+    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors, meta):
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def setup(cfg):
+    import torch
+
+    t = cfg.training
+    device = pick_device(cfg)
+    dtype = pick_dtype(t.precision, device)
+    seed_all(t.seed)
+    tokenizer = load_tokenizer(cfg.model_path)
+
+    records, fmt = read_jsonl(cfg.train_path)
+    train, truncated = tokenize_all(records, fmt, tokenizer, t.max_seq_len)
+    if not train:
+        raise TrainerError("DATASET_EMPTY", f"{cfg.train_path}: no record has a token to learn from")
+    evals = []
+    if cfg.eval_path:
+        erecs, efmt = read_jsonl(cfg.eval_path)
+        evals, etrunc = tokenize_all(erecs, efmt, tokenizer, t.max_seq_len)
+        truncated += etrunc
+
+    model = load_base(cfg.model_path, dtype, device, cfg.method)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model, trainable, total = wrap(model, cfg)
+
+    micro = t.micro_batch_size or min(t.batch_size, 8)
+    accum = max(1, t.batch_size // micro)
+    batch = micro * accum
+    steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / batch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    warmup = int(round(t.warmup_ratio * steps_total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_scheduler, warmup, steps_total))
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
+
+    state = {"step": 0, "best_eval_loss": None, "losses": []}
+    if cfg.resume_from:
+        _restore(cfg.resume_from, model, optimizer, scheduler, state, cfg.method)
+
+    return {
+        "cfg": cfg, "device": device, "dtype": dtype, "tokenizer": tokenizer, "model": model, "fmt": fmt,
+        "train": train, "eval": evals, "truncated": truncated, "optimizer": optimizer, "scheduler": scheduler,
+        "scaler": scaler, "micro": micro, "accum": accum, "batch": batch, "steps_total": steps_total,
+        "trainable": trainable, "total": total, "state": state,
+    }
+
+
+def _restore(path, model, optimizer, scheduler, state, method):
+    import torch
+    from safetensors.torch import load_file
+
+    manifest = ckpt.verify(path)
+    if method == "full":
+        from safetensors.torch import load_model
+
+        load_model(model, os.path.join(path, "model.safetensors"), strict=True)
+    else:
+        from peft import set_peft_model_state_dict
+
+        weights = load_file(os.path.join(path, "adapter", "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model, weights)
+        if getattr(result, "unexpected_keys", None):
+            raise TrainerError("CHECKPOINT_MISMATCH", f"{path}: adapter keys do not match the model: {result.unexpected_keys[:3]}")
+    optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
+    with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(load_file(os.path.join(path, "rng.safetensors")), saved["rng"])
+    state.update(step=saved["step"], best_eval_loss=saved.get("best_eval_loss"), losses=saved.get("losses", []))
+    if saved["step"] != manifest["step"]:
+        raise TrainerError("CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}")
+
+
+def save_checkpoint(run, reason):
+    import torch
+    from safetensors.torch import save_file
+
+    cfg, state, model = run["cfg"], run["state"], run["model"]
+    root = os.path.join(cfg.output_dir, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    name = f"step-{state['step']:08d}"
+    tmp = os.path.join(root, name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    if cfg.method == "full":
+        from safetensors.torch import save_model
+
+        save_model(model, os.path.join(tmp, "model.safetensors"))
+    else:
+        model.save_pretrained(os.path.join(tmp, "adapter"), safe_serialization=True)
+    torch.save(run["optimizer"].state_dict(), os.path.join(tmp, "optimizer.pt"))
+    tensors, meta = _rng_state()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(tmp, "rng.safetensors"))
+    saved = {
+        "step": state["step"], "steps_total": run["steps_total"], "batch_size": run["batch"],
+        "data_position": state["step"] * run["batch"], "best_eval_loss": state["best_eval_loss"],
+        "losses": state["losses"], "scheduler": run["scheduler"].state_dict(), "rng": meta,
+        "method": cfg.method, "seed": cfg.training.seed,
+    }
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
+        json.dump(saved, f)
+    final = os.path.join(root, name)
+    try:
+        files = ckpt.commit(tmp, final, state["step"])
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainerError("CHECKPOINT_WRITE_FAILED", f"{final}: {e.strerror or e}") from e
+    emit("checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason)
+    return final
+
+
+def evaluate_loss(model, examples, micro, pad_id, device):
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), micro):
+            ids, labels, mask = (t.to(device) for t in collate(examples[i : i + micro], pad_id))
+            s, c = batch_loss(model, ids, labels, mask)
+            total += float(s)
+            count += c
+    model.train()
+    return total / max(1, count)
+
+
+def train(run, stop):
+    import torch
+
+    cfg, state, model = run["cfg"], run["state"], run["model"]
+    t = cfg.training
+    opt, sched, scaler, device = run["optimizer"], run["scheduler"], run["scaler"], run["device"]
+    pad_id = run["tokenizer"].pad_token_id
+    n = len(run["train"])
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    while state["step"] < run["steps_total"]:
+        if stop.requested:
+            save_checkpoint(run, "signal")
+            return "signal"
+        t0 = time.time()
+        idx = examples_for_step(state["step"], run["batch"], n, t.seed)
+        batch = [run["train"][i] for i in idx]
+        tokens_in_step = sum(sum(1 for l in lab[1:] if l != -100) for _, lab in batch)
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        seen_tokens = 0
+        for m in range(run["accum"]):
+            chunk = batch[m * run["micro"] : (m + 1) * run["micro"]]
+            if not chunk:
+                break
+            ids, labels, mask = (x.to(device) for x in collate(chunk, pad_id))
+            s, _ = batch_loss(model, ids, labels, mask)
+            loss = s / max(1, tokens_in_step)
+            (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += float(s.detach())
+            seen_tokens += int(mask.sum())
+        if scaler:
+            scaler.unscale_(opt)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        lr = sched.get_last_lr()[0]
+        sched.step()
+        state["step"] += 1
+        step_loss = loss_sum / max(1, tokens_in_step)
+        if not math.isfinite(step_loss):
+            raise TrainerError("LOSS_NOT_FINITE", f"loss became {step_loss} at step {state['step']}; lower the learning rate or use fp32")
+        state["losses"].append(round(step_loss, 6))
+        dt = max(1e-9, time.time() - t0)
+        emit("step", step=state["step"], steps_total=run["steps_total"], epoch=state["step"] * run["batch"] / n,
+             loss=step_loss, lr=lr, grad_norm=grad_norm if math.isfinite(grad_norm) else None, tokens_per_s=seen_tokens / dt)
+        if state["step"] % t.checkpoint_every == 0 and state["step"] < run["steps_total"]:
+            save_checkpoint(run, "interval")
+    return "completed"
+
+
+def cleanup(run):
+    import gc
+
+    run.clear()
+    gc.collect()
+
+
+def main(cfg):
+    stop = _Stop()
+    stop.install()
+    run = setup(cfg)
+    emit("started", method=cfg.method, device=str(run["device"]), dtype=str(run["dtype"]).replace("torch.", ""),
+         trainable_params=run["trainable"], total_params=run["total"], train_records=len(run["train"]),
+         eval_records=len(run["eval"]), steps_total=run["steps_total"], micro_batch_size=run["micro"],
+         grad_accum=run["accum"], truncated_records=run["truncated"], resumed_from_step=run["state"]["step"])
+    log(f"{run['trainable']:,} trainable of {run['total']:,} parameters ({100 * run['trainable'] / run['total']:.3f}%); "
+        f"{run['batch']} sequences per step ({run['micro']} x {run['accum']} accumulation); {run['steps_total']} steps")
+    outcome = train(run, stop)
+    if outcome == "completed":
+        save_checkpoint(run, "final")
+        if run["eval"]:
+            el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
+            emit("eval", step=run["state"]["step"], eval_loss=el, perplexity=math.exp(min(el, 50)))
+    adapter_dir = os.path.join(cfg.output_dir, "adapter")
+    tmp = adapter_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run["model"].save_pretrained(tmp, safe_serialization=True)
+    if cfg.method == "full":
+        run["tokenizer"].save_pretrained(tmp)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.rename(tmp, adapter_dir)
+    losses = run["state"]["losses"]
+    emit("finished", step=run["state"]["step"], adapter_path=os.path.abspath(adapter_dir), adapter_files=ckpt.file_entries(adapter_dir),
+         train_loss=losses[-1] if losses else None, stopped=outcome)
+    cleanup(run)
+    return 0

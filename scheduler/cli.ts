@@ -1,0 +1,165 @@
+// The tunefleet CLI (control side). `tunefleet agent ...` and `tunefleet up|down` are
+// dispatched by bin/tunefleet to agent/cli.ts and infra/stack.ts.
+import { Command, Option } from 'commander';
+import { resolve } from 'node:path';
+import { TunefleetError, type Config, type Flags } from '../shared';
+import { Stack, loadSpecFile, failureMessage } from './client';
+import { loadConfig } from './config';
+import { formatEvent, formatResult, table } from './format';
+import { startControlWorker } from './worker';
+
+function globalFlags(cmd: Command): Flags {
+  const o = cmd.optsWithGlobals<{ natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string }>();
+  return { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home };
+}
+
+async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = loadConfig(globalFlags(cmd));
+  const stack = await Stack.connect(cfg);
+  try {
+    return await fn(stack, cfg);
+  } finally {
+    await stack.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('tunefleet')
+    .description('Run LLM fine-tuning and evaluation jobs across a fleet of GPU machines.')
+    .addOption(new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'))
+    .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
+    .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
+    .addOption(new Option('--home <dir>', 'state, binaries and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
+    .showHelpAfterError()
+    .addHelpText('after', `
+Local stack:
+  tunefleet up                 start nats-server, Temporal dev server, a control worker and a local agent
+  tunefleet down               stop them
+Agents:
+  tunefleet agent start        run an agent daemon on this machine (see 'tunefleet agent start --help')
+Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`);
+
+  program
+    .command('submit')
+    .description('validate a job spec, upload its dataset and start the job')
+    .argument('<spec>', 'job spec, YAML or JSON (see docs/spec.md)')
+    .option('--id <jobId>', 'job id (default: <name>-<timestamp>-<random>)')
+    .option('-f, --follow', 'show live progress and print the result when the job ends')
+    .option('--dry-run', 'only validate the spec and its files')
+    .action(async (specFile: string, opts: { id?: string; follow?: boolean; dryRun?: boolean }, cmd: Command) => {
+      const loaded = await loadSpecFile(specFile);
+      if (opts.dryRun) {
+        console.log(`${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, dataset ${loaded.datasetPath})`);
+        return;
+      }
+      await withStack(cmd, async (stack) => {
+        const id = await stack.submit(loaded, opts.id);
+        console.log(`submitted job ${id}`);
+        if (!opts.follow) return;
+        const result = await stack.follow(id, (e) => {
+          const line = formatEvent(e);
+          if (line) console.log(`  ${line}`);
+        });
+        console.log(`\n${formatResult(result)}`);
+      });
+    });
+
+  program
+    .command('status')
+    .description("a job's state, attempt, agent and latest step")
+    .argument('<job>')
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const d = await stack.describe(job);
+        if (opts.json) return void console.log(JSON.stringify(d, null, 1));
+        const s = d.status;
+        const step = d.lastStep ? `step ${String(d.lastStep.step)}/${String(d.lastStep.steps_total)}, loss ${Number(d.lastStep.loss).toFixed(4)}` : '-';
+        console.log(table(['job', 'workflow', 'state', 'attempt', 'agent', 'progress'], [[job, d.temporal, s?.state ?? '-', s?.attempt ?? '-', s?.agentId ?? '-', step]]));
+        if (s?.message) console.log(s.message);
+        if (d.failure) console.log(`failed: ${d.failure}`);
+      });
+    });
+
+  program
+    .command('list')
+    .description('all jobs, newest first')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const jobs = await stack.list();
+        if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
+        console.log(table(['job', 'workflow', 'started', 'closed'], jobs.map((j) => [j.jobId, j.status, j.started.toISOString(), j.closed?.toISOString() ?? '-'])));
+      });
+    });
+
+  program
+    .command('result')
+    .description("a finished job's metrics, base vs fine-tuned")
+    .argument('<job>')
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const r = await stack.result(job);
+        console.log(opts.json ? JSON.stringify(r, null, 1) : formatResult(r));
+      });
+    });
+
+  program
+    .command('download')
+    .description("write a finished job's adapter (PEFT format) to a directory")
+    .argument('<job>')
+    .option('-o, --out <dir>', 'output directory (default ./<job>-adapter)')
+    .action(async (job: string, opts: { out?: string }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const out = resolve(opts.out ?? `${job}-adapter`);
+        const r = await stack.download(job, out);
+        console.log(`wrote ${r.files} adapter files to ${r.dir}`);
+      });
+    });
+
+  program
+    .command('watch')
+    .description("follow a job's events until it ends")
+    .argument('<job>')
+    .action(async (job: string, _opts: unknown, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const r = await stack.follow(job, (e) => {
+          const line = formatEvent(e);
+          if (line) console.log(line);
+        });
+        console.log(`\n${formatResult(r)}`);
+      });
+    });
+
+  program
+    .command('worker')
+    .description('run a control worker (workflows, placement, data preparation) until SIGTERM')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const cfg = loadConfig(globalFlags(cmd));
+      const w = await startControlWorker(cfg);
+      console.log(`[worker] polling tunefleet-control on ${cfg.temporalAddress}; NATS ${cfg.natsUrl}`);
+      const stop = (): void => void w.stop();
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      await w.run;
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof TunefleetError) {
+      console.error(`error: ${e.describe()}`);
+      process.exitCode = e.retryable || e.code === 'STACK_UNAVAILABLE' ? 1 : 2;
+    } else {
+      console.error(`error: ${failureMessage(e)}`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+if (require.main === module) void main(process.argv);

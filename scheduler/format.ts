@@ -1,0 +1,59 @@
+// Human output: tables and one-line event renderings.
+import type { JobResult } from '../shared';
+
+export function table(headers: string[], rows: (string | number)[][]): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  return cells.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+const f4 = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(4));
+const delta = (a: number | null, b: number | null): string => (a === null || b === null ? '-' : `${b - a >= 0 ? '+' : ''}${(b - a).toFixed(4)}`);
+
+export function formatResult(r: JobResult): string {
+  const b = r.evaluation.base;
+  const t = r.evaluation.tuned;
+  const lines = [
+    `job ${r.jobId}: ${r.state} — ${r.method} on ${r.model}`,
+    `data: ${r.data.records_total} records (${r.data.format}) → ${r.data.train_records} train / ${r.data.eval_records} eval`,
+    `training: ${r.training.steps} steps on ${r.training.agentId} (attempt ${r.training.attempt}) in ${r.training.seconds.toFixed(0)} s; ` +
+      `${r.training.trainableParams.toLocaleString('en-US')} trainable of ${r.training.totalParams.toLocaleString('en-US')} parameters; final train loss ${f4(r.training.trainLoss)}`,
+    '',
+    table(['metric', 'base', 'fine-tuned', 'delta'], [
+      ['eval loss', f4(b.eval_loss), f4(t.eval_loss), delta(b.eval_loss, t.eval_loss)],
+      ['perplexity', b.perplexity.toFixed(2), t.perplexity.toFixed(2), delta(b.perplexity, t.perplexity)],
+      ['exact match', f4(b.exact_match), f4(t.exact_match), delta(b.exact_match, t.exact_match)],
+    ]),
+    '',
+    `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})`,
+  ];
+  const ex = r.evaluation.examples.slice(0, 5);
+  if (ex.length) {
+    lines.push('', 'examples (prompt → reference | base | fine-tuned):');
+    for (const e of ex) lines.push(`  ${JSON.stringify(e.prompt.slice(-60))} → ${JSON.stringify(e.reference.trim())} | ${JSON.stringify(e.base.trim().split('\n')[0] ?? '')} | ${JSON.stringify(e.tuned.trim().split('\n')[0] ?? '')}`);
+  }
+  return lines.join('\n');
+}
+
+/** One line per event worth a person's attention; null for the rest. */
+export function formatEvent(e: Record<string, unknown>): string | null {
+  const n = (k: string): number => Number(e[k]);
+  switch (e.type) {
+    case 'started':
+      return `started on ${String(e.agent_id)} (attempt ${n('attempt')}, ${String(e.device)}, ${String(e.dtype)}): ${n('trainable_params').toLocaleString('en-US')} trainable of ${n('total_params').toLocaleString('en-US')} parameters, ${n('train_records')} records, ${n('steps_total')} steps${n('resumed_from_step') ? `, resumed from step ${n('resumed_from_step')}` : ''}`;
+    case 'step':
+      return `step ${String(n('step')).padStart(4)}/${n('steps_total')}  loss ${n('loss').toFixed(4)}  lr ${n('lr').toExponential(2)}  ${n('tokens_per_s').toFixed(0)} tok/s`;
+    case 'checkpoint':
+      return `checkpoint at step ${n('step')} (${String(e.reason)})`;
+    case 'eval':
+      return `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})`;
+    case 'finished':
+      return `training ${String(e.stopped)} at step ${n('step')}`;
+    case 'error':
+      return `trainer error ${String(e.code)}: ${String(e.message)}`;
+    case 'log':
+      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(String(e.message)) ? `${String(e.message)}` : null;
+    default:
+      return null;
+  }
+}

@@ -1,0 +1,45 @@
+// The control worker: runs fineTune workflows and the control activities on
+// tunefleet-control. Several may run at once; Temporal spreads the work.
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { StorageType } from 'nats';
+import { CONTROL_TASK_QUEUE, type Config } from '../shared';
+import { createControlActivities } from './activities';
+import { FleetView } from './fleet';
+import { ADVERT_TTL_MS, connectNats, ensureAssets } from './nats';
+
+export const LEASES_BUCKET = 'tunefleet-leases';
+
+export interface RunningWorker {
+  worker: Worker;
+  run: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`)): Promise<RunningWorker> {
+  const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
+  await ensureAssets(nats);
+  const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log);
+  await fleet.start();
+  // a lease that outlives its job (a worker died between place and release) expires
+  const leases = await nats.js.views.kv(LEASES_BUCKET, { ttl: 48 * 3600 * 1000, history: 1, storage: StorageType.File });
+  const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  const worker = await Worker.create({
+    connection,
+    namespace: cfg.namespace,
+    taskQueue: CONTROL_TASK_QUEUE,
+    workflowsPath: require.resolve('../workflows'),
+    activities: createControlActivities({ nats, fleet, leases, log }),
+  });
+  const run = worker.run();
+  return {
+    worker,
+    run,
+    async stop() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await run.catch(() => {});
+      await fleet.stop();
+      await connection.close();
+      await nats.close();
+    },
+  };
+}

@@ -1,0 +1,55 @@
+// The activity contracts between workflows and the processes that run them. The control
+// worker (scheduler/) implements ControlActivities on task queue tunefleet-control; each
+// agent (agent/) implements AgentActivities on its own queue agent-<id>.
+import type { DataReport, EvalOutcome, FineTuneInput, JobResult, Placement, TrainOutcome } from './jobs';
+import type { JobSpec } from './spec';
+
+export interface PlaceRequest {
+  jobId: string;
+  spec: JobSpec;
+  attempt: number;
+  /** agents that failed this job before */
+  exclude: string[];
+  purpose: 'train' | 'evaluate';
+}
+
+/** null: nothing fits now (the job waits); a placement; or a thrown NO_AGENT_FITS that is final. */
+export type PlaceResult = { placement: Placement; waiting: null } | { placement: null; waiting: string };
+
+export interface TrainRequest {
+  jobId: string;
+  spec: JobSpec;
+  attempt: number;
+  data: DataReport;
+  /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
+  resumeFrom: { prefix: string; step: number } | null;
+}
+
+export interface EvaluateRequest {
+  jobId: string;
+  spec: JobSpec;
+  attempt: number;
+  data: DataReport;
+  adapterPrefix: string;
+  adapterFiles: TrainOutcome['adapterFiles'];
+}
+
+export interface ControlActivities {
+  prepare(input: FineTuneInput): Promise<DataReport>;
+  place(req: PlaceRequest): Promise<PlaceResult>;
+  release(jobId: string, attempt: number, agentId: string): Promise<void>;
+  register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
+}
+
+export interface AgentActivities {
+  train(req: TrainRequest): Promise<TrainOutcome>;
+  evaluate(req: EvaluateRequest): Promise<EvalOutcome>;
+}
+
+/** Heartbeat details of the train activity: what survives the agent's death. */
+export interface TrainHeartbeat {
+  step: number;
+  stepsTotal: number;
+  loss: number | null;
+  checkpoint: { prefix: string; step: number } | null;
+}

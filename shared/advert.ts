@@ -1,0 +1,77 @@
+// Agent adverts: what each agent writes to the KV bucket tunefleet-adverts every few
+// seconds (key = agent id). Protocol version 1. Placement reads only adverts that pass
+// this schema; impossible numbers are rejected here, not in placement.
+import { z } from 'zod';
+import { ErrorCode, TunefleetError } from './errors';
+import { ID_PATTERN, MODEL_NAME_PATTERN } from './names';
+
+export const ADVERT_PROTOCOL_VERSION = 1;
+/** No single accelerator or host in this decade has more than this; more means a bug or a forgery. */
+const MAX_BYTES = 64 * 2 ** 40; // 64 TiB
+
+const bytes = z.number().int().nonnegative().max(MAX_BYTES);
+
+export const gpuAdvert = z
+  .object({
+    index: z.number().int().nonnegative(),
+    uuid: z.string(),
+    name: z.string(),
+    memory_total: bytes,
+    memory_used: bytes,
+    memory_free: bytes,
+    utilization_pct: z.number().min(0).max(100).nullable(),
+    temperature_c: z.number().min(-50).max(150).nullable(),
+    compute_capability: z.string().nullable(),
+  })
+  .refine((g) => g.memory_free <= g.memory_total && g.memory_used <= g.memory_total, 'free and used memory cannot exceed total memory');
+export type GpuAdvert = z.infer<typeof gpuAdvert>;
+
+export const AGENT_STATES = ['ready', 'cordoned', 'draining', 'drained'] as const;
+export type AgentState = (typeof AGENT_STATES)[number];
+
+export const advertSchema = z
+  .object({
+    v: z.literal(ADVERT_PROTOCOL_VERSION),
+    agent_id: z.string().regex(ID_PATTERN),
+    hostname: z.string(),
+    state: z.enum(AGENT_STATES),
+    labels: z.record(z.string(), z.string()),
+    /** 'cuda' when at least one GPU is usable, else 'cpu' (a valid agent: jobs run on CPU) */
+    accelerator: z.enum(['cuda', 'cpu']),
+    gpus: z.array(gpuAdvert),
+    cpu: z.object({ model: z.string(), cores: z.number().int().positive().max(4096) }),
+    memory: z.object({ total: bytes, available: bytes }).refine((m) => m.available <= m.total, 'available memory cannot exceed total memory'),
+    sessions: z.array(z.object({ job_id: z.string(), attempt: z.number().int().nonnegative(), reserved_bytes: bytes })),
+    models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
+    trainer: z.object({ methods: z.array(z.string()), bitsandbytes: z.boolean(), bf16: z.boolean() }),
+    /** wall-clock ms at the agent when written */
+    time: z.number().int().positive(),
+  });
+export type Advert = z.infer<typeof advertSchema>;
+
+/** Parse an advert from KV bytes; a bad one is a typed error naming the agent key and field. */
+export function parseAdvert(key: string, data: Uint8Array | string): Advert {
+  const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new TunefleetError(ErrorCode.AdvertInvalid, `advert is not JSON`, { file: `advert ${key}` }, { cause });
+  }
+  const parsed = advertSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new TunefleetError(ErrorCode.AdvertInvalid, issue?.message ?? 'invalid advert', { file: `advert ${key}`, field: issue?.path.join('.') });
+  }
+  if (parsed.data.agent_id !== key) {
+    throw new TunefleetError(ErrorCode.AdvertInvalid, `advert names agent '${parsed.data.agent_id}' but is stored under '${key}'`, { file: `advert ${key}`, field: 'agent_id' });
+  }
+  return parsed.data;
+}
+
+/** Memory the agent can give a new job: its largest GPU's free memory, or host RAM on CPU agents. */
+export function allocatableBytes(a: Advert): number {
+  if (a.accelerator === 'cuda' && a.gpus.length > 0) return Math.max(...a.gpus.map((g) => g.memory_free));
+  const reserved = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
+  return Math.max(0, a.memory.available - reserved);
+}

@@ -1,0 +1,46 @@
+// Configuration: flags > environment (TUNEFLEET_*) > the embedded local stack's
+// addresses (recorded by `tunefleet up` in $TUNEFLEET_HOME/stack.json) > defaults.
+// Pure: callers pass in the environment, the flags and the stack file's contents.
+import { ErrorCode, TunefleetError } from './errors';
+
+export interface Config {
+  home: string;
+  natsUrl: string;
+  temporalAddress: string;
+  namespace: string;
+  /** python interpreter with the trainer's environment */
+  python: string;
+  /** directory holding base models (one sub-directory per model name) */
+  modelsDir: string;
+}
+
+export interface StackFile {
+  natsUrl: string;
+  temporalAddress: string;
+}
+
+export const DEFAULT_NATS_PORT = 4222;
+export const DEFAULT_TEMPORAL_PORT = 7233;
+
+export type Flags = Partial<Pick<Config, 'natsUrl' | 'temporalAddress' | 'namespace' | 'home'>>;
+
+export function resolveConfig(env: Record<string, string | undefined>, flags: Flags, homeDir: string, readStack: (home: string) => StackFile | null): Config {
+  const home = flags.home ?? env.TUNEFLEET_HOME ?? `${homeDir}/.tunefleet`;
+  const stack = readStack(home);
+  const natsUrl = flags.natsUrl ?? env.TUNEFLEET_NATS_URL ?? stack?.natsUrl ?? `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
+  const temporalAddress = flags.temporalAddress ?? env.TUNEFLEET_TEMPORAL_ADDRESS ?? stack?.temporalAddress ?? `127.0.0.1:${DEFAULT_TEMPORAL_PORT}`;
+  if (!/^(nats|tls|wss?):\/\/[^\s/]+$/.test(natsUrl)) {
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${natsUrl}' is not a NATS URL like nats://127.0.0.1:4222`, { field: 'nats-url' });
+  }
+  if (!/^[^\s/:]+:\d{1,5}$/.test(temporalAddress)) {
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${temporalAddress}' is not a host:port address`, { field: 'temporal-address' });
+  }
+  return {
+    home,
+    natsUrl,
+    temporalAddress,
+    namespace: flags.namespace ?? env.TUNEFLEET_NAMESPACE ?? 'default',
+    python: env.TUNEFLEET_PYTHON ?? `${home}/bin/python`,
+    modelsDir: env.TUNEFLEET_MODELS_DIR ?? `${home}/models`,
+  };
+}

@@ -1,0 +1,145 @@
+// Trainer events: the JSON lines the Python trainer prints on stdout, protocol version 1.
+// Defined once here; agent/trainer/tunefleet_trainer/events.schema.json is generated from
+// these schemas (npm run build writes it) and pytest validates every event the trainer
+// prints against it. Readers are tolerant: unknown keys are ignored, so a newer trainer
+// does not break an older agent; unknown event types are skipped with a log line.
+import { z } from 'zod';
+import { ErrorCode, TunefleetError } from './errors';
+
+export const TRAINER_PROTOCOL_VERSION = 1;
+
+const base = { v: z.literal(TRAINER_PROTOCOL_VERSION), time: z.number() };
+const finite = z.number().refine(Number.isFinite, 'must be a finite number');
+
+export const startedEvent = z.object({
+  ...base,
+  type: z.literal('started'),
+  method: z.string(),
+  device: z.string(),
+  dtype: z.string(),
+  trainable_params: z.number().int().nonnegative(),
+  total_params: z.number().int().positive(),
+  train_records: z.number().int().nonnegative(),
+  eval_records: z.number().int().nonnegative(),
+  steps_total: z.number().int().nonnegative(),
+  micro_batch_size: z.number().int().positive(),
+  grad_accum: z.number().int().positive(),
+  truncated_records: z.number().int().nonnegative(),
+  resumed_from_step: z.number().int().nonnegative(),
+});
+
+export const stepEvent = z.object({
+  ...base,
+  type: z.literal('step'),
+  step: z.number().int().positive(),
+  steps_total: z.number().int().nonnegative(),
+  epoch: z.number().nonnegative(),
+  loss: finite,
+  lr: z.number().nonnegative(),
+  grad_norm: z.number().nonnegative().nullable(),
+  tokens_per_s: z.number().nonnegative(),
+});
+
+export const fileEntry = z.object({ name: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+export type FileEntry = z.infer<typeof fileEntry>;
+
+export const checkpointEvent = z.object({
+  ...base,
+  type: z.literal('checkpoint'),
+  step: z.number().int().nonnegative(),
+  path: z.string().min(1),
+  files: z.array(fileEntry).min(1),
+  reason: z.enum(['interval', 'final', 'signal']),
+});
+
+export const evalEvent = z.object({
+  ...base,
+  type: z.literal('eval'),
+  step: z.number().int().nonnegative(),
+  eval_loss: finite,
+  perplexity: z.number().positive(),
+});
+
+export const logEvent = z.object({
+  ...base,
+  type: z.literal('log'),
+  level: z.enum(['debug', 'info', 'warning', 'error']),
+  message: z.string(),
+});
+
+export const finishedEvent = z.object({
+  ...base,
+  type: z.literal('finished'),
+  step: z.number().int().nonnegative(),
+  adapter_path: z.string().min(1),
+  adapter_files: z.array(fileEntry).min(1),
+  train_loss: finite.nullable(),
+  stopped: z.enum(['completed', 'signal']),
+});
+
+export const modelMetrics = z.object({
+  eval_loss: finite,
+  perplexity: z.number().positive(),
+  exact_match: z.number().min(0).max(1).nullable(),
+  samples: z.number().int().nonnegative(),
+});
+export type ModelMetrics = z.infer<typeof modelMetrics>;
+
+export const evaluationEvent = z.object({
+  ...base,
+  type: z.literal('evaluation'),
+  base: modelMetrics,
+  tuned: modelMetrics,
+  examples: z.array(z.object({ prompt: z.string(), reference: z.string(), base: z.string(), tuned: z.string() })).max(50),
+});
+
+export const errorEvent = z.object({
+  ...base,
+  type: z.literal('error'),
+  code: z.string(),
+  message: z.string(),
+});
+
+export const trainerEvent = z.discriminatedUnion('type', [startedEvent, stepEvent, checkpointEvent, evalEvent, logEvent, finishedEvent, evaluationEvent, errorEvent]);
+export type TrainerEvent = z.infer<typeof trainerEvent>;
+export type TrainerEventType = TrainerEvent['type'];
+export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = ['started', 'step', 'checkpoint', 'eval', 'log', 'finished', 'evaluation', 'error'];
+
+export type ParsedLine = { kind: 'event'; event: TrainerEvent } | { kind: 'text'; text: string } | { kind: 'invalid'; error: TunefleetError };
+
+/**
+ * Read one line of trainer stdout. Lines that are not JSON objects are plain text (a
+ * library printing to stdout); JSON that claims to be an event but breaks the schema is
+ * invalid and reported with the line number, never thrown.
+ */
+export function parseTrainerLine(line: string, lineNo: number): ParsedLine {
+  const trimmed = line.trim();
+  if (!trimmed.startsWith('{')) return { kind: 'text', text: line };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(trimmed);
+  } catch {
+    return { kind: 'text', text: line };
+  }
+  if (typeof raw !== 'object' || raw === null || !('type' in raw)) return { kind: 'text', text: line };
+  const type = (raw as { type: unknown }).type;
+  if (typeof type === 'string' && !(TRAINER_EVENT_TYPES as readonly string[]).includes(type)) {
+    return { kind: 'invalid', error: new TunefleetError(ErrorCode.TrainerEventInvalid, `unknown event type '${type}' (skipped)`, { file: 'trainer stdout', line: lineNo, field: 'type' }) };
+  }
+  const parsed = trainerEvent.safeParse(raw);
+  if (parsed.success) return { kind: 'event', event: parsed.data };
+  const issue = parsed.error.issues[0];
+  return {
+    kind: 'invalid',
+    error: new TunefleetError(ErrorCode.TrainerEventInvalid, issue?.message ?? 'invalid event', {
+      file: 'trainer stdout',
+      line: lineNo,
+      field: issue ? issue.path.join('.') : undefined,
+    }),
+  };
+}
+
+/** JSON Schema of the trainer events, for the Python side's tests. */
+export function trainerEventsJsonSchema(): unknown {
+  return z.toJSONSchema(trainerEvent, { target: 'draft-2020-12', io: 'output' });
+}

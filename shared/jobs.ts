@@ -1,0 +1,82 @@
+// What crosses Temporal: workflow input, status, result. Only keys, hashes and small
+// numbers — never data, checkpoints or logs (payloads are capped at 2 MB).
+import type { JobSpec } from './spec';
+import type { FileEntry, ModelMetrics } from './events';
+
+export interface FineTuneInput {
+  jobId: string;
+  spec: JobSpec;
+  /** object-store name of the uploaded dataset (content-addressed) and its sha256 */
+  dataset: { object: string; sha256: string; bytes: number };
+  evalDataset?: { object: string; sha256: string; bytes: number };
+  submittedAt: string;
+}
+
+export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed', 'cancelled'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export interface DataReport {
+  records_total: number;
+  records_valid: number;
+  records_invalid: number;
+  format: 'text' | 'prompt_completion' | 'messages';
+  train_records: number;
+  eval_records: number;
+  problems: { line: number; message: string }[];
+  train_object: string;
+  eval_object: string;
+}
+
+export interface Placement {
+  agentId: string;
+  attempt: number;
+  reason: string;
+  device: 'cuda' | 'cpu';
+}
+
+export interface TrainProgress {
+  step: number;
+  stepsTotal: number;
+  loss: number | null;
+  checkpoint: { step: number; prefix: string } | null;
+}
+
+export interface TrainOutcome {
+  attempt: number;
+  agentId: string;
+  steps: number;
+  trainLoss: number | null;
+  trainableParams: number;
+  totalParams: number;
+  /** object-store prefix of the final adapter in the checkpoints bucket */
+  adapterPrefix: string;
+  adapterFiles: FileEntry[];
+  seconds: number;
+}
+
+export interface EvalOutcome {
+  base: ModelMetrics;
+  tuned: ModelMetrics;
+  examples: { prompt: string; reference: string; base: string; tuned: string }[];
+}
+
+export interface JobResult {
+  jobId: string;
+  state: 'succeeded';
+  model: string;
+  method: string;
+  data: DataReport;
+  training: TrainOutcome;
+  evaluation: EvalOutcome;
+  /** prefix of the registered adapter in the adapters bucket */
+  adapter: { bucket: string; prefix: string; files: FileEntry[] };
+}
+
+export interface JobStatus {
+  jobId: string;
+  state: JobState;
+  attempt: number;
+  agentId: string | null;
+  progress: TrainProgress | null;
+  message: string | null;
+}

@@ -1,0 +1,30 @@
+// Names of everything on the wire, in one place. Subjects are tunefleet.<noun>.<id>.<verb>;
+// buckets tunefleet-<noun>; task queues tunefleet-control and agent-<agentId>.
+
+export const CONTROL_TASK_QUEUE = 'tunefleet-control';
+export const agentTaskQueue = (agentId: string): string => `agent-${agentId}`;
+
+export const ADVERTS_BUCKET = 'tunefleet-adverts';
+export const DATASETS_BUCKET = 'tunefleet-datasets';
+export const CHECKPOINTS_BUCKET = 'tunefleet-checkpoints';
+export const ADAPTERS_BUCKET = 'tunefleet-adapters';
+
+export const EVENTS_STREAM = 'TUNEFLEET_EVENTS';
+export const EVENTS_SUBJECTS = 'tunefleet.job.*.*';
+/** All events of one job: tunefleet.job.<jobId>.<event type> */
+export const jobEventsFilter = (jobId: string): string => `tunefleet.job.${jobId}.*`;
+
+/** Ids that become parts of subjects, keys and file names. */
+export const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+/** Names of base models: a directory name under the agent's model store, never a path. */
+export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export const datasetObjectName = (sha256: string): string => `sha256-${sha256}`;
+export const preparedObjectName = (jobId: string, split: 'train' | 'eval'): string => `prepared/${jobId}/${split}.jsonl`;
+/** Checkpoints live under their attempt: an older attempt's late writes never mix with a newer one's. */
+export const checkpointPrefix = (jobId: string, attempt: number, step: number): string => `${jobId}/a${attempt}/step-${String(step).padStart(8, '0')}/`;
+export const trainedAdapterPrefix = (jobId: string, attempt: number): string => `${jobId}/a${attempt}/adapter/`;
+/** The registered adapter, in the adapters bucket. */
+export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;
+export const jobEventSubject = (jobId: string, type: string): string => `tunefleet.job.${jobId}.${type}`;
+export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;

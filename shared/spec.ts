@@ -1,0 +1,142 @@
+// The job spec: what a user writes in job.yaml. One zod schema is the source of truth;
+// unknown keys are refused everywhere so a typo never silently falls back to a default.
+// The reference for users is docs/spec.md; keep both in step.
+import { z } from 'zod';
+import { parseDocument, LineCounter, isNode } from 'yaml';
+import { ErrorCode, TunefleetError, TunefleetErrors } from './errors';
+import { ID_PATTERN, MODEL_NAME_PATTERN } from './names';
+
+export const METHODS = ['lora', 'dora', 'qlora', 'ia3', 'full'] as const;
+export type Method = (typeof METHODS)[number];
+
+const positiveInt = z.number().int().positive();
+
+export const loraSchema = z.strictObject({
+  /** rank of the low-rank update */
+  r: positiveInt.max(1024).default(8),
+  /** scaling numerator: the update is scaled by alpha / r */
+  alpha: z.number().positive().default(16),
+  dropout: z.number().min(0).lt(1).default(0.05),
+  /** module names to adapt; default: the attention and MLP projections of the architecture */
+  target_modules: z.array(z.string().min(1)).min(1).optional(),
+});
+
+export const datasetSchema = z.strictObject({
+  /** local JSONL file, relative to the spec file; uploaded to the object store at submit */
+  path: z.string().min(1),
+  /** share of records held out for evaluation when no eval_path is given */
+  eval_fraction: z.number().gt(0).lt(1).default(0.1),
+  /** optional separate eval file, relative to the spec file */
+  eval_path: z.string().min(1).optional(),
+  /** seed of the train/eval split */
+  seed: z.number().int().min(0).default(42),
+});
+
+export const trainingSchema = z.strictObject({
+  epochs: z.number().positive().max(1000).default(1),
+  /** stop after this many optimizer steps (overrides epochs when set) */
+  max_steps: positiveInt.optional(),
+  learning_rate: z.number().positive().max(1).default(2e-4),
+  /** effective batch size = micro_batch_size x gradient accumulation */
+  batch_size: positiveInt.max(65536).default(32),
+  /** sequences per forward pass; default: min(batch_size, 8) */
+  micro_batch_size: positiveInt.optional(),
+  max_seq_len: positiveInt.max(131072).default(512),
+  warmup_ratio: z.number().min(0).max(1).default(0.05),
+  lr_scheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+  weight_decay: z.number().min(0).default(0),
+  max_grad_norm: z.number().positive().default(1.0),
+  gradient_checkpointing: z.boolean().default(false),
+  precision: z.enum(['auto', 'bf16', 'fp16', 'fp32']).default('auto'),
+  seed: z.number().int().min(0).default(42),
+  /** save a checkpoint every N optimizer steps (and always at the end and on SIGTERM) */
+  checkpoint_every: positiveInt.default(50),
+});
+
+export const evaluationSchema = z.strictObject({
+  /** greedy generation on eval prompts, compared to the reference completion */
+  exact_match: z.boolean().default(true),
+  max_new_tokens: positiveInt.max(4096).default(32),
+  /** evaluate at most this many eval records (all when unset) */
+  max_samples: positiveInt.optional(),
+});
+
+export const jobSpecSchema = z.strictObject({
+  /** a label for the job; the job id starts with it */
+  name: z.string().regex(ID_PATTERN, 'lowercase letters, digits and dashes, at most 63, starting with a letter or digit'),
+  /** base model: a name in the agents' model store, e.g. SmolLM2-135M-Instruct */
+  model: z.string().regex(MODEL_NAME_PATTERN, 'a model name (letters, digits, . _ -), not a path'),
+  method: z.enum(METHODS),
+  dataset: datasetSchema,
+  lora: loraSchema.default(() => loraSchema.parse({})),
+  training: trainingSchema.default(() => trainingSchema.parse({})),
+  evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
+  /** higher runs first when the fleet is full */
+  priority: z.number().int().min(0).max(100).default(50),
+});
+
+export type JobSpec = z.infer<typeof jobSpecSchema>;
+export type JobSpecInput = z.input<typeof jobSpecSchema>;
+
+function pathToField(path: ReadonlyArray<PropertyKey>): string {
+  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+/**
+ * Parse and validate a spec from YAML or JSON text. Every problem is reported with the
+ * field and, where the text has it, the line; all problems at once, not just the first.
+ */
+export function parseSpec(text: string, file = '<spec>'): JobSpec {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => {
+      const pos = e.linePos?.[0];
+      return new TunefleetError(ErrorCode.SpecInvalid, e.message.split('\n')[0] ?? e.message, { file, ...(pos ? { line: pos.line } : {}) });
+    });
+    throw new TunefleetErrors(ErrorCode.SpecInvalid, problems, `${file}: not valid YAML/JSON`);
+  }
+  const data: unknown = doc.toJS();
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new TunefleetError(ErrorCode.SpecInvalid, 'a job spec must be a mapping of keys to values', { file, line: 1 });
+  }
+  const result = jobSpecSchema.safeParse(data);
+  if (result.success) return result.data;
+
+  const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
+    // the closest node that exists in the text: the field itself, or its parent for a missing key
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
+      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
+  const problems = result.error.issues.flatMap((issue) => {
+    // an unknown key is reported on the key itself
+    const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+    return keys.map((key) => {
+      const path = key === undefined ? issue.path : [...issue.path, key];
+      const field = pathToField(path);
+      const line = lineOf(path);
+      const message = issue.code === 'unrecognized_keys' ? `unknown key (allowed: ${allowedKeys(issue.path).join(', ')})` : issue.message;
+      return new TunefleetError(ErrorCode.SpecInvalid, message, { file, ...(line !== undefined ? { line } : {}), field });
+    });
+  });
+  throw new TunefleetErrors(ErrorCode.SpecInvalid, problems, `${file}: the job spec has ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
+}
+
+function allowedKeys(path: ReadonlyArray<PropertyKey>): string[] {
+  let schema: z.ZodType = jobSpecSchema;
+  for (const p of path) {
+    const inner = unwrap(schema);
+    if (inner instanceof z.ZodObject) schema = (inner.shape as Record<string, z.ZodType>)[String(p)] ?? inner;
+  }
+  const obj = unwrap(schema);
+  return obj instanceof z.ZodObject ? Object.keys(obj.shape as object) : [];
+}
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let s: z.ZodType = schema;
+  while (s instanceof z.ZodDefault || s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
+  return s;
+}

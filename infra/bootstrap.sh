@@ -48,6 +48,18 @@ make_venv() {
   touch "$dir/.complete"
 }
 
+part_system() {
+  # the demo's data file comes from Debian's media-types package
+  if [ ! -f /etc/mime.types ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      say "installing Debian package media-types (/etc/mime.types, the demo's data)"
+      apt-get install -y -q media-types >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q media-types >/dev/null; }
+    else
+      say "warning: /etc/mime.types is missing; install the media-types package for the demo"
+    fi
+  fi
+}
+
 part_npm() {
   cd "$ROOT"
   local stamp="node_modules/.tunefleet-lock-sha"
@@ -60,7 +72,7 @@ part_npm() {
     echo "$want" > "$stamp"
   fi
   say "compiling TypeScript"
-  npx tsc -p tsconfig.json
+  npm run --silent build >/dev/null
 }
 
 part_tools() {
@@ -79,7 +91,7 @@ part_trainer() {
   rm -f "$TUNEFLEET_HOME/bin/python"
   printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$dir" > "$TUNEFLEET_HOME/bin/python"
   chmod +x "$TUNEFLEET_HOME/bin/python"
-  say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"
+  say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")' 2>/dev/null)"
 }
 
 part_model() {
@@ -107,7 +119,7 @@ part_model() {
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(all)
 for p in "${parts[@]}"; do
   case "$p" in
-    all) timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model ;;
+    all) part_system; timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model ;;
     npm|tools|trainer|model) timed "$p" "part_$p" ;;
     *) say "unknown part '$p' (expected all, npm, tools, trainer, model)"; exit 2 ;;
   esac

@@ -12,7 +12,7 @@ import os
 from .data import encode, prompt_of, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
-from .modeling import load_base, load_tokenizer, pick_device, pick_dtype
+from .modeling import check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype
 from .recipe import evaluate_loss
 
 
@@ -62,6 +62,7 @@ def main(cfg):
         raise TrainerError("CONFIG_INVALID", f"evaluate needs adapter_path, a directory (got {cfg.adapter_path!r})")
     device = pick_device(cfg)
     dtype = pick_dtype(cfg.training.precision, device)
+    check_model_dir(cfg.model_path)
     tokenizer = load_tokenizer(cfg.model_path)
     records, fmt = read_jsonl(cfg.eval_path)
     if cfg.evaluation.max_samples:

@@ -14,6 +14,13 @@ import time
 from . import PROTOCOL_VERSION
 
 _out = None
+_sink = None  # tests running the recipe in-process collect events here
+
+
+def set_sink(fn):
+    """Send events to fn(event) instead of stdout (None: back to stdout)."""
+    global _sink
+    _sink = fn
 
 
 def claim_stdout():
@@ -37,8 +44,11 @@ def _clean(value):
 
 
 def emit(type_, **fields):
-    out = _out if _out is not None else sys.stdout
     event = {"v": PROTOCOL_VERSION, "type": type_, "time": time.time(), **fields}
+    if _sink is not None:
+        _sink(json.loads(json.dumps(_clean(event))))
+        return event
+    out = _out if _out is not None else sys.stdout
     out.write(json.dumps(_clean(event), separators=(",", ":")) + "\n")
     out.flush()
     return event

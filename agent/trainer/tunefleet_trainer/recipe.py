@@ -18,7 +18,7 @@ from . import checkpoint as ckpt
 from .data import collate, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
-from .modeling import batch_loss, load_base, load_tokenizer, pick_device, pick_dtype, wrap
+from .modeling import batch_loss, check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype, wrap
 
 
 class _Stop:
@@ -31,8 +31,11 @@ class _Stop:
         def handler(signum, _frame):
             self.requested = True
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        self.previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def uninstall(self):
+        for s, h in getattr(self, "previous", {}).items():
+            signal.signal(s, h)
 
 
 def lr_lambda(kind, warmup, total):
@@ -113,6 +116,7 @@ def setup(cfg):
     device = pick_device(cfg)
     dtype = pick_dtype(t.precision, device)
     seed_all(t.seed)
+    check_model_dir(cfg.model_path)
     tokenizer = load_tokenizer(cfg.model_path)
 
     records, fmt = read_jsonl(cfg.train_path)
@@ -297,6 +301,13 @@ def cleanup(run):
 def main(cfg):
     stop = _Stop()
     stop.install()
+    try:
+        return _main(cfg, stop)
+    finally:
+        stop.uninstall()
+
+
+def _main(cfg, stop):
     run = setup(cfg)
     emit("started", method=cfg.method, device=str(run["device"]), dtype=str(run["dtype"]).replace("torch.", ""),
          trainable_params=run["trainable"], total_params=run["total"], train_records=len(run["train"]),

@@ -1,0 +1,50 @@
+import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseTrainerLine, trainerEventsJsonSchema } from '../../shared';
+
+const ROOT = join(__dirname, '..', '..', '..');
+
+describe('events - trainer protocol', () => {
+  const step = { v: 1, type: 'step', time: 1, step: 3, steps_total: 10, epoch: 0.3, loss: 2.5, lr: 1e-4, grad_norm: 0.7, tokens_per_s: 100 };
+
+  it('events - a valid step event parses', () => {
+    const r = parseTrainerLine(JSON.stringify(step), 1);
+    expect(r.kind).to.equal('event');
+    if (r.kind === 'event' && r.event.type === 'step') expect(r.event.loss).to.equal(2.5);
+  });
+
+  it('events - unknown keys from a newer trainer are ignored', () => {
+    const r = parseTrainerLine(JSON.stringify({ ...step, new_field: 'x' }), 1);
+    expect(r.kind).to.equal('event');
+  });
+
+  it('events - plain text from a library is text, not an error', () => {
+    expect(parseTrainerLine('Loading checkpoint shards: 100%', 4).kind).to.equal('text');
+    expect(parseTrainerLine('{not json', 4).kind).to.equal('text');
+  });
+
+  it('events - a forged event with a bad field is invalid, with line and field', () => {
+    const r = parseTrainerLine(JSON.stringify({ ...step, loss: 'NaN' }), 7);
+    expect(r.kind).to.equal('invalid');
+    if (r.kind === 'invalid') {
+      expect(r.error.where.line).to.equal(7);
+      expect(r.error.where.field).to.equal('loss');
+    }
+  });
+
+  it('events - an unknown event type is invalid and named', () => {
+    const r = parseTrainerLine(JSON.stringify({ v: 1, type: 'teleport', time: 1 }), 2);
+    expect(r.kind).to.equal('invalid');
+    if (r.kind === 'invalid') expect(r.error.message).to.match(/teleport/);
+  });
+
+  it('events - a wrong protocol version is invalid', () => {
+    expect(parseTrainerLine(JSON.stringify({ ...step, v: 99 }), 1).kind).to.equal('invalid');
+  });
+
+  it('events - the JSON Schema the trainer tests use is the one generated from these types', () => {
+    const committed = JSON.parse(readFileSync(join(ROOT, 'agent/trainer/tunefleet_trainer/events.schema.json'), 'utf8')) as unknown;
+    expect(committed).to.deep.equal(JSON.parse(JSON.stringify(trainerEventsJsonSchema())));
+  });
+});

@@ -78,6 +78,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         console.log(table(['job', 'workflow', 'state', 'attempt', 'agent', 'progress'], [[job, d.temporal, s?.state ?? '-', s?.attempt ?? '-', s?.agentId ?? '-', step]]));
         if (s?.message) console.log(s.message);
         if (d.failure) console.log(`failed: ${d.failure}`);
+        if (d.queryError) console.log(`(no live state: ${d.queryError})`);
       });
     });
 

@@ -88,7 +88,7 @@ export class Stack {
       ...(loaded.evalPath ? { evalDataset: await this.uploadDataset(loaded.evalPath) } : {}),
     };
     try {
-      await this.client.workflow.start(fineTune, { taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input] });
+      await this.client.workflow.start(fineTune, { taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input], workflowIdReusePolicy: 'REJECT_DUPLICATE' });
     } catch (e) {
       if (e instanceof WorkflowExecutionAlreadyStartedError) throw new TunefleetError(ErrorCode.FlagInvalid, `a job with id '${id}' already exists`, { field: '--id' });
       throw e;
@@ -96,7 +96,7 @@ export class Stack {
     return id;
   }
 
-  async describe(jobId: string): Promise<{ temporal: string; status: JobStatus | null; lastStep: Record<string, unknown> | null; failure: string | null }> {
+  async describe(jobId: string): Promise<{ temporal: string; status: JobStatus | null; lastStep: Record<string, unknown> | null; failure: string | null; queryError: string | null }> {
     const handle = this.client.workflow.getHandle(jobId);
     let d;
     try {
@@ -107,12 +107,19 @@ export class Stack {
     }
     const temporal = d.status.name;
     let status: JobStatus | null = null;
-    if (temporal === 'RUNNING' || temporal === 'COMPLETED') status = await handle.query(statusQuery).catch(() => null);
+    let queryError: string | null = null;
+    if (temporal === 'RUNNING' || temporal === 'COMPLETED') {
+      // answered by a control worker; none running means no detail, not an error
+      status = await handle.query(statusQuery).catch((e: unknown) => {
+        queryError = failureMessage(e);
+        return null;
+      });
+    }
     let failure: string | null = null;
     if (temporal === 'FAILED' || temporal === 'TERMINATED' || temporal === 'TIMED_OUT') {
       failure = await handle.result().then(() => null, (e: unknown) => failureMessage(e));
     }
-    return { temporal, status, lastStep: await this.lastEvent(jobId, 'step'), failure };
+    return { temporal, status, lastStep: await this.lastEvent(jobId, 'step'), failure, queryError };
   }
 
   async lastEvent(jobId: string, type: string): Promise<Record<string, unknown> | null> {

@@ -88,7 +88,7 @@ function pathToField(path: ReadonlyArray<PropertyKey>): string {
  */
 export function parseSpec(text: string, file = '<spec>'): JobSpec {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const problems = doc.errors.map((e) => {
       const pos = e.linePos?.[0];

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { parseSpec, parseAdvert, type Advert } from '../../shared';
+import { parseSpec, parseAdvert, TunefleetError, type Advert } from '../../shared';
 import type { PlaceRequest } from '../../shared/activities';
 import { place } from '../../scheduler/placement';
 import { FleetView } from '../../scheduler/fleet';
@@ -80,6 +80,13 @@ describe('fleet - adverts in, snapshot out', () => {
   });
 
   it('fleet - parseAdvert refuses absurd memory', () => {
-    expect(() => parseAdvert('a', JSON.stringify(advert('a', { memory: { total: 2 ** 60, available: 1 } })))).to.throw(/advert a/);
+    for (const memory of [{ total: 2 ** 60, available: 1 }, { total: 100, available: -1 }]) {
+      try {
+        parseAdvert('a', JSON.stringify(advert('a', { memory })));
+        expect.fail('accepted an impossible advert');
+      } catch (e) {
+        expect((e as TunefleetError).describe()).to.match(/^advert a: memory\.(total|available): /);
+      }
+    }
   });
 });

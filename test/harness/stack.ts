@@ -1,0 +1,60 @@
+// A real stack for integration tests: nats-server and the Temporal dev server on free
+// ports in a temporary TUNEFLEET_HOME, the binaries and the trainer's Python that
+// infra/bootstrap.sh installed, and a tiny random-weight model made from a config.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { resolveConfig, type Config } from '../../shared';
+import { startNats, startTemporal, stopProcess, type Service } from '../../infra/services';
+
+export const ROOT = resolve(__dirname, '..', '..', '..');
+export const TINY_MODEL = 'tiny-llama';
+
+export interface TestStack {
+  home: string;
+  cfg: Config;
+  nats: Service;
+  temporal: Service;
+  stop(): Promise<void>;
+}
+
+export function installedHome(): string {
+  return process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
+}
+
+export async function startTestStack(): Promise<TestStack> {
+  const real = installedHome();
+  for (const b of ['nats-server', 'temporal', 'python']) {
+    if (!existsSync(join(real, 'bin', b))) throw new Error(`${join(real, 'bin', b)} missing: run infra/bootstrap.sh first`);
+  }
+  const home = mkdtempSync(join(tmpdir(), 'tunefleet-test-'));
+  mkdirSync(join(home, 'bin'));
+  for (const b of ['nats-server', 'temporal', 'python']) symlinkSync(join(real, 'bin', b), join(home, 'bin', b));
+  const modelDir = join(home, 'models', TINY_MODEL);
+  execFileSync(join(home, 'bin', 'python'), ['-m', 'tunefleet_trainer', 'make-tiny-model', '--out', modelDir], {
+    cwd: join(ROOT, 'agent', 'trainer'),
+    env: { ...process.env, PYTHONPATH: join(ROOT, 'agent', 'trainer') },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const logDir = join(home, 'logs');
+  const nats = await startNats({ home, dataDir: join(home, 'data'), logDir });
+  const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir });
+  const cfg = resolveConfig({}, { natsUrl: nats.address, temporalAddress: temporal.address, home }, homedir(), () => null);
+  return {
+    home,
+    cfg,
+    nats,
+    temporal,
+    async stop() {
+      await stopProcess(temporal.pid, 10_000);
+      await stopProcess(nats.pid, 10_000);
+      if (!process.env.TUNEFLEET_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Environment for running bin/tunefleet against a test stack. */
+export function cliEnv(s: TestStack): NodeJS.ProcessEnv {
+  return { ...process.env, TUNEFLEET_HOME: s.home, TUNEFLEET_NATS_URL: s.cfg.natsUrl, TUNEFLEET_TEMPORAL_ADDRESS: s.cfg.temporalAddress };
+}

@@ -1,0 +1,188 @@
+// One real job end to end: real nats-server, real Temporal dev server, the real control
+// worker and agent, the real Python trainer on a tiny model.
+import { expect } from 'chai';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CHECKPOINTS_BUCKET, DATASETS_BUCKET, type JobResult } from '../../shared';
+import { Stack, loadSpecFile } from '../../scheduler/client';
+import { getFile } from '../../scheduler/nats';
+import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
+import { startAgent, type RunningAgent } from '../../agent/daemon';
+import { ROOT, TINY_MODEL, cliEnv, startTestStack, type TestStack } from '../harness/stack';
+
+const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
+
+function writeJob(dir: string, extra = ''): string {
+  const records = Array.from({ length: 60 }, (_, i) => ({ prompt: `MIME type application/${EXTS[i % 8]} number ${i} has extension`, completion: ` ${EXTS[i % 8]}` }));
+  writeFileSync(join(dir, 'data.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  const spec = `name: e2e
+model: ${TINY_MODEL}
+method: lora
+dataset:
+  path: data.jsonl
+  eval_fraction: 0.2
+  seed: 3
+training:
+  max_steps: 6
+  batch_size: 8
+  micro_batch_size: 4
+  learning_rate: 0.01
+  checkpoint_every: 3
+evaluation:
+  max_new_tokens: 4
+${extra}`;
+  writeFileSync(join(dir, 'job.yaml'), spec);
+  return join(dir, 'job.yaml');
+}
+
+describe('e2e - one LoRA job through the real stack', function () {
+  this.timeout(600_000);
+  let stack: TestStack;
+  let worker: RunningWorker;
+  let agent: RunningAgent;
+  let client: Stack;
+  const logs: string[] = [];
+  let jobId: string;
+  let result: JobResult;
+  const events: Record<string, unknown>[] = [];
+
+  before(async () => {
+    stack = await startTestStack();
+    worker = await startControlWorker(stack.cfg, (m) => logs.push(`[worker] ${m}`));
+    agent = await startAgent(stack.cfg, { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, advertTtlMs: 3000, heartbeatMs: 1000 }, (m) => logs.push(`[agent] ${m}`));
+    client = await Stack.connect(stack.cfg);
+  });
+
+  after(async () => {
+    await client?.close();
+    await agent?.stop();
+    await worker?.stop();
+    await stack?.stop();
+  });
+
+  it('e2e - submit, train, evaluate and register', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const loaded = await loadSpecFile(writeJob(dir));
+    jobId = await client.submit(loaded, 'e2e-job-1');
+    result = await client.follow(jobId, (e) => events.push(e));
+    expect(result.state).to.equal('succeeded');
+    expect(result.data).to.include({ records_total: 60, eval_records: 12, train_records: 48, format: 'prompt_completion' });
+    expect(result.training.steps).to.equal(6);
+    expect(result.training.agentId).to.equal('test-agent');
+    const { base, tuned } = result.evaluation;
+    expect(tuned.eval_loss).to.be.lessThan(base.eval_loss);
+    expect(tuned.samples).to.equal(12);
+    expect(tuned.exact_match).to.be.within(0, 1);
+    expect(result.adapter.files.map((f) => f.name)).to.include.members(['adapter_config.json', 'adapter_model.safetensors']);
+  });
+
+  it('e2e - the job stream carries every step, both checkpoints and the evaluation', () => {
+    const steps = events.filter((e) => e.type === 'step').map((e) => e.step);
+    expect(steps).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    expect(events.filter((e) => e.type === 'checkpoint').map((e) => e.step)).to.deep.equal([3, 6]);
+    expect(events.some((e) => e.type === 'evaluation')).to.equal(true);
+    expect(events.every((e) => e.job_id === jobId)).to.equal(true);
+    expect(events.filter((e) => e.type === 'step' || e.type === 'checkpoint').every((e) => e.attempt === 1)).to.equal(true);
+  });
+
+  it('e2e - checkpoints are in the object store with their manifest', async () => {
+    const n = await client.nats();
+    const store = await n.objects(CHECKPOINTS_BUCKET);
+    const manifest = await store.getBlob(`${jobId}/a1/step-00000003/manifest.json`);
+    expect(manifest).to.not.equal(null);
+    const m = JSON.parse(new TextDecoder().decode(manifest as Uint8Array)) as { step: number; files: { name: string }[] };
+    expect(m.step).to.equal(3);
+    for (const f of m.files) expect(await store.info(`${jobId}/a1/step-00000003/${f.name}`), f.name).to.not.equal(null);
+  });
+
+  it('e2e - the real temporal CLI lists the workflow', () => {
+    const out = execFileSync(join(stack.home, 'bin', 'temporal'), ['workflow', 'list', '--address', stack.cfg.temporalAddress], { encoding: 'utf8' });
+    expect(out).to.include(jobId);
+    expect(out).to.match(/Completed/);
+  });
+
+  it('e2e - the downloaded adapter loads in stock PEFT and gives the reported eval loss', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-dl-'));
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'download', jobId, '--out', join(dir, 'adapter')], { env: cliEnv(stack), encoding: 'utf8' });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/wrote \d+ adapter files/);
+    const n = await client.nats();
+    await getFile(await n.objects(DATASETS_BUCKET), result.data.eval_object, join(dir, 'eval.jsonl'));
+    // plain transformers + PEFT, no tunefleet code: token-weighted loss over completion tokens
+    const script = `
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+base, adapter, data = sys.argv[1:4]
+tok = AutoTokenizer.from_pretrained(base)
+model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+total, count = 0.0, 0
+for line in open(data):
+    r = json.loads(line)
+    p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
+    c = tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([p + c])
+    labels = torch.tensor([[-100] * len(p) + c])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+    total += float(loss); count += int((labels[:, 1:] != -100).sum())
+print(json.dumps({"eval_loss": total / count}))
+`;
+    const out = execFileSync(join(stack.home, 'bin', 'python'), ['-c', script, join(stack.home, 'models', TINY_MODEL), join(dir, 'adapter'), join(dir, 'eval.jsonl')], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'pipe', 'ignore'] });
+    const measured = (JSON.parse(out.trim().split('\n').pop() as string) as { eval_loss: number }).eval_loss;
+    expect(measured).to.be.closeTo(result.evaluation.tuned.eval_loss, 1e-4);
+    const saved = JSON.parse(readFileSync(join(dir, 'adapter', 'tunefleet-result.json'), 'utf8')) as JobResult;
+    expect(saved.jobId).to.equal(jobId);
+  });
+
+  it('e2e - status, list and result work from the CLI', async () => {
+    // asynchronous: the worker answering the status query runs in this very process
+    const run = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
+      new Promise((res) => {
+        const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), ...args], { env: cliEnv(stack) });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+        child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        child.on('close', (status) => res({ status, stdout, stderr }));
+      });
+    const status = await run('status', jobId);
+    expect(status.status, status.stderr).to.equal(0);
+    expect(status.stdout, status.stdout).to.not.match(/no live state/);
+    expect(status.stdout).to.match(/COMPLETED/).and.match(/succeeded/).and.match(/step 6\/6/);
+    const list = await run('list', '--json');
+    expect((JSON.parse(list.stdout) as { jobId: string }[]).map((j) => j.jobId)).to.include(jobId);
+    const res = await run('result', jobId);
+    expect(res.stdout).to.match(/eval loss/).and.match(/exact match/).and.match(/fine-tuned/);
+  });
+
+  it('e2e - the same job id twice starts no second workflow', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const loaded = await loadSpecFile(writeJob(dir));
+    try {
+      await client.submit(loaded, jobId);
+      expect.fail('a duplicate id was accepted');
+    } catch (e) {
+      expect((e as Error).message).to.match(/already exists/);
+    }
+  });
+
+  it('e2e - a dataset with a bad record fails the job before training, naming the line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const spec = writeJob(dir);
+    writeFileSync(join(dir, 'data.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt": 3}\n{"text":"mixed"}\n');
+    const id = await client.submit(await loadSpecFile(spec), 'e2e-bad-data');
+    try {
+      await client.follow(id, () => {});
+      expect.fail('the job succeeded on bad data');
+    } catch (e) {
+      expect((e as Error).message).to.match(/data\.jsonl:2/).and.match(/data\.jsonl:3/);
+    }
+    const d = await client.describe(id);
+    expect(d.temporal).to.equal('FAILED');
+    expect(d.lastStep).to.equal(null);
+  });
+});

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# npm test: every suite — lint, mocha unit, mocha integration (real nats-server and
+# Temporal dev server on free ports, started and stopped by the harness), pytest for the
+# trainer. Ends with one line "N passed, N failed[, N skipped]" summed over all suites,
+# and exits non-zero if anything failed.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TUNEFLEET_HOME="${TUNEFLEET_HOME:-$HOME/.tunefleet}"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+
+# what the suites need and a fresh clone lacks (cached and quick when already there)
+bash infra/bootstrap.sh npm tools trainer >&2 || { echo "0 passed, 1 failed"; exit 1; }
+
+passed=0; failed=0; skipped=0
+add() { passed=$((passed + $1)); failed=$((failed + $2)); skipped=$((skipped + $3)); }
+
+echo "== lint"
+if npx --no-install eslint . ; then add 1 0 0; else add 0 1 0; fi
+
+run_mocha() { # name, then mocha args; counts from mocha's JSON results
+  local name="$1"; shift
+  echo "== mocha $name"
+  npx --no-install mocha "$@" --reporter spec --reporter-option "maxDiffSize=4000" 2>&1 | tee "$OUT/$name.txt"
+  local rc=${PIPESTATUS[0]}
+  local p f s
+  p=$(grep -Eo '^ +[0-9]+ passing' "$OUT/$name.txt" | grep -Eo '[0-9]+' | tail -1)
+  f=$(grep -Eo '^ +[0-9]+ failing' "$OUT/$name.txt" | grep -Eo '[0-9]+' | tail -1)
+  s=$(grep -Eo '^ +[0-9]+ pending' "$OUT/$name.txt" | grep -Eo '[0-9]+' | tail -1)
+  p=${p:-0}; f=${f:-0}; s=${s:-0}
+  # a crash before mocha's summary still counts as a failure
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  add "$p" "$f" "$s"
+}
+run_mocha unit 'dist/test/unit/**/*.test.js'
+run_mocha integration --timeout 600000 'dist/test/integration/**/*.test.js'
+
+echo "== pytest trainer"
+( cd agent/trainer && "$TUNEFLEET_HOME/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$OUT/pytest.xml" tests )
+rc=$?
+if [ -f "$OUT/pytest.xml" ]; then
+  read -r t f e s < <(python3 -c "
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == 'testsuite' else list(r)
+g = lambda k: sum(int(x.get(k, 0)) for x in suites)
+print(g('tests'), g('failures'), g('errors'), g('skipped'))" "$OUT/pytest.xml")
+  add $((t - f - e - s)) $((f + e)) "$s"
+  if [ "$rc" -ne 0 ] && [ $((f + e)) -eq 0 ]; then add 0 1 0; fi
+else
+  add 0 1 0
+fi
+
+summary="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+echo "$summary"
+[ "$failed" -eq 0 ]

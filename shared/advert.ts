@@ -22,9 +22,18 @@ export const gpuAdvert = z
     utilization_pct: z.number().min(0).max(100).nullable(),
     temperature_c: z.number().min(-50).max(150).nullable(),
     compute_capability: z.string().nullable(),
+    power_w: z.number().min(0).max(10_000).nullable().default(null),
+    driver_version: z.string().nullable().default(null),
+    cuda_version: z.string().nullable().default(null),
+    mig_mode: z.enum(['enabled', 'disabled']).nullable().default(null),
+    /** MIG instances when MIG is on: each is a separate placement target */
+    mig_instances: z.array(z.object({ gpu_instance: z.number().int().nonnegative(), compute_instance: z.number().int().nonnegative(), memory_total: bytes, memory_free: bytes })).default([]),
+    /** uncorrectable ECC errors since the driver loaded (volatile); null where ECC is off or unsupported */
+    ecc_uncorrectable: z.number().int().nonnegative().nullable().default(null),
   })
   .refine((g) => g.memory_free <= g.memory_total && g.memory_used <= g.memory_total, 'free and used memory cannot exceed total memory');
 export type GpuAdvert = z.infer<typeof gpuAdvert>;
+export type GpuAdvertInput = z.input<typeof gpuAdvert>;
 
 export const AGENT_STATES = ['ready', 'cordoned', 'draining', 'drained'] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
@@ -71,7 +80,10 @@ export function parseAdvert(key: string, data: Uint8Array | string): Advert {
 
 /** Memory the agent can give a new job: its largest GPU's free memory, or host RAM on CPU agents. */
 export function allocatableBytes(a: Advert): number {
-  if (a.accelerator === 'cuda' && a.gpus.length > 0) return Math.max(...a.gpus.map((g) => g.memory_free));
+  if (a.accelerator === 'cuda' && a.gpus.length > 0) {
+    // a MIG-enabled GPU offers its instances, not the whole card
+    return Math.max(...a.gpus.map((g) => (g.mig_mode === 'enabled' && g.mig_instances.length > 0 ? Math.max(...g.mig_instances.map((m) => m.memory_free)) : g.memory_free)));
+  }
   const reserved = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
   return Math.max(0, a.memory.available - reserved);
 }

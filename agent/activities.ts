@@ -23,8 +23,19 @@ export interface AgentDeps {
   heartbeatMs: number;
   /** SIGTERM → SIGKILL grace for the trainer */
   killGraceMs: number;
-  sessions: Map<string, { jobId: string; attempt: number; reservedBytes: number }>;
+  sessions: Map<string, Session>;
+  /** true while an operator drains this agent: no new work starts */
+  draining: () => boolean;
   log: (m: string) => void;
+}
+
+export interface Session {
+  jobId: string;
+  attempt: number;
+  reservedBytes: number;
+  /** ask the trainer to checkpoint and stop (drain) */
+  stop?: () => void;
+  stopping?: boolean;
 }
 
 /** Input errors: the job cannot succeed anywhere, so it fails instead of moving agents. */
@@ -99,6 +110,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
   return {
     async train(req: TrainRequest): Promise<TrainOutcome> {
       const ctx = Context.current();
+      if (deps.draining()) throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', { checkpoint: req.resumeFrom });
       const started = Date.now();
       const key = `${req.jobId}#${req.attempt}`;
       const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
@@ -118,7 +130,8 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
       let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
 
-      deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: 0 });
+      const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: 0 };
+      deps.sessions.set(key, session);
       const proc = runTrainer({
         python: deps.python,
         command: 'train',
@@ -148,6 +161,10 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           else if (e.type === 'error') failure = e;
         },
       });
+      session.stop = () => {
+        session.stopping = true;
+        proc.interrupt(deps.killGraceMs);
+      };
       const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
       const onCancel = (): void => proc.interrupt(deps.killGraceMs);
       ctx.cancellationSignal.addEventListener('abort', onCancel);
@@ -176,6 +193,9 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         };
       }
       if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+      if (session.stopping) {
+        throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
+      }
       const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
       throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
     },

@@ -51,11 +51,11 @@ export function cachedModels(modelsDir: string): string[] {
     .sort();
 }
 
-export interface HostFacts { hostname: string; cpuModel: string; cores: number }
+export interface HostFacts { hostname: string; os: string; cpuModel: string; cores: number }
 
 export async function hostFacts(): Promise<HostFacts> {
   const [cpu, os] = await Promise.all([si.cpu(), si.osInfo()]);
-  return { hostname: os.hostname, cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
+  return { hostname: os.hostname, os: `${os.distro} ${os.release} (${os.kernel}, ${os.arch})`.trim(), cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
 }
 
 export interface AdvertInput {
@@ -74,6 +74,7 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     v: ADVERT_PROTOCOL_VERSION,
     agent_id: i.agentId,
     hostname: i.host.hostname,
+    os: i.host.os,
     state: i.state,
     labels: i.labels,
     accelerator: gpu.gpus.length > 0 ? 'cuda' : 'cpu',

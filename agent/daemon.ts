@@ -3,7 +3,7 @@
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ID_PATTERN, agentTaskQueue, type AgentState, type Config } from '../shared';
+import { ID_PATTERN, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
@@ -31,16 +31,43 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const workDir = join(cfg.home, 'agents', o.agentId);
   await mkdir(workDir, { recursive: true });
   const sessions: AgentDeps['sessions'] = new Map();
-  let state: AgentState = 'ready';
+  // state machine: ready <-> cordoned (operator); any -> draining (operator) -> drained
+  // (no session left); uncordon from drained/draining -> ready.
+  let desired: DesiredState = 'ready';
   let lastNote: string | null = null;
+  const state = (): AgentState => (desired === 'draining' ? (sessions.size === 0 ? 'drained' : 'draining') : desired);
 
   const publish = async (): Promise<void> => {
-    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state, labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()] });
+    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()] });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;
     await kv.put(o.agentId, JSON.stringify(advert));
   };
   await publish();
+
+  // operator intent: a cordon or drain written to the agent-states bucket applies at once
+  const states = await nats.agentStates();
+  const intent = await states.watch({ key: o.agentId });
+  const intentLoop = (async () => {
+    for await (const e of intent) {
+      let next: DesiredState = 'ready';
+      if (e.operation === 'PUT') {
+        const parsed = desiredStateSchema.safeParse((() => { try { return e.json(); } catch { return null; } })());
+        if (!parsed.success) {
+          log(`ignored an unreadable desired state for ${o.agentId}`);
+          continue;
+        }
+        next = parsed.data.state;
+      }
+      if (next === desired) continue;
+      log(`state: ${desired} -> ${next}`);
+      desired = next;
+      if (desired === 'draining') {
+        for (const s of sessions.values()) s.stop?.();
+      }
+      await publish().catch((err: unknown) => log(`advert failed: ${String(err)}`));
+    }
+  })();
   let advertising = true;
   const advertLoop = (async () => {
     while (advertising) {
@@ -58,6 +85,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     taskQueue: agentTaskQueue(o.agentId),
     activities: createAgentActivities({
       agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
+      draining: () => desired === 'draining',
     }),
     // one training session at a time on this machine for now
     maxConcurrentActivityTaskExecutions: 1,
@@ -71,6 +99,8 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const done = (async () => {
     await run;
     advertising = false;
+    intent.stop();
+    await intentLoop.catch(() => {});
     await advertLoop;
     await kv.delete(o.agentId).catch(() => {});
     await connection.close();
@@ -80,7 +110,9 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     agentId: o.agentId,
     done,
     async stop() {
-      state = 'draining';
+      desired = 'draining';
+      // graceful stop: running trainers checkpoint now and their jobs move elsewhere
+      for (const s of sessions.values()) s.stop?.();
       await publish().catch(() => {});
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await done;

@@ -1,11 +1,13 @@
 // The tunefleet CLI (control side). `tunefleet agent ...` and `tunefleet up|down` are
 // dispatched by bin/tunefleet to agent/cli.ts and infra/stack.ts.
 import { Command, Option } from 'commander';
+import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { TunefleetError, type Config, type Flags } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
 import { formatEvent, formatResult, table } from './format';
+import { fleetJson, fleetTable, openFleet, setAgentState } from './fleetcmd';
 import { startControlWorker } from './worker';
 
 function globalFlags(cmd: Command): Flags {
@@ -132,6 +134,57 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         console.log(`\n${formatResult(r)}`);
       });
     });
+
+  program
+    .command('fleet')
+    .description('every live agent: state, GPUs, memory, utilisation, temperature, CUDA, jobs')
+    .option('--json', 'machine-readable output (the adverts, with allocatable bytes)')
+    .option('--watch', 'redraw in place as adverts change (Ctrl-C to stop)')
+    .action(async (opts: { json?: boolean; watch?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const view = await openFleet(await stack.nats());
+        try {
+          if (!opts.watch) {
+            const entries = view.snapshot();
+            console.log(opts.json ? JSON.stringify(fleetJson(entries), null, 1) : fleetTable(entries));
+            return;
+          }
+          const draw = (): void => {
+            const entries = view.snapshot();
+            const body = opts.json ? JSON.stringify(fleetJson(entries)) : fleetTable(entries);
+            process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  ${entries.length} agents\n\n${body}\n`);
+          };
+          draw();
+          let pending = false;
+          view.onChange(() => {
+            if (pending) return;
+            pending = true;
+            setTimeout(() => { pending = false; draw(); }, 100);
+          });
+          const tick = setInterval(draw, 1000); // agents that fall silent expire without an event
+          await new Promise<void>((res) => process.once('SIGINT', () => { clearInterval(tick); res(); }));
+        } finally {
+          await view.stop();
+        }
+      });
+    });
+
+  for (const [name, state, what] of [
+    ['cordon', 'cordoned', 'take no new jobs; running ones continue'],
+    ['uncordon', 'ready', 'take new jobs again (also ends a drain)'],
+    ['drain', 'draining', 'take no new jobs; running jobs checkpoint now and move to other agents; then drained'],
+  ] as const) {
+    program
+      .command(name)
+      .description(what)
+      .argument('<agent>')
+      .action(async (agentId: string, _opts: unknown, cmd: Command) => {
+        await withStack(cmd, async (stack) => {
+          const r = await setAgentState(await stack.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
+          console.log(r.confirmed ? `${agentId}: ${r.confirmed}` : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). Placement honours it already.`);
+        });
+      });
+  }
 
   program
     .command('worker')

@@ -1,44 +1,68 @@
 // The fleet view: a snapshot of every live agent, kept from a watch on the adverts KV
-// bucket (not polling). KV expiry is not always announced to watchers, so the view keeps
-// its own last-seen time per agent and drops agents silent for longer than the TTL.
+// bucket (not polling), plus the operators' desired states (cordon, drain), which apply
+// at once, before the agent itself re-advertises. KV expiry is not always announced to
+// watchers, so the view keeps its own last-seen time per agent and drops agents silent
+// for longer than the TTL.
 import type { KV, KvEntry, QueuedIterator } from 'nats';
-import { parseAdvert, type Advert, TunefleetError } from '../shared';
+import { desiredStateSchema, parseAdvert, type Advert, type DesiredStateRecord, TunefleetError } from '../shared';
 
 export interface FleetEntry {
   advert: Advert;
   revision: number;
   lastSeen: number;
+  /** what an operator asked for, if anything */
+  desired: DesiredStateRecord | null;
 }
 
 export class FleetView {
-  private readonly agents = new Map<string, FleetEntry>();
-  private watcher: QueuedIterator<KvEntry> | null = null;
-  private loop: Promise<void> | null = null;
-  private readyResolve: (() => void) | null = null;
-  readonly ready: Promise<void>;
+  private readonly agents = new Map<string, Omit<FleetEntry, 'desired'>>();
+  private readonly desired = new Map<string, DesiredStateRecord>();
+  private readonly watchers: QueuedIterator<KvEntry>[] = [];
+  private readonly loops: Promise<void>[] = [];
+  private readonly listeners = new Set<() => void>();
+  ready: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly kv: KV,
     private readonly ttlMs: number,
     private readonly log: (msg: string) => void = () => {},
     private readonly now: () => number = Date.now,
-  ) {
-    this.ready = new Promise((r) => (this.readyResolve = r));
-  }
+    private readonly states: KV | null = null,
+  ) {}
 
   async start(): Promise<void> {
-    this.watcher = await this.kv.watch({ key: '>', initializedFn: () => this.readyResolve?.() });
-    const w = this.watcher;
-    this.loop = (async () => {
-      for await (const e of w) this.apply(e.key, e.operation, e.value, e.revision);
-    })();
+    const watch = async (kv: KV, apply: (e: KvEntry) => void): Promise<void> => {
+      let initialized!: () => void;
+      const done = new Promise<void>((r) => (initialized = r));
+      const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+      this.watchers.push(w);
+      this.loops.push((async () => {
+        for await (const e of w) apply(e);
+      })());
+      await done;
+    };
+    this.ready = Promise.all([
+      watch(this.kv, (e) => this.apply(e.key, e.operation, e.value, e.revision)),
+      this.states ? watch(this.states, (e) => this.applyDesired(e.key, e.operation, e.value)) : Promise.resolve(),
+    ]).then(() => undefined);
     await this.ready;
   }
 
-  /** Apply one KV entry; a bad advert is logged and skipped, never thrown. */
+  /** Called after every change (for `tunefleet fleet --watch`). */
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  /** Apply one advert entry; a bad advert is logged and skipped, never thrown. */
   apply(key: string, operation: string, value: Uint8Array, revision: number): void {
     if (operation === 'DEL' || operation === 'PURGE') {
       this.agents.delete(key);
+      this.changed();
       return;
     }
     try {
@@ -48,17 +72,36 @@ export class FleetView {
       this.agents.delete(key);
       this.log(`skipped advert: ${e instanceof TunefleetError ? e.describe() : String(e)}`);
     }
+    this.changed();
   }
 
-  /** Agents seen within the TTL, sorted by id. */
+  applyDesired(key: string, operation: string, value: Uint8Array): void {
+    if (operation === 'DEL' || operation === 'PURGE') this.desired.delete(key);
+    else {
+      try {
+        this.desired.set(key, desiredStateSchema.parse(JSON.parse(new TextDecoder().decode(value))));
+      } catch (e) {
+        this.log(`skipped desired state for ${key}: ${String(e)}`);
+      }
+    }
+    this.changed();
+  }
+
+  /** Agents seen within the TTL, sorted by id; an operator's cordon or drain overrides a 'ready' advert. */
   snapshot(): FleetEntry[] {
     const cutoff = this.now() - this.ttlMs;
     for (const [k, v] of this.agents) if (v.lastSeen < cutoff) this.agents.delete(k);
-    return [...this.agents.values()].sort((a, b) => a.advert.agent_id.localeCompare(b.advert.agent_id));
+    return [...this.agents.values()]
+      .map((e) => {
+        const desired = this.desired.get(e.advert.agent_id) ?? null;
+        const override = desired && desired.state !== 'ready' && e.advert.state === 'ready' ? desired.state : null;
+        return { ...e, desired, advert: override ? { ...e.advert, state: override } : e.advert };
+      })
+      .sort((a, b) => a.advert.agent_id.localeCompare(b.advert.agent_id));
   }
 
   async stop(): Promise<void> {
-    this.watcher?.stop();
-    await this.loop?.catch(() => {});
+    for (const w of this.watchers) w.stop();
+    await Promise.all(this.loops.map((l) => l.catch(() => {})));
   }
 }

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect, RetentionPolicy, StorageType, type NatsConnection, type ObjectStore, type JetStreamClient, type KV } from 'nats';
 import {
-  ADAPTERS_BUCKET, ADVERTS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, EVENTS_SUBJECTS, TunefleetError,
+  ADAPTERS_BUCKET, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, EVENTS_SUBJECTS, TunefleetError,
 } from '../shared';
 
 export const ADVERT_TTL_MS = 10_000;
@@ -17,6 +17,7 @@ export interface Nats {
   js: JetStreamClient;
   objects(bucket: string): Promise<ObjectStore>;
   adverts(): Promise<KV>;
+  agentStates(): Promise<KV>;
   close(): Promise<void>;
 }
 
@@ -41,6 +42,7 @@ export async function connectNats(url: string, name: string): Promise<Nats> {
       return s;
     },
     adverts: () => js.views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File }),
+    agentStates: () => js.views.kv(AGENT_STATES_BUCKET, { history: 5, storage: StorageType.File }),
     close: () => nc.drain(),
   };
 }
@@ -62,6 +64,7 @@ export async function ensureAssets(n: Nats): Promise<void> {
   }
   for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) await n.objects(b);
   await n.adverts();
+  await n.agentStates();
 }
 
 export function sha256Hex(data: Uint8Array | string): string {

@@ -18,7 +18,7 @@ export interface RunningWorker {
 export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`)): Promise<RunningWorker> {
   const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
   await ensureAssets(nats);
-  const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log);
+  const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log, Date.now, await nats.agentStates());
   await fleet.start();
   // a lease that outlives its job (a worker died between place and release) expires
   const leases = await nats.js.views.kv(LEASES_BUCKET, { ttl: 48 * 3600 * 1000, history: 1, storage: StorageType.File });

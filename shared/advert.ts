@@ -43,6 +43,7 @@ export const advertSchema = z
     v: z.literal(ADVERT_PROTOCOL_VERSION),
     agent_id: z.string().regex(ID_PATTERN),
     hostname: z.string(),
+    os: z.string().default(''),
     state: z.enum(AGENT_STATES),
     labels: z.record(z.string(), z.string()),
     /** 'cuda' when at least one GPU is usable, else 'cpu' (a valid agent: jobs run on CPU) */
@@ -57,6 +58,12 @@ export const advertSchema = z
     time: z.number().int().positive(),
   });
 export type Advert = z.infer<typeof advertSchema>;
+
+/** What an operator asks of an agent (KV bucket tunefleet-agent-states, key = agent id). */
+export const DESIRED_STATES = ['ready', 'cordoned', 'draining'] as const;
+export type DesiredState = (typeof DESIRED_STATES)[number];
+export const desiredStateSchema = z.object({ state: z.enum(DESIRED_STATES), by: z.string(), time: z.number().int() });
+export type DesiredStateRecord = z.infer<typeof desiredStateSchema>;
 
 /** Parse an advert from KV bytes; a bad one is a typed error naming the agent key and field. */
 export function parseAdvert(key: string, data: Uint8Array | string): Advert {

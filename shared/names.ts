@@ -5,6 +5,8 @@ export const CONTROL_TASK_QUEUE = 'tunefleet-control';
 export const agentTaskQueue = (agentId: string): string => `agent-${agentId}`;
 
 export const ADVERTS_BUCKET = 'tunefleet-adverts';
+/** Operator intent per agent (cordon, drain); no TTL: it outlives agent restarts. */
+export const AGENT_STATES_BUCKET = 'tunefleet-agent-states';
 export const DATASETS_BUCKET = 'tunefleet-datasets';
 export const CHECKPOINTS_BUCKET = 'tunefleet-checkpoints';
 export const ADAPTERS_BUCKET = 'tunefleet-adapters';

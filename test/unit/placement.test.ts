@@ -7,7 +7,7 @@ import { FleetView } from '../../scheduler/fleet';
 const GiB = 2 ** 30;
 function advert(id: string, over: Partial<Advert> = {}): Advert {
   return {
-    v: 1, agent_id: id, hostname: id, state: 'ready', labels: {}, accelerator: 'cpu', gpus: [],
+    v: 1, agent_id: id, hostname: id, os: 'Debian', state: 'ready', labels: {}, accelerator: 'cpu', gpus: [],
     cpu: { model: 'x', cores: 2 }, memory: { total: 24 * GiB, available: 20 * GiB }, sessions: [],
     models: ['SmolLM2-135M-Instruct'], trainer: { methods: ['lora', 'dora', 'ia3', 'full'], bitsandbytes: false, bf16: false },
     time: 1, ...over,

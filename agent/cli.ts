@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode, ID_PATTERN, TunefleetError, resolveConfig, type StackFile } from '../shared';
+import { ADVERT_INTERVAL_MS, ADVERT_TTL_MS, ErrorCode, ID_PATTERN, TunefleetError, resolveConfig, type StackFile } from '../shared';
 import { startAgent } from './daemon';
 
 function readStack(home: string): StackFile | null {
@@ -40,17 +40,16 @@ export function buildAgentProgram(): Command {
     .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
     .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'agent state and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
-    .addOption(new Option('--advert-interval <ms>', 'how often to advertise').default('2000'))
-    .addOption(new Option('--advert-ttl <ms>', 'adverts expire after this').default('10000'))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; advertTtl: string }) => {
+    .addOption(new Option('--advert-interval <ms>', `how often to advertise (adverts expire ${ADVERT_TTL_MS / 1000} s after the last one)`).default(String(ADVERT_INTERVAL_MS)))
+    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string }) => {
       const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
       const agentId = o.id ?? defaultAgentId();
       if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
       const interval = Number(o.advertInterval);
-      const ttl = Number(o.advertTtl);
-      if (!Number.isInteger(interval) || interval < 100) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertInterval}' is not a whole number of ms >= 100`, { field: '--advert-interval' });
-      if (!Number.isInteger(ttl) || ttl < 2 * interval) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertTtl}' must be a whole number of ms, at least twice the advert interval`, { field: '--advert-ttl' });
-      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, advertTtlMs: ttl });
+      if (!Number.isInteger(interval) || interval < 100 || interval > ADVERT_TTL_MS / 2) {
+        throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertInterval}' must be a whole number of ms from 100 to ${ADVERT_TTL_MS / 2}`, { field: '--advert-interval' });
+      }
+      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval });
       const stop = (): void => void agent.stop();
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -1,9 +1,9 @@
 // The agent daemon: one per GPU machine. Advertises its capacity every few seconds and
 // runs train/evaluate activities from its own task queue (agent-<id>).
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ID_PATTERN, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
+import { ADVERT_TTL_MS, ID_PATTERN, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
@@ -12,7 +12,6 @@ export interface AgentOptions {
   agentId: string;
   labels: Record<string, string>;
   advertIntervalMs: number;
-  advertTtlMs: number;
   heartbeatMs?: number;
 }
 
@@ -24,8 +23,13 @@ export interface RunningAgent {
 
 export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) => void = (m) => console.log(`[agent ${o.agentId}] ${m}`)): Promise<RunningAgent> {
   if (!ID_PATTERN.test(o.agentId)) throw new Error(`agent id '${o.agentId}' must be lowercase letters, digits and dashes`);
+  try {
+    Runtime.install({ logger: new DefaultLogger((process.env.TUNEFLEET_LOG_LEVEL ?? 'WARN') as LogLevel) });
+  } catch {
+    // already installed in this process
+  }
   const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
-  const kv = await nats.adverts(o.advertTtlMs);
+  const kv = await nats.adverts(ADVERT_TTL_MS);
   const [host, caps] = await Promise.all([hostFacts(), probeTrainer(cfg.python)]);
   if (caps.methods.length === 0) log(`warning: the trainer at ${cfg.python} did not answer; run 'npm run bootstrap'`);
   const workDir = join(cfg.home, 'agents', o.agentId);

@@ -7,10 +7,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect, RetentionPolicy, StorageType, type NatsConnection, type ObjectStore, type JetStreamClient, type KV } from 'nats';
 import {
-  ADAPTERS_BUCKET, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, EVENTS_SUBJECTS, TunefleetError,
+  ADAPTERS_BUCKET, ADVERT_TTL_MS, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, EVENTS_SUBJECTS, TunefleetError,
 } from '../shared';
 
-export const ADVERT_TTL_MS = 10_000;
+export { ADVERT_TTL_MS };
 
 export interface Nats {
   nc: NatsConnection;

@@ -1,6 +1,6 @@
 // The control worker: runs fineTune workflows and the control activities on
 // tunefleet-control. Several may run at once; Temporal spreads the work.
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { StorageType } from 'nats';
 import { CONTROL_TASK_QUEUE, type Config } from '../shared';
 import { createControlActivities } from './activities';
@@ -9,6 +9,15 @@ import { ADVERT_TTL_MS, connectNats, ensureAssets } from './nats';
 
 export const LEASES_BUCKET = 'tunefleet-leases';
 
+/** The SDK logs every worker state change at INFO; WARN unless TUNEFLEET_LOG_LEVEL says otherwise. */
+export function quietSdkLogs(): void {
+  try {
+    Runtime.install({ logger: new DefaultLogger((process.env.TUNEFLEET_LOG_LEVEL ?? 'WARN') as LogLevel) });
+  } catch {
+    // already installed in this process (a second worker): keep it
+  }
+}
+
 export interface RunningWorker {
   worker: Worker;
   run: Promise<void>;
@@ -16,6 +25,7 @@ export interface RunningWorker {
 }
 
 export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`)): Promise<RunningWorker> {
+  quietSdkLogs();
   const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
   await ensureAssets(nats);
   const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log, Date.now, await nats.agentStates());

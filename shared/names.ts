@@ -5,6 +5,10 @@ export const CONTROL_TASK_QUEUE = 'tunefleet-control';
 export const agentTaskQueue = (agentId: string): string => `agent-${agentId}`;
 
 export const ADVERTS_BUCKET = 'tunefleet-adverts';
+/** Adverts expire this long after an agent's last write (the bucket's max age, and the fleet view's own cutoff). */
+export const ADVERT_TTL_MS = 10_000;
+/** How often an agent re-advertises by default. */
+export const ADVERT_INTERVAL_MS = 2_000;
 /** Operator intent per agent (cordon, drain); no TTL: it outlives agent restarts. */
 export const AGENT_STATES_BUCKET = 'tunefleet-agent-states';
 export const DATASETS_BUCKET = 'tunefleet-datasets';

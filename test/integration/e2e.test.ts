@@ -51,7 +51,7 @@ describe('e2e - one LoRA job through the real stack', function () {
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, (m) => logs.push(`[worker] ${m}`));
-    agent = await startAgent(stack.cfg, { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, advertTtlMs: 3000, heartbeatMs: 1000 }, (m) => logs.push(`[agent] ${m}`));
+    agent = await startAgent(stack.cfg, { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 }, (m) => logs.push(`[agent] ${m}`));
     client = await Stack.connect(stack.cfg);
   });
 

@@ -51,11 +51,12 @@ export function cachedModels(modelsDir: string): string[] {
     .sort();
 }
 
-export interface HostFacts { hostname: string; os: string; cpuModel: string; cores: number }
+export interface HostFacts { hostname: string; os: string; cpuModel: string; cores: number; nvidiaControllers: number }
 
 export async function hostFacts(): Promise<HostFacts> {
-  const [cpu, os] = await Promise.all([si.cpu(), si.osInfo()]);
-  return { hostname: os.hostname, os: `${os.distro} ${os.release} (${os.kernel}, ${os.arch})`.trim(), cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
+  const [cpu, os, graphics] = await Promise.all([si.cpu(), si.osInfo(), si.graphics().catch(() => ({ controllers: [] }))]);
+  const nvidiaControllers = graphics.controllers.filter((c) => /nvidia/i.test(`${c.vendor} ${c.model}`)).length;
+  return { nvidiaControllers, hostname: os.hostname, os: `${os.distro} ${os.release} (${os.kernel}, ${os.arch})`.trim(), cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
 }
 
 export interface AdvertInput {
@@ -69,7 +70,14 @@ export interface AdvertInput {
 }
 
 export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
-  const [mem, gpu] = await Promise.all([si.mem(), i.caps.cuda ? probeGpus() : Promise.resolve({ gpus: [] as GpuAdvert[], note: 'trainer sees no CUDA device' })]);
+  const [mem, probed] = await Promise.all([si.mem(), probeGpus()]);
+  let gpu: { gpus: GpuAdvert[]; note: string | null } = probed;
+  if (probed.gpus.length === 0 && i.host.nvidiaControllers > 0) {
+    gpu = { gpus: [], note: `systeminformation sees ${i.host.nvidiaControllers} NVIDIA controller(s) but ${probed.note ?? 'nvidia-smi lists none'}` };
+  } else if (probed.gpus.length > 0 && !i.caps.cuda) {
+    // the GPUs are shown, but this trainer cannot use them: jobs run on CPU here
+    gpu = { gpus: probed.gpus, note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent` };
+  }
   const advert: Advert = {
     v: ADVERT_PROTOCOL_VERSION,
     agent_id: i.agentId,
@@ -77,7 +85,7 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     os: i.host.os,
     state: i.state,
     labels: i.labels,
-    accelerator: gpu.gpus.length > 0 ? 'cuda' : 'cpu',
+    accelerator: gpu.gpus.length > 0 && i.caps.cuda ? 'cuda' : 'cpu',
     gpus: gpu.gpus,
     cpu: { model: i.host.cpuModel, cores: Math.max(1, i.host.cores) },
     memory: { total: mem.total, available: Math.min(mem.total, mem.available) },

@@ -19,7 +19,7 @@ export class FleetView {
   private readonly desired = new Map<string, DesiredStateRecord>();
   private readonly watchers: QueuedIterator<KvEntry>[] = [];
   private readonly loops: Promise<void>[] = [];
-  private readonly listeners = new Set<() => void>();
+  private readonly listeners = new Set<(agentId: string) => void>();
   ready: Promise<void> = Promise.resolve();
 
   constructor(
@@ -48,21 +48,26 @@ export class FleetView {
     await this.ready;
   }
 
-  /** Called after every change (for `tunefleet fleet --watch`). */
-  onChange(fn: () => void): () => void {
+  /** Called after every change, with the agent's id (for `tunefleet fleet --watch` and the benchmark). */
+  onChange(fn: (agentId: string) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   }
 
-  private changed(): void {
-    for (const fn of this.listeners) fn();
+  private changed(agentId: string): void {
+    for (const fn of this.listeners) fn(agentId);
+  }
+
+  /** One agent's current advert, if it is in the view. */
+  get(agentId: string): Advert | null {
+    return this.agents.get(agentId)?.advert ?? null;
   }
 
   /** Apply one advert entry; a bad advert is logged and skipped, never thrown. */
   apply(key: string, operation: string, value: Uint8Array, revision: number): void {
     if (operation === 'DEL' || operation === 'PURGE') {
       this.agents.delete(key);
-      this.changed();
+      this.changed(key);
       return;
     }
     try {
@@ -72,7 +77,7 @@ export class FleetView {
       this.agents.delete(key);
       this.log(`skipped advert: ${e instanceof TunefleetError ? e.describe() : String(e)}`);
     }
-    this.changed();
+    this.changed(key);
   }
 
   applyDesired(key: string, operation: string, value: Uint8Array): void {
@@ -84,7 +89,7 @@ export class FleetView {
         this.log(`skipped desired state for ${key}: ${String(e)}`);
       }
     }
-    this.changed();
+    this.changed(key);
   }
 
   /** Agents seen within the TTL, sorted by id; an operator's cordon or drain overrides a 'ready' advert. */

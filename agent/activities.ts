@@ -52,7 +52,9 @@ function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: s
     resume_from: paths.resume ?? null,
     adapter_path: paths.adapter ?? null,
     lora: { r: spec.lora.r, alpha: spec.lora.alpha, dropout: spec.lora.dropout, target_modules: spec.lora.target_modules ?? null },
-    training: { ...spec.training, max_steps: spec.training.max_steps ?? null, micro_batch_size: spec.training.micro_batch_size ?? null },
+    prompt: spec.prompt,
+    adapter: spec.adapter,
+    training: { ...spec.training, max_steps: spec.training.max_steps ?? null, micro_batch_size: spec.training.micro_batch_size ?? null, patience: spec.training.patience ?? null },
     evaluation: { ...spec.evaluation, max_samples: spec.evaluation.max_samples ?? null },
   };
 }
@@ -129,6 +131,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       let started_: Extract<TrainerEvent, { type: 'started' }> | null = null;
       let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
       let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
+      let oom: Extract<TrainerEvent, { type: 'oom' }> | null = null;
 
       const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: 0 };
       deps.sessions.set(key, session);
@@ -159,6 +162,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
             });
           } else if (e.type === 'finished') finished = e;
           else if (e.type === 'error') failure = e;
+          else if (e.type === 'oom') oom = e;
         },
       });
       session.stop = () => {
@@ -183,7 +187,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
       const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
       const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
-      if (exit.code === 0 && fin && fin.stopped === 'completed') {
+      if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
         const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
         for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
         const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
@@ -193,6 +197,13 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         };
       }
       if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+      const o = oom as Extract<TrainerEvent, { type: 'oom' }> | null;
+      if (o) {
+        throw ApplicationFailure.retryable(
+          `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens${o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''}`,
+          'OOM', { checkpoint: hb.checkpoint, oom: o },
+        );
+      }
       if (session.stopping) {
         throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
       }

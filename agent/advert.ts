@@ -22,7 +22,7 @@ export function probeTrainer(python: string): Promise<TrainerCaps> {
   ].join('\n');
   return new Promise((resolve) => {
     execFile(python, ['-c', code], { cwd: TRAINER_DIR, timeout: 120_000 }, (err, stdout) => {
-      const base = ['lora', 'dora', 'ia3', 'full'];
+      const base = ['lora', 'dora', 'ia3', 'prefix', 'prompt', 'adapter', 'full'];
       if (err) {
         resolve({ methods: [], bitsandbytes: false, bf16: false, cuda: false });
         return;

@@ -23,6 +23,8 @@ export function formatResult(r: JobResult): string {
       ['eval loss', f4(b.eval_loss), f4(t.eval_loss), delta(b.eval_loss, t.eval_loss)],
       ['perplexity', b.perplexity.toFixed(2), t.perplexity.toFixed(2), delta(b.perplexity, t.perplexity)],
       ['exact match', f4(b.exact_match), f4(t.exact_match), delta(b.exact_match, t.exact_match)],
+      ['BLEU', f4(b.bleu), f4(t.bleu), delta(b.bleu, t.bleu)],
+      ['ROUGE-L', f4(b.rouge_l), f4(t.rouge_l), delta(b.rouge_l, t.rouge_l)],
     ]),
     '',
     `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})`,
@@ -46,7 +48,9 @@ export function formatEvent(e: Record<string, unknown>): string | null {
     case 'checkpoint':
       return `checkpoint at step ${n('step')} (${String(e.reason)})`;
     case 'eval':
-      return `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})`;
+      return `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})${e.best_step !== undefined && e.best_step !== null ? `, best ${n('best_eval_loss').toFixed(4)} at step ${n('best_step')}` : ''}`;
+    case 'oom':
+      return `out of memory at step ${n('step')} (micro-batch ${n('micro_batch_size')} x ${n('sequence_length')} tokens)`;
     case 'finished':
       return `training ${String(e.stopped)} at step ${n('step')}`;
     case 'error':

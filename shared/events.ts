@@ -58,6 +58,24 @@ export const evalEvent = z.object({
   step: z.number().int().nonnegative(),
   eval_loss: finite,
   perplexity: z.number().positive(),
+  /** with periodic evaluation (training.eval_every): the best so far, which is the adapter exported */
+  best_eval_loss: finite.nullable().optional(),
+  best_step: z.number().int().nonnegative().nullable().optional(),
+});
+
+/** Out of memory: the numbers a retry needs (smaller micro-batch, gradient checkpointing). The trainer exits 3. */
+export const oomEvent = z.object({
+  ...base,
+  type: z.literal('oom'),
+  step: z.number().int().positive(),
+  micro_batch_size: z.number().int().positive(),
+  sequence_length: z.number().int().positive(),
+  gradient_checkpointing: z.boolean(),
+  device: z.string(),
+  memory_total: z.number().int().nonnegative().nullable(),
+  memory_free: z.number().int().nonnegative().nullable(),
+  memory_allocated: z.number().int().nonnegative().nullable(),
+  memory_peak: z.number().int().nonnegative().nullable(),
 });
 
 export const logEvent = z.object({
@@ -74,13 +92,20 @@ export const finishedEvent = z.object({
   adapter_path: z.string().min(1),
   adapter_files: z.array(fileEntry).min(1),
   train_loss: finite.nullable(),
-  stopped: z.enum(['completed', 'signal']),
+  /** completed: all steps; early: early stopping (patience ran out); signal: SIGTERM, checkpointed */
+  stopped: z.enum(['completed', 'early', 'signal']),
+  /** the step whose adapter was exported, when periodic evaluation chose the best */
+  best_step: z.number().int().nonnegative().nullable().optional(),
 });
 
 export const modelMetrics = z.object({
   eval_loss: finite,
   perplexity: z.number().positive(),
   exact_match: z.number().min(0).max(1).nullable(),
+  /** corpus BLEU (sacrebleu), 0-100, of the generations against the references */
+  bleu: z.number().min(0).max(100).nullable().default(null),
+  /** mean ROUGE-L F1 (rouge-score), 0-1 */
+  rouge_l: z.number().min(0).max(1).nullable().default(null),
   samples: z.number().int().nonnegative(),
 });
 export type ModelMetrics = z.infer<typeof modelMetrics>;
@@ -100,10 +125,10 @@ export const errorEvent = z.object({
   message: z.string(),
 });
 
-export const trainerEvent = z.discriminatedUnion('type', [startedEvent, stepEvent, checkpointEvent, evalEvent, logEvent, finishedEvent, evaluationEvent, errorEvent]);
+export const trainerEvent = z.discriminatedUnion('type', [startedEvent, stepEvent, checkpointEvent, evalEvent, oomEvent, logEvent, finishedEvent, evaluationEvent, errorEvent]);
 export type TrainerEvent = z.infer<typeof trainerEvent>;
 export type TrainerEventType = TrainerEvent['type'];
-export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = ['started', 'step', 'checkpoint', 'eval', 'log', 'finished', 'evaluation', 'error'];
+export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = ['started', 'step', 'checkpoint', 'eval', 'oom', 'log', 'finished', 'evaluation', 'error'];
 
 export type ParsedLine = { kind: 'event'; event: TrainerEvent } | { kind: 'text'; text: string } | { kind: 'invalid'; error: TunefleetError };
 

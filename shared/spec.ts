@@ -6,7 +6,7 @@ import { parseDocument, LineCounter, isNode } from 'yaml';
 import { ErrorCode, TunefleetError, TunefleetErrors } from './errors';
 import { ID_PATTERN, MODEL_NAME_PATTERN } from './names';
 
-export const METHODS = ['lora', 'dora', 'qlora', 'ia3', 'full'] as const;
+export const METHODS = ['lora', 'dora', 'qlora', 'ia3', 'prefix', 'prompt', 'adapter', 'full'] as const;
 export type Method = (typeof METHODS)[number];
 
 const positiveInt = z.number().int().positive();
@@ -19,6 +19,18 @@ export const loraSchema = z.strictObject({
   dropout: z.number().min(0).lt(1).default(0.05),
   /** module names to adapt; default: the attention and MLP projections of the architecture */
   target_modules: z.array(z.string().min(1)).min(1).optional(),
+});
+
+export const promptSchema = z.strictObject({
+  /** prefix and prompt tuning: number of learned virtual tokens */
+  num_virtual_tokens: positiveInt.max(1024).default(20),
+});
+
+export const adapterSchema = z.strictObject({
+  /** LLaMA-Adapter (PEFT AdaptionPrompt): prompt length per adapted layer */
+  adapter_len: positiveInt.max(1024).default(10),
+  /** how many of the top layers get an adaption prompt (capped at the model's layers) */
+  adapter_layers: positiveInt.max(1024).default(8),
 });
 
 export const datasetSchema = z.strictObject({
@@ -39,7 +51,7 @@ export const trainingSchema = z.strictObject({
   learning_rate: z.number().positive().max(1).default(2e-4),
   /** effective batch size = micro_batch_size x gradient accumulation */
   batch_size: positiveInt.max(65536).default(32),
-  /** sequences per forward pass; default: min(batch_size, 8) */
+  /** sequences per forward pass; default: the largest power of two whose activations fit in free memory */
   micro_batch_size: positiveInt.optional(),
   max_seq_len: positiveInt.max(131072).default(512),
   warmup_ratio: z.number().min(0).max(1).default(0.05),
@@ -51,7 +63,15 @@ export const trainingSchema = z.strictObject({
   seed: z.number().int().min(0).default(42),
   /** save a checkpoint every N optimizer steps (and always at the end and on SIGTERM) */
   checkpoint_every: positiveInt.default(50),
-});
+  /** adamw, or adamw_8bit (bitsandbytes; CUDA agents only) */
+  optimizer: z.enum(['adamw', 'adamw_8bit']).default('adamw'),
+  /** concatenate training records into max_seq_len blocks */
+  packing: z.boolean().default(false),
+  /** evaluate on the eval split every N steps and export the best adapter (0: only at the end) */
+  eval_every: z.number().int().min(0).default(0),
+  /** early stopping: stop after this many evaluations without improvement (needs eval_every) */
+  patience: positiveInt.optional(),
+}).refine((t) => t.patience === undefined || t.eval_every > 0, { message: 'patience needs eval_every > 0', path: ['patience'] });
 
 export const evaluationSchema = z.strictObject({
   /** greedy generation on eval prompts, compared to the reference completion */
@@ -69,6 +89,8 @@ export const jobSpecSchema = z.strictObject({
   method: z.enum(METHODS),
   dataset: datasetSchema,
   lora: loraSchema.default(() => loraSchema.parse({})),
+  prompt: promptSchema.default(() => promptSchema.parse({})),
+  adapter: adapterSchema.default(() => adapterSchema.parse({})),
   training: trainingSchema.default(() => trainingSchema.parse({})),
   evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
   /** higher runs first when the fleet is full */

@@ -126,19 +126,43 @@ def test_evaluate_compares_base_and_tuned(tiny_model, dataset, tmp_path):
     assert result["tuned"]["eval_loss"] == pytest.approx(trained_eval["eval_loss"], rel=1e-5)
     assert result["base"]["samples"] == 8
     assert 0 <= result["tuned"]["exact_match"] <= 1
+    assert 0 <= result["tuned"]["bleu"] <= 100 and 0 <= result["tuned"]["rouge_l"] <= 1
+    assert result["base"]["bleu"] is not None
 
 
-@pytest.mark.parametrize("method", ["dora", "ia3", "full"])
-def test_other_methods_train(tiny_model, dataset, tmp_path, method):
-    cfg = run_config(tmp_path, tiny_model, *dataset, method=method, max_steps=2, checkpoint_every=100)
+METHOD_LR = {"lora": 0.01, "dora": 0.01, "ia3": 0.05, "prefix": 0.05, "prompt": 0.1, "adapter": 0.05, "full": 0.002}
+
+
+@pytest.mark.parametrize("method", list(METHOD_LR))
+def test_every_method_lowers_the_loss_and_loads_in_stock_peft(tiny_model, dataset, tmp_path, method):
+    cfg = run_config(tmp_path, tiny_model, *dataset, method=method, max_steps=10, checkpoint_every=100, learning_rate=METHOD_LR[method])
     proc, events = run_trainer(cfg, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, events[-1]
     assert_valid(events)
     started = events[0]
+    losses = [e["loss"] for e in steps(events)]
+    assert losses[-1] < losses[0], losses
+    adapter = events[-1]["adapter_path"]
+    from transformers import AutoModelForCausalLM
+
     if method == "full":
         assert started["trainable_params"] == started["total_params"]
-    else:
-        assert 0 < started["trainable_params"] < started["total_params"]
+        AutoModelForCausalLM.from_pretrained(adapter)
+        return
+    assert 0 < started["trainable_params"] < started["total_params"]
+    from peft import PeftModel
+
+    from safetensors.torch import load_file
+
+    # what PEFT saved is exactly what was trained, and it equals the reported count
+    saved = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    assert sum(t.numel() for t in saved.values()) == started["trainable_params"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[5, 6, 7]]))
+    assert out.logits.shape[-1] == 512
 
 
 def test_qlora_on_cpu_says_why(tiny_model, dataset, tmp_path):
@@ -191,3 +215,100 @@ def test_loss_is_only_on_the_completion(tiny_model):
     ids, labels = encode({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}, "messages", tok)
     learned = tok.decode([i for i, l in zip(ids, labels) if l != IGNORE])
     assert "hello" in learned and "hi" not in learned.replace("hello", "")
+
+
+def test_kill9_then_resume_is_exact_and_gives_the_same_adapter(tiny_model, dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=8, checkpoint_every=3)
+    _, full = run_trainer(dict(cfg, output_dir=str(tmp_path / "full")), tmp_path, name="full.json")
+    path = tmp_path / "killed.json"
+    path.write_text(json.dumps(dict(cfg, output_dir=str(tmp_path / "killed"))))
+    proc = subprocess.Popen([sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)], cwd=TRAINER_DIR,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": TRAINER_DIR})
+    ckpt = None
+    for line in proc.stdout:
+        e = json.loads(line)
+        if e["type"] == "checkpoint" and e["step"] == 3:
+            ckpt = e["path"]
+            proc.kill()  # SIGKILL: no chance to clean up
+            break
+    proc.wait(timeout=60)
+    assert ckpt and proc.returncode == -signal.SIGKILL
+    _, resumed = run_trainer(dict(cfg, output_dir=str(tmp_path / "resumed"), resume_from=ckpt), tmp_path, name="resumed.json")
+    a = [e["loss"] for e in steps(full)][3:]
+    b = [e["loss"] for e in steps(resumed)]
+    assert [e["step"] for e in steps(resumed)] == [4, 5, 6, 7, 8]
+    assert b == pytest.approx(a, abs=1e-6)
+    wa = load_file(os.path.join(full[-1]["adapter_path"], "adapter_model.safetensors"))
+    wb = load_file(os.path.join(resumed[-1]["adapter_path"], "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max().item() <= 1e-6, k
+
+
+def test_periodic_eval_exports_the_best_adapter(tiny_model, dataset, tmp_path):
+    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=12, checkpoint_every=100, eval_every=3)
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    assert_valid(events)
+    evals = [e for e in events if e["type"] == "eval"]
+    tracked = evals[:-1]  # the last one reports the exported adapter
+    assert [e["step"] for e in tracked] == [3, 6, 9, 12]
+    best = min(tracked, key=lambda e: e["eval_loss"])
+    assert events[-1]["best_step"] == best["step"]
+    assert evals[-1]["eval_loss"] == pytest.approx(best["eval_loss"], rel=1e-6)
+
+
+def test_early_stopping_stops_after_patience(tiny_model, dataset, tmp_path):
+    # a learning rate far too high: the eval loss soon stops improving
+    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=60, checkpoint_every=100, eval_every=1, patience=2, learning_rate=3.0)
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    fin = events[-1]
+    assert fin["stopped"] == "early" and fin["step"] < 60
+    tracked = [e for e in events if e["type"] == "eval"][:-1]
+    best_i = min(range(len(tracked)), key=lambda i: tracked[i]["eval_loss"])
+    assert len(tracked) - 1 - best_i == 2  # exactly `patience` evaluations after the best
+    assert fin["best_step"] == tracked[best_i]["step"]
+
+
+def test_packing_fills_blocks(tiny_model, dataset, tmp_path):
+    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=2, checkpoint_every=100, packing=True, max_seq_len=64)
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    assert events[0]["train_records"] < 48
+    assert any("packed into" in e.get("message", "") for e in events if e["type"] == "log")
+
+
+def test_micro_batch_is_chosen_from_free_memory(tiny_model, dataset, tmp_path):
+    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=1, checkpoint_every=100, micro_batch_size=None, batch_size=16)
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    assert events[0]["micro_batch_size"] == 16 and events[0]["grad_accum"] == 1  # a tiny model fits whole
+    from tunefleet_trainer.modeling import auto_micro_batch
+
+    class Cfg:
+        num_hidden_layers, hidden_size, vocab_size = 32, 4096, 32000
+    m, per_seq = auto_micro_batch(Cfg, 2048, 32, 24 * 2**30, 2, False)
+    assert per_seq == (32 * 4096 * 34 * 2 + 32000 * 12) * 2048
+    assert m == 1  # a 7B-shaped model at 2k tokens without checkpointing: one sequence at a time
+    m2, _ = auto_micro_batch(Cfg, 2048, 32, 24 * 2**30, 2, True)
+    assert m2 > m
+
+
+def test_empty_dataset_and_missing_fields_are_named(tiny_model, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    proc, events = run_trainer(run_config(tmp_path, tiny_model, str(empty), None), tmp_path)
+    assert proc.returncode == 2 and events[-1]["code"] == "DATASET_EMPTY" and "empty.jsonl" in events[-1]["message"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "only a prompt"}])
+    proc, events = run_trainer(run_config(tmp_path, tiny_model, bad, None), tmp_path)
+    assert proc.returncode == 2 and events[-1]["code"] == "DATASET_INVALID" and "bad.jsonl:2" in events[-1]["message"]
+
+
+def test_adamw_8bit_on_cpu_says_why(tiny_model, dataset, tmp_path):
+    cfg = run_config(tmp_path, tiny_model, *dataset, optimizer="adamw_8bit")
+    cfg["device"] = "cpu"
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 2 and events[-1]["code"] == "OPTIMIZER_UNAVAILABLE" and "CUDA" in events[-1]["message"]

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from .errors import TrainerError
 
-METHODS = ("lora", "dora", "qlora", "ia3", "full")
+METHODS = ("lora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter", "full")
 
 
 @dataclass
@@ -20,6 +20,18 @@ class LoraConfig:
     alpha: float = 16  # the update is scaled by alpha / r
     dropout: float = 0.05
     target_modules: Optional[List[str]] = None  # None: per-architecture default
+
+
+@dataclass
+class PromptConfig:
+    num_virtual_tokens: int = 20  # prefix and prompt tuning: learned virtual tokens
+
+
+@dataclass
+class AdapterConfig:
+    # LLaMA-Adapter (PEFT AdaptionPrompt): learned prompts of adapter_len tokens in the top adapter_layers layers
+    adapter_len: int = 10
+    adapter_layers: int = 8  # capped at the model's number of layers
 
 
 @dataclass
@@ -38,6 +50,10 @@ class TrainingConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     seed: int = 42
     checkpoint_every: int = 50  # optimizer steps; also at the end and on SIGTERM
+    optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only)
+    packing: bool = False  # concatenate train examples into max_seq_len blocks
+    eval_every: int = 0  # evaluate on the eval split every N steps (0: only at the end)
+    patience: Optional[int] = None  # early stopping: stop after this many evaluations without improvement
 
 
 @dataclass
@@ -59,8 +75,13 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     job_id: str = "local"
     lora: LoraConfig = field(default_factory=LoraConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+SECTIONS = {"lora": LoraConfig, "prompt": PromptConfig, "adapter": AdapterConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}
 
 
 def _build(cls, data, where):
@@ -72,7 +93,7 @@ def _build(cls, data, where):
         raise TrainerError("CONFIG_INVALID", f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
     kwargs = {}
     for name, value in data.items():
-        sub = {"lora": LoraConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}.get(name) if cls is RunConfig else None
+        sub = SECTIONS.get(name) if cls is RunConfig else None
         kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
     try:
         return cls(**kwargs)
@@ -99,6 +120,19 @@ def validate(cfg: RunConfig):
         problems.append("training.micro_batch_size: must be a positive integer")
     if t.max_steps is not None and not (isinstance(t.max_steps, int) and t.max_steps > 0):
         problems.append("training.max_steps: must be a positive integer")
+    if t.optimizer not in ("adamw", "adamw_8bit"):
+        problems.append(f"training.optimizer: '{t.optimizer}' is not adamw or adamw_8bit")
+    if not (isinstance(t.eval_every, int) and t.eval_every >= 0):
+        problems.append("training.eval_every: must be a whole number >= 0")
+    if t.patience is not None and not (isinstance(t.patience, int) and t.patience > 0):
+        problems.append("training.patience: must be a positive integer")
+    if t.patience is not None and not t.eval_every:
+        problems.append("training.patience: early stopping needs training.eval_every > 0")
+    if not (isinstance(cfg.prompt.num_virtual_tokens, int) and 0 < cfg.prompt.num_virtual_tokens <= 1024):
+        problems.append("prompt.num_virtual_tokens: must be an integer from 1 to 1024")
+    for name in ("adapter_len", "adapter_layers"):
+        if not (isinstance(getattr(cfg.adapter, name), int) and getattr(cfg.adapter, name) > 0):
+            problems.append(f"adapter.{name}: must be a positive integer")
     if cfg.device not in ("auto", "cpu", "cuda"):
         problems.append(f"device: '{cfg.device}' is not auto, cpu or cuda")
     if problems:

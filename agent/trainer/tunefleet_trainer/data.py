@@ -98,6 +98,25 @@ def tokenize_all(records, fmt, tokenizer, max_len):
     return out, truncated
 
 
+def pack(examples, max_len):
+    """Concatenate examples (each ends with EOS) and cut into blocks of max_len tokens.
+
+    Labels travel with their tokens, so completion-only loss still holds inside a block.
+    The last, shorter block is kept. Attention is not reset at example boundaries (the
+    usual naive packing): use it for many short records, not where cross-talk matters.
+    """
+    ids, labels, blocks = [], [], []
+    for i, l in examples:
+        ids.extend(i)
+        labels.extend(l)
+        while len(ids) >= max_len:
+            blocks.append((ids[:max_len], labels[:max_len]))
+            ids, labels = ids[max_len:], labels[max_len:]
+    if ids and any(l != IGNORE for l in labels[1:]):
+        blocks.append((ids, labels))
+    return blocks
+
+
 def collate(batch, pad_id):
     import torch
 

@@ -1,9 +1,10 @@
 """Base model and fine-tuned model side by side on the eval split.
 
-Loss and perplexity over completion / assistant tokens (text records: all tokens), and
-exact match of greedy generations against the reference completion. A generation is cut
-at its first newline when the reference has none (the usual stop sequence), then both
-are compared after trimming whitespace and lower-casing.
+Loss and perplexity over completion / assistant tokens (text records: all tokens); on
+greedy generations for the eval prompts: exact match, corpus BLEU (sacrebleu) and mean
+ROUGE-L F1 (rouge-score) against the reference completion. A generation is cut at its
+first newline when the reference has none (the usual stop sequence); exact match then
+compares after trimming whitespace and lower-casing.
 """
 
 import math
@@ -43,16 +44,27 @@ def generate(model, tokenizer, prompts, max_new_tokens, micro, device):
 def _metrics(model, tokenizer, examples, pairs, cfg, device):
     micro = cfg.training.micro_batch_size or 8
     loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device)
-    em, outputs = None, []
+    em = bleu = rouge_l = None
+    outputs = []
     if cfg.evaluation.exact_match and pairs:
         outputs = generate(model, tokenizer, [p for p, _ in pairs], cfg.evaluation.max_new_tokens, micro, device)
-        hits = 0
-        for (_, ref), out in zip(pairs, outputs):
-            if "\n" not in ref.strip():
-                out = out.lstrip().split("\n", 1)[0]
-            hits += normalise(out) == normalise(ref)
-        em = hits / len(pairs)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": em, "samples": len(examples)}, outputs
+        refs = [r for _, r in pairs]
+        hyps = [out.lstrip().split("\n", 1)[0] if "\n" not in ref.strip() else out for ref, out in zip(refs, outputs)]
+        em = sum(normalise(h) == normalise(r) for h, r in zip(hyps, refs)) / len(pairs)
+        bleu, rouge_l = text_metrics(hyps, refs)
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": em, "bleu": bleu, "rouge_l": rouge_l,
+            "samples": len(examples)}, outputs
+
+
+def text_metrics(hyps, refs):
+    """-> (corpus BLEU 0-100, mean ROUGE-L F1 0-1)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    bleu = sacrebleu.corpus_bleu([h.strip() for h in hyps], [[r.strip() for r in refs]]).score
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = sum(scorer.score(r.strip(), h.strip())["rougeL"].fmeasure for h, r in zip(hyps, refs)) / max(1, len(refs))
+    return float(bleu), float(rouge)
 
 
 def main(cfg):
@@ -73,7 +85,7 @@ def main(cfg):
     base_method = "qlora" if cfg.method == "qlora" else "lora"
     model = load_base(cfg.model_path, dtype, device, base_method)
     base, base_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
-    log(f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}")
+    log(f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}, BLEU {base['bleu']}, ROUGE-L {base['rouge_l']}")
     if cfg.method == "full":
         del model
         model = load_base(cfg.adapter_path, dtype, device, "full")
@@ -83,7 +95,7 @@ def main(cfg):
         model = PeftModel.from_pretrained(model, cfg.adapter_path)
         model.to(device)
     tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
-    log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}")
+    log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}, BLEU {tuned['bleu']}, ROUGE-L {tuned['rouge_l']}")
     examples_out = [
         {"prompt": p, "reference": r, "base": b, "tuned": t}
         for (p, r), b, t in list(zip(pairs, base_out, tuned_out))[:20]

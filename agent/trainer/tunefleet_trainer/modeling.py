@@ -79,7 +79,8 @@ def wrap(model, cfg):
             p.requires_grad_(True)
         n = sum(p.numel() for p in model.parameters())
         return model, n, n
-    from peft import IA3Config, LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import (AdaptionPromptConfig, IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,
+                      TaskType, get_peft_model, prepare_model_for_kbit_training)
 
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
@@ -94,11 +95,57 @@ def wrap(model, cfg):
         )
     elif method == "ia3":
         pc = IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=cfg.lora.target_modules)
+    elif method == "prefix":
+        pc = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.prompt.num_virtual_tokens)
+    elif method == "prompt":
+        pc = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.prompt.num_virtual_tokens, prompt_tuning_init=PromptTuningInit.RANDOM)
+    elif method == "adapter":
+        # LLaMA-Adapter through PEFT (AdaptionPrompt): Llama-family models only
+        layers = getattr(model.config, "num_hidden_layers", cfg.adapter.adapter_layers)
+        pc = AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_len=cfg.adapter.adapter_len, adapter_layers=min(cfg.adapter.adapter_layers, layers))
     else:
         raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' is not supported")
-    model = get_peft_model(model, pc)
+    try:
+        model = get_peft_model(model, pc)
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' cannot wrap {type(model).__name__}: {e}") from e
     trainable, total = model.get_nb_trainable_parameters()
     return model, int(trainable), int(total)
+
+
+def memory_free(device):
+    """Bytes free for activations now: on CUDA what the driver says, on CPU the available RAM."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_micro_batch(model_config, seq_len, batch_size, free_bytes, dtype_bytes, grad_ckpt):
+    """The largest power of two micro-batch whose activations fit in half the free memory.
+
+    Per token: each layer keeps about 34 x hidden activations for backward (2 x hidden with
+    gradient checkpointing), plus the logits over the vocabulary in fp32 (value, softmax,
+    gradient). -> (micro_batch, bytes_per_sequence)
+    """
+    layers = getattr(model_config, "num_hidden_layers", 12)
+    hidden = getattr(model_config, "hidden_size", 768)
+    vocab = getattr(model_config, "vocab_size", 32000)
+    per_token = layers * hidden * (2 if grad_ckpt else 34) * dtype_bytes + vocab * 4 * 3
+    per_seq = per_token * max(1, seq_len)
+    fit = int((free_bytes * 0.5) // per_seq)
+    m = 1
+    while m * 2 <= min(fit, batch_size, 64):
+        m *= 2
+    return m, per_seq
 
 
 def batch_loss(model, input_ids, labels, mask):
@@ -106,6 +153,9 @@ def batch_loss(model, input_ids, labels, mask):
     import torch.nn.functional as F
 
     logits = model(input_ids=input_ids, attention_mask=mask).logits
+    # prompt tuning prepends virtual tokens to the sequence: keep the positions of real tokens
+    if logits.size(1) > input_ids.size(1):
+        logits = logits[:, -input_ids.size(1):, :]
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")

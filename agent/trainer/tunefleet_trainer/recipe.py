@@ -15,10 +15,10 @@ import shutil
 import time
 
 from . import checkpoint as ckpt
-from .data import collate, read_jsonl, tokenize_all
+from .data import collate, pack, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
-from .modeling import batch_loss, check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype, wrap
+from .modeling import auto_micro_batch, batch_loss, check_model_dir, load_base, load_tokenizer, memory_free, pick_device, pick_dtype, wrap
 
 
 class _Stop:
@@ -123,6 +123,9 @@ def setup(cfg):
     train, truncated = tokenize_all(records, fmt, tokenizer, t.max_seq_len)
     if not train:
         raise TrainerError("DATASET_EMPTY", f"{cfg.train_path}: no record has a token to learn from")
+    records_used = len(train)
+    if t.packing:
+        train = pack(train, t.max_seq_len)
     evals = []
     if cfg.eval_path:
         erecs, efmt = read_jsonl(cfg.eval_path)
@@ -136,25 +139,45 @@ def setup(cfg):
             model.enable_input_require_grads()
     model, trainable, total = wrap(model, cfg)
 
-    micro = t.micro_batch_size or min(t.batch_size, 8)
+    micro_note = None
+    if t.micro_batch_size:
+        micro = min(t.micro_batch_size, t.batch_size)
+    else:
+        longest = max(len(ids) for ids, _ in train)
+        free = memory_free(device)
+        micro, per_seq = auto_micro_batch(model.config, longest, t.batch_size, free, torch.finfo(dtype).bits // 8, t.gradient_checkpointing)
+        micro_note = f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free ({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
     accum = max(1, t.batch_size // micro)
     batch = micro * accum
     steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / batch))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw_8bit":
+        if device.type != "cuda":
+            raise TrainerError("OPTIMIZER_UNAVAILABLE", "adamw_8bit needs a CUDA GPU (bitsandbytes 8-bit optimizer states); use adamw on this agent")
+        try:
+            import bitsandbytes as bnb
+        except Exception as e:  # pragma: no cover - depends on the host
+            raise TrainerError("OPTIMIZER_UNAVAILABLE", f"adamw_8bit needs bitsandbytes, which failed to import: {e}") from e
+        optimizer = bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     warmup = int(round(t.warmup_ratio * steps_total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_scheduler, warmup, steps_total))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
 
-    state = {"step": 0, "best_eval_loss": None, "losses": []}
+    state = {"step": 0, "best_eval_loss": None, "best_step": None, "evals_without_improvement": 0, "losses": []}
     if cfg.resume_from:
         _restore(cfg.resume_from, model, optimizer, scheduler, state, cfg.method)
+        best = os.path.join(cfg.resume_from, "best")
+        if os.path.isdir(best):
+            shutil.rmtree(os.path.join(cfg.output_dir, "best"), ignore_errors=True)
+            shutil.copytree(best, os.path.join(cfg.output_dir, "best"))
 
     return {
         "cfg": cfg, "device": device, "dtype": dtype, "tokenizer": tokenizer, "model": model, "fmt": fmt,
         "train": train, "eval": evals, "truncated": truncated, "optimizer": optimizer, "scheduler": scheduler,
         "scaler": scaler, "micro": micro, "accum": accum, "batch": batch, "steps_total": steps_total,
-        "trainable": trainable, "total": total, "state": state,
+        "trainable": trainable, "total": total, "state": state, "records_used": records_used, "micro_note": micro_note,
     }
 
 
@@ -179,7 +202,8 @@ def _restore(path, model, optimizer, scheduler, state, method):
         saved = json.load(f)
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(load_file(os.path.join(path, "rng.safetensors")), saved["rng"])
-    state.update(step=saved["step"], best_eval_loss=saved.get("best_eval_loss"), losses=saved.get("losses", []))
+    state.update(step=saved["step"], best_eval_loss=saved.get("best_eval_loss"), best_step=saved.get("best_step"),
+                 evals_without_improvement=saved.get("evals_without_improvement", 0), losses=saved.get("losses", []))
     if saved["step"] != manifest["step"]:
         raise TrainerError("CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}")
 
@@ -204,9 +228,13 @@ def save_checkpoint(run, reason):
     torch.save(run["optimizer"].state_dict(), os.path.join(tmp, "optimizer.pt"))
     tensors, meta = _rng_state()
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(tmp, "rng.safetensors"))
+    best = os.path.join(cfg.output_dir, "best")
+    if os.path.isdir(best):
+        shutil.copytree(best, os.path.join(tmp, "best"))
     saved = {
         "step": state["step"], "steps_total": run["steps_total"], "batch_size": run["batch"],
         "data_position": state["step"] * run["batch"], "best_eval_loss": state["best_eval_loss"],
+        "best_step": state["best_step"], "evals_without_improvement": state["evals_without_improvement"],
         "losses": state["losses"], "scheduler": run["scheduler"].state_dict(), "rng": meta,
         "method": cfg.method, "seed": cfg.training.seed,
     }
@@ -263,9 +291,13 @@ def train(run, stop):
             if not chunk:
                 break
             ids, labels, mask = (x.to(device) for x in collate(chunk, pad_id))
-            s, _ = batch_loss(model, ids, labels, mask)
-            loss = s / max(1, tokens_in_step)
-            (scaler.scale(loss) if scaler else loss).backward()
+            try:
+                s, _ = batch_loss(model, ids, labels, mask)
+                loss = s / max(1, tokens_in_step)
+                (scaler.scale(loss) if scaler else loss).backward()
+            except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
+                _report_oom(run, state["step"] + 1, ids.shape)
+                raise OutOfMemory()
             loss_sum += float(s.detach())
             seen_tokens += int(mask.sum())
         if scaler:
@@ -286,9 +318,75 @@ def train(run, stop):
         dt = max(1e-9, time.time() - t0)
         emit("step", step=state["step"], steps_total=run["steps_total"], epoch=state["step"] * run["batch"] / n,
              loss=step_loss, lr=lr, grad_norm=grad_norm if math.isfinite(grad_norm) else None, tokens_per_s=seen_tokens / dt)
+        if t.eval_every and state["step"] % t.eval_every == 0 and state["step"] < run["steps_total"] and run["eval"]:
+            if _evaluate_and_track(run):
+                save_checkpoint(run, "final")
+                return "early"
         if state["step"] % t.checkpoint_every == 0 and state["step"] < run["steps_total"]:
             save_checkpoint(run, "interval")
     return "completed"
+
+
+class OutOfMemory(Exception):
+    """Raised after the `oom` event: the process exits 3 so the caller can retry smaller."""
+
+
+def _report_oom(run, step, shape):
+    import torch
+
+    device = run["device"]
+    fields = {"step": step, "micro_batch_size": run["micro"], "sequence_length": int(shape[1]),
+              "gradient_checkpointing": bool(run["cfg"].training.gradient_checkpointing), "device": str(device)}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        fields.update(memory_total=int(total), memory_free=int(free), memory_allocated=int(torch.cuda.memory_allocated(device)),
+                      memory_peak=int(torch.cuda.max_memory_allocated(device)))
+    else:
+        fields.update(memory_total=None, memory_free=memory_free(device), memory_allocated=None, memory_peak=None)
+    emit("oom", **fields)
+
+
+def _evaluate_and_track(run):
+    """Evaluate now; keep the best adapter in output_dir/best. -> True when patience ran out."""
+    cfg, state, model = run["cfg"], run["state"], run["model"]
+    el = evaluate_loss(model, run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
+    improved = state["best_eval_loss"] is None or el < state["best_eval_loss"]
+    if improved:
+        state.update(best_eval_loss=el, best_step=state["step"], evals_without_improvement=0)
+        best = os.path.join(cfg.output_dir, "best")
+        tmp = best + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if cfg.method == "full":
+            from safetensors.torch import save_model
+
+            os.makedirs(tmp)
+            save_model(model, os.path.join(tmp, "model.safetensors"))
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(best, ignore_errors=True)
+        os.rename(tmp, best)
+    else:
+        state["evals_without_improvement"] += 1
+    emit("eval", step=state["step"], eval_loss=el, perplexity=math.exp(min(el, 50)),
+         best_eval_loss=state["best_eval_loss"], best_step=state["best_step"])
+    patience = cfg.training.patience
+    return bool(patience and state["evals_without_improvement"] >= patience)
+
+
+def _load_best(run):
+    """Put the best weights seen by periodic evaluation back into the model."""
+    from safetensors.torch import load_file
+
+    cfg, model = run["cfg"], run["model"]
+    best = os.path.join(cfg.output_dir, "best")
+    if cfg.method == "full":
+        from safetensors.torch import load_model
+
+        load_model(model, os.path.join(best, "model.safetensors"), strict=True)
+    else:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(os.path.join(best, "adapter_model.safetensors")))
 
 
 def cleanup(run):
@@ -314,13 +412,27 @@ def _main(cfg, stop):
          eval_records=len(run["eval"]), steps_total=run["steps_total"], micro_batch_size=run["micro"],
          grad_accum=run["accum"], truncated_records=run["truncated"], resumed_from_step=run["state"]["step"])
     log(f"{run['trainable']:,} trainable of {run['total']:,} parameters ({100 * run['trainable'] / run['total']:.3f}%); "
-        f"{run['batch']} sequences per step ({run['micro']} x {run['accum']} accumulation); {run['steps_total']} steps")
-    outcome = train(run, stop)
+        f"{run['batch']} sequences per step ({run['micro']} x {run['accum']} accumulation); {run['steps_total']} steps"
+        + (f"; {run['records_used']} records packed into {len(run['train'])} blocks" if cfg.training.packing else ""))
+    if run["micro_note"]:
+        log(run["micro_note"])
+    try:
+        outcome = train(run, stop)
+    except OutOfMemory:
+        cleanup(run)
+        return 3
+    state = run["state"]
     if outcome == "completed":
+        if cfg.training.eval_every and run["eval"]:
+            _evaluate_and_track(run)
         save_checkpoint(run, "final")
-        if run["eval"]:
-            el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
-            emit("eval", step=run["state"]["step"], eval_loss=el, perplexity=math.exp(min(el, 50)))
+    if outcome in ("completed", "early") and state["best_step"] is not None:
+        _load_best(run)
+        log(f"exporting the best adapter: step {state['best_step']}, eval loss {state['best_eval_loss']:.4f}")
+    if outcome in ("completed", "early") and run["eval"]:
+        el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
+        emit("eval", step=state["step"], eval_loss=el, perplexity=math.exp(min(el, 50)),
+             best_eval_loss=state["best_eval_loss"], best_step=state["best_step"])
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     tmp = adapter_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -331,6 +443,6 @@ def _main(cfg, stop):
     os.rename(tmp, adapter_dir)
     losses = run["state"]["losses"]
     emit("finished", step=run["state"]["step"], adapter_path=os.path.abspath(adapter_dir), adapter_files=ckpt.file_entries(adapter_dir),
-         train_loss=losses[-1] if losses else None, stopped=outcome)
+         train_loss=losses[-1] if losses else None, stopped=outcome, best_step=state["best_step"])
     cleanup(run)
     return 0

@@ -50,6 +50,8 @@ export const checkpointEvent = z.object({
   path: z.string().min(1),
   files: z.array(fileEntry).min(1),
   reason: z.enum(['interval', 'final', 'signal']),
+  /** seconds spent writing, fsyncing and hashing the checkpoint */
+  save_seconds: z.number().nonnegative().optional(),
 });
 
 export const evalEvent = z.object({
@@ -96,6 +98,8 @@ export const finishedEvent = z.object({
   stopped: z.enum(['completed', 'early', 'signal']),
   /** the step whose adapter was exported, when periodic evaluation chose the best */
   best_step: z.number().int().nonnegative().nullable().optional(),
+  /** peak memory of the run: CUDA max allocated bytes, or the process's peak RSS on CPU */
+  peak_memory: z.number().int().nonnegative().nullable().optional(),
 });
 
 export const modelMetrics = z.object({

@@ -212,6 +212,7 @@ def save_checkpoint(run, reason):
     import torch
     from safetensors.torch import save_file
 
+    t_start = time.time()
     cfg, state, model = run["cfg"], run["state"], run["model"]
     root = os.path.join(cfg.output_dir, "checkpoints")
     os.makedirs(root, exist_ok=True)
@@ -243,10 +244,11 @@ def save_checkpoint(run, reason):
     final = os.path.join(root, name)
     try:
         files = ckpt.commit(tmp, final, state["step"])
+        seconds = time.time() - t_start
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrainerError("CHECKPOINT_WRITE_FAILED", f"{final}: {e.strerror or e}") from e
-    emit("checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason)
+    emit("checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason, save_seconds=seconds)
     return final
 
 
@@ -389,6 +391,16 @@ def _load_best(run):
         set_peft_model_state_dict(model, load_file(os.path.join(best, "adapter_model.safetensors")))
 
 
+def peak_memory(device):
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
 def cleanup(run):
     import gc
 
@@ -443,6 +455,6 @@ def _main(cfg, stop):
     os.rename(tmp, adapter_dir)
     losses = run["state"]["losses"]
     emit("finished", step=run["state"]["step"], adapter_path=os.path.abspath(adapter_dir), adapter_files=ckpt.file_entries(adapter_dir),
-         train_loss=losses[-1] if losses else None, stopped=outcome, best_step=state["best_step"])
+         train_loss=losses[-1] if losses else None, stopped=outcome, best_step=state["best_step"], peak_memory=peak_memory(run["device"]))
     cleanup(run)
     return 0

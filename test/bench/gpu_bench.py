@@ -1,0 +1,167 @@
+"""GPU benchmark, ready to run on an NVIDIA host in a few minutes (not run in CI):
+
+    python test/bench/gpu_bench.py [--steps 30] [--peak-tflops 989]
+
+A Llama-shaped model of about 1.1B parameters with random weights (hidden 2048, 16 layers,
+32 heads, 8 KV heads, MLP 8192, vocab 32000), packed 1,024-token sequences, micro-batch 8:
+  - tunefleet recipe, LoRA r=16 bf16;   - tunefleet recipe, QLoRA (NF4 + double quant);
+  - baseline: HF Trainer + PEFT, LoRA bf16, the same settings, in the same run.
+Reports tokens/s, MFU, peak CUDA memory, checkpoint save time, and the ratios the issue
+sets goals for (recipe >= 1.3x baseline tokens/s; MFU >= 35 % on an H100; QLoRA peak
+<= 0.5x LoRA bf16). MFU counts 4N + 8·L·s·h FLOPs per token: forward 2N, backward through
+the frozen weights 2N (no weight gradients), attention scores and values (2·2·L·s·h per
+token, twice for forward and backward).
+
+--cpu-smoke runs the same code on a 2-layer model on CPU, to check the script itself.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAINER = os.path.join(ROOT, "agent", "trainer")
+sys.path.insert(0, TRAINER)
+
+
+def make_model(out, smoke):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunefleet_trainer import tiny
+
+    tiny.main(out)  # tokenizer (and a tiny model, replaced below)
+    if smoke:
+        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    else:
+        cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                          num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16 if not smoke else torch.float32)
+    model.save_pretrained(out, safe_serialization=True)
+    n = sum(p.numel() for p in model.parameters())
+    return cfg, n
+
+
+def make_data(path, n=3000):
+    rnd = random.Random(0)
+    words = "the a of to and in is it you that he was for on are with as his they be at one have this from".split()
+    with open(path, "w") as f:
+        for _ in range(n):
+            f.write(json.dumps({"text": " ".join(rnd.choice(words) for _ in range(200))}) + "\n")
+
+
+def run_recipe(model_dir, data, out, method, steps, micro, seq, smoke):
+    from tunefleet_trainer import config, events, recipe
+
+    seen = []
+    events.set_sink(seen.append)
+    cfg = config.from_dict({
+        "model_path": model_dir, "train_path": data, "output_dir": out, "method": method, "device": "cpu" if smoke else "cuda",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "training": {"max_steps": steps, "batch_size": micro, "micro_batch_size": micro, "learning_rate": 1e-4, "warmup_ratio": 0.0,
+                     "checkpoint_every": max(2, steps // 3), "max_seq_len": seq, "packing": True,
+                     "precision": "fp32" if smoke else "bf16"},
+    })
+    code = recipe.main(cfg)
+    events.set_sink(None)
+    if code != 0:
+        raise SystemExit(f"{method}: trainer exited {code}: {seen[-1]}")
+    # per-step rates: each step's own duration, so checkpoint saves between steps are not counted
+    rates = [e["tokens_per_s"] for e in seen if e["type"] == "step"]
+    saves = [e["save_seconds"] for e in seen if e["type"] == "checkpoint" and e["reason"] == "interval"]
+    fin = seen[-1]
+    return rates, saves, fin["peak_memory"]
+
+
+def run_hf(model_dir, data, out, steps, micro, seq, smoke):
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = []
+    for line in open(data):
+        ids += tok(json.loads(line)["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    blocks = [{"input_ids": ids[i : i + seq], "labels": ids[i : i + seq]} for i in range(0, len(ids) - seq, seq)]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if smoke else torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+    times = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.time())
+
+    def collate(b):
+        t = torch.tensor([x["input_ids"] for x in b])
+        return {"input_ids": t, "labels": t.clone()}
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=steps, learning_rate=1e-4, warmup_steps=0,
+                             logging_steps=10**9, save_strategy="no", report_to="none", bf16=not smoke, use_cpu=smoke,
+                             dataloader_num_workers=0, remove_unused_columns=False)
+    Trainer(model=model, args=args, train_dataset=blocks, data_collator=collate, callbacks=[Clock()]).train()
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    return times, peak
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--micro", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    ap.add_argument("--cpu-smoke", action="store_true")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."), help="where gpu-bench.json is written")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    smoke = a.cpu_smoke
+    if smoke:
+        a.steps, a.warmup, a.micro, a.seq = 6, 2, 2, 64
+    import torch
+
+    if not smoke and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on an NVIDIA host, or use --cpu-smoke to check the script")
+    work = tempfile.mkdtemp(prefix="gpu-bench-")
+    model_dir, data = os.path.join(work, "model"), os.path.join(work, "data.jsonl")
+    cfg, n_params = make_model(model_dir, smoke)
+    make_data(data, 300 if smoke else 3000)
+    L, h, s = cfg.num_hidden_layers, cfg.hidden_size, a.seq
+    flops_per_token = 4 * n_params + 8 * L * s * h
+    tokens_per_step = a.micro * a.seq
+    rows = {}
+    methods = ["lora"] if smoke else ["lora", "qlora"]
+    for m in methods:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        rates, saves, peak = run_recipe(model_dir, data, os.path.join(work, m), m, a.steps, a.micro, a.seq, smoke)
+        timed = rates[a.warmup:]
+        tps = len(timed) * tokens_per_step / sum(tokens_per_step / r for r in timed)
+        rows[f"tunefleet {m}"] = {"tokens_per_s": tps, "mfu": tps * flops_per_token / (a.peak_tflops * 1e12), "peak_memory": peak,
+                                  "checkpoint_save_s": sum(saves) / len(saves) if saves else None}
+    times, peak = run_hf(model_dir, data, os.path.join(work, "hf"), a.steps, a.micro, a.seq, smoke)
+    secs = times[-1] - times[a.warmup - 1]
+    tps = tokens_per_step * (len(times) - a.warmup) / secs
+    rows["HF Trainer + PEFT lora (baseline)"] = {"tokens_per_s": tps, "mfu": tps * flops_per_token / (a.peak_tflops * 1e12), "peak_memory": peak, "checkpoint_save_s": None}
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
+    result = {"device": device, "params": n_params, "seq": a.seq, "micro": a.micro, "steps": a.steps, "rows": rows}
+    base = rows["HF Trainer + PEFT lora (baseline)"]["tokens_per_s"]
+    result["ratio_lora_vs_baseline"] = rows["tunefleet lora"]["tokens_per_s"] / base
+    if "tunefleet qlora" in rows and rows["tunefleet lora"]["peak_memory"]:
+        result["qlora_peak_vs_lora"] = rows["tunefleet qlora"]["peak_memory"] / rows["tunefleet lora"]["peak_memory"]
+    print(json.dumps(result, indent=1))
+    with open(os.path.join(a.out, "gpu-bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

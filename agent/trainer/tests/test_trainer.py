@@ -312,3 +312,37 @@ def test_adamw_8bit_on_cpu_says_why(tiny_model, dataset, tmp_path):
     cfg["device"] = "cpu"
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 2 and events[-1]["code"] == "OPTIMIZER_UNAVAILABLE" and "CUDA" in events[-1]["message"]
+
+
+def test_out_of_memory_is_an_event_with_the_numbers(tiny_model, dataset, tmp_path, monkeypatch):
+    import torch
+
+    from tunefleet_trainer import recipe
+
+    calls = {"n": 0}
+    real = recipe.batch_loss
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third micro-batch: step 2
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args)
+
+    monkeypatch.setattr(recipe, "batch_loss", flaky)
+    proc, events = run_trainer(run_config(tmp_path, tiny_model, *dataset), tmp_path)
+    assert proc.returncode == 3
+    assert_valid(events)
+    oom = events[-1]
+    assert oom["type"] == "oom" and oom["step"] == 2 and oom["micro_batch_size"] == 4
+    assert oom["sequence_length"] > 0 and oom["memory_free"] > 0
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_model, dataset, tmp_path):
+    base = run_config(tmp_path, tiny_model, *dataset, max_steps=3, checkpoint_every=100)
+    _, a = run_trainer(dict(base, output_dir=str(tmp_path / "a")), tmp_path, name="a.json")
+    gc_cfg = json.loads(json.dumps(base))
+    gc_cfg["training"]["gradient_checkpointing"] = True
+    gc_cfg["output_dir"] = str(tmp_path / "b")
+    proc, b = run_trainer(gc_cfg, tmp_path, name="b.json")
+    assert proc.returncode == 0, b[-1]
+    assert [e["loss"] for e in steps(b)] == pytest.approx([e["loss"] for e in steps(a)], abs=1e-5)

@@ -346,3 +346,19 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model, dataset, tmp_p
     proc, b = run_trainer(gc_cfg, tmp_path, name="b.json")
     assert proc.returncode == 0, b[-1]
     assert [e["loss"] for e in steps(b)] == pytest.approx([e["loss"] for e in steps(a)], abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3", "prefix", "prompt", "adapter", "full"])
+def test_evaluate_works_for_every_method(tiny_model, dataset, tmp_path, method):
+    cfg = run_config(tmp_path, tiny_model, *dataset, method=method, max_steps=3, checkpoint_every=100, learning_rate=METHOD_LR[method])
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    trained_eval = [e for e in events if e["type"] == "eval"][-1]
+    cfg["adapter_path"] = events[-1]["adapter_path"]
+    proc, ev = run_trainer(cfg, tmp_path, command="evaluate", name="eval.json")
+    assert proc.returncode == 0, ev[-1]
+    assert_valid(ev)
+    result = ev[-1]
+    assert result["type"] == "evaluation"
+    assert result["tuned"]["eval_loss"] == pytest.approx(trained_eval["eval_loss"], rel=1e-4)
+    assert len(result["examples"]) == 8

@@ -35,6 +35,9 @@ dataset:
   path: mime-extensions.jsonl
   eval_fraction: 0.05      # about 60 held-out MIME types
   seed: 7
+  dedup:
+    near: false            # every record is the same template around a short label: character
+                           # shingles would call distinct types (atom+xml, atomcat+xml) near duplicates
 lora:
   r: 8
   alpha: 16

@@ -3,10 +3,11 @@
 import { Command, Option } from 'commander';
 import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
-import { TunefleetError, type Config, type Flags } from '../shared';
+import { existsSync } from 'node:fs';
+import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
-import { formatEvent, formatResult, table } from './format';
+import { formatDataReport, formatEvent, formatResult, table } from './format';
 import { fleetJson, fleetTable, openFleet, setAgentState } from './fleetcmd';
 import { startControlWorker } from './worker';
 
@@ -185,6 +186,23 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         });
       });
   }
+
+  const data = program.command('data').description('datasets, without a cluster');
+  data
+    .command('check')
+    .description('run the prepare pipeline (checks, cleaning, dedup, split) on a local JSONL file and print the report')
+    .argument('<file>', 'JSONL dataset')
+    .option('--spec <job.yaml>', "use this spec's dataset options (policy, clean, dedup, split)")
+    .option('--lenient', 'drop malformed records instead of failing')
+    .option('--json', 'machine-readable report')
+    .action(async (file: string, opts: { spec?: string; lenient?: boolean; json?: boolean }) => {
+      const { analyse, fileSource } = await import('./prepare');
+      const dataset = opts.spec ? (await loadSpecFile(opts.spec)).spec.dataset : datasetSchema.parse({ path: file });
+      if (opts.lenient) dataset.policy = 'lenient';
+      if (!existsSync(file)) throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${file}`, { field: 'file' });
+      const { report } = await analyse({ spec: { dataset }, main: { source: fileSource(file), label: file } });
+      console.log(opts.json ? JSON.stringify(report, null, 1) : formatDataReport(report));
+    });
 
   program
     .command('worker')

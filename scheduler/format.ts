@@ -1,5 +1,5 @@
 // Human output: tables and one-line event renderings.
-import type { JobResult } from '../shared';
+import type { DataReport, JobResult } from '../shared';
 
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
@@ -10,12 +10,27 @@ export function table(headers: string[], rows: (string | number)[][]): string {
 const f4 = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(4));
 const delta = (a: number | null, b: number | null): string => (a === null || b === null ? '-' : `${b - a >= 0 ? '+' : ''}${(b - a).toFixed(4)}`);
 
+export function formatDataReport(d: Omit<DataReport, 'train_object' | 'eval_object'>): string {
+  const dropped = Object.entries(d.dropped ?? {});
+  const lines = [
+    `data: ${d.records_total} records read (${d.format}, policy ${d.policy ?? 'strict'}) → ${d.train_records} train / ${d.eval_records} eval` +
+      (d.blank_lines ? `; ${d.blank_lines} blank lines skipped` : ''),
+  ];
+  if (dropped.length) {
+    lines.push(table(['rule', 'dropped'], dropped.map(([k, n]) => [k, n])).split('\n').map((l) => `  ${l}`).join('\n'));
+    for (const [rule, ex] of Object.entries(d.examples ?? {})) {
+      for (const e of ex) lines.push(`  ${rule} ${e.file}:${e.line}: ${e.message} | ${JSON.stringify(e.text.slice(0, 80))}`);
+    }
+  }
+  return lines.join('\n');
+}
+
 export function formatResult(r: JobResult): string {
   const b = r.evaluation.base;
   const t = r.evaluation.tuned;
   const lines = [
     `job ${r.jobId}: ${r.state} — ${r.method} on ${r.model}`,
-    `data: ${r.data.records_total} records (${r.data.format}) → ${r.data.train_records} train / ${r.data.eval_records} eval`,
+    formatDataReport(r.data),
     `training: ${r.training.steps} steps on ${r.training.agentId} (attempt ${r.training.attempt}) in ${r.training.seconds.toFixed(0)} s; ` +
       `${r.training.trainableParams.toLocaleString('en-US')} trainable of ${r.training.totalParams.toLocaleString('en-US')} parameters; final train loss ${f4(r.training.trainLoss)}`,
     '',

@@ -1,119 +1,179 @@
-// The prepare step: stream the uploaded dataset, check every record, split train/eval
-// with a seed, and write both splits back to the object store. Two passes over the
-// stream (check + count, then write) keep memory bounded by one line plus the split's
-// index set, whatever the file size.
-import { createWriteStream } from 'node:fs';
+// The prepare step: stream the dataset through the cleaning / dedup pipeline, split
+// train/eval with a seed, and write both splits. Two passes over the stream (judge, then
+// write) keep memory bounded by one line, a byte per record and the dedup indexes,
+// whatever the file size. The same code runs `tunefleet data check` on a local file.
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { once } from 'node:events';
 import type { ObjectStore } from 'nats';
-import { checkLine, evalIndices, ErrorCode, TunefleetError, TunefleetErrors, preparedObjectName, type DataReport, type DatasetFormat, type FineTuneInput } from '../shared';
+import {
+  checkLine, cleanRecord, evalIndices, ErrorCode, Pipeline, RULES, TunefleetError, TunefleetErrors, preparedObjectName,
+  type DataReport, type FineTuneInput, type JobSpec, type Rule,
+} from '../shared';
 import { readLines } from './lines';
 import { putFile } from './nats';
 
 const MAX_PROBLEMS = 20;
+const EXAMPLES_PER_RULE = 3;
+const EXAMPLE_CHARS = 160;
+const MALFORMED: ReadonlySet<Rule> = new Set<Rule>(['invalid_utf8', 'invalid_json', 'invalid_record', 'mixed_format']);
 
-async function* objectBytes(store: ObjectStore, name: string): AsyncGenerator<Uint8Array> {
-  const obj = await store.get(name);
-  if (!obj) throw new TunefleetError(ErrorCode.DatasetMissing, `dataset object '${name}' is not in the store`);
-  yield* Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
-  const err = await obj.error;
-  if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `dataset object '${name}': ${err.message}`);
+export type Source = () => AsyncIterable<Uint8Array>;
+
+export function fileSource(path: string): Source {
+  return () => createReadStream(path, { highWaterMark: 1 << 20 });
 }
 
-interface Scan { count: number; format: DatasetFormat | null; problems: { line: number; message: string }[]; invalid: number }
+export function objectSource(store: ObjectStore, name: string): Source {
+  return async function* () {
+    const obj = await store.get(name);
+    if (!obj) throw new TunefleetError(ErrorCode.DatasetMissing, `dataset object '${name}' is not in the store`);
+    yield* Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
+    const err = await obj.error;
+    if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `dataset object '${name}': ${err.message}`);
+  };
+}
 
-async function scan(source: AsyncIterable<Uint8Array>, label: string): Promise<Scan> {
-  const s: Scan = { count: 0, format: null, problems: [], invalid: 0 };
-  for await (const { line, lineNo } of readLines(source)) {
-    if (line.toString('utf8').trim() === '') continue;
-    const c = checkLine(line);
-    let message: string | null = null;
-    if (!c.ok) message = c.message;
-    else if (s.format && c.format !== s.format) message = `a ${c.format} record in a ${s.format} file (one format per file)`;
-    else s.format = c.format;
-    if (message) {
-      s.invalid += 1;
-      if (s.problems.length < MAX_PROBLEMS) s.problems.push({ line: lineNo, message: `${label}:${lineNo}: ${message}` });
-    } else s.count += 1;
+/** A growable byte-per-record flag array. */
+class Flags {
+  private a = new Uint8Array(1 << 16);
+  n = 0;
+  push(v: boolean): void {
+    if (this.n === this.a.length) {
+      const b = new Uint8Array(this.a.length * 2);
+      b.set(this.a);
+      this.a = b;
+    }
+    this.a[this.n++] = v ? 1 : 0;
   }
-  return s;
+  get(i: number): boolean {
+    return this.a[i] === 1;
+  }
 }
 
-async function writeLine(out: NodeJS.WritableStream, line: Buffer): Promise<void> {
-  if (!out.write(Buffer.concat([line, Buffer.from('\n')]))) await once(out, 'drain');
+export interface PrepareInput {
+  spec: Pick<JobSpec, 'dataset'>;
+  main: { source: Source; label: string };
+  eval?: { source: Source; label: string };
 }
 
-async function closeStream(out: NodeJS.WritableStream): Promise<void> {
-  out.end();
-  await once(out, 'finish');
+export interface PrepareOutput {
+  report: Omit<DataReport, 'train_object' | 'eval_object'>;
+  /** write the splits (second pass); only valid when the report has no failure */
+  write(trainPath: string, evalPath: string): Promise<{ train: number; eval: number }>;
 }
 
-export async function prepareDataset(store: ObjectStore, input: FineTuneInput): Promise<DataReport> {
-  const { spec, jobId } = input;
-  const main = await scan(objectBytes(store, input.dataset.object), spec.dataset.path);
-  const evalScan = input.evalDataset ? await scan(objectBytes(store, input.evalDataset.object), spec.dataset.eval_path ?? 'eval') : null;
-  const problems = [...main.problems, ...(evalScan?.problems ?? [])];
-  const invalid = main.invalid + (evalScan?.invalid ?? 0);
-  if (invalid > 0) {
+/** First pass: judge every record, count per rule, decide the split. Throws in strict mode on malformed records. */
+export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
+  const d = input.spec.dataset;
+  const pipeline = new Pipeline({ clean: d.clean, dedup: d.dedup });
+  const dropped = Object.fromEntries(RULES.map((r) => [r, 0])) as Record<Rule, number>;
+  const examples: DataReport['examples'] = {};
+  const problems: { line: number; message: string }[] = [];
+  let blank = 0;
+  let total = 0;
+  let invalid = 0;
+
+  const judgeAll = async (src: { source: Source; label: string }, register: boolean, flags: Flags): Promise<void> => {
+    for await (const { line, lineNo } of readLines(src.source())) {
+      if (line.length === 0 || line.toString('utf8').trim() === '') {
+        blank += 1;
+        continue;
+      }
+      total += 1;
+      const v = pipeline.judge(line, register);
+      flags.push(v.keep);
+      if (v.keep) continue;
+      dropped[v.rule] += 1;
+      if (MALFORMED.has(v.rule)) {
+        invalid += 1;
+        if (problems.length < MAX_PROBLEMS) problems.push({ line: lineNo, message: `${src.label}:${lineNo}: ${v.message}` });
+      }
+      const ex = (examples[v.rule] ??= []);
+      if (ex.length < EXAMPLES_PER_RULE) ex.push({ file: src.label, line: lineNo, message: v.message, text: line.toString('utf8').slice(0, EXAMPLE_CHARS) });
+    }
+  };
+
+  const mainFlags = new Flags();
+  await judgeAll(input.main, true, mainFlags);
+  const evalFlags = new Flags();
+  if (input.eval) await judgeAll(input.eval, false, evalFlags);
+
+  if (invalid > 0 && d.policy === 'strict') {
     throw new TunefleetErrors(
       ErrorCode.DatasetInvalid,
       problems.map((p) => new TunefleetError(ErrorCode.DatasetInvalid, p.message)),
-      `${invalid} invalid record${invalid === 1 ? '' : 's'} (first ${problems.length} listed); fix them before any GPU is used`,
+      `${invalid} malformed record${invalid === 1 ? '' : 's'} (first ${problems.length} listed; policy strict): fix them, or set dataset.policy: lenient to drop them`,
     );
   }
-  if (main.count === 0 || !main.format) throw new TunefleetError(ErrorCode.DatasetInvalid, `${spec.dataset.path}: the dataset has no records`);
-  if (evalScan && evalScan.format !== main.format) {
-    throw new TunefleetError(ErrorCode.DatasetInvalid, `eval file is ${evalScan.format ?? 'empty'} but the training file is ${main.format}`);
-  }
+  const format = pipeline.format;
+  let kept = 0;
+  for (let i = 0; i < mainFlags.n; i++) if (mainFlags.get(i)) kept += 1;
+  let evalKept = 0;
+  for (let i = 0; i < evalFlags.n; i++) if (evalFlags.get(i)) evalKept += 1;
+  if (!format || kept === 0) throw new TunefleetError(ErrorCode.DatasetInvalid, `${input.main.label}: no record is left to train on (${total} read, all dropped)`);
+  const held = input.eval ? new Set<number>() : evalIndices(kept, d.eval_fraction, d.seed);
+  const trainCount = kept - held.size;
+  const evalCount = input.eval ? evalKept : held.size;
+  const nonZero = Object.fromEntries(Object.entries(dropped).filter(([, n]) => n > 0));
 
-  const held = evalScan ? new Set<number>() : evalIndices(main.count, spec.dataset.eval_fraction, spec.dataset.seed);
+  const report: PrepareOutput['report'] = {
+    records_total: total, records_valid: total - invalid, records_invalid: invalid, format, policy: d.policy,
+    train_records: trainCount, eval_records: evalCount, dropped: nonZero, examples, blank_lines: blank, problems,
+  };
+
+  return {
+    report,
+    async write(trainPath, evalPath) {
+      const trainOut = createWriteStream(trainPath);
+      const evalOut = createWriteStream(evalPath);
+      const copy = async (src: { source: Source }, flags: Flags, pick: (keptIndex: number) => NodeJS.WritableStream): Promise<void> => {
+        let i = 0;
+        let k = 0;
+        for await (const { line } of readLines(src.source())) {
+          if (line.length === 0 || line.toString('utf8').trim() === '') continue;
+          if (flags.get(i)) {
+            const c = checkLine(line);
+            if (!c.ok) throw new TunefleetError(ErrorCode.ChecksumMismatch, `${input.main.label}: the dataset changed between passes`);
+            const out = pick(k);
+            if (!out.write(JSON.stringify(cleanRecord(c.record as Record<string, unknown>, c.format, d.clean)) + '\n')) await once(out, 'drain');
+            k += 1;
+          }
+          i += 1;
+        }
+      };
+      await copy(input.main, mainFlags, (k) => (held.has(k) ? evalOut : trainOut));
+      if (input.eval) await copy(input.eval, evalFlags, () => evalOut);
+      for (const out of [trainOut, evalOut]) {
+        out.end();
+        await once(out, 'finish');
+      }
+      return { train: trainCount, eval: evalCount };
+    },
+  };
+}
+
+/** The prepare activity: object store in, prepared splits and report out. */
+export async function prepareDataset(store: ObjectStore, input: FineTuneInput): Promise<DataReport> {
+  const { spec, jobId } = input;
+  const result = await analyse({
+    spec,
+    main: { source: objectSource(store, input.dataset.object), label: spec.dataset.path },
+    ...(input.evalDataset ? { eval: { source: objectSource(store, input.evalDataset.object), label: spec.dataset.eval_path ?? 'eval' } } : {}),
+  });
   const dir = await mkdtemp(join(tmpdir(), 'tunefleet-prepare-'));
   try {
     const trainPath = join(dir, 'train.jsonl');
     const evalPath = join(dir, 'eval.jsonl');
-    const trainOut = createWriteStream(trainPath);
-    const evalOut = createWriteStream(evalPath);
-    let i = 0;
-    let nTrain = 0;
-    let nEval = 0;
-    for await (const { line } of readLines(objectBytes(store, input.dataset.object))) {
-      if (line.toString('utf8').trim() === '') continue;
-      if (held.has(i)) {
-        await writeLine(evalOut, line);
-        nEval += 1;
-      } else {
-        await writeLine(trainOut, line);
-        nTrain += 1;
-      }
-      i += 1;
-    }
-    if (input.evalDataset) {
-      for await (const { line } of readLines(objectBytes(store, input.evalDataset.object))) {
-        if (line.toString('utf8').trim() === '') continue;
-        await writeLine(evalOut, line);
-        nEval += 1;
-      }
-    }
-    await closeStream(trainOut);
-    await closeStream(evalOut);
+    await result.write(trainPath, evalPath);
     const trainObject = preparedObjectName(jobId, 'train');
     const evalObject = preparedObjectName(jobId, 'eval');
     await putFile(store, trainObject, trainPath);
     await putFile(store, evalObject, evalPath);
-    return {
-      records_total: main.count + (evalScan?.count ?? 0),
-      records_valid: main.count + (evalScan?.count ?? 0),
-      records_invalid: 0,
-      format: main.format,
-      train_records: nTrain,
-      eval_records: nEval,
-      problems: [],
-      train_object: trainObject,
-      eval_object: evalObject,
-    };
+    return { ...result.report, train_object: trainObject, eval_object: evalObject };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -5,9 +5,9 @@ import { z } from 'zod';
 export const DATASET_FORMATS = ['text', 'prompt_completion', 'messages'] as const;
 export type DatasetFormat = (typeof DATASET_FORMATS)[number];
 
-const nonBlank = z.string().refine((s) => s.trim().length > 0, 'must not be empty');
-const textRecord = z.strictObject({ text: nonBlank });
-const promptRecord = z.strictObject({ prompt: nonBlank, completion: nonBlank });
+// blank values are well-formed; the cleaning rules drop them as empty (counted apart from malformed records)
+const textRecord = z.strictObject({ text: z.string() });
+const promptRecord = z.strictObject({ prompt: z.string(), completion: z.string() });
 const message = z.strictObject({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 const messagesRecord = z.strictObject({
   messages: z.array(message).min(2).refine((m) => m.some((x) => x.role === 'assistant'), 'needs at least one assistant message'),

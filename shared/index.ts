@@ -7,3 +7,4 @@ export * from './jobs';
 export * from './config';
 export * from './activities';
 export * from './dataset';
+export * from './dataprep';

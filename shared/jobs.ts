@@ -16,12 +16,20 @@ export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evalua
 export type JobState = (typeof JOB_STATES)[number];
 
 export interface DataReport {
+  /** non-blank lines read (training file plus eval file) */
   records_total: number;
   records_valid: number;
+  /** malformed records (bad UTF-8, JSON, fields, or a second format) */
   records_invalid: number;
   format: 'text' | 'prompt_completion' | 'messages';
+  policy: 'strict' | 'lenient';
   train_records: number;
   eval_records: number;
+  /** records dropped, per rule */
+  dropped: Record<string, number>;
+  /** the first few dropped records per rule: file, line, why, and the start of the line */
+  examples: Record<string, { file: string; line: number; message: string; text: string }[]>;
+  blank_lines: number;
   problems: { line: number; message: string }[];
   train_object: string;
   eval_object: string;

@@ -33,6 +33,30 @@ export const adapterSchema = z.strictObject({
   adapter_layers: positiveInt.max(1024).default(8),
 });
 
+export const cleanSchema = z.strictObject({
+  /** Unicode NFC normalisation */
+  nfc: z.boolean().default(true),
+  /** collapse runs of spaces and tabs, trim lines, at most one blank line in a row */
+  whitespace: z.boolean().default(true),
+  /** remove control and zero-width characters; CRLF to LF */
+  control_chars: z.boolean().default(true),
+  /** remove HTML tags and the common entities */
+  strip_html: z.boolean().default(false),
+  /** drop records whose content has fewer characters */
+  min_chars: z.number().int().min(0).default(1),
+  /** drop records whose content has more characters (the trainer counts tokens and truncates separately) */
+  max_chars: positiveInt.default(100_000),
+});
+
+export const dedupSchema = z.strictObject({
+  /** drop records whose cleaned content equals an earlier one */
+  exact: z.boolean().default(true),
+  /** drop near duplicates: MinHash over character 5-grams, LSH */
+  near: z.boolean().default(true),
+  /** Jaccard similarity at or above which a record is a near duplicate */
+  threshold: z.number().gt(0).max(1).default(0.85),
+});
+
 export const datasetSchema = z.strictObject({
   /** local JSONL file, relative to the spec file; uploaded to the object store at submit */
   path: z.string().min(1),
@@ -42,6 +66,10 @@ export const datasetSchema = z.strictObject({
   eval_path: z.string().min(1).optional(),
   /** seed of the train/eval split */
   seed: z.number().int().min(0).default(42),
+  /** strict: any malformed record fails the job before a GPU is used; lenient: such records are dropped and counted */
+  policy: z.enum(['strict', 'lenient']).default('strict'),
+  clean: cleanSchema.default(() => cleanSchema.parse({})),
+  dedup: dedupSchema.default(() => dedupSchema.parse({})),
 });
 
 export const trainingSchema = z.strictObject({

@@ -24,6 +24,7 @@ dataset:
   path: data.jsonl
   eval_fraction: 0.2
   seed: 3
+  dedup: {near: false}   # templated records: only the number differs
 training:
   max_steps: 6
   batch_size: 8

@@ -14,7 +14,8 @@ export function formatDataReport(d: Omit<DataReport, 'train_object' | 'eval_obje
   const dropped = Object.entries(d.dropped ?? {});
   const lines = [
     `data: ${d.records_total} records read (${d.format}, policy ${d.policy ?? 'strict'}) → ${d.train_records} train / ${d.eval_records} eval` +
-      (d.blank_lines ? `; ${d.blank_lines} blank lines skipped` : ''),
+      (d.blank_lines ? `; ${d.blank_lines} blank lines skipped` : '') +
+      (d.augmented ? `; ${d.augmented} training records added by augmentation` : ''),
   ];
   if (dropped.length) {
     lines.push(table(['rule', 'dropped'], dropped.map(([k, n]) => [k, n])).split('\n').map((l) => `  ${l}`).join('\n'));

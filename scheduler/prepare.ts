@@ -37,6 +37,11 @@ export function objectSource(store: ObjectStore, name: string): Source {
   };
 }
 
+function hasSystemMessage(rec: Record<string, unknown>): boolean {
+  const msgs = rec.messages as { role: string }[] | undefined;
+  return !!msgs && msgs.some((m) => m.role === 'system') && msgs.some((m) => m.role !== 'system');
+}
+
 /** A growable byte-per-record flag array. */
 class Flags {
   private a = new Uint8Array(1 << 16);
@@ -86,7 +91,10 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
       total += 1;
       const v = pipeline.judge(line, register);
       flags.push(v.keep);
-      if (v.keep) continue;
+      if (v.keep) {
+        if (register) hasSystem.push(v.format === 'messages' && hasSystemMessage(v.record));
+        continue;
+      }
       dropped[v.rule] += 1;
       if (MALFORMED.has(v.rule)) {
         invalid += 1;
@@ -97,6 +105,7 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
     }
   };
 
+  const hasSystem = new Flags();
   const mainFlags = new Flags();
   await judgeAll(input.main, true, mainFlags);
   const evalFlags = new Flags();
@@ -116,13 +125,15 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
   for (let i = 0; i < evalFlags.n; i++) if (evalFlags.get(i)) evalKept += 1;
   if (!format || kept === 0) throw new TunefleetError(ErrorCode.DatasetInvalid, `${input.main.label}: no record is left to train on (${total} read, all dropped)`);
   const held = input.eval ? new Set<number>() : evalIndices(kept, d.eval_fraction, d.seed);
-  const trainCount = kept - held.size;
+  let augmented = 0;
+  if (d.augment.drop_system_prompt) for (let k = 0; k < kept; k++) if (!held.has(k) && hasSystem.get(k)) augmented += 1;
+  const trainCount = kept - held.size + augmented;
   const evalCount = input.eval ? evalKept : held.size;
   const nonZero = Object.fromEntries(Object.entries(dropped).filter(([, n]) => n > 0));
 
   const report: PrepareOutput['report'] = {
     records_total: total, records_valid: total - invalid, records_invalid: invalid, format, policy: d.policy,
-    train_records: trainCount, eval_records: evalCount, dropped: nonZero, examples, blank_lines: blank, problems,
+    train_records: trainCount, eval_records: evalCount, dropped: nonZero, examples, blank_lines: blank, augmented, problems,
   };
 
   return {
@@ -130,7 +141,7 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
     async write(trainPath, evalPath) {
       const trainOut = createWriteStream(trainPath);
       const evalOut = createWriteStream(evalPath);
-      const copy = async (src: { source: Source }, flags: Flags, pick: (keptIndex: number) => NodeJS.WritableStream): Promise<void> => {
+      const copy = async (src: { source: Source }, flags: Flags, pick: (keptIndex: number) => NodeJS.WritableStream, augment: boolean): Promise<void> => {
         let i = 0;
         let k = 0;
         for await (const { line } of readLines(src.source())) {
@@ -139,14 +150,19 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
             const c = checkLine(line);
             if (!c.ok) throw new TunefleetError(ErrorCode.ChecksumMismatch, `${input.main.label}: the dataset changed between passes`);
             const out = pick(k);
-            if (!out.write(JSON.stringify(cleanRecord(c.record as Record<string, unknown>, c.format, d.clean)) + '\n')) await once(out, 'drain');
+            const rec = cleanRecord(c.record as Record<string, unknown>, c.format, d.clean);
+            if (!out.write(JSON.stringify(rec) + '\n')) await once(out, 'drain');
+            if (augment && out === trainOut && c.format === 'messages' && hasSystemMessage(rec)) {
+              const without = { messages: (rec.messages as { role: string }[]).filter((m) => m.role !== 'system') };
+              if (!out.write(JSON.stringify(without) + '\n')) await once(out, 'drain');
+            }
             k += 1;
           }
           i += 1;
         }
       };
-      await copy(input.main, mainFlags, (k) => (held.has(k) ? evalOut : trainOut));
-      if (input.eval) await copy(input.eval, evalFlags, () => evalOut);
+      await copy(input.main, mainFlags, (k) => (held.has(k) ? evalOut : trainOut), d.augment.drop_system_prompt);
+      if (input.eval) await copy(input.eval, evalFlags, () => evalOut, false);
       for (const out of [trainOut, evalOut]) {
         out.end();
         await once(out, 'finish');

@@ -85,7 +85,7 @@ export class HashSet64 {
 
   /** true when added, false when it was there already */
   add(h: number, l: number): boolean {
-    if ((this.size + 1) * 2 > this.used.length) this.grow();
+    if ((this.size + 1) * 4 > this.used.length * 3) this.grow(); // load factor up to 0.75
     const mask = this.used.length - 1;
     let i = (l ^ Math.imul(h, 0x9e3779b1)) & mask;
     while (this.used[i]) {
@@ -126,9 +126,14 @@ export function hash64(s: string): [number, number] {
 }
 
 // --- near duplicates: MinHash over character 5-gram shingles, LSH banding ---------------
+//
+// Memory per kept record: a 64-byte signature (the low 8 bits of each of the 64 minimums,
+// "b-bit MinHash", with the collision rate corrected in the estimate) and per band one
+// chain link (4 bytes): about 100 bytes with growth slack, in typed arrays; plus 32 MiB of
+// bucket heads, whatever the size.
 
 export const MINHASH_K = 64;
-export const LSH_BANDS = 16; // 16 bands x 4 rows: a pair at Jaccard 0.85 becomes a candidate with p > 0.9999
+export const LSH_BANDS = 8; // 8 bands x 8 rows: a pair at Jaccard 0.85 is a candidate with p = 0.92, at 0.9 with p = 0.99
 const ROWS = MINHASH_K / LSH_BANDS;
 const SHINGLE = 5;
 
@@ -141,86 +146,107 @@ function fmix32(h: number): number {
   return h >>> 0;
 }
 
-const SEEDS = Uint32Array.from({ length: MINHASH_K }, (_, i) => fmix32(0x9747b28c + i * 0x632be5ab));
+// h_k(x) = a_k * x + b_k (mod 2^32), a_k odd: a cheap permutation family over already-mixed shingle hashes
+const A = Uint32Array.from({ length: MINHASH_K }, (_, i) => fmix32(0x9747b28c + i * 0x632be5ab) | 1);
+const B = Uint32Array.from({ length: MINHASH_K }, (_, i) => fmix32(0x1b873593 ^ (i * 0x85ebca6b)));
 
-/** Distinct 32-bit hashes of the text's character 5-grams (lower-cased, whitespace collapsed). */
+/** 32-bit hashes of the text's character 5-grams (lower-cased, whitespace collapsed); repeats do not matter to MinHash. */
 export function shingles(text: string): Uint32Array {
   const t = text.toLowerCase().replace(/\s+/g, ' ');
-  const out = new Set<number>();
-  if (t.length < SHINGLE) {
+  const n = Math.max(1, t.length - SHINGLE + 1);
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
     let h = 0x811c9dc5;
-    for (let i = 0; i < t.length; i++) h = Math.imul(h ^ t.charCodeAt(i), 0x01000193);
-    out.add(h >>> 0);
+    for (let j = i; j < Math.min(t.length, i + SHINGLE); j++) h = Math.imul(h ^ t.charCodeAt(j), 0x01000193);
+    out[i] = fmix32(h >>> 0);
   }
-  for (let i = 0; i + SHINGLE <= t.length; i++) {
-    let h = 0x811c9dc5;
-    for (let j = i; j < i + SHINGLE; j++) h = Math.imul(h ^ t.charCodeAt(j), 0x01000193);
-    out.add(h >>> 0);
-  }
-  return Uint32Array.from(out);
+  return out;
 }
 
 export function minhash(sh: Uint32Array): Uint32Array {
   const sig = new Uint32Array(MINHASH_K).fill(0xffffffff);
-  for (let s = 0; s < sh.length; s++) {
-    const x = sh[s] as number;
-    for (let k = 0; k < MINHASH_K; k++) {
-      const v = fmix32(x ^ (SEEDS[k] as number));
-      if (v < (sig[k] as number)) sig[k] = v;
+  for (let k = 0; k < MINHASH_K; k++) {
+    const a = A[k] as number;
+    const b = B[k] as number;
+    let m = 0xffffffff;
+    for (let s = 0; s < sh.length; s++) {
+      const v = (Math.imul(a, sh[s] as number) + b) >>> 0;
+      if (v < m) m = v;
     }
+    sig[k] = m;
   }
   return sig;
 }
 
-/** Estimated Jaccard similarity of two signatures. */
+/** Estimated Jaccard similarity of two full signatures. */
 export function similarity(a: Uint32Array, b: Uint32Array): number {
   let eq = 0;
   for (let k = 0; k < MINHASH_K; k++) if (a[k] === b[k]) eq += 1;
   return eq / MINHASH_K;
 }
 
+/** Buckets per band: 2^20 heads (4 MiB a band); a bucket holds the records whose band hash falls in it. */
+const BUCKET_BITS = 20;
+
 /**
- * The signatures of kept records and, per band, the records sharing that band's hash.
- * Memory: a signature (256 bytes) plus one band entry per band for each kept record.
+ * The kept records' signatures and, per band, chains of records whose band hash falls in
+ * the same bucket. No band key is stored: every candidate is verified on its signature, so
+ * a bucket shared by chance costs one 64-byte comparison, never a wrong answer.
  */
 export class NearDupIndex {
-  private sigs: Uint32Array[] = [];
-  private readonly bands = Array.from({ length: LSH_BANDS }, () => new Map<number, number | number[]>());
+  private sigs = new Uint8Array(MINHASH_K * 1024);
+  private next = new Int32Array(LSH_BANDS * 1024);
+  private readonly heads = new Int32Array(LSH_BANDS << BUCKET_BITS).fill(-1);
+  size = 0;
 
   /** The id of a kept record at or above the threshold, or -1. */
   find(sig: Uint32Array, threshold: number): number {
     const seen = new Set<number>();
     for (let b = 0; b < LSH_BANDS; b++) {
-      const hit = this.bands[b]?.get(bandKey(sig, b));
-      if (hit === undefined) continue;
-      for (const id of Array.isArray(hit) ? hit : [hit]) {
+      for (let id = this.heads[bucket(sig, b)] as number; id >= 0; id = this.next[id * LSH_BANDS + b] as number) {
         if (seen.has(id)) continue;
         seen.add(id);
-        if (similarity(sig, this.sigs[id] as Uint32Array) >= threshold) return id;
+        if (this.estimate(sig, id) >= threshold) return id;
       }
     }
     return -1;
   }
 
   add(sig: Uint32Array): number {
-    const id = this.sigs.length;
-    this.sigs.push(sig);
+    const id = this.size++;
+    if (this.size * MINHASH_K > this.sigs.length) {
+      // grow by half: less slack than doubling for the largest arrays here
+      const records = Math.ceil((this.sigs.length / MINHASH_K) * 1.5);
+      const s = new Uint8Array(records * MINHASH_K);
+      s.set(this.sigs);
+      this.sigs = s;
+      const n = new Int32Array(records * LSH_BANDS);
+      n.set(this.next);
+      this.next = n;
+    }
+    for (let k = 0; k < MINHASH_K; k++) this.sigs[id * MINHASH_K + k] = (sig[k] as number) & 0xff;
     for (let b = 0; b < LSH_BANDS; b++) {
-      const m = this.bands[b] as Map<number, number | number[]>;
-      const key = bandKey(sig, b);
-      const cur = m.get(key);
-      if (cur === undefined) m.set(key, id);
-      else if (Array.isArray(cur)) cur.push(id);
-      else m.set(key, [cur, id]);
+      const slot = bucket(sig, b);
+      this.next[id * LSH_BANDS + b] = this.heads[slot] as number;
+      this.heads[slot] = id;
     }
     return id;
   }
+
+  /** Jaccard estimate from 8-bit minimums: matches by chance 1/256 of the time, corrected. */
+  private estimate(sig: Uint32Array, id: number): number {
+    let eq = 0;
+    const o = id * MINHASH_K;
+    for (let k = 0; k < MINHASH_K; k++) if (((sig[k] as number) & 0xff) === this.sigs[o + k]) eq += 1;
+    const c = 1 / 256;
+    return (eq / MINHASH_K - c) / (1 - c);
+  }
 }
 
-function bandKey(sig: Uint32Array, b: number): number {
+function bucket(sig: Uint32Array, b: number): number {
   let h = 0x811c9dc5 ^ b;
   for (let r = b * ROWS; r < (b + 1) * ROWS; r++) h = fmix32(h ^ (sig[r] as number));
-  return h;
+  return (b << BUCKET_BITS) | (h & ((1 << BUCKET_BITS) - 1));
 }
 
 // --- the per-record pipeline -------------------------------------------------------------

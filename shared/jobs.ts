@@ -30,6 +30,8 @@ export interface DataReport {
   /** the first few dropped records per rule: file, line, why, and the start of the line */
   examples: Record<string, { file: string; line: number; message: string; text: string }[]>;
   blank_lines: number;
+  /** training records added by augmentation (included in train_records) */
+  augmented: number;
   problems: { line: number; message: string }[];
   train_object: string;
   eval_object: string;

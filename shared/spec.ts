@@ -57,6 +57,15 @@ export const dedupSchema = z.strictObject({
   threshold: z.number().gt(0).max(1).default(0.85),
 });
 
+export const augmentSchema = z.strictObject({
+  /**
+   * chat records only: add a copy of each training record that has a system message, without
+   * it, so the model also answers well when no system prompt is given. Label-preserving (the
+   * assistant turns are unchanged); never applied to the eval split.
+   */
+  drop_system_prompt: z.boolean().default(false),
+});
+
 export const datasetSchema = z.strictObject({
   /** local JSONL file, relative to the spec file; uploaded to the object store at submit */
   path: z.string().min(1),
@@ -70,6 +79,8 @@ export const datasetSchema = z.strictObject({
   policy: z.enum(['strict', 'lenient']).default('strict'),
   clean: cleanSchema.default(() => cleanSchema.parse({})),
   dedup: dedupSchema.default(() => dedupSchema.parse({})),
+  /** augmentation, off by default; only kinds that cannot change what the model should answer */
+  augment: augmentSchema.default(() => augmentSchema.parse({})),
 });
 
 export const trainingSchema = z.strictObject({

@@ -114,3 +114,27 @@ describe('prepare - cleaning rules', () => {
     expect(similarity(minhash(shingles(a)), minhash(shingles(words(8, 80))))).to.be.below(0.1);
   });
 });
+
+describe('prepare - augmentation', () => {
+  it('prepare - drop_system_prompt adds system-less copies to the training split only', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'prep-'));
+    const recs = Array.from({ length: 20 }, (_, i) => ({
+      messages: [
+        ...(i % 2 === 0 ? [{ role: 'system', content: 'You answer briefly.' }] : []),
+        { role: 'user', content: words(i + 1, 12) },
+        { role: 'assistant', content: words(i + 100, 3) },
+      ],
+    }));
+    writeFileSync(join(dir, 'c.jsonl'), recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const { report, write } = await analyse({ ...dataset({ eval_fraction: 0.2, augment: { drop_system_prompt: true } }), main: { source: fileSource(join(dir, 'c.jsonl')), label: 'c.jsonl' } });
+    const w = await write(join(dir, 'train.jsonl'), join(dir, 'eval.jsonl'));
+    const train = readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { messages: { role: string }[] });
+    const evalRecs = readFileSync(join(dir, 'eval.jsonl'), 'utf8').trim().split('\n');
+    expect(evalRecs).to.have.length(4);
+    const withSystem = train.filter((r) => r.messages.some((m) => m.role === 'system')).length;
+    expect(report.augmented).to.equal(withSystem);
+    expect(train).to.have.length(16 + withSystem);
+    expect(report.train_records).to.equal(train.length);
+    expect(w.train).to.equal(train.length);
+  });
+});

@@ -10,10 +10,11 @@ export type Filter = (a: Advert, req: PlaceRequest, sessions: number) => FilterR
 export type Score = (a: Advert, req: PlaceRequest, sessions: number) => number;
 
 const fits: FilterResult = { code: 'fits', reasons: [] };
+const EXCLUDED = 'agent failed this job before';
 
 export const filters: Record<string, Filter> = {
   ready: (a) => (a.state === 'ready' ? fits : { code: 'not_now', reasons: [`agent is ${a.state}`] }),
-  notExcluded: (a, req) => (req.exclude.includes(a.agent_id) ? { code: 'never', reasons: ['agent failed this job before'] } : fits),
+  notExcluded: (a, req) => (req.exclude.includes(a.agent_id) ? { code: 'never', reasons: [EXCLUDED] } : fits),
   modelCached: (a, req) => (a.models.includes(req.spec.model) ? fits : { code: 'never', reasons: [`base model ${req.spec.model} is not on this agent`] }),
   method: (a, req) =>
     a.trainer.methods.includes(req.spec.method)
@@ -41,6 +42,17 @@ function tieBreak(jobId: string, agentId: string): number {
 }
 
 export function place(fleet: Advert[], req: PlaceRequest, sessionsOf: (agentId: string) => number): Decision {
+  const first = decide(fleet, req, sessionsOf);
+  // Agents that failed this job are avoided, not banned: when no other agent fits, one of
+  // them gets another try (the workflow's attempt budget bounds the retries).
+  if (first.chosen || req.exclude.length === 0) return first;
+  const onlyExcluded = first.agents.some((d) => d.reasons.length === 1 && d.reasons[0] === EXCLUDED);
+  if (!onlyExcluded) return first;
+  const again = decide(fleet, { ...req, exclude: [] }, sessionsOf);
+  return again.chosen ? { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` } : first;
+}
+
+function decide(fleet: Advert[], req: PlaceRequest, sessionsOf: (agentId: string) => number): Decision {
   const agents: AgentDecision[] = fleet.map((a) => {
     const n = sessionsOf(a.agent_id);
     const results = Object.values(filters).map((f) => f(a, req, n));

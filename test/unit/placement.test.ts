@@ -23,14 +23,22 @@ describe('placement - filters and scores', () => {
   });
 
   it('placement - cordoned, excluded and model-less agents are not chosen, each with its reason', () => {
-    const d = place([advert('a', { state: 'cordoned' }), advert('b'), advert('c', { models: [] })], req({ exclude: ['b'] }), () => 0);
+    const d = place([advert('a', { state: 'cordoned' }), advert('b', { models: [] }), advert('c', { models: [] })], req({ exclude: ['b'] }), () => 0);
     expect(d.chosen).to.equal(null);
     const by = Object.fromEntries(d.agents.map((x) => [x.agentId, x]));
     expect(by.a?.code).to.equal('not_now');
     expect(by.a?.reasons.join()).to.match(/cordoned/);
     expect(by.b?.code).to.equal('never');
+    expect(by.b?.reasons).to.deep.equal(['agent failed this job before', 'base model SmolLM2-135M-Instruct is not on this agent']);
     expect(by.c?.reasons.join()).to.match(/SmolLM2/);
     expect(d.summary).to.match(/no agent fits/);
+  });
+
+  it('placement - an agent that failed the job is avoided, but tried again when no other fits', () => {
+    expect(place([advert('a'), advert('b')], req({ exclude: ['a'] }), () => 0).chosen).to.equal('b');
+    const d = place([advert('a'), advert('b', { state: 'cordoned' })], req({ exclude: ['a'] }), () => 0);
+    expect(d.chosen).to.equal('a');
+    expect(d.summary).to.match(/tried again/);
   });
 
   it('placement - qlora needs a CUDA agent with bitsandbytes', () => {

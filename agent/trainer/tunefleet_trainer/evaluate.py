@@ -58,10 +58,12 @@ def _metrics(model, tokenizer, examples, pairs, cfg, device):
 
 def text_metrics(hyps, refs):
     """-> (corpus BLEU 0-100, mean ROUGE-L F1 0-1)."""
-    import sacrebleu
     from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
 
-    bleu = sacrebleu.corpus_bleu([h.strip() for h in hyps], [[r.strip() for r in refs]]).score
+    # effective order: answers of one or two words have no 3- and 4-grams, which would
+    # otherwise zero the score whatever the match
+    bleu = BLEU(effective_order=True).corpus_score([h.strip() for h in hyps], [[r.strip() for r in refs]]).score
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     rouge = sum(scorer.score(r.strip(), h.strip())["rougeL"].fmeasure for h, r in zip(hyps, refs)) / max(1, len(refs))
     return float(bleu), float(rouge)

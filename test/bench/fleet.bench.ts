@@ -5,15 +5,15 @@
 // entry (no JSON parse, no schema check, no bookkeeping).
 //   npm run bench:fleet   (results: test/bench/RESULTS.md)
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { recordResult } from './results';
 import { cpus, homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { connect, StorageType, type KV } from 'nats';
 import { ADVERT_TTL_MS, ADVERTS_BUCKET } from '../../shared';
 import { startNats, stopProcess } from '../../infra/services';
 import { FleetView } from '../../scheduler/fleet';
 
-const ROOT = resolve(__dirname, '..', '..', '..');
 
 interface Run { label: string; agents: number; intervalMs: number; seconds: number; written: number; seen: number; p50: number; p99: number; max: number; cpuUsPerAdvert: number; perSecond: number }
 
@@ -108,10 +108,7 @@ async function main(): Promise<void> {
     'Saturation is bound by the publishers, which share the same cores: a reader that saw every advert written kept up with all of them.',
   ].join('\n');
   console.log(table);
-  const results = join(ROOT, 'test', 'bench', 'RESULTS.md');
-  const head = existsSync(results) ? readFileSync(results, 'utf8') : '# Benchmark results\n\nNewest first. Each table comes from one run of the named benchmark; ratios compare with a baseline measured in the same run.\n';
-  const [title, ...rest] = head.split('\n\n');
-  writeFileSync(results, [title, rest.shift(), table, ...rest].filter((x) => x !== undefined).join('\n\n') + (head.endsWith('\n') ? '' : '\n'));
+  recordResult(table);
 }
 
 if (require.main === module) void main();

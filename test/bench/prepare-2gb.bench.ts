@@ -1,14 +1,14 @@
 // Bounded memory: prepare (judge + write both splits, near duplicates on) a 2 GiB JSONL
 // file of ~2 KiB text records in a fresh process, and report its peak RSS (goal < 500 MB).
 //   npm run bench:prepare-2gb   (appends to test/bench/RESULTS.md; needs ~5 GiB of free disk)
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { recordResult } from './results';
 import { once } from 'node:events';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { datasetSchema } from '../../shared';
 import { analyse, fileSource } from '../../scheduler/prepare';
 
-const ROOT = resolve(__dirname, '..', '..', '..');
 const TARGET = Number(process.env.BENCH_BYTES ?? 2 * 2 ** 30);
 
 async function generate(path: string): Promise<number> {
@@ -53,10 +53,7 @@ async function main(): Promise<void> {
       `| ${report.records_total} | ${written.train} / ${written.eval} | ${JSON.stringify(report.dropped)} | ${secs.toFixed(0)} | ${(report.records_total / secs).toFixed(0)} | ${peak.toFixed(0)} (${rssBefore.toFixed(0)} after generating) | < 500 MB: ${peak * 2 ** 20 < 500e6 ? 'met' : 'not met'} |`,
     ].join('\n');
     console.log(table);
-    const results = join(ROOT, 'test', 'bench', 'RESULTS.md');
-    const head = existsSync(results) ? readFileSync(results, 'utf8') : '# Benchmark results\n\nNewest first.\n';
-    const [title, intro, ...rest] = head.split('\n\n');
-    writeFileSync(results, [title, intro, table, ...rest].join('\n\n'));
+    recordResult(table);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,15 +3,15 @@
 // the exact path (validate, clean, exact dedup) and the full path (plus near-duplicate
 // MinHash/LSH). Records/s of the judging pass and the process's peak RSS after each.
 //   npm run bench:prepare   (appends to test/bench/RESULTS.md)
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { recordResult } from './results';
 import { once } from 'node:events';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { datasetSchema } from '../../shared';
 import { analyse, fileSource } from '../../scheduler/prepare';
 import { readLines } from '../../scheduler/lines';
 
-const ROOT = resolve(__dirname, '..', '..', '..');
 const N = Number(process.env.BENCH_RECORDS ?? 1_000_000);
 
 function word(x: number): string {
@@ -84,10 +84,7 @@ async function main(): Promise<void> {
     `Goals: exact path ≥ 50,000 records/s: ${(exact as number) >= 50_000 ? 'met' : 'not met'} (${(exact as number).toFixed(0)}); with near duplicates ≥ 10,000 records/s: ${(full as number) >= 10_000 ? 'met' : 'not met'} (${(full as number).toFixed(0)}). Ratios to the baseline: exact ${((exact as number) / (rate.baseline as number)).toFixed(2)}, full ${((full as number) / (rate.baseline as number)).toFixed(2)}.`,
   ].join('\n');
   console.log(table);
-  const results = join(ROOT, 'test', 'bench', 'RESULTS.md');
-  const head = existsSync(results) ? readFileSync(results, 'utf8') : '# Benchmark results\n\nNewest first.\n';
-  const [title, intro, ...rest] = head.split('\n\n');
-  writeFileSync(results, [title, intro, table, ...rest].join('\n\n'));
+  recordResult(table);
 }
 
 if (require.main === module) void main();

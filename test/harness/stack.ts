@@ -1,7 +1,7 @@
 // A real stack for integration tests: nats-server and the Temporal dev server on free
 // ports in a temporary TUNEFLEET_HOME, the binaries and the trainer's Python that
 // infra/bootstrap.sh installed, and a tiny random-weight model made from a config.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -52,6 +52,23 @@ export async function startTestStack(): Promise<TestStack> {
       if (!process.env.TUNEFLEET_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
     },
   };
+}
+
+export interface CliResult { status: number | null; stdout: string; stderr: string }
+
+/**
+ * Run bin/tunefleet against a test stack, asynchronously: a control worker answering the
+ * CLI's queries may run in the test's own process, so its event loop must keep turning.
+ */
+export function runCli(s: TestStack, ...args: string[]): Promise<CliResult> {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), ...args], { env: cliEnv(s) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('close', (status) => res({ status, stdout, stderr }));
+  });
 }
 
 /** Environment for running bin/tunefleet against a test stack. */

@@ -48,6 +48,6 @@ describe('cli - bad specs are refused before anything starts', function () {
 
   it('cli - --help lists the commands', () => {
     const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), '--help'], { encoding: 'utf8' });
-    for (const c of ['submit', 'status', 'list', 'result', 'download', 'watch', 'worker', 'tunefleet up', 'tunefleet agent start']) expect(r.stdout).to.include(c);
+    for (const c of ['submit', 'status', 'list', 'result', 'download', 'watch', 'fleet', 'cordon', 'uncordon', 'drain', 'data', 'worker', 'tunefleet up', 'tunefleet agent start']) expect(r.stdout).to.include(c);
   });
 });

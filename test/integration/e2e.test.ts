@@ -1,7 +1,7 @@
 // One real job end to end: real nats-server, real Temporal dev server, the real control
 // worker and agent, the real Python trainer on a tiny model.
 import { expect } from 'chai';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { Stack, loadSpecFile } from '../../scheduler/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
-import { ROOT, TINY_MODEL, cliEnv, startTestStack, type TestStack } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -140,16 +140,7 @@ print(json.dumps({"eval_loss": total / count}))
   });
 
   it('e2e - status, list and result work from the CLI', async () => {
-    // asynchronous: the worker answering the status query runs in this very process
-    const run = (...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> =>
-      new Promise((res) => {
-        const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), ...args], { env: cliEnv(stack) });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-        child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-        child.on('close', (status) => res({ status, stdout, stderr }));
-      });
+    const run = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
     const status = await run('status', jobId);
     expect(status.status, status.stderr).to.equal(0);
     expect(status.stdout, status.stdout).to.not.match(/no live state/);

@@ -7,9 +7,7 @@ import { join } from 'node:path';
 import { ADVERT_TTL_MS, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { ROOT, TINY_MODEL, cliEnv, startTestStack, type TestStack } from '../harness/stack';
-
-interface Cli { status: number | null; stdout: string; stderr: string }
+import { ROOT, TINY_MODEL, cliEnv, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 describe('fleet - two real agents', function () {
   this.timeout(600_000);
@@ -18,16 +16,7 @@ describe('fleet - two real agents', function () {
   let client: Stack;
   const agents = new Map<string, ChildProcess>();
 
-  // asynchronous: the control worker runs in this process and must keep running
-  const cli = (...args: string[]): Promise<Cli> =>
-    new Promise((res) => {
-      const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), ...args], { env: cliEnv(stack) });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-      child.on('close', (status) => res({ status, stdout, stderr }));
-    });
+  const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
   const fleet = async (): Promise<{ agent_id: string; state: string; memory: { total: number }; cpu: { cores: number }; sessions: unknown[] }[]> => {
     const r = await cli('fleet', '--json');
     expect(r.status, r.stderr).to.equal(0);

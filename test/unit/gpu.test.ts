@@ -36,6 +36,21 @@ describe('gpu - nvidia-smi parsing', () => {
     });
   });
 
+  it('gpu - recorded on a real H200 (nvidia-smi 580.159.04): both outputs parse and agree', () => {
+    const [g] = both('recorded-h200');
+    expect(g).to.deep.equal({
+      index: 0, uuid: 'GPU-74423cb5-e90b-9e17-0cac-cb6c187dc3db', name: 'NVIDIA H200',
+      memory_total: 143771 * MiB, memory_used: 0, memory_free: 143156 * MiB, utilization_pct: 0, temperature_c: 38,
+      compute_capability: '9.0', power_w: 80.35, driver_version: '580.159.04', cuda_version: '13.0', mig_mode: 'disabled', mig_instances: [], ecc_uncorrectable: 0,
+    });
+    // the driver keeps 615 MiB for itself on an idle H200 (the written fixtures assumed 475): free is what placement may use
+    const advert = advertSchema.parse({
+      v: 1, agent_id: 'a', hostname: 'a', state: 'ready', labels: {}, accelerator: 'cuda', gpus: [g], cpu: { model: 'x', cores: 16 },
+      memory: { total: 2 ** 37, available: 2 ** 36 }, sessions: [], models: [], trainer: { methods: [], bitsandbytes: true, bf16: true }, time: 1,
+    });
+    expect(allocatableBytes(advert)).to.equal(143156 * MiB);
+  });
+
   it('gpu - H200: 141 GB card with a job on it', () => {
     const [g] = both('h200');
     expect(g?.name).to.equal('NVIDIA H200');

@@ -362,3 +362,36 @@ def test_evaluate_works_for_every_method(tiny_model, dataset, tmp_path, method):
     assert result["type"] == "evaluation"
     assert result["tuned"]["eval_loss"] == pytest.approx(trained_eval["eval_loss"], rel=1e-4)
     assert len(result["examples"]) == 8
+
+
+def _cuda():
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU (runs on the GPU machine: test/bench/gpu_device_run.sh)")
+def test_qlora_with_8bit_adamw_trains_on_cuda_and_loads_in_stock_peft(tiny_model, dataset, tmp_path):
+    cfg = run_config(tmp_path, tiny_model, *dataset, method="qlora", max_steps=10, checkpoint_every=5, learning_rate=0.01, optimizer="adamw_8bit")
+    cfg["device"] = "cuda"
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 0, events[-1]
+    assert_valid(events)
+    assert events[0]["device"].startswith("cuda")
+    losses = [e["loss"] for e in steps(events)]
+    assert losses[-1] < losses[0], losses
+    assert events[-1]["peak_memory"] > 0
+    # resume from the step-5 checkpoint reproduces steps 6-10 (bitsandbytes kernels on CUDA: close, not bit-equal)
+    ckpt = next(e["path"] for e in events if e["type"] == "checkpoint" and e["step"] == 5)
+    proc, resumed = run_trainer(dict(cfg, resume_from=ckpt, output_dir=str(tmp_path / "resumed")), tmp_path, name="resumed.json")
+    assert proc.returncode == 0, resumed[-1]
+    assert [e["step"] for e in steps(resumed)] == [6, 7, 8, 9, 10]
+    for a, b in zip([e["loss"] for e in steps(resumed)], losses[5:]):
+        assert abs(a - b) < 1e-3, (a, b)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), events[-1]["adapter_path"])

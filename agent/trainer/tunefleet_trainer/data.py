@@ -129,3 +129,14 @@ def collate(batch, pad_id):
         labels[i, : len(lab)] = torch.tensor(lab)
         mask[i, : len(ids)] = 1
     return input_ids, labels, mask
+
+
+def device_batch(batch, pad_id, device):
+    """collate, then move to the device -> (input_ids, labels, mask or None, tokens).
+
+    The mask is dropped when nothing is padded (packed blocks, equal lengths), so attention
+    stays plain causal; tokens (not padding) is counted here on the host, without a sync."""
+    input_ids, labels, mask = collate(batch, pad_id)
+    tokens = int(mask.sum())
+    full = tokens == mask.numel()
+    return input_ids.to(device), labels.to(device), None if full else mask.to(device), tokens

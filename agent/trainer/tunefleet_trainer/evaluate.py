@@ -14,7 +14,7 @@ from .data import encode, prompt_of, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
 from .modeling import check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype
-from .recipe import evaluate_loss
+from .recipe import amp_dtype, evaluate_loss
 
 
 def normalise(text):
@@ -41,9 +41,9 @@ def generate(model, tokenizer, prompts, max_new_tokens, micro, device):
     return outs
 
 
-def _metrics(model, tokenizer, examples, pairs, cfg, device):
+def _metrics(model, tokenizer, examples, pairs, cfg, device, amp):
     micro = cfg.training.micro_batch_size or 8
-    loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device)
+    loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device, amp)
     em = bleu = rouge_l = None
     outputs = []
     if cfg.evaluation.exact_match and pairs:
@@ -86,7 +86,7 @@ def main(cfg):
 
     base_method = "qlora" if cfg.method == "qlora" else "lora"
     model = load_base(cfg.model_path, dtype, device, base_method)
-    base, base_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
+    base, base_out = _metrics(model, tokenizer, examples, pairs, cfg, device, amp_dtype(dtype))
     log(f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}, BLEU {base['bleu']}, ROUGE-L {base['rouge_l']}")
     if cfg.method == "full":
         del model
@@ -96,7 +96,7 @@ def main(cfg):
 
         model = PeftModel.from_pretrained(model, cfg.adapter_path)
         model.to(device)
-    tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device)
+    tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device, amp_dtype(dtype))
     log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}, BLEU {tuned['bleu']}, ROUGE-L {tuned['rouge_l']}")
     examples_out = [
         {"prompt": p, "reference": r, "base": b, "tuned": t}

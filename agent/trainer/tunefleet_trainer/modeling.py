@@ -71,6 +71,22 @@ def load_base(path, dtype, device, method="lora"):
     return model
 
 
+def prepare_quantized(model):
+    """Freeze a 4-bit base for QLoRA. Unlike PEFT's prepare_model_for_kbit_training, the
+    non-quantized weights (norms, embeddings, head) stay in the compute dtype when that is
+    bf16: upcasting them to fp32 turns every activation fp32 and, measured on an H200, took
+    QLoRA's peak to 1.8x LoRA bf16's. fp16 keeps PEFT's fp32 upcast (fp16 norms overflow)."""
+    import torch
+
+    floats = [p for p in model.parameters() if p.__class__.__name__ != "Params4bit" and p.dtype.is_floating_point]
+    upcast = any(p.dtype == torch.float16 for p in floats)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if upcast:
+        for p in floats:
+            p.data = p.data.to(torch.float32)
+
+
 def wrap(model, cfg):
     """Apply the method; -> (model, trainable_params, total_params) as PEFT counts them."""
     method = cfg.method
@@ -80,10 +96,10 @@ def wrap(model, cfg):
         n = sum(p.numel() for p in model.parameters())
         return model, n, n
     from peft import (AdaptionPromptConfig, IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,
-                      TaskType, get_peft_model, prepare_model_for_kbit_training)
+                      TaskType, get_peft_model)
 
     if method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+        prepare_quantized(model)
     if method in ("lora", "dora", "qlora"):
         pc = LoraConfig(
             task_type=TaskType.CAUSAL_LM,
@@ -148,15 +164,24 @@ def auto_micro_batch(model_config, seq_len, batch_size, free_bytes, dtype_bytes,
     return m, per_seq
 
 
-def batch_loss(model, input_ids, labels, mask):
-    """-> (sum of token cross-entropy over label tokens, number of label tokens)."""
+def batch_loss(model, input_ids, labels, mask, amp=None):
+    """-> sum of token cross-entropy over label tokens, as a tensor (no host sync).
+
+    mask None means no padding: the model then runs plain causal attention (SDPA's flash
+    kernel); a materialised all-ones mask sent it to a slower kernel that stores the
+    attention weights (measured on an H200: 26.3 vs 20.9 GiB peak for the HF baseline)."""
     import torch.nn.functional as F
 
-    logits = model(input_ids=input_ids, attention_mask=mask).logits
+    import torch
+
+    # amp (bf16/fp16): run the forward under autocast, as HF Trainer does. Without it the fp32
+    # LoRA weights pull every adapted layer's input up to fp32 (measured on an H200: 1.2x the
+    # baseline's peak memory, 0.83x its tokens/s).
+    with torch.autocast(input_ids.device.type, dtype=amp, enabled=amp is not None):
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
     # prompt tuning prepends virtual tokens to the sequence: keep the positions of real tokens
     if logits.size(1) > input_ids.size(1):
         logits = logits[:, -input_ids.size(1):, :]
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss_sum, int((shift_labels != -100).sum())
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")

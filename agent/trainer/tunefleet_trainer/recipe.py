@@ -15,7 +15,7 @@ import shutil
 import time
 
 from . import checkpoint as ckpt
-from .data import collate, pack, read_jsonl, tokenize_all
+from .data import IGNORE, device_batch, pack, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
 from .modeling import auto_micro_batch, batch_loss, check_model_dir, load_base, load_tokenizer, memory_free, pick_device, pick_dtype, wrap
@@ -160,7 +160,8 @@ def setup(cfg):
             raise TrainerError("OPTIMIZER_UNAVAILABLE", f"adamw_8bit needs bitsandbytes, which failed to import: {e}") from e
         optimizer = bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+        # fused: one kernel for the whole update on CUDA (the state dict is the same, so checkpoints move between agents)
+        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=device.type == "cuda" or None)
     warmup = int(round(t.warmup_ratio * steps_total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_scheduler, warmup, steps_total))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
@@ -176,9 +177,16 @@ def setup(cfg):
     return {
         "cfg": cfg, "device": device, "dtype": dtype, "tokenizer": tokenizer, "model": model, "fmt": fmt,
         "train": train, "eval": evals, "truncated": truncated, "optimizer": optimizer, "scheduler": scheduler,
-        "scaler": scaler, "micro": micro, "accum": accum, "batch": batch, "steps_total": steps_total,
+        "scaler": scaler, "amp": amp_dtype(dtype), "micro": micro, "accum": accum, "batch": batch, "steps_total": steps_total,
         "trainable": trainable, "total": total, "state": state, "records_used": records_used, "micro_note": micro_note,
     }
+
+
+def amp_dtype(dtype):
+    """The autocast dtype for a model loaded in dtype: None for fp32 (no autocast)."""
+    import torch
+
+    return None if dtype == torch.float32 else dtype
 
 
 def _restore(path, model, optimizer, scheduler, state, method):
@@ -252,17 +260,17 @@ def save_checkpoint(run, reason):
     return final
 
 
-def evaluate_loss(model, examples, micro, pad_id, device):
+def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
     import torch
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(examples), micro):
-            ids, labels, mask = (t.to(device) for t in collate(examples[i : i + micro], pad_id))
-            s, c = batch_loss(model, ids, labels, mask)
-            total += float(s)
-            count += c
+            chunk = examples[i : i + micro]
+            ids, labels, mask, _ = device_batch(chunk, pad_id, device)
+            total += float(batch_loss(model, ids, labels, mask, amp))
+            count += sum(sum(1 for l in lab[1:] if l != IGNORE) for _, lab in chunk)
     model.train()
     return total / max(1, count)
 
@@ -286,34 +294,36 @@ def train(run, stop):
         batch = [run["train"][i] for i in idx]
         tokens_in_step = sum(sum(1 for l in lab[1:] if l != -100) for _, lab in batch)
         opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
+        # the step's loss and gradient norm stay on the device until the step is queued: one host sync per step
+        loss_sum = None
         seen_tokens = 0
         for m in range(run["accum"]):
             chunk = batch[m * run["micro"] : (m + 1) * run["micro"]]
             if not chunk:
                 break
-            ids, labels, mask = (x.to(device) for x in collate(chunk, pad_id))
+            ids, labels, mask, tokens = device_batch(chunk, pad_id, device)
             try:
-                s, _ = batch_loss(model, ids, labels, mask)
+                s = batch_loss(model, ids, labels, mask, run["amp"])
                 loss = s / max(1, tokens_in_step)
                 (scaler.scale(loss) if scaler else loss).backward()
             except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
                 _report_oom(run, state["step"] + 1, ids.shape)
                 raise OutOfMemory()
-            loss_sum += float(s.detach())
-            seen_tokens += int(mask.sum())
+            loss_sum = s.detach() if loss_sum is None else loss_sum + s.detach()
+            seen_tokens += tokens
         if scaler:
             scaler.unscale_(opt)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         if scaler:
             scaler.step(opt)
             scaler.update()
         else:
             opt.step()
+        grad_norm = float(norm)
         lr = sched.get_last_lr()[0]
         sched.step()
         state["step"] += 1
-        step_loss = loss_sum / max(1, tokens_in_step)
+        step_loss = float(loss_sum) / max(1, tokens_in_step)
         if not math.isfinite(step_loss):
             raise TrainerError("LOSS_NOT_FINITE", f"loss became {step_loss} at step {state['step']}; lower the learning rate or use fp32")
         state["losses"].append(round(step_loss, 6))
@@ -351,7 +361,7 @@ def _report_oom(run, step, shape):
 def _evaluate_and_track(run):
     """Evaluate now; keep the best adapter in output_dir/best. -> True when patience ran out."""
     cfg, state, model = run["cfg"], run["state"], run["model"]
-    el = evaluate_loss(model, run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
+    el = evaluate_loss(model, run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"], run["amp"])
     improved = state["best_eval_loss"] is None or el < state["best_eval_loss"]
     if improved:
         state.update(best_eval_loss=el, best_step=state["step"], evals_without_improvement=0)
@@ -442,7 +452,7 @@ def _main(cfg, stop):
         _load_best(run)
         log(f"exporting the best adapter: step {state['best_step']}, eval loss {state['best_eval_loss']:.4f}")
     if outcome in ("completed", "early") and run["eval"]:
-        el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"])
+        el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"], run["amp"])
         emit("eval", step=state["step"], eval_loss=el, perplexity=math.exp(min(el, 50)),
              best_eval_loss=state["best_eval_loss"], best_step=state["best_step"])
     adapter_dir = os.path.join(cfg.output_dir, "adapter")

@@ -2,14 +2,16 @@
 // trainer on this machine. Built over their dependencies (createAgentActivities) so tests
 // can run them against a real NATS and a real trainer on a tiny model.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, TunefleetError, checkpointPrefix, jobEventSubject, trainedAdapterPrefix,
   type AgentActivities, type EvalOutcome, type EvaluateRequest, type FileEntry, type JobSpec, type TrainHeartbeat,
-  type TrainOutcome, type TrainRequest, type TrainerEvent,
+  type TrainOutcome, type TrainRequest, type TrainerEvent, type CommitRecord, type ProgressUpdate,
 } from '../shared';
+import { claimEpoch, commitCheckpoint } from './commits';
 import { download, upload, type AgentNats } from './nats';
 import { runTrainer } from './trainer';
 
@@ -24,6 +26,8 @@ export interface AgentDeps {
   /** SIGTERM → SIGKILL grace for the trainer */
   killGraceMs: number;
   sessions: Map<string, Session>;
+  /** tell the job's workflow how training goes (throttled by the caller; failures are only logged) */
+  signalProgress: (workflowId: string, update: ProgressUpdate) => Promise<void>;
   /** true while an operator drains this agent: no new work starts */
   draining: () => boolean;
   log: (m: string) => void;
@@ -41,9 +45,13 @@ export interface Session {
 /** Input errors: the job cannot succeed anywhere, so it fails instead of moving agents. */
 const INPUT_ERRORS = new Set(['CONFIG_INVALID', 'DATASET_INVALID', 'DATASET_EMPTY', 'MODEL_UNSAFE', 'METHOD_UNSUPPORTED', 'QLORA_UNAVAILABLE', 'PRECISION_UNSUPPORTED', 'LOSS_NOT_FINITE']);
 
-function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: string; out: string; resume?: string | null; adapter?: string }, jobId: string): object {
+/** How often at most a session signals its progress to the workflow. */
+const PROGRESS_EVERY_MS = 2_000;
+
+function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: string; out: string; resume?: string | null; adapter?: string }, jobId: string, memoryBudget: number): object {
   return {
     job_id: jobId,
+    memory_budget: memoryBudget > 0 ? memoryBudget : null,
     model_path: paths.model,
     train_path: paths.train,
     eval_path: paths.eval,
@@ -115,15 +123,47 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       if (deps.draining()) throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', { checkpoint: req.resumeFrom });
       const started = Date.now();
       const key = `${req.jobId}#${req.attempt}`;
+      const workflowId = ctx.info.workflowExecution?.workflowId ?? req.jobId;
+      const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes };
+      deps.sessions.set(key, session);
+      // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
+      const setupBeat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
+      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+      try {
+        return await trainSession(req, ctx, session, hb, setupBeat, workflowId, started);
+      } finally {
+        clearInterval(setupBeat);
+        deps.sessions.delete(key);
+      }
+    },
+
+    async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
+      return evaluateSession(req);
+    },
+  };
+
+  async function trainSession(req: TrainRequest, ctx: Context, session: Session, hb: TrainHeartbeat, setupBeat: NodeJS.Timeout, workflowId: string, started: number): Promise<TrainOutcome> {
+      // this attempt is the job's epoch from now on: an older attempt's commits will be refused
+      const commits = await nats.commits();
+      let claim: CommitRecord;
+      try {
+        claim = await claimEpoch(commits, req.jobId, req.attempt, agentId);
+      } catch (e) {
+        if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw ApplicationFailure.retryable(e.message, 'FENCED');
+        throw e;
+      }
+      // the commit record is the truth about the newest checkpoint; the workflow's is a hint
+      const from = claim.prefix ? { prefix: claim.prefix, step: claim.step } : req.resumeFrom;
+      hb.step = from?.step ?? 0;
+      hb.checkpoint = from;
       const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
       await mkdir(dir, { recursive: true });
       const model = modelDir(req.spec);
       const splits = await fetchSplits(req, dir);
-      const resume = req.resumeFrom ? await fetchCheckpoint(req.jobId, req.resumeFrom, dir) : null;
+      const resume = from ? await fetchCheckpoint(req.jobId, from, dir) : null;
       const configPath = join(dir, 'run.json');
-      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId), null, 1));
+      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId, req.reservedBytes), null, 1));
 
-      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
       const events = publisher(req.jobId, req.attempt);
       const store = await nats.store(CHECKPOINTS_BUCKET);
       let uploads: Promise<void> = Promise.resolve();
@@ -132,9 +172,14 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
       let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
       let oom: Extract<TrainerEvent, { type: 'oom' }> | null = null;
+      let fenced: string | null = null;
+      let lastSignal = 0;
+      const progress = (force: boolean): void => {
+        if (!force && Date.now() - lastSignal < PROGRESS_EVERY_MS) return;
+        lastSignal = Date.now();
+        deps.signalProgress(workflowId, { attempt: req.attempt, step: hb.step, stepsTotal: hb.stepsTotal, loss: hb.loss, checkpoint: hb.checkpoint }).catch((err: unknown) => log(`${req.jobId}: progress signal failed: ${String(err)}`));
+      };
 
-      const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: 0 };
-      deps.sessions.set(key, session);
       const proc = runTrainer({
         python: deps.python,
         command: 'train',
@@ -146,17 +191,32 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           if (e.type === 'started') {
             started_ = e;
             hb.stepsTotal = e.steps_total;
+            clearInterval(setupBeat);
+            ctx.heartbeat(hb);
           } else if (e.type === 'step') {
+            // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
             hb.step = e.step;
             hb.loss = e.loss;
+            ctx.heartbeat(hb);
+            progress(false);
           } else if (e.type === 'checkpoint') {
-            // upload files first, manifest last; only then is the checkpoint committed
+            // upload files first, manifest last, then commit with compare-and-set on the job's epoch
             const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
             uploads = uploads.then(async () => {
+              if (fenced) return;
               for (const f of e.files) await upload(store, `${prefix}${f.name}`, join(e.path, f.name));
               await upload(store, `${prefix}manifest.json`, join(e.path, 'manifest.json'));
+              const manifestSha = createHash('sha256').update(await readFile(join(e.path, 'manifest.json'))).digest('hex');
+              const outcome = await commitCheckpoint(commits, req.jobId, { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId });
+              if (outcome === 'fenced') {
+                fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
+                log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
+                proc.kill();
+                return;
+              }
               hb.checkpoint = { prefix, step: e.step };
               ctx.heartbeat(hb);
+              progress(true);
             }).catch((err: unknown) => {
               uploadError ??= err;
             });
@@ -169,27 +229,44 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         session.stopping = true;
         proc.interrupt(deps.killGraceMs);
       };
-      const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
-      const onCancel = (): void => proc.interrupt(deps.killGraceMs);
+      // cancelled by the job's owner: checkpoint and stop (SIGTERM, SIGKILL after the grace);
+      // the server no longer knows this attempt (timed out, lost): it is a zombie, kill at once
+      const onCancel = (): void => {
+        const why = ctx.cancellationDetails;
+        if (why?.cancelRequested) proc.interrupt(deps.killGraceMs);
+        else {
+          log(`${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${why?.timedOut ? 'timed out' : why?.notFound ? 'not found' : 'worker shutdown'}); killing the trainer`);
+          proc.kill();
+        }
+      };
       ctx.cancellationSignal.addEventListener('abort', onCancel);
-      ctx.heartbeat(hb);
       let exit: { code: number | null; signal: NodeJS.Signals | null };
       try {
         exit = await proc.exited;
-        await uploads;
-        await events.flush();
+        // the adapter upload after training has no steps to heartbeat on
+        const tail = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
+        try {
+          await uploads;
+          await events.flush();
+        } finally {
+          clearInterval(tail);
+        }
       } finally {
-        clearInterval(beat);
         ctx.cancellationSignal.removeEventListener('abort', onCancel);
-        deps.sessions.delete(key);
       }
+      if (fenced) throw ApplicationFailure.retryable(fenced, 'FENCED');
       if (uploadError) throw ApplicationFailure.retryable(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', { checkpoint: hb.checkpoint });
       if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
       const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
       const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
       if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
         const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
-        for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
+        const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
+        try {
+          for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
+        } finally {
+          clearInterval(beat);
+        }
         const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
         return {
           attempt: req.attempt, agentId, steps: fin.step, trainLoss: fin.train_loss, trainableParams: s?.trainable_params ?? 0,
@@ -209,9 +286,9 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       }
       const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
       throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
-    },
+  }
 
-    async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
+  async function evaluateSession(req: EvaluateRequest): Promise<EvalOutcome> {
       const ctx = Context.current();
       const dir = join(deps.workDir, 'jobs', req.jobId, `eval-${req.attempt}`);
       await rm(dir, { recursive: true, force: true });
@@ -221,7 +298,9 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       const store = await nats.store(CHECKPOINTS_BUCKET);
       for (const f of req.adapterFiles) await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
       const configPath = join(dir, 'run.json');
-      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId), null, 1));
+      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId, req.reservedBytes), null, 1));
+      const key = `${req.jobId}#eval${req.attempt}`;
+      deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes });
       const events = publisher(req.jobId, req.attempt);
       let result: Extract<TrainerEvent, { type: 'evaluation' }> | null = null;
       let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
@@ -247,12 +326,12 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       } finally {
         clearInterval(beat);
         ctx.cancellationSignal.removeEventListener('abort', onCancel);
+        deps.sessions.delete(key);
       }
       const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
       const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
       if (exit.code === 0 && r) return { base: r.base, tuned: r.tuned, examples: r.examples };
       if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
       throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
-    },
-  };
+  }
 }

@@ -1,10 +1,10 @@
 // Building and publishing this agent's advert: host facts from systeminformation, GPUs
 // from nvidia-smi, the trainer's capabilities from one probe of its Python environment.
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import si from 'systeminformation';
-import { ADVERT_PROTOCOL_VERSION, MODEL_NAME_PATTERN, type Advert, type AgentState, type GpuAdvert } from '../shared';
+import { ADVERT_PROTOCOL_VERSION, MODEL_NAME_PATTERN, shapeFromConfig, type Advert, type AgentState, type GpuAdvert, type ModelShape } from '../shared';
 import { probeGpus } from './gpu';
 import { TRAINER_DIR } from './trainer';
 
@@ -51,6 +51,20 @@ export function cachedModels(modelsDir: string): string[] {
     .sort();
 }
 
+/** Each model's shape from its config.json (a model whose config is unreadable is left out: placement then says so). */
+export function modelShapes(modelsDir: string, models: string[]): Record<string, ModelShape> {
+  const out: Record<string, ModelShape> = {};
+  for (const m of models) {
+    try {
+      const shape = shapeFromConfig(JSON.parse(readFileSync(join(modelsDir, m, 'config.json'), 'utf8')) as Record<string, unknown>);
+      if (shape) out[m] = shape;
+    } catch {
+      // unreadable or not JSON: no shape
+    }
+  }
+  return out;
+}
+
 export interface HostFacts { hostname: string; os: string; cpuModel: string; cores: number; nvidiaControllers: number }
 
 export async function hostFacts(): Promise<HostFacts> {
@@ -67,6 +81,8 @@ export interface AdvertInput {
   caps: TrainerCaps;
   modelsDir: string;
   sessions: { jobId: string; attempt: number; reservedBytes: number }[];
+  /** bytes offered to jobs (--capacity); unset: the largest GPU, or on CPU the RAM available at start */
+  capacity?: number;
 }
 
 export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
@@ -78,6 +94,7 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     // the GPUs are shown, but this trainer cannot use them: jobs run on CPU here
     gpu = { gpus: probed.gpus, note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent` };
   }
+  const models = cachedModels(i.modelsDir);
   const advert: Advert = {
     v: ADVERT_PROTOCOL_VERSION,
     agent_id: i.agentId,
@@ -90,7 +107,9 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     cpu: { model: i.host.cpuModel, cores: Math.max(1, i.host.cores) },
     memory: { total: mem.total, available: Math.min(mem.total, mem.available) },
     sessions: i.sessions.map((s) => ({ job_id: s.jobId, attempt: s.attempt, reserved_bytes: s.reservedBytes })),
-    models: cachedModels(i.modelsDir),
+    models,
+    model_shapes: modelShapes(i.modelsDir, models),
+    ...(i.capacity !== undefined ? { capacity: i.capacity } : {}),
     trainer: { methods: i.caps.methods, bitsandbytes: i.caps.bitsandbytes, bf16: i.caps.bf16 },
     time: Date.now(),
   };

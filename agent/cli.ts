@@ -25,6 +25,15 @@ export function parseLabels(items: string[]): Record<string, string> {
   return out;
 }
 
+/** "60GiB", "512MiB", "2.5GB", "1048576" -> bytes. */
+export function parseBytes(text: string, field: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$/i.exec(text.trim());
+  const units: Record<string, number> = { b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
+  const n = m ? Math.floor(Number(m[1]) * (units[(m[2] ?? 'b').toLowerCase()] ?? 1)) : NaN;
+  if (!Number.isFinite(n) || n <= 0 || n > 64 * 2 ** 40) throw new TunefleetError(ErrorCode.FlagInvalid, `'${text}' is not a size like 60GiB, 512MiB or a number of bytes`, { field });
+  return n;
+}
+
 function defaultAgentId(): string {
   return hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+/, '').slice(0, 63) || 'agent';
 }
@@ -41,7 +50,10 @@ export function buildAgentProgram(): Command {
     .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'agent state and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
     .addOption(new Option('--advert-interval <ms>', `how often to advertise (adverts expire ${ADVERT_TTL_MS / 1000} s after the last one)`).default(String(ADVERT_INTERVAL_MS)))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string }) => {
+    .addOption(new Option('--capacity <bytes>', 'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)').env('TUNEFLEET_AGENT_CAPACITY'))
+    .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows').env('TUNEFLEET_AGENT_MAX_SESSIONS').default('4'))
+    .addOption(new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal').env('TUNEFLEET_AGENT_HEARTBEAT_MS').default('5000'))
+    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string }) => {
       const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
       const agentId = o.id ?? defaultAgentId();
       if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
@@ -49,7 +61,12 @@ export function buildAgentProgram(): Command {
       if (!Number.isInteger(interval) || interval < 100 || interval > ADVERT_TTL_MS / 2) {
         throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertInterval}' must be a whole number of ms from 100 to ${ADVERT_TTL_MS / 2}`, { field: '--advert-interval' });
       }
-      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval });
+      const maxSessions = Number(o.maxSessions);
+      if (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, { field: '--max-sessions' });
+      const heartbeatMs = Number(o.heartbeat);
+      if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`, { field: '--heartbeat' });
+      const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
+      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs });
       const stop = (): void => void agent.stop();
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -1,9 +1,11 @@
 // The agent daemon: one per GPU machine. Advertises its capacity every few seconds and
 // runs train/evaluate activities from its own task queue (agent-<id>).
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ADVERT_TTL_MS, ID_PATTERN, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
+import si from 'systeminformation';
+import { ADVERT_TTL_MS, ID_PATTERN, PROGRESS_SIGNAL, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
@@ -13,6 +15,10 @@ export interface AgentOptions {
   labels: Record<string, string>;
   advertIntervalMs: number;
   heartbeatMs?: number;
+  /** bytes offered to jobs; unset: the largest GPU, or on CPU the RAM available at start */
+  capacity?: number;
+  /** sessions at once (placement's memory reservations decide how many really run) */
+  maxSessions?: number;
 }
 
 export interface RunningAgent {
@@ -30,7 +36,9 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   }
   const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
   const kv = await nats.adverts(ADVERT_TTL_MS);
-  const [host, caps] = await Promise.all([hostFacts(), probeTrainer(cfg.python)]);
+  const [host, caps, mem] = await Promise.all([hostFacts(), probeTrainer(cfg.python), si.mem()]);
+  // a CPU agent offers the RAM available when it started (what jobs use later must not shrink the offer)
+  const capacity = o.capacity ?? (caps.cuda ? undefined : Math.min(mem.total, mem.available));
   if (caps.methods.length === 0) log(`warning: the trainer at ${cfg.python} did not answer; run 'npm run bootstrap'`);
   const workDir = join(cfg.home, 'agents', o.agentId);
   await mkdir(workDir, { recursive: true });
@@ -42,7 +50,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const state = (): AgentState => (desired === 'draining' ? (sessions.size === 0 ? 'drained' : 'draining') : desired);
 
   const publish = async (): Promise<void> => {
-    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()] });
+    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()], capacity });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;
     await kv.put(o.agentId, JSON.stringify(advert));
@@ -82,6 +90,9 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   })();
 
   const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  // a client connection, for the progress signals sessions send to their workflows
+  const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
+  const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const heartbeatMs = o.heartbeatMs ?? 5_000;
   const worker = await Worker.create({
     connection,
@@ -90,12 +101,15 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     activities: createAgentActivities({
       agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
       draining: () => desired === 'draining',
+      signalProgress: async (workflowId, update) => {
+        await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);
+      },
     }),
-    // one training session at a time on this machine for now
-    maxConcurrentActivityTaskExecutions: 1,
-    // heartbeats must reach the server well inside the workflow's 30 s heartbeat timeout
-    maxHeartbeatThrottleInterval: '5 seconds',
-    defaultHeartbeatThrottleInterval: '5 seconds',
+    // several small jobs may share this machine: placement reserves memory per session
+    maxConcurrentActivityTaskExecutions: o.maxSessions ?? 4,
+    // heartbeats must reach the server well inside the workflow's heartbeat timeout
+    maxHeartbeatThrottleInterval: heartbeatMs,
+    defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
   });
   log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}`);
@@ -108,6 +122,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     await advertLoop;
     await kv.delete(o.agentId).catch(() => {});
     await connection.close();
+    await clientConnection.close();
     await nats.nc.drain();
   })();
   return {

@@ -6,7 +6,7 @@ import { rename } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect, StorageType, type JetStreamClient, type KV, type NatsConnection, type ObjectStore } from 'nats';
-import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, ErrorCode, TunefleetError } from '../shared';
+import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, COMMITS_BUCKET, ErrorCode, TunefleetError } from '../shared';
 
 export interface AgentNats {
   nc: NatsConnection;
@@ -14,6 +14,8 @@ export interface AgentNats {
   store(bucket: string): Promise<ObjectStore>;
   adverts(ttlMs: number): Promise<KV>;
   agentStates(): Promise<KV>;
+  /** the job → newest committed checkpoint bucket (epoch-fenced writes) */
+  commits(): Promise<KV>;
 }
 
 export async function connectAgentNats(url: string, agentId: string): Promise<AgentNats> {
@@ -30,6 +32,7 @@ export async function connectAgentNats(url: string, agentId: string): Promise<Ag
     store: (bucket) => js.views.os(bucket, { storage: StorageType.File }),
     adverts: (ttlMs) => js.views.kv(ADVERTS_BUCKET, { ttl: ttlMs, history: 1, storage: StorageType.File }),
     agentStates: () => js.views.kv(AGENT_STATES_BUCKET, { history: 5, storage: StorageType.File }),
+    commits: () => js.views.kv(COMMITS_BUCKET, { history: 64, storage: StorageType.File }),
   };
 }
 

@@ -15,6 +15,8 @@ export interface TrainerRun {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM now, SIGKILL after graceMs */
   interrupt(graceMs: number): void;
+  /** SIGKILL the trainer's process group now (a fenced or abandoned attempt) */
+  kill(): void;
   stderrTail(): string;
 }
 
@@ -33,6 +35,8 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
     cwd: TRAINER_DIR,
     env: { ...process.env, PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1', ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // its own process group: a kill reaches whatever the trainer started (data loader workers)
+    detached: true,
   });
   const log = createWriteStream(o.logPath, { flags: 'a' });
   const tail: string[] = [];
@@ -67,15 +71,24 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
     });
   });
   let killTimer: NodeJS.Timeout | null = null;
+  const signalGroup = (sig: NodeJS.Signals): void => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      child.kill(sig);
+    }
+  };
   void exited.then(() => killTimer && clearTimeout(killTimer));
   return {
     child,
     exited,
     interrupt(graceMs) {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      killTimer ??= setTimeout(() => child.kill('SIGKILL'), graceMs);
+      signalGroup('SIGTERM');
+      killTimer ??= setTimeout(() => signalGroup('SIGKILL'), graceMs);
     },
+    kill: () => signalGroup('SIGKILL'),
     stderrTail: () => tail.join('').split('\n').slice(-15).join('\n'),
   };
 }

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
+import { SEARCH_ATTRIBUTES } from '../workflows/searchAttributes';
 import { connect } from 'nats';
 import { Connection } from '@temporalio/client';
 
@@ -110,7 +111,9 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
   mkdirSync(o.dataDir, { recursive: true });
   mkdirSync(o.logDir, { recursive: true });
   const logFile = join(o.logDir, 'temporal.log');
-  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', join(o.dataDir, 'temporal.db'), '--log-level', 'warn'];
+  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', join(o.dataDir, 'temporal.db'), '--log-level', 'warn',
+    // the fineTune workflow's search attributes (workflows/searchAttributes.ts)
+    ...SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`])];
   const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
   const address = `127.0.0.1:${port}`;
   await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child);

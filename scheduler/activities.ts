@@ -1,20 +1,21 @@
 // Control activities (task queue tunefleet-control), built over their dependencies so
 // tests can hand in real NATS and a fleet view of their choosing.
 import { ApplicationFailure } from '@temporalio/activity';
-import type { KV } from 'nats';
 import {
-  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, TunefleetError, TunefleetErrors, adapterPrefix, resultObjectName,
-  type ControlActivities, type JobResult,
+  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, LEASES_BUCKET, QUEUE_BUCKET, TunefleetError,
+  TunefleetErrors, adapterPrefix, capacityBytes, resultObjectName, type CommitRecord, type ControlActivities, type JobResult,
 } from '../shared';
+import { LeaseConflict, ahead, leaseLive, readLeases, readQueue, releaseLease, reserve } from './leases';
 import type { FleetView } from './fleet';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
-import { place } from './placement';
+import { place, type Decision } from './placement';
 
 export interface ControlDeps {
   nats: Nats;
   fleet: FleetView;
-  leases: KV;
+  /** tell a queued job's workflow that capacity was released (errors are ignored: it polls anyway) */
+  wake: (jobId: string) => Promise<void>;
   log: (msg: string) => void;
 }
 
@@ -37,18 +38,24 @@ function wrap<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) =>
   };
 }
 
-const leaseKey = (agentId: string, jobId: string): string => `${agentId}.${jobId}`;
+/** A placement decision as `tunefleet explain` shows it. */
+export interface DecisionRecord extends Decision { attempt: number; purpose: 'train' | 'evaluate'; time: number; position: number | null }
+const KEEP_DECISIONS = 12;
+/** Queued jobs woken when a lease is released. */
+const WAKE_AT_MOST = 8;
 
 export function createControlActivities(deps: ControlDeps): ControlActivities {
-  const { nats, fleet, leases, log } = deps;
+  const { nats, fleet, log } = deps;
 
-  async function sessionsByAgent(): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
-    for await (const k of await leases.keys()) {
-      const agent = k.split('.')[0] ?? '';
-      counts.set(agent, (counts.get(agent) ?? 0) + 1);
-    }
-    return counts;
+  /** Keep the job's last decisions; a waiting decision replaces the previous waiting one of the same attempt. */
+  async function record(d: DecisionRecord): Promise<void> {
+    const kv = await nats.kv(DECISIONS_BUCKET);
+    const e = await kv.get(d.jobId);
+    const list = e && e.operation === 'PUT' ? e.json<{ decisions: DecisionRecord[] }>().decisions : [];
+    const last = list[list.length - 1];
+    if (last && !last.chosen && last.attempt === d.attempt && last.purpose === d.purpose) list.pop();
+    list.push(d);
+    await kv.put(d.jobId, JSON.stringify({ decisions: list.slice(-KEEP_DECISIONS) }));
   }
 
   return {
@@ -61,22 +68,65 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
 
     place: wrap(async (req) => {
       await fleet.ready;
-      const counts = await sessionsByAgent();
-      const decision = place(fleet.snapshot().map((e) => e.advert), req, (id) => counts.get(id) ?? 0);
-      log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
-      if (!decision.chosen) return { placement: null, waiting: decision.summary };
-      const entry = fleet.snapshot().find((e) => e.advert.agent_id === decision.chosen);
-      await leases.put(leaseKey(decision.chosen, req.jobId), JSON.stringify({ jobId: req.jobId, attempt: req.attempt, agentId: decision.chosen, purpose: req.purpose, time: Date.now() }));
-      return { placement: { agentId: decision.chosen, attempt: req.attempt, reason: decision.summary, device: entry?.advert.accelerator ?? 'cpu' }, waiting: null };
+      const [leasesKv, queueKv, commitsKv] = await Promise.all([nats.kv(LEASES_BUCKET), nats.kv(QUEUE_BUCKET), nats.kv(COMMITS_BUCKET)]);
+      const commit = await commitsKv.get(req.jobId);
+      const checkpointAgent = commit && commit.operation === 'PUT' ? commit.json<CommitRecord>().agent_id : null;
+      const me = { jobId: req.jobId, priority: req.spec.priority, submitted: req.submittedAt };
+      // compare-and-set: a decision made on a stale view of the leases fails its write and is made again
+      for (let round = 0; round < 20; round++) {
+        const now = Date.now();
+        const adverts = fleet.snapshot().map((e) => e.advert);
+        const byId = new Map(adverts.map((a) => [a.agent_id, a]));
+        const leases = await readLeases(leasesKv);
+        const reserved = (id: string): { bytes: number; sessions: number } => {
+          const live = (leases.get(id)?.leases ?? []).filter((l) => leaseLive(l, byId.get(id), now));
+          return { bytes: live.reduce((s, l) => s + l.bytes, 0), sessions: live.length };
+        };
+        const decision = place({ adverts, reserved, checkpointAgent }, { jobId: req.jobId, spec: req.spec, exclude: req.exclude });
+        const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
+        if (decision.impossible) {
+          await record({ ...base, position: null });
+          await queueKv.delete(req.jobId).catch(() => {});
+          throw new TunefleetError(ErrorCode.NoAgentFits, decision.summary);
+        }
+        const queue = await readQueue(queueKv, now);
+        let summary = decision.summary;
+        if (decision.chosen && decision.estimate) {
+          const chosen = decision.chosen;
+          const free = decision.agents.find((a) => a.agentId === chosen)?.free ?? 0;
+          const blockers = ahead(queue, me).filter((q) => q.bytes !== null && q.bytes <= free);
+          if (blockers.length === 0) {
+            const advert = byId.get(chosen);
+            try {
+              await reserve(leasesKv, chosen, leases.get(chosen), { jobId: req.jobId, attempt: req.attempt, bytes: decision.estimate.total, purpose: req.purpose, time: now }, advert ? capacityBytes(advert) : 0, advert);
+            } catch (e) {
+              if (e instanceof LeaseConflict) continue;
+              throw e;
+            }
+            await queueKv.delete(req.jobId).catch(() => {});
+            await record({ ...base, position: null });
+            log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
+            return { placement: { agentId: chosen, attempt: req.attempt, reason: decision.summary, device: advert?.accelerator ?? 'cpu', reservedBytes: decision.estimate.total }, waiting: null, position: null };
+          }
+          summary = `${chosen} has room, but ${blockers.length} job(s) ahead in the queue (priority, then submit time) can use it first: ${blockers.slice(0, 3).map((b) => b.jobId).join(', ')}`;
+        }
+        const estimates = decision.agents.filter((a) => a.code !== 'never' && a.estimate !== null).map((a) => a.estimate as number);
+        await queueKv.put(req.jobId, JSON.stringify({ ...me, bytes: estimates.length ? Math.min(...estimates) : null, refreshed: now }));
+        const position = ahead(queue, me).length + 1;
+        await record({ ...base, chosen: null, summary, position });
+        return { placement: null, waiting: summary, position };
+      }
+      return { placement: null, waiting: 'other placements kept changing the leases; trying again', position: 1 };
     }),
 
     release: wrap(async (jobId, attempt, agentId) => {
-      // safe to repeat: only this attempt's lease is removed
-      const key = leaseKey(agentId, jobId);
-      const e = await leases.get(key);
-      if (!e || e.operation !== 'PUT') return;
-      const lease = e.json<{ attempt: number }>();
-      if (lease.attempt === attempt) await leases.delete(key);
+      const queueKv = await nats.kv(QUEUE_BUCKET);
+      await queueKv.delete(jobId).catch(() => {});
+      if (!agentId) return;
+      await releaseLease(await nats.kv(LEASES_BUCKET), agentId, jobId, attempt);
+      // the head of the queue tries again now rather than at its next poll
+      const waiting = (await readQueue(queueKv)).filter((q) => q.jobId !== jobId).slice(0, WAKE_AT_MOST);
+      await Promise.all(waiting.map((q) => deps.wake(q.jobId).catch(() => {})));
     }),
 
     register: wrap(async (input, data, training, evaluation) => {

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
-import { formatDataReport, formatEvent, formatResult, table } from './format';
+import { Progress, formatDataReport, formatDecisions, formatEvent, formatResult, table } from './format';
 import { fleetJson, fleetTable, openFleet, setAgentState } from './fleetcmd';
 import { startControlWorker } from './worker';
 
@@ -23,6 +23,30 @@ async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise
     return await fn(stack, cfg);
   } finally {
     await stack.close();
+  }
+}
+
+/** Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per event. */
+async function followWithProgress(stack: Stack, jobId: string): Promise<Awaited<ReturnType<Stack['follow']>>> {
+  const tty = process.stdout.isTTY === true;
+  const bar = new Progress();
+  let drawn = false;
+  try {
+    return await stack.follow(jobId, (e) => {
+      const changed = bar.update(e);
+      const line = formatEvent(e);
+      if (!tty) {
+        if (line) console.log(e.type === 'step' ? `${line}  | ${bar.line(16)}` : line);
+        return;
+      }
+      if (line && e.type !== 'step') process.stdout.write(`${drawn ? '\r\x1b[2K' : ''}${line}\n`);
+      if (changed || (line && e.type !== 'step')) {
+        process.stdout.write(`\r\x1b[2K${bar.line()}`);
+        drawn = true;
+      }
+    });
+  } finally {
+    if (drawn) process.stdout.write('\n');
   }
 }
 
@@ -48,8 +72,10 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .argument('<spec>', 'job spec, YAML or JSON (see docs/spec.md)')
     .option('--id <jobId>', 'job id (default: <name>-<timestamp>-<random>)')
     .option('-f, --follow', 'show live progress and print the result when the job ends')
+    .option('-w, --watch', 'the same as --follow')
     .option('--dry-run', 'only validate the spec and its files')
-    .action(async (specFile: string, opts: { id?: string; follow?: boolean; dryRun?: boolean }, cmd: Command) => {
+    .action(async (specFile: string, opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean }, cmd: Command) => {
+      opts.follow ||= opts.watch;
       const loaded = await loadSpecFile(specFile);
       if (opts.dryRun) {
         console.log(`${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, dataset ${loaded.datasetPath})`);
@@ -59,11 +85,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         const id = await stack.submit(loaded, opts.id);
         console.log(`submitted job ${id}`);
         if (!opts.follow) return;
-        const result = await stack.follow(id, (e) => {
-          const line = formatEvent(e);
-          if (line) console.log(`  ${line}`);
-        });
-        console.log(`\n${formatResult(result)}`);
+        console.log(`\n${formatResult(await followWithProgress(stack, id))}`);
       });
     });
 
@@ -78,7 +100,8 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         if (opts.json) return void console.log(JSON.stringify(d, null, 1));
         const s = d.status;
         const step = d.lastStep ? `step ${String(d.lastStep.step)}/${String(d.lastStep.steps_total)}, loss ${Number(d.lastStep.loss).toFixed(4)}` : '-';
-        console.log(table(['job', 'workflow', 'state', 'attempt', 'agent', 'progress'], [[job, d.temporal, s?.state ?? '-', s?.attempt ?? '-', s?.agentId ?? '-', step]]));
+        const state = s ? `${s.state}${s.queuePosition ? ` (#${s.queuePosition})` : ''}` : '-';
+        console.log(table(['job', 'workflow', 'state', 'attempt/epoch', 'agent', 'progress'], [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', s?.agentId ?? '-', step]]));
         if (s?.message) console.log(s.message);
         if (d.failure) console.log(`failed: ${d.failure}`);
         if (d.queryError) console.log(`(no live state: ${d.queryError})`);
@@ -87,13 +110,54 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('list')
-    .description('all jobs, newest first')
+    .description('all jobs, newest first, with state, queue position and agent')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
+    .option('--query <visibility query>', "filter by search attributes, e.g. \"TunefleetState='queued'\" (also TunefleetModel, TunefleetMethod, TunefleetJobId)")
+    .action(async (opts: { json?: boolean; query?: string }, cmd: Command) => {
       await withStack(cmd, async (stack) => {
-        const jobs = await stack.list();
+        const jobs = await stack.list(opts.query);
         if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
-        console.log(table(['job', 'workflow', 'started', 'closed'], jobs.map((j) => [j.jobId, j.status, j.started.toISOString(), j.closed?.toISOString() ?? '-'])));
+        console.log(table(['job', 'workflow', 'state', 'queue', 'agent', 'started', 'closed'], jobs.map((j) => [
+          j.jobId, j.status, j.state ?? '-', j.position ? `#${j.position}` : '-', j.agent ?? '-', j.started.toISOString(), j.closed?.toISOString() ?? '-',
+        ])));
+      });
+    });
+
+  program
+    .command('cancel')
+    .description('stop a job: its trainer checkpoints and stops (killed after a grace period); its reservations are released')
+    .argument('<job>')
+    .action(async (job: string, _opts: unknown, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        await stack.cancel(job);
+        console.log(`cancel requested for ${job}`);
+      });
+    });
+
+  program
+    .command('explain')
+    .description('why a job was placed where it was (or is still waiting): every agent, every filter reason and score')
+    .argument('<job>')
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const d = await stack.decisions(job);
+        console.log(opts.json ? JSON.stringify(d, null, 1) : formatDecisions(job, d));
+      });
+    });
+
+  program
+    .command('logs')
+    .description("a job's trainer log lines (from its event stream, every attempt)")
+    .argument('<job>')
+    .option('-f, --follow', 'keep following until the job ends')
+    .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const print = (e: Record<string, unknown>): void => {
+          if (e.type === 'log' || e.type === 'error') console.log(`[${String(e.agent_id ?? '-')} a${String(e.attempt ?? '-')}] ${e.type === 'error' ? `error ${String(e.code)}: ` : ''}${String(e.message)}`);
+        };
+        if (opts.follow) await stack.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
+        else await stack.events(job, print);
       });
     });
 
@@ -124,15 +188,11 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('watch')
-    .description("follow a job's events until it ends")
+    .description("follow a job until it ends: a live progress bar on a terminal (events from the start, so a late watcher catches up), one line per event otherwise")
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
       await withStack(cmd, async (stack) => {
-        const r = await stack.follow(job, (e) => {
-          const line = formatEvent(e);
-          if (line) console.log(line);
-        });
-        console.log(`\n${formatResult(r)}`);
+        console.log(`\n${formatResult(await followWithProgress(stack, job))}`);
       });
     });
 

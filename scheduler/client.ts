@@ -5,10 +5,12 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
-  ADAPTERS_BUCKET, CONTROL_TASK_QUEUE, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, ID_PATTERN, TunefleetError, datasetObjectName,
+  ADAPTERS_BUCKET, CONTROL_TASK_QUEUE, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, EVENTS_STREAM, ID_PATTERN, TunefleetError, datasetObjectName,
   jobEventSubject, jobEventsFilter, parseSpec, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
 } from '../shared';
 import { fineTune, statusQuery } from '../workflows';
+import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../workflows/searchAttributes';
+import type { DecisionRecord } from './activities';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
 
 export interface LoadedSpec { spec: JobSpec; file: string; datasetPath: string; evalPath: string | null }
@@ -86,9 +88,17 @@ export class Stack {
       dataset: await this.uploadDataset(loaded.datasetPath),
       submittedAt: new Date().toISOString(),
       ...(loaded.evalPath ? { evalDataset: await this.uploadDataset(loaded.evalPath) } : {}),
+      ...(this.cfg.heartbeatTimeoutS || this.cfg.scheduleToStartS
+        ? { timeouts: { ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}), ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}) } }
+        : {}),
     };
     try {
-      await this.client.workflow.start(fineTune, { taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input], workflowIdReusePolicy: 'REJECT_DUPLICATE' });
+      await this.client.workflow.start(fineTune, {
+        taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input], workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        typedSearchAttributes: [
+          { key: SA_JOB_ID, value: id }, { key: SA_MODEL, value: loaded.spec.model }, { key: SA_METHOD, value: loaded.spec.method }, { key: SA_STATE, value: 'preparing' },
+        ],
+      });
     } catch (e) {
       if (e instanceof WorkflowExecutionAlreadyStartedError) throw new TunefleetError(ErrorCode.FlagInvalid, `a job with id '${id}' already exists`, { field: '--id' });
       throw e;
@@ -133,12 +143,37 @@ export class Stack {
     }
   }
 
-  async list(): Promise<{ jobId: string; status: string; started: Date; closed: Date | null }[]> {
-    const out = [];
-    for await (const w of this.client.workflow.list({ query: `WorkflowType = 'fineTune'` })) {
-      out.push({ jobId: w.workflowId, status: w.status.name, started: w.startTime, closed: w.closeTime ?? null });
+  /** Jobs, newest first; running ones with their state and queue position (from the workflow's query). */
+  async list(query?: string): Promise<{ jobId: string; status: string; state: string | null; position: number | null; agent: string | null; started: Date; closed: Date | null }[]> {
+    const rows = [];
+    for await (const w of this.client.workflow.list({ query: `WorkflowType = 'fineTune'${query ? ` AND (${query})` : ''}` })) {
+      rows.push({ jobId: w.workflowId, status: w.status.name, started: w.startTime, closed: w.closeTime ?? null });
     }
-    return out;
+    return Promise.all(rows.map(async (r) => {
+      const s = r.status === 'RUNNING' ? await this.client.workflow.getHandle(r.jobId).query(statusQuery).catch(() => null) : null;
+      return { ...r, state: s?.state ?? null, position: s?.queuePosition ?? null, agent: s?.agentId ?? null };
+    }));
+  }
+
+  /** Ask the job to stop: the trainer gets SIGTERM (SIGKILL after the agent's grace), leases and the queue entry are released. */
+  async cancel(jobId: string): Promise<void> {
+    const handle = this.client.workflow.getHandle(jobId);
+    try {
+      const d = await handle.describe();
+      if (d.status.name !== 'RUNNING') throw new TunefleetError(ErrorCode.FlagInvalid, `job '${jobId}' has already ended (${d.status.name.toLowerCase()})`);
+      await handle.cancel();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw new TunefleetError(ErrorCode.JobNotFound, `no job '${jobId}'`);
+      throw e;
+    }
+  }
+
+  /** The job's recorded placement decisions, oldest first. */
+  async decisions(jobId: string): Promise<DecisionRecord[]> {
+    const kv = await (await this.nats()).kv(DECISIONS_BUCKET);
+    const e = await kv.get(jobId);
+    if (!e || e.operation !== 'PUT') throw new TunefleetError(ErrorCode.JobNotFound, `no placement decision recorded for '${jobId}' (not placed yet, or no such job)`);
+    return e.json<{ decisions: DecisionRecord[] }>().decisions;
   }
 
   async result(jobId: string): Promise<JobResult> {
@@ -170,6 +205,23 @@ export class Stack {
     if (existsSync(out)) throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists; choose another --out`, { field: '--out' });
     await rename(tmp, out);
     return { dir: out, files: result.adapter.files.length };
+  }
+
+  /** Every event of a job stored so far, in order (no waiting for new ones). */
+  async events(jobId: string, print: (e: Record<string, unknown>) => void): Promise<number> {
+    const n = await this.nats();
+    const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
+    let count = 0;
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: 500, expires: 1000 });
+      let got = 0;
+      for await (const m of batch) {
+        print(m.json<Record<string, unknown>>());
+        got += 1;
+      }
+      count += got;
+      if (got === 0) return count;
+    }
   }
 
   /** Print a job's events as they come (from the beginning), until the job ends. */

@@ -1,5 +1,6 @@
 // Human output: tables and one-line event renderings.
 import type { DataReport, JobResult } from '../shared';
+import type { DecisionRecord } from './activities';
 
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
@@ -76,4 +77,83 @@ export function formatEvent(e: Record<string, unknown>): string | null {
     default:
       return null;
   }
+}
+
+/** A live progress line from a job's events (fed in order): step/total, loss, tokens/s, ETA, agent, attempt. */
+export class Progress {
+  private step = 0;
+  private total = 0;
+  private loss: number | null = null;
+  private rate: number | null = null;
+  private agent = '-';
+  private attempt = 0;
+  private startedAt: number | null = null;
+  private startStep = 0;
+  private lastAt: number | null = null;
+
+  /** true when the line changed */
+  update(e: Record<string, unknown>): boolean {
+    if (e.type === 'started') {
+      this.total = Number(e.steps_total) || this.total;
+      this.agent = String(e.agent_id ?? '-');
+      this.attempt = Number(e.attempt) || this.attempt;
+      this.startStep = Number(e.resumed_from_step) || 0;
+      this.step = this.startStep;
+      this.startedAt = null;
+      return true;
+    }
+    if (e.type !== 'step') return false;
+    this.step = Number(e.step);
+    this.total = Number(e.steps_total) || this.total;
+    this.loss = Number(e.loss);
+    this.rate = Number(e.tokens_per_s);
+    this.agent = String(e.agent_id ?? this.agent);
+    this.attempt = Number(e.attempt) || this.attempt;
+    const t = typeof e.time === 'number' ? e.time * 1000 : Date.now();
+    this.startedAt ??= t;
+    this.lastAt = t;
+    return true;
+  }
+
+  line(width = 24): string {
+    const frac = this.total > 0 ? Math.min(1, this.step / this.total) : 0;
+    const filled = Math.round(frac * width);
+    const done = this.step - this.startStep;
+    let eta = '-';
+    if (this.startedAt !== null && this.lastAt !== null && done > 1 && this.total > this.step) {
+      const perStep = (this.lastAt - this.startedAt) / (done - 1);
+      eta = duration(perStep * (this.total - this.step));
+    } else if (this.total > 0 && this.step >= this.total) eta = '0s';
+    return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] step ${this.step}/${this.total || '?'}  loss ${this.loss === null ? '-' : this.loss.toFixed(4)}  ${this.rate === null ? '-' : Math.round(this.rate).toLocaleString('en-US')} tok/s  ETA ${eta}  ${this.agent}  attempt ${this.attempt || '-'}`;
+  }
+}
+
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+const gib = (b: number | null): string => (b === null ? '-' : `${(b / 2 ** 30).toFixed(2)} GiB`);
+
+/** `tunefleet explain`: each decision, and for each agent why it was or was not chosen. */
+export function formatDecisions(jobId: string, decisions: DecisionRecord[]): string {
+  const out: string[] = [];
+  for (const d of decisions) {
+    const head = `${new Date(d.time).toISOString()}  attempt ${d.attempt} (${d.purpose}): ${d.chosen ? `placed on ${d.chosen}` : d.impossible ? 'impossible' : `waiting${d.position ? `, position ${d.position} in the queue` : ''}`}`;
+    out.push(head);
+    if (d.estimate) {
+      const b = d.estimate.breakdown;
+      out.push(`  memory estimate ${gib(d.estimate.total)}: weights ${gib(b.weights)}, adapters ${gib(b.adapters)}, gradients ${gib(b.gradients)}, optimizer ${gib(b.optimizer)}, activations ${gib(b.activations)}, logits ${gib(b.logits)}, overhead ${gib(b.overhead)}`);
+    }
+    const rows = d.agents
+      .slice()
+      .sort((x, y) => (y.total ?? -1) - (x.total ?? -1))
+      .map((a) => [a.agentId === d.chosen ? `* ${a.agentId}` : `  ${a.agentId}`, a.code, a.total === null ? '-' : a.total.toFixed(1), Object.entries(a.scores).map(([k, v]) => `${k} ${v}`).join(', ') || '-', gib(a.estimate), gib(a.free), a.reasons.join('; ') || '-']);
+    out.push(table(['agent', 'filter', 'score', 'scores', 'needs', 'free', 'why not'], rows).split('\n').map((l) => `  ${l}`).join('\n'));
+    if (!d.chosen) out.push(`  ${d.summary}`);
+    out.push('');
+  }
+  return out.length ? out.join('\n').trimEnd() : `no decisions recorded for ${jobId}`;
 }

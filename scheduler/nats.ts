@@ -7,10 +7,14 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { connect, RetentionPolicy, StorageType, type NatsConnection, type ObjectStore, type JetStreamClient, type KV } from 'nats';
 import {
-  ADAPTERS_BUCKET, ADVERT_TTL_MS, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, EVENTS_STREAM, EVENTS_SUBJECTS, TunefleetError,
+  ADAPTERS_BUCKET, ADVERT_TTL_MS, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode,
+  EVENTS_STREAM, EVENTS_SUBJECTS, LEASES_BUCKET, QUEUE_BUCKET, TunefleetError,
 } from '../shared';
 
 export { ADVERT_TTL_MS };
+
+/** History kept per key: commits keep theirs so an audit can see that no commit went backwards. */
+export const KV_HISTORY: Record<string, number> = { [COMMITS_BUCKET]: 64 };
 
 export interface Nats {
   nc: NatsConnection;
@@ -18,6 +22,8 @@ export interface Nats {
   objects(bucket: string): Promise<ObjectStore>;
   adverts(): Promise<KV>;
   agentStates(): Promise<KV>;
+  /** leases, queue, commits, decisions: plain KV buckets (file storage) */
+  kv(bucket: string): Promise<KV>;
   close(): Promise<void>;
 }
 
@@ -43,6 +49,7 @@ export async function connectNats(url: string, name: string): Promise<Nats> {
     },
     adverts: () => js.views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File }),
     agentStates: () => js.views.kv(AGENT_STATES_BUCKET, { history: 5, storage: StorageType.File }),
+    kv: (bucket) => js.views.kv(bucket, { history: KV_HISTORY[bucket] ?? 1, storage: StorageType.File }),
     close: () => nc.drain(),
   };
 }
@@ -65,6 +72,7 @@ export async function ensureAssets(n: Nats): Promise<void> {
   for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) await n.objects(b);
   await n.adverts();
   await n.agentStates();
+  for (const b of [LEASES_BUCKET, QUEUE_BUCKET, COMMITS_BUCKET, DECISIONS_BUCKET]) await n.kv(b);
 }
 
 export function sha256Hex(data: Uint8Array | string): string {

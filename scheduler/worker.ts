@@ -1,13 +1,11 @@
 // The control worker: runs fineTune workflows and the control activities on
 // tunefleet-control. Several may run at once; Temporal spreads the work.
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
-import { StorageType } from 'nats';
-import { CONTROL_TASK_QUEUE, type Config } from '../shared';
+import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, type Config } from '../shared';
 import { createControlActivities } from './activities';
 import { FleetView } from './fleet';
 import { ADVERT_TTL_MS, connectNats, ensureAssets } from './nats';
-
-export const LEASES_BUCKET = 'tunefleet-leases';
 
 /** The SDK logs every worker state change at INFO; WARN unless TUNEFLEET_LOG_LEVEL says otherwise. */
 export function quietSdkLogs(): void {
@@ -30,15 +28,15 @@ export async function startControlWorker(cfg: Config, log: (m: string) => void =
   await ensureAssets(nats);
   const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log, Date.now, await nats.agentStates());
   await fleet.start();
-  // a lease that outlives its job (a worker died between place and release) expires
-  const leases = await nats.js.views.kv(LEASES_BUCKET, { ttl: 48 * 3600 * 1000, history: 1, storage: StorageType.File });
   const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
+  const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const worker = await Worker.create({
     connection,
     namespace: cfg.namespace,
     taskQueue: CONTROL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
-    activities: createControlActivities({ nats, fleet, leases, log }),
+    activities: createControlActivities({ nats, fleet, log, wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL) }),
   });
   const run = worker.run();
   return {
@@ -49,6 +47,7 @@ export async function startControlWorker(cfg: Config, log: (m: string) => void =
       await run.catch(() => {});
       await fleet.stop();
       await connection.close();
+      await clientConnection.close();
       await nats.close();
     },
   };

@@ -7,19 +7,25 @@ import type { JobSpec } from './spec';
 export interface PlaceRequest {
   jobId: string;
   spec: JobSpec;
+  /** the attempt this placement is for; also its epoch (checkpoint commits of older epochs are refused) */
   attempt: number;
+  /** queue order among equal priorities */
+  submittedAt: string;
   /** agents that failed this job before */
   exclude: string[];
   purpose: 'train' | 'evaluate';
 }
 
 /** null: nothing fits now (the job waits); a placement; or a thrown NO_AGENT_FITS that is final. */
-export type PlaceResult = { placement: Placement; waiting: null } | { placement: null; waiting: string };
+export type PlaceResult = { placement: Placement; waiting: null; position: null } | { placement: null; waiting: string; position: number };
 
 export interface TrainRequest {
   jobId: string;
   spec: JobSpec;
+  /** also the epoch: the agent claims it before training, and commits of older epochs are refused */
   attempt: number;
+  /** bytes reserved for this session (the trainer's automatic micro-batch stays inside it) */
+  reservedBytes: number;
   data: DataReport;
   /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
   resumeFrom: { prefix: string; step: number } | null;
@@ -29,6 +35,7 @@ export interface EvaluateRequest {
   jobId: string;
   spec: JobSpec;
   attempt: number;
+  reservedBytes: number;
   data: DataReport;
   adapterPrefix: string;
   adapterFiles: TrainOutcome['adapterFiles'];
@@ -37,7 +44,8 @@ export interface EvaluateRequest {
 export interface ControlActivities {
   prepare(input: FineTuneInput): Promise<DataReport>;
   place(req: PlaceRequest): Promise<PlaceResult>;
-  release(jobId: string, attempt: number, agentId: string): Promise<void>;
+  /** free the attempt's lease (agentId null: the job was only queued) and its queue entry; safe to repeat */
+  release(jobId: string, attempt: number, agentId: string | null): Promise<void>;
   register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
 }
 
@@ -53,3 +61,6 @@ export interface TrainHeartbeat {
   loss: number | null;
   checkpoint: { prefix: string; step: number } | null;
 }
+
+/** Progress from the agent running an attempt, sent to the workflow as the 'progress' signal (throttled). */
+export interface ProgressUpdate { attempt: number; step: number; stepsTotal: number; loss: number | null; checkpoint: TrainHeartbeat['checkpoint'] }

@@ -35,6 +35,12 @@ export const gpuAdvert = z
 export type GpuAdvert = z.infer<typeof gpuAdvert>;
 export type GpuAdvertInput = z.input<typeof gpuAdvert>;
 
+const count = z.number().int().positive().max(2 ** 50);
+const modelShapeSchema = z.object({
+  params: count, layers: count.max(10_000), hidden: count.max(1_000_000), intermediate: count.max(10_000_000), vocab: count.max(100_000_000),
+  heads: count.max(100_000), kv_heads: count.max(100_000), tied_embeddings: z.boolean(),
+});
+
 export const AGENT_STATES = ['ready', 'cordoned', 'draining', 'drained'] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
 
@@ -53,6 +59,10 @@ export const advertSchema = z
     memory: z.object({ total: bytes, available: bytes }).refine((m) => m.available <= m.total, 'available memory cannot exceed total memory'),
     sessions: z.array(z.object({ job_id: z.string(), attempt: z.number().int().nonnegative(), reserved_bytes: bytes })),
     models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
+    /** each cached model's shape (from its config.json), for the memory estimate */
+    model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),
+    /** bytes this agent offers to jobs in all: its largest GPU (or MIG instance), or on CPU what the operator set or the RAM available at start */
+    capacity: bytes.optional(),
     trainer: z.object({ methods: z.array(z.string()), bitsandbytes: z.boolean(), bf16: z.boolean() }),
     /** wall-clock ms at the agent when written */
     time: z.number().int().positive(),
@@ -83,6 +93,18 @@ export function parseAdvert(key: string, data: Uint8Array | string): Advert {
     throw new TunefleetError(ErrorCode.AdvertInvalid, `advert names agent '${parsed.data.agent_id}' but is stored under '${key}'`, { file: `advert ${key}`, field: 'agent_id' });
   }
   return parsed.data;
+}
+
+/**
+ * Bytes the agent offers to jobs in all, before reservations: what it advertises as its
+ * capacity, else its largest GPU (or MIG instance), else the RAM available.
+ */
+export function capacityBytes(a: Advert): number {
+  if (a.capacity !== undefined) return a.capacity;
+  if (a.accelerator === 'cuda' && a.gpus.length > 0) {
+    return Math.max(...a.gpus.map((g) => (g.mig_mode === 'enabled' && g.mig_instances.length > 0 ? Math.max(...g.mig_instances.map((m) => m.memory_total)) : g.memory_total)));
+  }
+  return a.memory.available;
 }
 
 /** Memory the agent can give a new job: its largest GPU's free memory, or host RAM on CPU agents. */

@@ -12,6 +12,9 @@ export interface Config {
   python: string;
   /** directory holding base models (one sub-directory per model name) */
   modelsDir: string;
+  /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults, 60 s heartbeat, 120 s to start) */
+  heartbeatTimeoutS: number | null;
+  scheduleToStartS: number | null;
 }
 
 export interface StackFile {
@@ -42,5 +45,14 @@ export function resolveConfig(env: Record<string, string | undefined>, flags: Fl
     namespace: flags.namespace ?? env.TUNEFLEET_NAMESPACE ?? 'default',
     python: env.TUNEFLEET_PYTHON ?? `${home}/bin/python`,
     modelsDir: env.TUNEFLEET_MODELS_DIR ?? `${home}/models`,
+    heartbeatTimeoutS: seconds(env.TUNEFLEET_HEARTBEAT_TIMEOUT, 'TUNEFLEET_HEARTBEAT_TIMEOUT'),
+    scheduleToStartS: seconds(env.TUNEFLEET_SCHEDULE_TO_START_TIMEOUT, 'TUNEFLEET_SCHEDULE_TO_START_TIMEOUT'),
   };
+}
+
+function seconds(v: string | undefined, name: string): number | null {
+  if (v === undefined || v === '') return null;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 1 || n > 86_400) throw new TunefleetError(ErrorCode.FlagInvalid, `${name}='${v}' must be a number of seconds from 1 to 86400`, { field: name });
+  return n;
 }

@@ -16,6 +16,8 @@ export const ErrorCode = {
   StackUnavailable: 'STACK_UNAVAILABLE',
   FlagInvalid: 'FLAG_INVALID',
   ChecksumMismatch: 'CHECKSUM_MISMATCH',
+  /** a newer attempt (epoch) owns the job: this one's writes are refused */
+  Fenced: 'FENCED',
   Internal: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

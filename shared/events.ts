@@ -132,6 +132,7 @@ export const errorEvent = z.object({
 export const trainerEvent = z.discriminatedUnion('type', [startedEvent, stepEvent, checkpointEvent, evalEvent, oomEvent, logEvent, finishedEvent, evaluationEvent, errorEvent]);
 export type TrainerEvent = z.infer<typeof trainerEvent>;
 export type TrainerEventType = TrainerEvent['type'];
+export type OomEvent = Extract<TrainerEvent, { type: 'oom' }>;
 export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = ['started', 'step', 'checkpoint', 'eval', 'oom', 'log', 'finished', 'evaluation', 'error'];
 
 export type ParsedLine = { kind: 'event'; event: TrainerEvent } | { kind: 'text'; text: string } | { kind: 'invalid'; error: TunefleetError };

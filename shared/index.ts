@@ -8,3 +8,4 @@ export * from './config';
 export * from './activities';
 export * from './dataset';
 export * from './dataprep';
+export * from './memory';

@@ -10,6 +10,8 @@ export interface FineTuneInput {
   dataset: { object: string; sha256: string; bytes: number };
   evalDataset?: { object: string; sha256: string; bytes: number };
   submittedAt: string;
+  /** agent-activity timeouts (seconds); defaults 120 s to start, 60 s between heartbeats */
+  timeouts?: { scheduleToStartSeconds?: number; heartbeatSeconds?: number };
 }
 
 export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed', 'cancelled'] as const;
@@ -42,6 +44,24 @@ export interface Placement {
   attempt: number;
   reason: string;
   device: 'cuda' | 'cpu';
+  /** bytes reserved on the agent for this attempt */
+  reservedBytes: number;
+}
+
+/**
+ * The newest committed checkpoint of a job (KV tunefleet-commits, key = job id) and the
+ * epoch that owns the job. Written only by compare-and-set: an epoch claims the record
+ * before it trains, and a commit from an older epoch is refused, so a zombie attempt
+ * never replaces the newer one's state. (epoch, step) never goes backwards.
+ */
+export interface CommitRecord {
+  epoch: number;
+  step: number;
+  /** checkpoints-bucket prefix of the committed checkpoint; null before the first commit */
+  prefix: string | null;
+  manifest_sha256: string | null;
+  agent_id: string;
+  time: number;
 }
 
 export interface TrainProgress {
@@ -86,7 +106,11 @@ export interface JobStatus {
   jobId: string;
   state: JobState;
   attempt: number;
+  /** the epoch of the current attempt (checkpoint commits of older epochs are refused) */
+  epoch: number;
   agentId: string | null;
   progress: TrainProgress | null;
+  /** 1 = next to be placed, while queued */
+  queuePosition: number | null;
   message: string | null;
 }

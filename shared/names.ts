@@ -34,3 +34,16 @@ export const trainedAdapterPrefix = (jobId: string, attempt: number): string => 
 export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;
 export const jobEventSubject = (jobId: string, type: string): string => `tunefleet.job.${jobId}.${type}`;
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
+
+/** Memory reservations, one key per agent (compare-and-set on the key's revision). */
+export const LEASES_BUCKET = 'tunefleet-leases';
+/** Jobs waiting for capacity, one key per job. */
+export const QUEUE_BUCKET = 'tunefleet-queue';
+/** The newest committed checkpoint of each job and the epoch that owns it (key = job id). */
+export const COMMITS_BUCKET = 'tunefleet-commits';
+/** Placement decisions per job, for `tunefleet explain`. */
+export const DECISIONS_BUCKET = 'tunefleet-decisions';
+/** The signal an agent sends a fineTune workflow with a session's progress. */
+export const PROGRESS_SIGNAL = 'progress';
+/** The signal a control worker sends queued fineTune workflows when capacity is released. */
+export const CAPACITY_SIGNAL = 'capacity';

@@ -134,6 +134,8 @@ export const jobSpecSchema = z.strictObject({
   evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
   /** higher runs first when the fleet is full */
   priority: z.number().int().min(0).max(100).default(50),
+  /** run only on agents whose labels include all of these (agent start --label key=value) */
+  selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
 });
 
 export type JobSpec = z.infer<typeof jobSpecSchema>;

@@ -3,23 +3,35 @@
 //
 // Agent work runs on the agent's own task queue (agent-<id>). That queue has a single
 // poller, so a dead agent means a task nobody will ever pick up: the schedule-to-start
-// timeout bounds the wait for a start, the heartbeat timeout detects death mid-run, and
-// re-placement on another agent happens here in the workflow, never by retrying on the
-// same queue.
+// timeout bounds the wait for a start, the heartbeat timeout (the agent heartbeats when
+// the trainer's step advances) catches a dead agent or a hung trainer mid-run, and
+// re-placement on another agent happens here, never by retrying on the same queue.
+// Each attempt is an epoch: the agent claims it in the commits bucket before training and
+// a commit from an older epoch is refused, so a zombie attempt never wins.
 import {
-  ActivityFailure, ApplicationFailure, CancelledFailure, TimeoutFailure, defineQuery, isCancellation, proxyActivities,
-  setHandler, sleep,
+  ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, TimeoutFailure, defineQuery, defineSignal, isCancellation,
+  condition, proxyActivities, setHandler, upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { AgentActivities, ControlActivities, TrainHeartbeat } from '../shared/activities';
-import type { EvalOutcome, FineTuneInput, JobResult, JobStatus, TrainOutcome } from '../shared/jobs';
-import { CONTROL_TASK_QUEUE, agentTaskQueue } from '../shared/names';
+import type { AgentActivities, ControlActivities, ProgressUpdate, TrainHeartbeat } from '../shared/activities';
+import type { EvalOutcome, FineTuneInput, JobResult, JobState, JobStatus, Placement, TrainOutcome } from '../shared/jobs';
+import type { JobSpec } from '../shared/spec';
+import type { OomEvent } from '../shared/events';
+import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
+import { ERROR_TYPE_CLASS, FAILURE_POLICY, MAX_ATTEMPTS, type FailureClass } from './failures';
+import { SA_STATE } from './searchAttributes';
+
+export { MAX_ATTEMPTS };
 
 export const statusQuery = defineQuery<JobStatus>('status');
 
-/** How many agents a job may lose before it fails. */
-export const MAX_ATTEMPTS = 5;
-/** How often a queued job asks for placement again. */
-const QUEUE_POLL = '5 seconds';
+/** Progress from the agent running the attempt (throttled there); other attempts' updates are ignored. */
+export const progressSignal = defineSignal<[ProgressUpdate]>(PROGRESS_SIGNAL);
+/** Sent to queued jobs when a lease is released: try placement now instead of at the next poll. */
+export const capacitySignal = defineSignal(CAPACITY_SIGNAL);
+
+/** A queued job asks for placement again after this long, backing off to the maximum (a released lease wakes it sooner). */
+const QUEUE_POLL_MS = 2_000;
+const QUEUE_POLL_MAX_MS = 60_000;
 
 const control = proxyActivities<ControlActivities>({
   taskQueue: CONTROL_TASK_QUEUE,
@@ -27,95 +39,134 @@ const control = proxyActivities<ControlActivities>({
   retry: { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] },
 });
 
-function agentActivities(agentId: string): AgentActivities {
+function agentActivities(agentId: string, t: FineTuneInput['timeouts']): AgentActivities {
   return proxyActivities<AgentActivities>({
     taskQueue: agentTaskQueue(agentId),
     // no poller picks the task up in this long: the agent is gone
-    scheduleToStartTimeout: '2 minutes',
-    startToCloseTimeout: '24 hours',
-    // the agent heartbeats every few seconds while its trainer runs
-    heartbeatTimeout: '30 seconds',
+    scheduleToStartTimeout: (t?.scheduleToStartSeconds ?? 120) * 1000,
+    startToCloseTimeout: '7 days',
+    // the agent heartbeats whenever the trainer's step advances (and while it sets up)
+    heartbeatTimeout: (t?.heartbeatSeconds ?? 60) * 1000,
     // one attempt per placement: a retry would land on the same (maybe dead) agent's queue
     retry: { maximumAttempts: 1 },
   });
 }
 
 export async function fineTune(input: FineTuneInput): Promise<JobResult> {
-  const status: JobStatus = { jobId: input.jobId, state: 'preparing', attempt: 0, agentId: null, progress: null, message: null };
+  const status: JobStatus = { jobId: input.jobId, state: 'preparing', attempt: 0, epoch: 0, agentId: null, progress: null, queuePosition: null, message: null };
   setHandler(statusQuery, () => status);
+  setHandler(progressSignal, (p) => {
+    if (p.attempt === status.attempt && status.state === 'training') status.progress = { step: p.step, stepsTotal: p.stepsTotal, loss: p.loss, checkpoint: p.checkpoint };
+  });
+  let woken = false;
+  setHandler(capacitySignal, () => {
+    woken = true;
+  });
+  const setState = (s: JobState): void => {
+    if (status.state === s) return;
+    status.state = s;
+    upsertSearchAttributes([{ key: SA_STATE, value: s }]);
+  };
 
-  const data = await control.prepare(input);
-
+  let spec: JobSpec = input.spec;
   const exclude: string[] = [];
   let resumeFrom: TrainHeartbeat['checkpoint'] = null;
 
-  /** Run `work` on a placed agent; on agent loss, place again elsewhere. */
-  async function onAgent<T>(purpose: 'train' | 'evaluate', work: (agent: AgentActivities, attempt: number, agentId: string) => Promise<T>): Promise<T> {
+  /** Run `work` on a placed agent; on a retryable failure, place again (the failure table decides). */
+  async function onAgent<T>(purpose: 'train' | 'evaluate', work: (agent: AgentActivities, placement: Placement) => Promise<T>): Promise<T> {
+    let poll = QUEUE_POLL_MS;
     for (;;) {
       if (status.attempt >= MAX_ATTEMPTS) {
-        throw ApplicationFailure.nonRetryable(`gave up after ${MAX_ATTEMPTS} attempts; agents lost: ${exclude.join(', ') || 'none'}`, 'ATTEMPTS_EXHAUSTED');
+        throw ApplicationFailure.nonRetryable(`gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`, 'ATTEMPTS_EXHAUSTED');
       }
-      status.state = 'placing';
-      const placed = await control.place({ jobId: input.jobId, spec: input.spec, attempt: status.attempt + 1, exclude, purpose });
+      if (status.state !== 'queued') setState('placing');
+      const placed = await control.place({ jobId: input.jobId, spec, attempt: status.attempt + 1, submittedAt: input.submittedAt, exclude, purpose });
       if (!placed.placement) {
-        status.state = 'queued';
+        setState('queued');
+        status.queuePosition = placed.position;
         status.message = placed.waiting;
-        await sleep(QUEUE_POLL);
+        woken = false;
+        await condition(() => woken, poll);
+        poll = Math.min(QUEUE_POLL_MAX_MS, Math.round(poll * 1.5));
         continue;
       }
+      poll = QUEUE_POLL_MS;
+      status.queuePosition = null;
       status.attempt += 1;
-      const { agentId } = placed.placement;
-      status.agentId = agentId;
-      status.message = placed.placement.reason;
-      status.state = purpose === 'train' ? 'training' : 'evaluating';
+      status.epoch = status.attempt;
+      const placement = placed.placement;
+      status.agentId = placement.agentId;
+      status.message = placement.reason;
+      setState(purpose === 'train' ? 'training' : 'evaluating');
       try {
-        return await work(agentActivities(agentId), status.attempt, agentId);
+        return await work(agentActivities(placement.agentId, input.timeouts), placement);
       } catch (err) {
         if (isCancellation(err)) throw err;
-        const lost = agentLost(err);
-        if (!lost.lost) throw err;
-        if (lost.checkpoint && (!resumeFrom || lost.checkpoint.step > resumeFrom.step)) resumeFrom = lost.checkpoint;
-        exclude.push(agentId);
-        status.message = `attempt ${status.attempt} on ${agentId} ended (${lost.why}); placing again`;
+        const f = classify(err);
+        const policy = FAILURE_POLICY[f.cls];
+        if (!policy.retry) throw err;
+        if (f.checkpoint && (!resumeFrom || f.checkpoint.step > resumeFrom.step)) resumeFrom = f.checkpoint;
+        if (policy.avoidAgent) exclude.push(placement.agentId);
+        if (policy.shrink) {
+          const smaller = shrink(spec, f.oom);
+          if (!smaller) throw ApplicationFailure.nonRetryable(`${f.why}; already at micro-batch 1 with gradient checkpointing`, 'OOM');
+          spec = smaller;
+        }
+        status.message = `attempt ${status.attempt} on ${placement.agentId} ended (${f.cls}: ${f.why}); ${policy.shrink ? `retrying with micro-batch ${spec.training.micro_batch_size} and gradient checkpointing` : 'placing again'}`;
       } finally {
-        await control.release(input.jobId, status.attempt, agentId);
+        const attempt = status.attempt;
+        await CancellationScope.nonCancellable(() => control.release(input.jobId, attempt, placement.agentId));
       }
     }
   }
 
-  const training: TrainOutcome = await onAgent('train', (agent, attempt) =>
-    agent.train({ jobId: input.jobId, spec: input.spec, attempt, data, resumeFrom }),
-  );
-  status.progress = { step: training.steps, stepsTotal: training.steps, loss: training.trainLoss, checkpoint: null };
-
-  const evaluation: EvalOutcome = await onAgent('evaluate', (agent, attempt) =>
-    agent.evaluate({ jobId: input.jobId, spec: input.spec, attempt, data, adapterPrefix: training.adapterPrefix, adapterFiles: training.adapterFiles }),
-  );
-
-  status.state = 'registering';
-  const result = await control.register(input, data, training, evaluation);
-  status.state = 'succeeded';
-  status.message = null;
-  return result;
+  try {
+    const data = await control.prepare(input);
+    const training: TrainOutcome = await onAgent('train', (agent, p) =>
+      agent.train({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data, resumeFrom }),
+    );
+    status.progress = { step: training.steps, stepsTotal: training.steps, loss: training.trainLoss, checkpoint: status.progress?.checkpoint ?? null };
+    const evaluation: EvalOutcome = await onAgent('evaluate', (agent, p) =>
+      agent.evaluate({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data, adapterPrefix: training.adapterPrefix, adapterFiles: training.adapterFiles }),
+    );
+    setState('registering');
+    const result = await control.register({ ...input, spec }, data, training, evaluation);
+    setState('succeeded');
+    status.message = null;
+    return result;
+  } catch (err) {
+    const cancelled = isCancellation(err);
+    // a queued job leaves the queue however it ends
+    await CancellationScope.nonCancellable(() => control.release(input.jobId, status.attempt, null));
+    setState(cancelled ? 'cancelled' : 'failed');
+    status.message = cancelled ? 'cancelled' : err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    throw err;
+  }
 }
 
-/**
- * Did the attempt end because the agent (or its trainer process) went away, as opposed
- * to bad input? Timeouts and trainer crashes are agent loss: place again. Input errors
- * (non-retryable application failures) fail the job.
- */
-function agentLost(err: unknown): { lost: boolean; why: string; checkpoint: TrainHeartbeat['checkpoint'] } {
-  if (!(err instanceof ActivityFailure)) return { lost: false, why: '', checkpoint: null };
+/** Half the micro-batch with gradient checkpointing on, same effective batch; null when nothing is left to shrink. */
+export function shrink(spec: JobSpec, oom: OomEvent | null): JobSpec | null {
+  const t = spec.training;
+  const micro = oom?.micro_batch_size ?? t.micro_batch_size ?? Math.min(t.batch_size, 8);
+  if (micro <= 1 && t.gradient_checkpointing) return null;
+  return { ...spec, training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) } };
+}
+
+/** Which row of the failure table an attempt's error belongs to, with what it carried. */
+function classify(err: unknown): { cls: FailureClass; why: string; checkpoint: TrainHeartbeat['checkpoint']; oom: OomEvent | null } {
+  const none = { checkpoint: null, oom: null };
+  if (!(err instanceof ActivityFailure)) return { cls: 'trainer_crash', why: err instanceof Error ? err.message : String(err), ...none };
   const cause = err.cause;
   if (cause instanceof TimeoutFailure) {
     const hb = cause.lastHeartbeatDetails as TrainHeartbeat | undefined;
-    return { lost: true, why: `${cause.timeoutType} timeout`, checkpoint: hb?.checkpoint ?? null };
+    return { cls: 'lost_agent', why: `${cause.timeoutType} timeout`, checkpoint: hb?.checkpoint ?? null, oom: null };
   }
-  if (cause instanceof CancelledFailure) return { lost: false, why: 'cancelled', checkpoint: null };
+  // the workflow itself was not cancelled (that is caught before): the agent's worker went away
+  if (cause instanceof CancelledFailure) return { cls: 'lost_agent', why: 'the agent cancelled the activity', ...none };
   if (cause instanceof ApplicationFailure) {
-    if (cause.nonRetryable) return { lost: false, why: cause.message, checkpoint: null };
-    const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint'] } | undefined;
-    return { lost: true, why: `${cause.type ?? 'error'}: ${cause.message}`, checkpoint: details?.checkpoint ?? null };
+    if (cause.nonRetryable) return { cls: 'bad_input', why: cause.message, ...none };
+    const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint']; oom?: OomEvent } | undefined;
+    return { cls: ERROR_TYPE_CLASS[cause.type ?? ''] ?? 'trainer_crash', why: `${cause.type ?? 'error'}: ${cause.message}`, checkpoint: details?.checkpoint ?? null, oom: details?.oom ?? null };
   }
-  return { lost: true, why: err.message, checkpoint: null };
+  return { cls: 'trainer_crash', why: err.message, ...none };
 }

@@ -15,7 +15,7 @@ export function simulatedAdvert(i: number, seq: number): Advert {
   return {
     v: 1, agent_id: id, hostname: id, os: 'Linux', state: 'ready', labels: { zone: `z${i % 4}` }, accelerator: 'cuda', gpus,
     cpu: { model: 'AMD EPYC 9654', cores: 96 }, memory: { total: 2048 * GiB, available: 1500 * GiB }, sessions: [],
-    models: ['SmolLM2-135M-Instruct'], trainer: { methods: ['lora', 'dora', 'qlora', 'ia3', 'full'], bitsandbytes: true, bf16: true },
+    models: ['SmolLM2-135M-Instruct'], model_shapes: {}, trainer: { methods: ['lora', 'dora', 'qlora', 'ia3', 'full'], bitsandbytes: true, bf16: true },
     time: Date.now(),
   };
 }

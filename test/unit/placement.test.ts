@@ -1,61 +1,151 @@
 import { expect } from 'chai';
-import { parseSpec, parseAdvert, TunefleetError, type Advert } from '../../shared';
-import type { PlaceRequest } from '../../shared/activities';
-import { place } from '../../scheduler/placement';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseSpec, parseAdvert, TunefleetError, estimateMemory, shapeFromConfig, type Advert, type ModelShape } from '../../shared';
+import { place, type Job } from '../../scheduler/placement';
 import { FleetView } from '../../scheduler/fleet';
+import { ahead, leaseLive, queueOrder, type QueueEntry } from '../../scheduler/leases';
+import { shrink } from '../../workflows/fineTune';
+import { FAILURE_POLICY } from '../../workflows/failures';
 
 const GiB = 2 ** 30;
+// SmolLM2-135M's config.json fields
+const SMOL = shapeFromConfig({ hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true }) as ModelShape;
 function advert(id: string, over: Partial<Advert> = {}): Advert {
   return {
     v: 1, agent_id: id, hostname: id, os: 'Debian', state: 'ready', labels: {}, accelerator: 'cpu', gpus: [],
     cpu: { model: 'x', cores: 2 }, memory: { total: 24 * GiB, available: 20 * GiB }, sessions: [],
-    models: ['SmolLM2-135M-Instruct'], trainer: { methods: ['lora', 'dora', 'ia3', 'full'], bitsandbytes: false, bf16: false },
+    models: ['SmolLM2-135M-Instruct'], model_shapes: { 'SmolLM2-135M-Instruct': SMOL }, trainer: { methods: ['lora', 'dora', 'ia3', 'full'], bitsandbytes: false, bf16: false },
     time: 1, ...over,
   };
 }
 const spec = parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\n');
-const req = (over: Partial<PlaceRequest> = {}): PlaceRequest => ({ jobId: 'job-1', spec, attempt: 1, exclude: [], purpose: 'train', ...over });
+const job = (over: Partial<Job> = {}): Job => ({ jobId: 'job-1', spec, exclude: [], ...over });
+const fleet = (adverts: Advert[], reserved: Record<string, number> = {}, checkpointAgent: string | null = null) => ({
+  adverts, checkpointAgent, reserved: (id: string) => ({ bytes: reserved[id] ?? 0, sessions: reserved[id] ? 1 : 0 }),
+});
 
 describe('placement - filters and scores', () => {
-  it('placement - a ready agent with the model is chosen', () => {
-    const d = place([advert('a')], req(), () => 0);
+  it('placement - a ready agent with the model is chosen, with the estimate it reserves', () => {
+    const d = place(fleet([advert('a')]), job());
     expect(d.chosen).to.equal('a');
+    expect(d.estimate?.total).to.be.greaterThan(0.5 * GiB);
   });
 
   it('placement - cordoned, excluded and model-less agents are not chosen, each with its reason', () => {
-    const d = place([advert('a', { state: 'cordoned' }), advert('b', { models: [] }), advert('c', { models: [] })], req({ exclude: ['b'] }), () => 0);
+    const d = place(fleet([advert('a', { state: 'cordoned' }), advert('b', { models: [] }), advert('c', { models: [] })]), job({ exclude: ['b'] }));
     expect(d.chosen).to.equal(null);
+    expect(d.impossible).to.equal(false); // a is only cordoned
     const by = Object.fromEntries(d.agents.map((x) => [x.agentId, x]));
     expect(by.a?.code).to.equal('not_now');
     expect(by.a?.reasons.join()).to.match(/cordoned/);
     expect(by.b?.code).to.equal('never');
     expect(by.b?.reasons).to.deep.equal(['agent failed this job before', 'base model SmolLM2-135M-Instruct is not on this agent']);
-    expect(by.c?.reasons.join()).to.match(/SmolLM2/);
-    expect(d.summary).to.match(/no agent fits/);
+    expect(d.summary).to.match(/no agent fits now/);
   });
 
   it('placement - an agent that failed the job is avoided, but tried again when no other fits', () => {
-    expect(place([advert('a'), advert('b')], req({ exclude: ['a'] }), () => 0).chosen).to.equal('b');
-    const d = place([advert('a'), advert('b', { state: 'cordoned' })], req({ exclude: ['a'] }), () => 0);
+    expect(place(fleet([advert('a'), advert('b')]), job({ exclude: ['a'] })).chosen).to.equal('b');
+    const d = place(fleet([advert('a'), advert('b', { state: 'cordoned' })]), job({ exclude: ['a'] }));
     expect(d.chosen).to.equal('a');
     expect(d.summary).to.match(/tried again/);
   });
 
-  it('placement - qlora needs a CUDA agent with bitsandbytes', () => {
+  it('placement - qlora needs a CUDA agent with bitsandbytes; a job no agent can ever run is impossible, with the numbers', () => {
     const q = parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: qlora\ndataset: {path: d.jsonl}\n');
-    const d = place([advert('a', { trainer: { methods: ['lora', 'qlora'], bitsandbytes: false, bf16: false } })], req({ spec: q }), () => 0);
+    const d = place(fleet([advert('a', { trainer: { methods: ['lora', 'qlora'], bitsandbytes: false, bf16: false } })]), job({ spec: q }));
     expect(d.chosen).to.equal(null);
+    expect(d.impossible).to.equal(true);
     expect(d.agents[0]?.reasons.join()).to.match(/qlora needs a CUDA GPU/);
+    const big = place(fleet([advert('a', { capacity: 1 * GiB }), advert('b', { capacity: 2 * GiB })]), job({ spec: parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: full\ndataset: {path: d.jsonl}\ntraining: {max_seq_len: 2048, micro_batch_size: 8}\n') }));
+    expect(big.impossible).to.equal(true);
+    expect(big.summary).to.match(/needs [\d.]+ GiB, the largest agent \(b\) offers 2\.0 GiB/);
   });
 
-  it('placement - the less busy agent wins; ties break the same way every time', () => {
-    expect(place([advert('a'), advert('b')], req(), (id) => (id === 'a' ? 2 : 0)).chosen).to.equal('b');
-    const first = place([advert('a'), advert('b')], req(), () => 0).chosen;
-    for (let i = 0; i < 5; i++) expect(place([advert('b'), advert('a')], req(), () => 0).chosen).to.equal(first);
+  it('placement - memory: reserved bytes make an agent wait (not_now), and the best fit wins', () => {
+    const need = (place(fleet([advert('a')]), job()).estimate?.total ?? 0);
+    const d = place(fleet([advert('a', { capacity: need * 3 }), advert('b', { capacity: need * 3 })], { a: need * 2.5 }), job());
+    expect(d.chosen).to.equal('b');
+    expect(d.agents.find((x) => x.agentId === 'a')?.code).to.equal('not_now');
+    expect(d.agents.find((x) => x.agentId === 'a')?.reasons.join()).to.match(/free/);
+    // both fit: the tighter one (less left over) scores higher
+    const fit = place(fleet([advert('a', { capacity: need * 10 }), advert('b', { capacity: need * 1.2 })]), job());
+    expect(fit.chosen).to.equal('b');
+  });
+
+  it('placement - label selectors', () => {
+    const sel = parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\nselector: {zone: eu}\n');
+    const d = place(fleet([advert('a', { labels: { zone: 'us' } }), advert('b', { labels: { zone: 'eu' } })]), job({ spec: sel }));
+    expect(d.chosen).to.equal('b');
+    expect(d.agents.find((x) => x.agentId === 'a')?.reasons.join()).to.match(/labels do not match zone=eu \(agent has zone=us\)/);
+  });
+
+  it('placement - the agent holding the newest checkpoint is preferred; ties break the same way every time', () => {
+    expect(place(fleet([advert('a'), advert('b')], {}, 'a'), job()).chosen).to.equal('a');
+    expect(place(fleet([advert('a'), advert('b')], {}, 'b'), job()).chosen).to.equal('b');
+    const first = place(fleet([advert('a'), advert('b')]), job()).chosen;
+    for (let i = 0; i < 5; i++) expect(place(fleet([advert('b'), advert('a')]), job()).chosen).to.equal(first);
   });
 
   it('placement - no adverts at all says so', () => {
-    expect(place([], req(), () => 0).summary).to.equal('no agent is advertising');
+    expect(place(fleet([]), job()).summary).to.equal('no agent is advertising');
+  });
+});
+
+describe('memory estimate', () => {
+  const cal = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'test', 'bench', 'gpu', 'h200-memory-calibration.json'), 'utf8')) as { rows: { model: Record<string, unknown>; method: string; micro_batch_size: number; seq_len: number; gradient_checkpointing: boolean; optimizer: string; trainable_params: number; total_params: number }[] };
+
+  it('memory - parameter counts from config.json equal what PEFT counted on the GPU', () => {
+    for (const r of cal.rows) {
+      const shape = shapeFromConfig(r.model) as ModelShape;
+      expect(shape.params, `${JSON.stringify(r.model)}`).to.equal(r.total_params - (r.method === 'full' ? 0 : r.trainable_params));
+    }
+  });
+
+  it('memory - the breakdown adds up and follows the method, batch and checkpointing', () => {
+    const base = { shape: SMOL, device: 'cuda' as const, precision: 'auto' as const, microBatch: 8, seqLen: 1024, gradientCheckpointing: false, optimizer: 'adamw' as const, loraRank: 16 };
+    const lora = estimateMemory({ ...base, method: 'lora' });
+    const parts = Object.values(lora.breakdown).reduce((a, b) => a + b, 0);
+    expect(Math.abs(parts - lora.total)).to.be.lessThan(16);
+    expect(estimateMemory({ ...base, method: 'qlora' }).breakdown.weights).to.be.lessThan(lora.breakdown.weights);
+    expect(estimateMemory({ ...base, method: 'lora', gradientCheckpointing: true }).total).to.be.lessThan(lora.total / 2);
+    expect(estimateMemory({ ...base, method: 'lora', microBatch: 4 }).breakdown.activations).to.be.closeTo(lora.breakdown.activations / 2, 2);
+    expect(estimateMemory({ ...base, method: 'full' }).breakdown.optimizer).to.be.greaterThan(10 * lora.breakdown.optimizer);
+    expect(estimateMemory({ ...base, method: 'lora', device: 'cpu' }).breakdown.weights).to.equal(2 * lora.breakdown.weights);
+  });
+});
+
+describe('queue and leases', () => {
+  const q = (jobId: string, priority: number, submitted: string): QueueEntry => ({ jobId, priority, submitted, bytes: GiB, refreshed: 0 });
+  it('queue - higher priority first, then earlier submission', () => {
+    const list = [q('c', 50, '2026-01-01T00:00:03Z'), q('a', 50, '2026-01-01T00:00:01Z'), q('z', 90, '2026-01-01T00:00:09Z')].sort(queueOrder);
+    expect(list.map((x) => x.jobId)).to.deep.equal(['z', 'a', 'c']);
+    expect(ahead(list, { jobId: 'c', priority: 50, submitted: '2026-01-01T00:00:03Z' }).map((x) => x.jobId)).to.deep.equal(['z', 'a']);
+    expect(ahead(list, { jobId: 'z', priority: 90, submitted: '2026-01-01T00:00:09Z' })).to.deep.equal([]);
+  });
+
+  it('leases - a lease counts while young or while the agent reports the session; a leaked one stops counting', () => {
+    const l = { jobId: 'j', attempt: 2, bytes: GiB, purpose: 'train' as const, time: 0 };
+    expect(leaseLive(l, undefined, 1000)).to.equal(true);
+    expect(leaseLive(l, advert('a'), 10 * 60_000)).to.equal(false);
+    expect(leaseLive(l, advert('a', { sessions: [{ job_id: 'j', attempt: 2, reserved_bytes: GiB }] }), 10 * 60_000)).to.equal(true);
+  });
+});
+
+describe('recovery policy', () => {
+  it('recovery - OOM halves the micro-batch with gradient checkpointing, same effective batch; then gives up', () => {
+    const s = parseSpec('name: j\nmodel: m\nmethod: lora\ndataset: {path: d.jsonl}\ntraining: {batch_size: 32, micro_batch_size: 8}\n');
+    const a = shrink(s, null);
+    expect(a?.training).to.include({ micro_batch_size: 4, gradient_checkpointing: true, batch_size: 32 });
+    const b = shrink(s, { type: 'oom', step: 3, micro_batch_size: 2, sequence_length: 512 } as never);
+    expect(b?.training.micro_batch_size).to.equal(1);
+    expect(shrink(b as typeof s, null)).to.equal(null);
+  });
+
+  it('recovery - the failure table: lost agents and crashes move the job, OOM shrinks it, bad input fails it', () => {
+    expect(FAILURE_POLICY.lost_agent).to.deep.equal({ retry: true, avoidAgent: true, shrink: false });
+    expect(FAILURE_POLICY.oom).to.deep.equal({ retry: true, avoidAgent: false, shrink: true });
+    expect(FAILURE_POLICY.bad_input.retry).to.equal(false);
   });
 });
 

@@ -74,6 +74,7 @@ class RunConfig:
     adapter_path: Optional[str] = None  # evaluate: the adapter to compare with the base
     device: str = "auto"  # auto | cpu | cuda
     job_id: str = "local"
+    memory_budget: Optional[int] = None  # bytes placement reserved for this session: the automatic micro-batch stays inside it
     lora: LoraConfig = field(default_factory=LoraConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

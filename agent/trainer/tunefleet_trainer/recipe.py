@@ -145,6 +145,8 @@ def setup(cfg):
     else:
         longest = max(len(ids) for ids, _ in train)
         free = memory_free(device)
+        if cfg.memory_budget:
+            free = min(free, cfg.memory_budget)  # other sessions may share this device: stay inside the reservation
         micro, per_seq = auto_micro_batch(model.config, longest, t.batch_size, free, torch.finfo(dtype).bits // 8, t.gradient_checkpointing)
         micro_note = f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free ({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
     accum = max(1, t.batch_size // micro)

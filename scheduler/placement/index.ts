@@ -1,0 +1,92 @@
+// Placement: pure functions over the fleet, the leases and the job. Filters decide who can
+// take the job (every reason kept), scores rank those who can, a seed from the job id
+// breaks ties, and the whole decision is returned for `tunefleet explain`.
+import { estimateForSpec, formatBytes, capacityBytes, type Advert } from '../../shared';
+import * as F from './filters';
+import * as S from './scores';
+import type { AgentDecision, AgentView, Decision, FilterCode, Job } from './types';
+
+export type { AgentDecision, Decision, Job } from './types';
+
+/** The pipeline, one stage per line. Order matters only for the order of reasons. */
+const FILTERS: [string, F.Filter][] = [
+  ['ready', F.ready], //             the agent accepts work (not cordoned, draining or drained)
+  ['excluded', F.notExcluded], //    it did not fail this job before
+  ['selector', F.selector], //       its labels match the spec's selector
+  ['model', F.modelCached], //       it holds the base model and knows its shape
+  ['method', F.method], //           its trainer and GPU can run the method and precision
+  ['memory', F.memory], //           capacity less reservations covers the estimate
+];
+const SCORES: [string, S.Score, number][] = [
+  ['best_fit', S.bestFit, 2], //             fill agents, keep big holes for big jobs
+  ['holds_checkpoint', S.holdsCheckpoint, 1], // resume where the checkpoint already is
+  ['least_busy', S.leastBusy, 1], //          spread sessions when the fit is equal
+];
+
+export interface FleetState {
+  adverts: Advert[];
+  /** bytes and sessions held by live leases, per agent */
+  reserved: (agentId: string) => { bytes: number; sessions: number };
+  /** agent that committed the job's newest checkpoint */
+  checkpointAgent: string | null;
+}
+
+/** FNV-1a: a stable tie-breaker from the job id and agent id. */
+function tieBreak(jobId: string, agentId: string): number {
+  let h = 0x811c9dc5;
+  for (const ch of `${jobId}/${agentId}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return h / 2 ** 32 / 1000;
+}
+
+export function place(fleet: FleetState, job: Job): Decision {
+  const first = decide(fleet, job);
+  // Agents that failed this job are avoided, not banned: when no other agent fits, one of
+  // them gets another try (the workflow's attempt budget bounds the retries).
+  if (first.chosen || job.exclude.length === 0) return first;
+  const onlyExcluded = first.agents.some((d) => d.reasons.length === 1 && d.reasons[0] === F.EXCLUDED);
+  if (!onlyExcluded) return first;
+  const again = decide(fleet, { ...job, exclude: [] });
+  return again.chosen ? { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` } : { ...first, impossible: false };
+}
+
+function decide(fleet: FleetState, job: Job): Decision {
+  const views: AgentView[] = fleet.adverts.map((advert) => {
+    const r = fleet.reserved(advert.agent_id);
+    const shape = advert.model_shapes[job.spec.model];
+    return {
+      advert, reserved: r.bytes, sessions: r.sessions, holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
+      estimate: shape ? estimateForSpec(job.spec, shape, advert.accelerator) : null,
+    };
+  });
+  const agents: AgentDecision[] = views.map((v) => {
+    const results = FILTERS.map(([, f]) => f(v, job));
+    const code: FilterCode = results.some((r) => r.code === 'never') ? 'never' : results.some((r) => r.code === 'not_now') ? 'not_now' : 'fits';
+    const scores: Record<string, number> = {};
+    let total: number | null = null;
+    if (code === 'fits') {
+      let sum = 0;
+      let weights = 0;
+      for (const [name, s, w] of SCORES) {
+        scores[name] = Math.round(s(v, job) * 10) / 10;
+        sum += scores[name] * w;
+        weights += w;
+      }
+      total = sum / weights + tieBreak(job.jobId, v.advert.agent_id);
+    }
+    return { agentId: v.advert.agent_id, code, reasons: results.flatMap((r) => r.reasons), scores, total, estimate: v.estimate?.total ?? null, free: capacityBytes(v.advert) - v.reserved };
+  });
+  const ranked = agents.filter((d) => d.total !== null).sort((x, y) => (y.total as number) - (x.total as number));
+  const chosen = ranked[0]?.agentId ?? null;
+  const impossible = agents.length > 0 && agents.every((d) => d.code === 'never');
+  let summary: string;
+  if (chosen) summary = `placed on ${chosen} (${ranked.length} of ${agents.length} agents fit; reserves ${formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0)})`;
+  else if (agents.length === 0) summary = 'no agent is advertising';
+  else if (impossible) {
+    const withEstimate = agents.filter((d) => d.estimate !== null);
+    const largest = views.reduce<AgentView | null>((m, v) => (!m || capacityBytes(v.advert) > capacityBytes(m.advert) ? v : m), null);
+    const need = withEstimate.length ? Math.min(...withEstimate.map((d) => d.estimate as number)) : null;
+    summary = `no agent can ever run this job${need !== null && largest ? `: needs ${formatBytes(need)}, the largest agent (${largest.advert.agent_id}) offers ${formatBytes(capacityBytes(largest.advert))}` : ''} — ${agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ')}`;
+  } else summary = `no agent fits now: ${agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ')}`;
+  const chosenView = views.find((v) => v.advert.agent_id === chosen);
+  return { jobId: job.jobId, chosen, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
+}

@@ -1,0 +1,40 @@
+import type { Advert, JobSpec, MemoryEstimate } from '../../shared';
+
+export type FilterCode = 'fits' | 'not_now' | 'never';
+export interface FilterResult { code: FilterCode; reasons: string[] }
+
+export interface Job { jobId: string; spec: JobSpec; exclude: string[] }
+
+/** One agent as placement sees it: its advert, the memory its leases hold, the job's estimate there. */
+export interface AgentView {
+  advert: Advert;
+  reserved: number;
+  sessions: number;
+  /** null when the agent does not know the model's shape */
+  estimate: MemoryEstimate | null;
+  /** true when this agent wrote the job's newest committed checkpoint (it may still have it on disk) */
+  holdsCheckpoint: boolean;
+}
+
+export interface AgentDecision {
+  agentId: string;
+  code: FilterCode;
+  reasons: string[];
+  /** each score plugin's 0-100 answer, for agents that fit */
+  scores: Record<string, number>;
+  /** weighted mean of the scores (0-100) plus a tie-breaker below 0.001 */
+  total: number | null;
+  estimate: number | null;
+  free: number;
+}
+
+export interface Decision {
+  jobId: string;
+  chosen: string | null;
+  /** bytes reserved on the chosen agent */
+  estimate: MemoryEstimate | null;
+  agents: AgentDecision[];
+  /** every agent answered never: the job cannot run on this fleet as it is */
+  impossible: boolean;
+  summary: string;
+}

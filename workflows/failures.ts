@@ -1,0 +1,36 @@
+// What the fineTune workflow does when an attempt fails: one table, by error class.
+// Pure and deterministic (imported by workflow code).
+
+export type FailureClass = 'lost_agent' | 'agent_draining' | 'oom' | 'trainer_crash' | 'upload_failed' | 'fenced' | 'bad_input' | 'cancelled';
+
+export interface FailurePolicy {
+  /** try again (a new attempt, a new epoch) */
+  retry: boolean;
+  /** avoid this agent next time (it is tried again only when no other fits) */
+  avoidAgent: boolean;
+  /** retry with gradient checkpointing and half the micro-batch (same effective batch) */
+  shrink: boolean;
+}
+
+export const FAILURE_POLICY: Record<FailureClass, FailurePolicy> = {
+  lost_agent: { retry: true, avoidAgent: true, shrink: false }, //       schedule-to-start or heartbeat timeout: the agent (or its link) is gone
+  agent_draining: { retry: true, avoidAgent: true, shrink: false }, //   an operator drained it; the trainer checkpointed
+  oom: { retry: true, avoidAgent: false, shrink: true }, //              the job did not fit as configured: smaller micro-batch, same agent is fine
+  trainer_crash: { retry: true, avoidAgent: true, shrink: false }, //    the trainer died (signal, crash, CUDA error)
+  upload_failed: { retry: true, avoidAgent: true, shrink: false }, //    checkpoint upload to the store failed
+  fenced: { retry: true, avoidAgent: false, shrink: false }, //          a newer epoch owns the job (should not reach the current attempt)
+  bad_input: { retry: false, avoidAgent: false, shrink: false }, //      dataset, spec or model problems: the same input fails anywhere
+  cancelled: { retry: false, avoidAgent: false, shrink: false },
+};
+
+/** Error types (ApplicationFailure.type) the agent raises, by class; unknown retryable types are crashes. */
+export const ERROR_TYPE_CLASS: Record<string, FailureClass> = {
+  AGENT_DRAINING: 'agent_draining',
+  OOM: 'oom',
+  TRAINER_FAILED: 'trainer_crash',
+  CHECKPOINT_UPLOAD_FAILED: 'upload_failed',
+  FENCED: 'fenced',
+};
+
+/** How many attempts (epochs) a job gets before it fails. */
+export const MAX_ATTEMPTS = 6;

@@ -90,12 +90,13 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     };
   }
 
-  async function fetchCheckpoint(jobId: string, from: { prefix: string; step: number }, dir: string): Promise<string> {
+  async function fetchCheckpoint(jobId: string, from: { prefix: string; step: number; manifest_sha256?: string | null }, dir: string): Promise<string> {
     const store = await nats.store(CHECKPOINTS_BUCKET);
     const local = join(dir, 'resume', `step-${String(from.step).padStart(8, '0')}`);
     await rm(local, { recursive: true, force: true });
     await mkdir(local, { recursive: true });
-    await download(store, `${from.prefix}manifest.json`, join(local, 'manifest.json'), null);
+    // the manifest is checked against the commit record, every file against the manifest
+    await download(store, `${from.prefix}manifest.json`, join(local, 'manifest.json'), from.manifest_sha256 ?? null);
     const manifest = JSON.parse(await readFile(join(local, 'manifest.json'), 'utf8')) as { step: number; files: FileEntry[] };
     for (const f of manifest.files) {
       if (f.name.split('/').some((p) => p === '..' || p === '') || f.name.startsWith('/')) {
@@ -126,9 +127,9 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       const workflowId = ctx.info.workflowExecution?.workflowId ?? req.jobId;
       const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes };
       deps.sessions.set(key, session);
+      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
       // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
       const setupBeat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
-      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
       try {
         return await trainSession(req, ctx, session, hb, setupBeat, workflowId, started);
       } finally {
@@ -143,195 +144,226 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
   };
 
   async function trainSession(req: TrainRequest, ctx: Context, session: Session, hb: TrainHeartbeat, setupBeat: NodeJS.Timeout, workflowId: string, started: number): Promise<TrainOutcome> {
-      // this attempt is the job's epoch from now on: an older attempt's commits will be refused
-      const commits = await nats.commits();
-      let claim: CommitRecord;
+    // this attempt is the job's epoch from now on: an older attempt's commits will be refused
+    const commits = await nats.commits();
+    let claim: CommitRecord;
+    try {
+      claim = await claimEpoch(commits, req.jobId, req.attempt, agentId);
+    } catch (e) {
+      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw ApplicationFailure.retryable(e.message, 'FENCED');
+      throw e;
+    }
+    // the commit record is the truth about the newest checkpoint (the workflow's is a hint);
+    // a damaged or missing one is skipped for the one committed before it
+    const candidates: { prefix: string; step: number; manifest_sha256?: string | null }[] = claim.prefix
+      ? [{ prefix: claim.prefix, step: claim.step, manifest_sha256: claim.manifest_sha256 }, ...(claim.previous ?? [])]
+      : req.resumeFrom ? [req.resumeFrom] : [];
+    const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
+    await mkdir(dir, { recursive: true });
+    const model = modelDir(req.spec);
+    const splits = await fetchSplits(req, dir);
+    let resume: string | null = null;
+    let from: { prefix: string; step: number } | null = null;
+    for (const c of candidates) {
       try {
-        claim = await claimEpoch(commits, req.jobId, req.attempt, agentId);
+        resume = await fetchCheckpoint(req.jobId, c, dir);
+        from = { prefix: c.prefix, step: c.step };
+        break;
       } catch (e) {
-        if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw ApplicationFailure.retryable(e.message, 'FENCED');
-        throw e;
+        if (!(e instanceof TunefleetError) || (e.code !== ErrorCode.ChecksumMismatch && e.code !== ErrorCode.JobNotFound)) throw e;
+        log(`${req.jobId}: checkpoint step ${c.step} is unusable (${e.message}); trying the one before it`);
       }
-      // the commit record is the truth about the newest checkpoint; the workflow's is a hint
-      const from = claim.prefix ? { prefix: claim.prefix, step: claim.step } : req.resumeFrom;
-      hb.step = from?.step ?? 0;
-      hb.checkpoint = from;
-      const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
-      await mkdir(dir, { recursive: true });
-      const model = modelDir(req.spec);
-      const splits = await fetchSplits(req, dir);
-      const resume = from ? await fetchCheckpoint(req.jobId, from, dir) : null;
-      const configPath = join(dir, 'run.json');
-      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId, req.reservedBytes), null, 1));
+    }
+    if (candidates.length > 0 && !resume) log(`${req.jobId}: no committed checkpoint is usable; training starts from step 0`);
+    hb.step = from?.step ?? 0;
+    hb.checkpoint = from;
+    const configPath = join(dir, 'run.json');
+    await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId, req.reservedBytes), null, 1));
 
-      const events = publisher(req.jobId, req.attempt);
-      const store = await nats.store(CHECKPOINTS_BUCKET);
-      let uploads: Promise<void> = Promise.resolve();
-      let uploadError: unknown = null;
-      let started_: Extract<TrainerEvent, { type: 'started' }> | null = null;
-      let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
-      let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
-      let oom: Extract<TrainerEvent, { type: 'oom' }> | null = null;
-      let fenced: string | null = null;
-      let lastSignal = 0;
-      const progress = (force: boolean): void => {
-        if (!force && Date.now() - lastSignal < PROGRESS_EVERY_MS) return;
-        lastSignal = Date.now();
-        deps.signalProgress(workflowId, { attempt: req.attempt, step: hb.step, stepsTotal: hb.stepsTotal, loss: hb.loss, checkpoint: hb.checkpoint }).catch((err: unknown) => log(`${req.jobId}: progress signal failed: ${String(err)}`));
-      };
+    const events = publisher(req.jobId, req.attempt);
+    const store = await nats.store(CHECKPOINTS_BUCKET);
+    let uploads: Promise<void> = Promise.resolve();
+    let uploadError: unknown = null;
+    let started_: Extract<TrainerEvent, { type: 'started' }> | null = null;
+    let finished: Extract<TrainerEvent, { type: 'finished' }> | null = null;
+    let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
+    let oom: Extract<TrainerEvent, { type: 'oom' }> | null = null;
+    let fenced: string | null = null;
+    let stuck: string | null = null;
+    let lastEventAt = Date.now();
+    let lastSignal = 0;
+    const progress = (force: boolean): void => {
+      if (!force && Date.now() - lastSignal < PROGRESS_EVERY_MS) return;
+      lastSignal = Date.now();
+      deps.signalProgress(workflowId, { attempt: req.attempt, step: hb.step, stepsTotal: hb.stepsTotal, loss: hb.loss, checkpoint: hb.checkpoint }).catch((err: unknown) => log(`${req.jobId}: progress signal failed: ${String(err)}`));
+    };
 
-      const proc = runTrainer({
-        python: deps.python,
-        command: 'train',
-        configPath,
-        logPath: join(dir, 'trainer.log'),
-        onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
-        onEvent: (e) => {
-          events.publish(e);
-          if (e.type === 'started') {
-            started_ = e;
-            hb.stepsTotal = e.steps_total;
-            clearInterval(setupBeat);
+    const proc = runTrainer({
+      python: deps.python,
+      command: 'train',
+      configPath,
+      logPath: join(dir, 'trainer.log'),
+      onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
+      onEvent: (e) => {
+        events.publish(e);
+        lastEventAt = Date.now();
+        if (e.type === 'started') {
+          started_ = e;
+          hb.stepsTotal = e.steps_total;
+          clearInterval(setupBeat);
+          ctx.heartbeat(hb);
+        } else if (e.type === 'step') {
+          // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
+          hb.step = e.step;
+          hb.loss = e.loss;
+          ctx.heartbeat(hb);
+          progress(false);
+        } else if (e.type === 'checkpoint') {
+          // upload files first, manifest last, then commit with compare-and-set on the job's epoch
+          const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
+          uploads = uploads.then(async () => {
+            if (fenced) return;
+            for (const f of e.files) await upload(store, `${prefix}${f.name}`, join(e.path, f.name));
+            await upload(store, `${prefix}manifest.json`, join(e.path, 'manifest.json'));
+            const manifestSha = createHash('sha256').update(await readFile(join(e.path, 'manifest.json'))).digest('hex');
+            const outcome = await commitCheckpoint(commits, req.jobId, { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId });
+            if (outcome === 'fenced') {
+              fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
+              log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
+              proc.kill();
+              return;
+            }
+            hb.checkpoint = { prefix, step: e.step };
             ctx.heartbeat(hb);
-          } else if (e.type === 'step') {
-            // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
-            hb.step = e.step;
-            hb.loss = e.loss;
-            ctx.heartbeat(hb);
-            progress(false);
-          } else if (e.type === 'checkpoint') {
-            // upload files first, manifest last, then commit with compare-and-set on the job's epoch
-            const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
-            uploads = uploads.then(async () => {
-              if (fenced) return;
-              for (const f of e.files) await upload(store, `${prefix}${f.name}`, join(e.path, f.name));
-              await upload(store, `${prefix}manifest.json`, join(e.path, 'manifest.json'));
-              const manifestSha = createHash('sha256').update(await readFile(join(e.path, 'manifest.json'))).digest('hex');
-              const outcome = await commitCheckpoint(commits, req.jobId, { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId });
-              if (outcome === 'fenced') {
-                fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
-                log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
-                proc.kill();
-                return;
-              }
-              hb.checkpoint = { prefix, step: e.step };
-              ctx.heartbeat(hb);
-              progress(true);
-            }).catch((err: unknown) => {
-              uploadError ??= err;
-            });
-          } else if (e.type === 'finished') finished = e;
-          else if (e.type === 'error') failure = e;
-          else if (e.type === 'oom') oom = e;
-        },
-      });
-      session.stop = () => {
-        session.stopping = true;
-        proc.interrupt(deps.killGraceMs);
-      };
-      // cancelled by the job's owner: checkpoint and stop (SIGTERM, SIGKILL after the grace);
-      // the server no longer knows this attempt (timed out, lost): it is a zombie, kill at once
-      const onCancel = (): void => {
-        const why = ctx.cancellationDetails;
-        if (why?.cancelRequested) proc.interrupt(deps.killGraceMs);
-        else {
-          log(`${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${why?.timedOut ? 'timed out' : why?.notFound ? 'not found' : 'worker shutdown'}); killing the trainer`);
-          proc.kill();
-        }
-      };
-      ctx.cancellationSignal.addEventListener('abort', onCancel);
-      let exit: { code: number | null; signal: NodeJS.Signals | null };
+            progress(true);
+          }).catch((err: unknown) => {
+            uploadError ??= err;
+          });
+        } else if (e.type === 'finished') finished = e;
+        else if (e.type === 'error') failure = e;
+        else if (e.type === 'oom') oom = e;
+        else if (started_) ctx.heartbeat(hb); // evaluation progress and other signs of life between steps
+      },
+    });
+    session.stop = () => {
+      session.stopping = true;
+      proc.interrupt(deps.killGraceMs);
+    };
+    // cancelled by the job's owner: checkpoint and stop (SIGTERM, SIGKILL after the grace);
+    // the server no longer knows this attempt (timed out, lost): it is a zombie, kill at once
+    const onCancel = (): void => {
+      const why = ctx.cancellationDetails;
+      if (why?.cancelRequested) proc.interrupt(deps.killGraceMs);
+      else {
+        log(`${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${why?.timedOut ? 'timed out' : why?.notFound ? 'not found' : 'worker shutdown'}); killing the trainer`);
+        proc.kill();
+      }
+    };
+    ctx.cancellationSignal.addEventListener('abort', onCancel);
+    // progress watchdog: a trainer alive but silent for the heartbeat timeout has hung (the server
+    // gives up on the attempt then too, but this agent would not hear of it without a heartbeat)
+    const limit = ctx.info.heartbeatTimeoutMs ?? 0;
+    const watchdog = limit > 0 ? setInterval(() => {
+      if (!started_ || finished || stuck || Date.now() - lastEventAt <= limit) return;
+      stuck = `no progress from the trainer for ${Math.round((Date.now() - lastEventAt) / 1000)} s (step ${hb.step})`;
+      log(`${req.jobId} attempt ${req.attempt}: ${stuck}; killing it`);
+      proc.kill();
+    }, Math.min(1000, limit / 4)) : null;
+    let exit: { code: number | null; signal: NodeJS.Signals | null };
+    try {
+      exit = await proc.exited;
+      if (watchdog) clearInterval(watchdog);
+      // the adapter upload after training has no steps to heartbeat on
+      const tail = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
       try {
-        exit = await proc.exited;
-        // the adapter upload after training has no steps to heartbeat on
-        const tail = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
-        try {
-          await uploads;
-          await events.flush();
-        } finally {
-          clearInterval(tail);
-        }
+        await uploads;
+        await events.flush();
       } finally {
-        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+        clearInterval(tail);
       }
-      if (fenced) throw ApplicationFailure.retryable(fenced, 'FENCED');
-      if (uploadError) throw ApplicationFailure.retryable(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', { checkpoint: hb.checkpoint });
-      if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
-      const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
-      const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
-      if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
-        const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
-        const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
-        try {
-          for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
-        } finally {
-          clearInterval(beat);
-        }
-        const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
-        return {
-          attempt: req.attempt, agentId, steps: fin.step, trainLoss: fin.train_loss, trainableParams: s?.trainable_params ?? 0,
-          totalParams: s?.total_params ?? 0, adapterPrefix: prefix, adapterFiles: fin.adapter_files, seconds: (Date.now() - started) / 1000,
-        };
+    } finally {
+      ctx.cancellationSignal.removeEventListener('abort', onCancel);
+    }
+    if (watchdog) clearInterval(watchdog);
+    if (fenced) throw ApplicationFailure.retryable(fenced, 'FENCED');
+    if (stuck) throw ApplicationFailure.retryable(stuck, 'TRAINER_STUCK', { checkpoint: hb.checkpoint });
+    if (uploadError) throw ApplicationFailure.retryable(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', { checkpoint: hb.checkpoint });
+    if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
+    const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
+    const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
+    if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
+      const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
+      const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
+      try {
+        for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
+      } finally {
+        clearInterval(beat);
       }
-      if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
-      const o = oom as Extract<TrainerEvent, { type: 'oom' }> | null;
-      if (o) {
-        throw ApplicationFailure.retryable(
-          `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens${o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''}`,
-          'OOM', { checkpoint: hb.checkpoint, oom: o },
-        );
-      }
-      if (session.stopping) {
-        throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
-      }
-      const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
-      throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
+      const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
+      return {
+        attempt: req.attempt, agentId, steps: fin.step, trainLoss: fin.train_loss, trainableParams: s?.trainable_params ?? 0,
+        totalParams: s?.total_params ?? 0, adapterPrefix: prefix, adapterFiles: fin.adapter_files, seconds: (Date.now() - started) / 1000,
+      };
+    }
+    if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+    const o = oom as Extract<TrainerEvent, { type: 'oom' }> | null;
+    if (o) {
+      throw ApplicationFailure.retryable(
+        `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens${o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''}`,
+        'OOM', { checkpoint: hb.checkpoint, oom: o },
+      );
+    }
+    if (session.stopping) {
+      throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
+    }
+    const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
+    throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
   }
 
   async function evaluateSession(req: EvaluateRequest): Promise<EvalOutcome> {
-      const ctx = Context.current();
-      const dir = join(deps.workDir, 'jobs', req.jobId, `eval-${req.attempt}`);
-      await rm(dir, { recursive: true, force: true });
-      await mkdir(join(dir, 'adapter'), { recursive: true });
-      const model = modelDir(req.spec);
-      const splits = await fetchSplits(req, dir);
-      const store = await nats.store(CHECKPOINTS_BUCKET);
-      for (const f of req.adapterFiles) await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
-      const configPath = join(dir, 'run.json');
-      await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId, req.reservedBytes), null, 1));
-      const key = `${req.jobId}#eval${req.attempt}`;
-      deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes });
-      const events = publisher(req.jobId, req.attempt);
-      let result: Extract<TrainerEvent, { type: 'evaluation' }> | null = null;
-      let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
-      const proc = runTrainer({
-        python: deps.python,
-        command: 'evaluate',
-        configPath,
-        logPath: join(dir, 'trainer.log'),
-        onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
-        onEvent: (e) => {
-          events.publish(e);
-          if (e.type === 'evaluation') result = e;
-          if (e.type === 'error') failure = e;
-        },
-      });
-      const beat = setInterval(() => ctx.heartbeat(), deps.heartbeatMs);
-      const onCancel = (): void => proc.interrupt(deps.killGraceMs);
-      ctx.cancellationSignal.addEventListener('abort', onCancel);
-      let exit: { code: number | null };
-      try {
-        exit = await proc.exited;
-        await events.flush();
-      } finally {
-        clearInterval(beat);
-        ctx.cancellationSignal.removeEventListener('abort', onCancel);
-        deps.sessions.delete(key);
-      }
-      const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
-      const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
-      if (exit.code === 0 && r) return { base: r.base, tuned: r.tuned, examples: r.examples };
-      if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
-      throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
+    const ctx = Context.current();
+    const dir = join(deps.workDir, 'jobs', req.jobId, `eval-${req.attempt}`);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(join(dir, 'adapter'), { recursive: true });
+    const model = modelDir(req.spec);
+    const splits = await fetchSplits(req, dir);
+    const store = await nats.store(CHECKPOINTS_BUCKET);
+    for (const f of req.adapterFiles) await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
+    const configPath = join(dir, 'run.json');
+    await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId, req.reservedBytes), null, 1));
+    const key = `${req.jobId}#eval${req.attempt}`;
+    deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes });
+    const events = publisher(req.jobId, req.attempt);
+    let result: Extract<TrainerEvent, { type: 'evaluation' }> | null = null;
+    let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
+    const proc = runTrainer({
+      python: deps.python,
+      command: 'evaluate',
+      configPath,
+      logPath: join(dir, 'trainer.log'),
+      onInvalid: (e) => log(`${req.jobId}: ${e.describe()}`),
+      onEvent: (e) => {
+        events.publish(e);
+        if (e.type === 'evaluation') result = e;
+        if (e.type === 'error') failure = e;
+      },
+    });
+    const beat = setInterval(() => ctx.heartbeat(), deps.heartbeatMs);
+    const onCancel = (): void => proc.interrupt(deps.killGraceMs);
+    ctx.cancellationSignal.addEventListener('abort', onCancel);
+    let exit: { code: number | null };
+    try {
+      exit = await proc.exited;
+      await events.flush();
+    } finally {
+      clearInterval(beat);
+      ctx.cancellationSignal.removeEventListener('abort', onCancel);
+      deps.sessions.delete(key);
+    }
+    const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
+    const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
+    if (exit.code === 0 && r) return { base: r.base, tuned: r.tuned, examples: r.examples };
+    if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+    throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
   }
 }

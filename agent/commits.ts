@@ -5,7 +5,7 @@
 //           unless a newer epoch owns the job (refused: the caller kills its trainer).
 // Retrying a commit that already landed (a lost reply) is a no-op.
 import type { KV } from 'nats';
-import { ErrorCode, TunefleetError, type CommitRecord } from '../shared';
+import { COMMITS_KEPT, ErrorCode, TunefleetError, type CommitRecord } from '../shared';
 
 export type CommitOutcome = 'committed' | 'duplicate' | 'fenced' | 'older';
 
@@ -31,14 +31,14 @@ export async function claimEpoch(kv: KV, jobId: string, epoch: number, agentId: 
     const { rec, revision } = await current(kv, jobId);
     if (rec && rec.epoch > epoch) throw new TunefleetError(ErrorCode.Fenced, `${jobId}: epoch ${rec.epoch} owns this job; attempt ${epoch} is stale`);
     if (rec && rec.epoch === epoch) return rec;
-    const next: CommitRecord = { epoch, step: rec?.step ?? 0, prefix: rec?.prefix ?? null, manifest_sha256: rec?.manifest_sha256 ?? null, agent_id: rec?.agent_id ?? agentId, time: Date.now() };
+    const next: CommitRecord = { epoch, step: rec?.step ?? 0, prefix: rec?.prefix ?? null, manifest_sha256: rec?.manifest_sha256 ?? null, agent_id: rec?.agent_id ?? agentId, time: Date.now(), previous: rec?.previous ?? [] };
     if (await cas(kv, jobId, next, revision)) return next;
   }
   throw new TunefleetError(ErrorCode.Fenced, `${jobId}: could not claim epoch ${epoch}: the commit record kept changing`);
 }
 
 /** Make an uploaded checkpoint the job's newest, if `epoch` still owns the job. */
-export async function commitCheckpoint(kv: KV, jobId: string, c: Omit<CommitRecord, 'time'>): Promise<CommitOutcome> {
+export async function commitCheckpoint(kv: KV, jobId: string, c: Omit<CommitRecord, 'time' | 'previous'>): Promise<CommitOutcome> {
   for (let i = 0; i < 50; i++) {
     const { rec, revision } = await current(kv, jobId);
     if (rec && rec.epoch > c.epoch) return 'fenced';
@@ -46,7 +46,8 @@ export async function commitCheckpoint(kv: KV, jobId: string, c: Omit<CommitReco
       if (rec.step === c.step && rec.prefix === c.prefix && rec.manifest_sha256 === c.manifest_sha256) return 'duplicate';
       if (rec.step > c.step) return 'older';
     }
-    if (await cas(kv, jobId, { ...c, time: Date.now() }, revision)) return 'committed';
+    const previous = rec?.prefix ? [{ step: rec.step, prefix: rec.prefix, manifest_sha256: rec.manifest_sha256 }, ...(rec.previous ?? [])].slice(0, COMMITS_KEPT) : (rec?.previous ?? []);
+    if (await cas(kv, jobId, { ...c, time: Date.now(), previous }, revision)) return 'committed';
   }
   throw new TunefleetError(ErrorCode.Fenced, `${jobId}: could not commit step ${c.step}: the commit record kept changing`);
 }

@@ -12,7 +12,7 @@ export interface Config {
   python: string;
   /** directory holding base models (one sub-directory per model name) */
   modelsDir: string;
-  /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults, 60 s heartbeat, 120 s to start) */
+  /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults: heartbeat 10 s, 60 s for full fine-tuning; 120 s to start) */
   heartbeatTimeoutS: number | null;
   scheduleToStartS: number | null;
 }

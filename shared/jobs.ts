@@ -10,7 +10,7 @@ export interface FineTuneInput {
   dataset: { object: string; sha256: string; bytes: number };
   evalDataset?: { object: string; sha256: string; bytes: number };
   submittedAt: string;
-  /** agent-activity timeouts (seconds); defaults 120 s to start, 60 s between heartbeats */
+  /** agent-activity timeouts (seconds) for this deployment; defaults 120 s to start, heartbeat see workflows/fineTune.ts heartbeatSeconds */
   timeouts?: { scheduleToStartSeconds?: number; heartbeatSeconds?: number };
 }
 
@@ -62,7 +62,12 @@ export interface CommitRecord {
   manifest_sha256: string | null;
   agent_id: string;
   time: number;
+  /** the commits before this one, newest first (at most COMMITS_KEPT): where a resume falls back if the newest is damaged */
+  previous?: { step: number; prefix: string; manifest_sha256: string | null }[];
 }
+
+/** Earlier commits a CommitRecord remembers. */
+export const COMMITS_KEPT = 3;
 
 export interface TrainProgress {
   step: number;

@@ -134,6 +134,8 @@ export const jobSpecSchema = z.strictObject({
   evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
   /** higher runs first when the fleet is full */
   priority: z.number().int().min(0).max(100).default(50),
+  /** seconds without a training step (or evaluation progress) before the attempt counts as lost and moves; default 10, 60 for full fine-tuning */
+  heartbeat_timeout: positiveInt.min(2).max(3600).optional(),
   /** run only on agents whose labels include all of these (agent start --label key=value) */
   selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
 });

@@ -35,6 +35,8 @@ run_mocha() { # name, then mocha args; counts from mocha's JSON results
 }
 run_mocha unit 'dist/test/unit/**/*.test.js'
 run_mocha integration --timeout 600000 'dist/test/integration/**/*.test.js'
+# the chaos scenarios tagged [ci]; `npm run chaos` runs them all
+run_mocha chaos --timeout 600000 --grep '\[ci\]' 'dist/test/chaos/**/*.test.js'
 
 echo "== pytest trainer"
 ( cd agent/trainer && "$TUNEFLEET_HOME/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$OUT/pytest.xml" tests )

@@ -28,6 +28,7 @@ export const ERROR_TYPE_CLASS: Record<string, FailureClass> = {
   AGENT_DRAINING: 'agent_draining',
   OOM: 'oom',
   TRAINER_FAILED: 'trainer_crash',
+  TRAINER_STUCK: 'trainer_crash', // the agent's progress watchdog killed a silent trainer
   CHECKPOINT_UPLOAD_FAILED: 'upload_failed',
   FENCED: 'fenced',
 };

@@ -39,14 +39,17 @@ const control = proxyActivities<ControlActivities>({
   retry: { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] },
 });
 
-function agentActivities(agentId: string, t: FineTuneInput['timeouts']): AgentActivities {
+/** Default seconds without step progress before an attempt counts as lost (full fine-tuning saves bigger checkpoints between steps). */
+export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number => spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);
+
+function agentActivities(agentId: string, t: FineTuneInput['timeouts'], spec: JobSpec): AgentActivities {
   return proxyActivities<AgentActivities>({
     taskQueue: agentTaskQueue(agentId),
     // no poller picks the task up in this long: the agent is gone
     scheduleToStartTimeout: (t?.scheduleToStartSeconds ?? 120) * 1000,
     startToCloseTimeout: '7 days',
     // the agent heartbeats whenever the trainer's step advances (and while it sets up)
-    heartbeatTimeout: (t?.heartbeatSeconds ?? 60) * 1000,
+    heartbeatTimeout: heartbeatSeconds(spec, t) * 1000,
     // one attempt per placement: a retry would land on the same (maybe dead) agent's queue
     retry: { maximumAttempts: 1 },
   });
@@ -99,7 +102,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
       status.message = placement.reason;
       setState(purpose === 'train' ? 'training' : 'evaluating');
       try {
-        return await work(agentActivities(placement.agentId, input.timeouts), placement);
+        return await work(agentActivities(placement.agentId, input.timeouts, spec), placement);
       } catch (err) {
         if (isCancellation(err)) throw err;
         const f = classify(err);

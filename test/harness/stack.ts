@@ -2,7 +2,9 @@
 // ports in a temporary TUNEFLEET_HOME, the binaries and the trainer's Python that
 // infra/bootstrap.sh installed, and a tiny random-weight model made from a config.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { Client } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { resolveConfig, type Config } from '../../shared';
@@ -74,4 +76,18 @@ export function runCli(s: TestStack, ...args: string[]): Promise<CliResult> {
 /** Environment for running bin/tunefleet against a test stack. */
 export function cliEnv(s: TestStack): NodeJS.ProcessEnv {
   return { ...process.env, TUNEFLEET_HOME: s.home, TUNEFLEET_NATS_URL: s.cfg.natsUrl, TUNEFLEET_TEMPORAL_ADDRESS: s.cfg.temporalAddress };
+}
+
+/**
+ * With TUNEFLEET_RECORD_HISTORIES=1, write a finished job's workflow history to
+ * test/fixtures/histories/<name>.pb (the History protobuf; the SDK's JSON helpers trip over two
+ * copies of protobufjs here): the replay test (test/unit/replay.test.ts) replays every file
+ * there against the current workflow code to guard its determinism.
+ */
+export async function recordHistory(client: Client, jobId: string, name: string): Promise<void> {
+  if (!process.env.TUNEFLEET_RECORD_HISTORIES) return;
+  const history = await client.workflow.getHandle(jobId).fetchHistory();
+  const dir = join(ROOT, 'test', 'fixtures', 'histories');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}.pb`), temporal.api.history.v1.History.encode(history).finish());
 }

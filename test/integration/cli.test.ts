@@ -48,6 +48,8 @@ describe('cli - bad specs are refused before anything starts', function () {
 
   it('cli - --help lists the commands', () => {
     const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), '--help'], { encoding: 'utf8' });
-    for (const c of ['submit', 'status', 'list', 'result', 'download', 'watch', 'fleet', 'cordon', 'uncordon', 'drain', 'data', 'worker', 'tunefleet up', 'tunefleet agent start']) expect(r.stdout).to.include(c);
+    for (const c of ['submit', 'status', 'list', 'result', 'download', 'watch', 'logs', 'explain', 'cancel', 'fleet', 'cordon', 'uncordon', 'drain', 'data', 'worker', 'tunefleet up', 'tunefleet agent start']) expect(r.stdout).to.include(c);
+    const agent = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--help'], { encoding: 'utf8' });
+    for (const f of ['--capacity', '--max-sessions', '--heartbeat', '--label']) expect(agent.stdout).to.include(f);
   });
 });

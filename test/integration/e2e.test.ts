@@ -10,7 +10,7 @@ import { Stack, loadSpecFile } from '../../scheduler/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
-import { ROOT, TINY_MODEL, cliEnv, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -77,6 +77,7 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(tuned.samples).to.equal(12);
     expect(tuned.exact_match).to.be.within(0, 1);
     expect(result.adapter.files.map((f) => f.name)).to.include.members(['adapter_config.json', 'adapter_model.safetensors']);
+    await recordHistory(client.client, jobId, 'succeeded');
   });
 
   it('e2e - the job stream carries every step, both checkpoints and the evaluation', () => {

@@ -10,7 +10,7 @@ import { COMMITS_BUCKET, LEASES_BUCKET, type CommitRecord, type JobResult } from
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import type { Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const GiB = 2 ** 30;
 /** Each agent offers this much: two tiny CPU jobs (about 0.55 GiB each) at a time. */
@@ -21,6 +21,7 @@ describe('recovery - three real agents', function () {
   this.timeout(900_000);
   let stack: TestStack;
   let worker: RunningWorker;
+  let worker2: RunningWorker;
   let client: Stack;
   const agents = new Map<string, ChildProcess>();
   const agentLogs = new Map<string, string[]>();
@@ -89,6 +90,8 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});
+    // a second control worker: placements race for the same leases (compare-and-set decides)
+    worker2 = await startControlWorker(stack.cfg, () => {});
     client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
     for (const id of ['agent-a', 'agent-b', 'agent-c']) startAgentProcess(id);
     await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
@@ -97,6 +100,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
   after(async () => {
     for (const a of agents.values()) if (a.exitCode === null) { a.kill('SIGCONT'); a.kill('SIGKILL'); }
     await client?.close();
+    await worker2?.stop();
     await worker?.stop();
     await stack?.stop();
   });
@@ -136,6 +140,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     expect(diff, 'max |baseline - recovered| over the adapter tensors').to.be.lessThan(1e-5);
     expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
     console.log(`      kill -9 ${victim}: resumed from step ${resumedFrom} on ${result.training.agentId}; first step there ${((Number(recovered?.time) * 1000 - killedAt) / 1000).toFixed(1)} s after the kill; adapter max diff ${diff.toExponential(1)}`);
+    await recordHistory(client.client, id, 'recovered-after-kill9');
     startAgentProcess(victim);
     await until('victim back', async () => (await fleetIds()).includes(victim), 60_000);
   });
@@ -183,12 +188,13 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
       const f = JSON.parse((await cli('fleet', '--json')).stdout) as { agent_id: string; sessions: { job_id: string }[] }[];
       return !f.find((a) => a.agent_id === agentId)?.sessions.some((s) => s.job_id === id);
     }, 30_000);
+    await recordHistory(client.client, id, 'cancelled');
     const q = await cli('list', '--query', "TunefleetState='cancelled'");
     expect(q.status, q.stderr).to.equal(0);
     expect(q.stdout).to.contain(id);
   });
 
-  it('recovery - 30 jobs at once against 3 agents: no agent ever holds more reserved memory than it offers, and all 30 finish', async () => {
+  it('recovery - 30 jobs at once against 3 agents and 2 control workers: no agent ever holds more reserved memory than it offers, and all 30 finish', async () => {
     const leases = await (await client.nats()).kv(LEASES_BUCKET);
     const watch = await leases.watch({});
     let maxHeld = 0;
@@ -210,6 +216,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
       });
     }, 2000);
     const results = await Promise.allSettled(ids.map((id) => client.follow(id, () => {})));
+    await recordHistory(client.client, ids[29] as string, 'queued-then-placed');
     clearInterval(poll);
     watch.stop();
     await watching;

@@ -6,6 +6,7 @@ import { place, type Job } from '../../scheduler/placement';
 import { FleetView } from '../../scheduler/fleet';
 import { ahead, leaseLive, queueOrder, type QueueEntry } from '../../scheduler/leases';
 import { shrink } from '../../workflows/fineTune';
+import { Progress } from '../../scheduler/format';
 import { FAILURE_POLICY } from '../../workflows/failures';
 
 const GiB = 2 ** 30;
@@ -108,7 +109,9 @@ describe('memory estimate', () => {
     const parts = Object.values(lora.breakdown).reduce((a, b) => a + b, 0);
     expect(Math.abs(parts - lora.total)).to.be.lessThan(16);
     expect(estimateMemory({ ...base, method: 'qlora' }).breakdown.weights).to.be.lessThan(lora.breakdown.weights);
-    expect(estimateMemory({ ...base, method: 'lora', gradientCheckpointing: true }).total).to.be.lessThan(lora.total / 2);
+    const gc = estimateMemory({ ...base, method: 'lora', gradientCheckpointing: true });
+    expect(gc.breakdown.activations).to.be.lessThan(lora.breakdown.activations / 5);
+    expect(gc.breakdown.logits).to.equal(lora.breakdown.logits); // checkpointing does not shrink the loss's logits
     expect(estimateMemory({ ...base, method: 'lora', microBatch: 4 }).breakdown.activations).to.be.closeTo(lora.breakdown.activations / 2, 2);
     expect(estimateMemory({ ...base, method: 'full' }).breakdown.optimizer).to.be.greaterThan(10 * lora.breakdown.optimizer);
     expect(estimateMemory({ ...base, method: 'lora', device: 'cpu' }).breakdown.weights).to.equal(2 * lora.breakdown.weights);
@@ -186,5 +189,17 @@ describe('fleet - adverts in, snapshot out', () => {
         expect((e as TunefleetError).describe()).to.match(/^advert a: memory\.(total|available): /);
       }
     }
+  });
+});
+
+describe('progress bar', () => {
+  it('progress - step/total, loss, tokens/s, ETA from the step times, agent and attempt; resumed attempts count from their start', () => {
+    const p = new Progress();
+    p.update({ type: 'started', steps_total: 100, agent_id: 'agent-a', attempt: 2, resumed_from_step: 40 });
+    p.update({ type: 'step', step: 41, steps_total: 100, loss: 2.5, tokens_per_s: 1234.4, time: 1000, agent_id: 'agent-a', attempt: 2 });
+    p.update({ type: 'step', step: 51, steps_total: 100, loss: 2.25, tokens_per_s: 1500, time: 1010, agent_id: 'agent-a', attempt: 2 });
+    // 10 steps in 10 s, 49 to go
+    expect(p.line(10)).to.equal('[#####-----] step 51/100  loss 2.2500  1,500 tok/s  ETA 49s  agent-a  attempt 2');
+    expect(p.update({ type: 'log', message: 'x' })).to.equal(false);
   });
 });

@@ -267,8 +267,12 @@ def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
 
     model.eval()
     total, count = 0.0, 0
+    said = time.time()
     with torch.no_grad():
         for i in range(0, len(examples), micro):
+            if time.time() - said > 5:  # keeps the agent's progress heartbeat going through a long evaluation
+                log(f"evaluating: {i} of {len(examples)} examples")
+                said = time.time()
             chunk = examples[i : i + micro]
             ids, labels, mask, _ = device_batch(chunk, pad_id, device)
             total += float(batch_loss(model, ids, labels, mask, amp))

@@ -1,0 +1,30 @@
+// Determinism guard: replay every recorded fineTune history (test/fixtures/histories,
+// History protobufs recorded by the integration tests with TUNEFLEET_RECORD_HISTORIES=1) against the
+// current workflow code. A change that reorders commands, timers or activities fails here.
+import { expect } from 'chai';
+import { temporal } from '@temporalio/proto';
+import { Worker } from '@temporalio/worker';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { quietSdkLogs } from '../../scheduler/worker';
+
+const DIR = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'histories');
+
+describe('replay - recorded workflow histories', function () {
+  this.timeout(120_000);
+  const files = readdirSync(DIR).filter((f) => f.endsWith('.pb')).sort();
+
+  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued', () => {
+    expect(files).to.include.members(['succeeded.pb', 'recovered-after-kill9.pb', 'cancelled.pb', 'queued-then-placed.pb']);
+  });
+
+  it('replay - every history replays on the current workflow code', async () => {
+    quietSdkLogs();
+    const histories = files.map((f) => ({ workflowId: f.replace(/\.pb$/, ''), history: temporal.api.history.v1.History.decode(readFileSync(join(DIR, f))) }));
+    const failures: string[] = [];
+    for await (const r of Worker.runReplayHistories({ workflowsPath: require.resolve('../../workflows') }, histories)) {
+      if (r.error) failures.push(`${r.workflowId}: ${r.error.message}`);
+    }
+    expect(failures).to.deep.equal([]);
+  });
+});

@@ -12,7 +12,7 @@ import {
   type TrainOutcome, type TrainRequest, type TrainerEvent, type CommitRecord, type ProgressUpdate,
 } from '../shared';
 import { claimEpoch, commitCheckpoint } from './commits';
-import { download, upload, type AgentNats } from './nats';
+import { download, persistently, upload, type AgentNats } from './nats';
 import { runTrainer } from './trainer';
 
 export interface AgentDeps {
@@ -81,10 +81,15 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
   /** Publish trainer events to the job's stream, in order, without blocking the reader. */
   function publisher(jobId: string, attempt: number): { publish(e: TrainerEvent): void; flush(): Promise<void> } {
     let chain: Promise<unknown> = Promise.resolve();
+    let n = 0;
     return {
       publish(e) {
         const body = JSON.stringify({ ...e, job_id: jobId, attempt, agent_id: agentId });
-        chain = chain.then(() => nats.js.publish(jobEventSubject(jobId, e.type), body)).catch((err: unknown) => log(`event publish failed: ${String(err)}`));
+        // a message id per event: a publish repeated after a lost ack is stored once
+        const msgID = `${jobId}/${attempt}/${agentId}/${(n += 1)}`;
+        chain = chain
+          .then(() => persistently(`event publish for ${jobId}`, () => nats.js.publish(jobEventSubject(jobId, e.type), body, { msgID }), log))
+          .catch((err: unknown) => log(`event publish failed: ${String(err)}`));
       },
       flush: () => chain.then(() => undefined),
     };
@@ -223,10 +228,13 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
           uploads = uploads.then(async () => {
             if (fenced) return;
-            for (const f of e.files) await upload(store, `${prefix}${f.name}`, join(e.path, f.name));
-            await upload(store, `${prefix}manifest.json`, join(e.path, 'manifest.json'));
+            for (const f of [...e.files.map((x) => x.name), 'manifest.json']) {
+              await persistently(`upload ${prefix}${f}`, () => upload(store, `${prefix}${f}`, join(e.path, f)), log);
+            }
             const manifestSha = createHash('sha256').update(await readFile(join(e.path, 'manifest.json'))).digest('hex');
-            const outcome = await commitCheckpoint(commits, req.jobId, { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId });
+            // repeating a commit that landed answers 'duplicate': safe to retry through a NATS restart
+            const commit = { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId };
+            const outcome = await persistently(`commit step ${e.step}`, () => commitCheckpoint(commits, req.jobId, commit), log);
             if (outcome === 'fenced') {
               fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
               log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
@@ -295,7 +303,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
       try {
-        for (const f of fin.adapter_files) await upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name));
+        for (const f of fin.adapter_files) await persistently(`upload ${prefix}${f.name}`, () => upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name)), log);
       } finally {
         clearInterval(beat);
       }

@@ -57,3 +57,25 @@ export async function download(store: ObjectStore, name: string, path: string, s
   }
   await rename(part, path);
 }
+
+/**
+ * Run a NATS operation until it succeeds, backing off from 250 ms to 4 s, for at most
+ * `maxMs` (a nats-server restart or a network blip is ridden out; the client reconnects
+ * by itself). Only for operations that are safe to repeat: publishing an event (the stream
+ * de-duplicates by message id), putting an object under a fixed name, a compare-and-set
+ * commit (a repeat of one that landed answers 'duplicate').
+ */
+export async function persistently<T>(what: string, fn: () => Promise<T>, log: (m: string) => void, maxMs = 60_000): Promise<T> {
+  const t0 = Date.now();
+  let wait = 250;
+  for (let n = 1; ; n++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() - t0 + wait > maxMs) throw e;
+      if (n === 1) log(`${what} failed (${String(e)}); retrying for up to ${Math.round(maxMs / 1000)} s`);
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(4000, wait * 2);
+    }
+  }
+}

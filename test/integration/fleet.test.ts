@@ -1,20 +1,17 @@
 // Two real agent processes on a real stack: the fleet view, kill -9, cordon, drain.
 import { expect } from 'chai';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ADVERT_TTL_MS, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { ROOT, TINY_MODEL, cliEnv, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { AgentProcesses, tinyJob, until } from '../harness/fleet';
+import { runCli, startTestStack, type TestStack } from '../harness/stack';
 
 describe('fleet - two real agents', function () {
   this.timeout(600_000);
   let stack: TestStack;
   let worker: RunningWorker;
   let client: Stack;
-  const agents = new Map<string, ChildProcess>();
+  const agents = new AgentProcesses(() => stack);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
   const fleet = async (): Promise<{ agent_id: string; state: string; memory: { total: number }; cpu: { cores: number }; sessions: unknown[] }[]> => {
@@ -22,38 +19,17 @@ describe('fleet - two real agents', function () {
     expect(r.status, r.stderr).to.equal(0);
     return JSON.parse(r.stdout) as never;
   };
-  const startAgentProcess = (id: string): ChildProcess => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--advert-interval', '500'], { env: cliEnv(stack), stdio: 'ignore' });
-    agents.set(id, child);
-    return child;
-  };
-  const until = async (what: string, check: () => Promise<boolean>, ms: number): Promise<number> => {
-    const t0 = Date.now();
-    while (!(await check())) {
-      if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return Date.now() - t0;
-  };
-  const job = (name: string, maxSteps: number): string => {
-    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-fleet-'));
-    const records = Array.from({ length: 40 }, (_, i) => ({ text: `record ${i} of the fleet test, word ${i * 7}` }));
-    writeFileSync(join(dir, 'data.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    writeFileSync(join(dir, 'job.yaml'), `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: 1000}\nevaluation: {exact_match: false}\n`);
-    return join(dir, 'job.yaml');
-  };
-
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});
     client = await Stack.connect(stack.cfg);
-    startAgentProcess('agent-a');
-    startAgentProcess('agent-b');
+    agents.start('agent-a');
+    agents.start('agent-b');
     await until('both agents advertise', async () => (await fleet()).length === 2, 60_000);
   });
 
   after(async () => {
-    for (const a of agents.values()) if (a.exitCode === null) a.kill('SIGKILL');
+    agents.killAll();
     await client?.close();
     await worker?.stop();
     await stack?.stop();
@@ -76,7 +52,7 @@ describe('fleet - two real agents', function () {
     expect(r.stdout.trim()).to.equal('agent-b: cordoned');
     expect((await fleet()).find((a) => a.agent_id === 'agent-b')?.state).to.equal('cordoned');
     for (const n of [1, 2, 3]) {
-      const id = await client.submit(await loadSpecFile(job('cordon', 2)), `cordon-job-${n}`);
+      const id = await client.submit(await loadSpecFile(tinyJob('cordon', 2, 1000, 40)), `cordon-job-${n}`);
       const result: JobResult = await client.follow(id, () => {});
       expect(result.training.agentId, `job ${n}`).to.equal('agent-a');
     }
@@ -84,7 +60,7 @@ describe('fleet - two real agents', function () {
   });
 
   it('fleet - drain: the running job checkpoints and resumes on the other agent; the agent ends drained', async () => {
-    const id = await client.submit(await loadSpecFile(job('drain', 4000)), 'drain-job');
+    const id = await client.submit(await loadSpecFile(tinyJob('drain', 4000, 1000, 40)), 'drain-job');
     const events: Record<string, unknown>[] = [];
     let drained: string | null = null;
     const done = client.follow(id, (e) => {
@@ -109,7 +85,7 @@ describe('fleet - two real agents', function () {
   });
 
   it('fleet - after kill -9 an agent leaves the view within the TTL + 1 s; restarted, it comes back', async () => {
-    const victim = agents.get('agent-a') as ChildProcess;
+    const victim = agents.get('agent-a') as NonNullable<ReturnType<typeof agents.get>>;
     // the last advert was written at most one interval ago; the TTL counts from it
     victim.kill('SIGKILL');
     const t0 = Date.now();
@@ -117,7 +93,7 @@ describe('fleet - two real agents', function () {
     const gone = Date.now() - t0;
     expect(gone).to.be.at.most(ADVERT_TTL_MS + 1000);
     expect((await fleet()).map((a) => a.agent_id)).to.deep.equal(['agent-b']);
-    startAgentProcess('agent-a');
+    agents.start('agent-a');
     await until('agent-a back', async () => (await fleet()).some((a) => a.agent_id === 'agent-a' && a.state === 'ready'), 60_000);
   });
 });

@@ -2,15 +2,16 @@
 // agent running a job, an agent frozen with SIGSTOP (its late commits must be refused),
 // cancel, explain, search attributes, and 30 jobs at once without overbooking any agent.
 import { expect } from 'chai';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { COMMITS_BUCKET, LEASES_BUCKET, type CommitRecord, type JobResult } from '../../shared';
+import { LEASES_BUCKET, type CommitRecord, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import type { Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { AgentProcesses, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
+import { installedHome, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const GiB = 2 ** 30;
 /** Each agent offers this much: two tiny CPU jobs (about 0.55 GiB each) at a time. */
@@ -23,49 +24,12 @@ describe('recovery - three real agents', function () {
   let worker: RunningWorker;
   let worker2: RunningWorker;
   let client: Stack;
-  const agents = new Map<string, ChildProcess>();
-  const agentLogs = new Map<string, string[]>();
+  const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4']);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
-  const startAgentProcess = (id: string): ChildProcess => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--advert-interval', '500', '--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4'], {
-      env: cliEnv(stack), stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const lines: string[] = [];
-    agentLogs.set(id, lines);
-    child.stdout?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
-    child.stderr?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
-    agents.set(id, child);
-    return child;
-  };
-  const until = async (what: string, check: () => Promise<boolean>, ms: number): Promise<number> => {
-    const t0 = Date.now();
-    while (!(await check())) {
-      if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return Date.now() - t0;
-  };
   const fleetIds = async (): Promise<string[]> => {
     const r = await cli('fleet', '--json');
     return (JSON.parse(r.stdout) as { agent_id: string; state: string }[]).filter((a) => a.state === 'ready').map((a) => a.agent_id);
-  };
-  const job = (name: string, maxSteps: number, checkpointEvery: number, extra = ''): string => {
-    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-recovery-'));
-    const records = Array.from({ length: 48 }, (_, i) => ({ text: `record ${i} of the recovery test, word ${i * 7}` }));
-    writeFileSync(join(dir, 'data.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    writeFileSync(join(dir, 'job.yaml'), `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}}\nevaluation: {exact_match: false}\n${extra}`);
-    return join(dir, 'job.yaml');
-  };
-  const commitHistory = async (jobId: string): Promise<CommitRecord[]> => {
-    const kv = await (await client.nats()).kv(COMMITS_BUCKET);
-    const out: CommitRecord[] = [];
-    for await (const e of await kv.history({ key: jobId })) if (e.operation === 'PUT') out.push(e.json<CommitRecord>());
-    return out;
-  };
-  const commitOf = async (jobId: string): Promise<CommitRecord | null> => {
-    const e = await (await (await client.nats()).kv(COMMITS_BUCKET)).get(jobId);
-    return e && e.operation === 'PUT' ? e.json<CommitRecord>() : null;
   };
   /** (epoch, step) never goes backwards, and no older epoch writes after a newer one. */
   const assertMonotonic = (h: CommitRecord[]): void => {
@@ -93,12 +57,12 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     // a second control worker: placements race for the same leases (compare-and-set decides)
     worker2 = await startControlWorker(stack.cfg, () => {});
     client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
-    for (const id of ['agent-a', 'agent-b', 'agent-c']) startAgentProcess(id);
+    for (const id of ['agent-a', 'agent-b', 'agent-c']) agents.start(id);
     await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
   });
 
   after(async () => {
-    for (const a of agents.values()) if (a.exitCode === null) { a.kill('SIGCONT'); a.kill('SIGKILL'); }
+    agents.killAll();
     await client?.close();
     await worker2?.stop();
     await worker?.stop();
@@ -107,7 +71,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
 
   it('recovery - kill -9 of the agent running a job: it finishes elsewhere, loses at most one checkpoint interval, and its adapter equals an uninterrupted run', async () => {
     const every = 100;
-    const spec = await loadSpecFile(job('kill9', 1200, every));
+    const spec = await loadSpecFile(tinyJob('kill9', 1200, every));
     // the uninterrupted run of the same job (same data, seed and settings)
     const baselineId = await client.submit(spec, 'kill9-baseline');
     const baseline = await client.follow(baselineId, () => {});
@@ -115,7 +79,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     const id = await client.submit(spec, 'kill9-job');
     const events: Record<string, unknown>[] = [];
     const done = client.follow(id, (e) => events.push(e));
-    await until('first commit', async () => ((await commitOf(id))?.step ?? 0) >= every, 120_000);
+    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
     const victim = (await client.describe(id)).status?.agentId as string;
     const killedAt = Date.now();
     agents.get(victim)?.kill('SIGKILL');
@@ -132,7 +96,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     const last = events.filter((e) => e.type === 'step' && Number(e.attempt) === result.training.attempt).map((e) => Number(e.step));
     expect(last[0]).to.equal(resumedFrom + 1);
     expect(last).to.deep.equal(Array.from({ length: 1200 - resumedFrom }, (_, i) => resumedFrom + 1 + i));
-    assertMonotonic(await commitHistory(id));
+    assertMonotonic(await commitHistory(client, id));
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-adapters-'));
     await client.download(baselineId, join(dir, 'baseline'));
     await client.download(id, join(dir, 'recovered'));
@@ -141,36 +105,36 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
     console.log(`      kill -9 ${victim}: resumed from step ${resumedFrom} on ${result.training.agentId}; first step there ${((Number(recovered?.time) * 1000 - killedAt) / 1000).toFixed(1)} s after the kill; adapter max diff ${diff.toExponential(1)}`);
     await recordHistory(client.client, id, 'recovered-after-kill9');
-    startAgentProcess(victim);
+    agents.start(victim);
     await until('victim back', async () => (await fleetIds()).includes(victim), 60_000);
   });
 
   it('recovery - an agent frozen past the heartbeat timeout (SIGSTOP) and thawed (SIGCONT) never replaces the new attempt\'s commits', async () => {
-    const id = await client.submit(await loadSpecFile(job('sigstop', 3000, 50)), 'sigstop-job');
+    const id = await client.submit(await loadSpecFile(tinyJob('sigstop', 3000, 50)), 'sigstop-job');
     const done = client.follow(id, () => {});
-    await until('first commit', async () => ((await commitOf(id))?.step ?? 0) >= 50, 120_000);
+    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
     const frozen = (await client.describe(id)).status?.agentId as string;
-    const proc = agents.get(frozen) as ChildProcess;
+    const proc = agents.get(frozen) as NonNullable<ReturnType<typeof agents.get>>;
     proc.kill('SIGSTOP');
     // a new epoch claims the job and commits elsewhere
     await until('a newer epoch commits', async () => {
-      const c = await commitOf(id);
+      const c = await commitOf(client, id);
       return !!c && c.epoch >= 2 && c.agent_id !== frozen && c.step > 0;
     }, 120_000);
     proc.kill('SIGCONT');
     const result = await done;
     expect(result.training.agentId).to.not.equal(frozen);
-    const history = await commitHistory(id);
+    const history = await commitHistory(client, id);
     assertMonotonic(history);
     const firstNew = history.findIndex((c) => c.epoch >= 2);
     expect(history.slice(firstNew).every((c) => c.epoch >= 2), 'no epoch-1 write after epoch 2 claimed the job').to.equal(true);
     // the thawed agent saw that it lost the job and stopped its trainer
-    await until('the zombie noticed', async () => (agentLogs.get(frozen) ?? []).some((l) => /refused|dropped this attempt/.test(l)), 30_000).catch(() => {});
-    expect((agentLogs.get(frozen) ?? []).join('\n')).to.match(/refused: a newer attempt owns|the server dropped this attempt/);
+    await until('the zombie noticed', async () => /refused|dropped this attempt/.test(agents.log(frozen)), 30_000).catch(() => {});
+    expect(agents.log(frozen)).to.match(/refused: a newer attempt owns|the server dropped this attempt/);
   });
 
   it('recovery - cancel stops the trainer and releases the lease; explain says why the job went where it did', async () => {
-    const id = await client.submit(await loadSpecFile(job('cancel', 100000, 1000)), 'cancel-job');
+    const id = await client.submit(await loadSpecFile(tinyJob('cancel', 100000, 1000)), 'cancel-job');
     await until('training', async () => (await client.describe(id)).status?.state === 'training', 120_000);
     const explain = await cli('explain', id);
     expect(explain.status, explain.stderr).to.equal(0);
@@ -207,7 +171,7 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
         if (held > CAPACITY) overbooked ??= `${e.key} revision ${e.revision}: ${held} > ${CAPACITY}`;
       }
     })();
-    const spec = await loadSpecFile(job('many', 4, 1000));
+    const spec = await loadSpecFile(tinyJob('many', 4, 1000));
     const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => client.submit(spec, `many-${String(i).padStart(2, '0')}`)));
     let sawQueue = false;
     const poll = setInterval(() => {

@@ -1,0 +1,74 @@
+// Helpers for tests that run several real agent processes: start them (capturing their
+// log lines), wait for a condition, write a tiny job, read a job's commit record.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
+import type { Stack } from '../../scheduler/client';
+import { ROOT, TINY_MODEL, cliEnv, type TestStack } from './stack';
+
+/** Poll `check` every 100 ms; throws naming `what` after `ms`. Returns the wait in ms. */
+export async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<number> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return Date.now() - t0;
+}
+
+/** `tunefleet agent start` processes, by id, with their output lines kept. */
+export class AgentProcesses {
+  readonly procs = new Map<string, ChildProcess>();
+  readonly logs = new Map<string, string[]>();
+  constructor(private readonly stack: () => TestStack, private readonly args: string[] = []) {}
+
+  start(id: string): ChildProcess {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--advert-interval', '500', ...this.args], {
+      env: cliEnv(this.stack()), stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: string[] = [];
+    this.logs.set(id, lines);
+    for (const s of [child.stdout, child.stderr]) s?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
+    this.procs.set(id, child);
+    return child;
+  }
+
+  get(id: string): ChildProcess | undefined {
+    return this.procs.get(id);
+  }
+
+  log(id: string): string {
+    return (this.logs.get(id) ?? []).join('\n');
+  }
+
+  killAll(): void {
+    for (const a of this.procs.values()) {
+      if (a.exitCode !== null) continue;
+      a.kill('SIGCONT');
+      a.kill('SIGKILL');
+    }
+  }
+}
+
+/** A LoRA job on the tiny model over `records` short text records, in a new directory; returns the spec path. */
+export function tinyJob(name: string, maxSteps: number, checkpointEvery: number, records = 48): string {
+  const dir = mkdtempSync(join(tmpdir(), `tunefleet-${name}-`));
+  writeFileSync(join(dir, 'data.jsonl'), Array.from({ length: records }, (_, i) => JSON.stringify({ text: `record ${i} of the ${name} test, word ${i * 7}` })).join('\n') + '\n');
+  writeFileSync(join(dir, 'job.yaml'), `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}}\nevaluation: {exact_match: false}\n`);
+  return join(dir, 'job.yaml');
+}
+
+export async function commitOf(client: Stack, jobId: string): Promise<CommitRecord | null> {
+  const e = await (await (await client.nats()).kv(COMMITS_BUCKET)).get(jobId);
+  return e && e.operation === 'PUT' ? e.json<CommitRecord>() : null;
+}
+
+/** Every write of the job's commit record, oldest first (the bucket keeps 64 per key). */
+export async function commitHistory(client: Stack, jobId: string): Promise<CommitRecord[]> {
+  const kv = await (await client.nats()).kv(COMMITS_BUCKET);
+  const out: CommitRecord[] = [];
+  for await (const e of await kv.history({ key: jobId })) if (e.operation === 'PUT') out.push(e.json<CommitRecord>());
+  return out;
+}

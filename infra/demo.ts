@@ -45,6 +45,7 @@ lora:
 training:
   max_steps: 60
   batch_size: 16
+  max_seq_len: 128         # every record is far shorter; placement reserves memory for this length
   learning_rate: 0.001
   warmup_ratio: 0.05
   checkpoint_every: 20

@@ -121,15 +121,18 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
 }
 
 /** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
+/** Is there a process with this pid (a zombie not yet reaped counts as alive)? */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function stopProcess(pid: number, graceMs = 10_000): Promise<void> {
-  const alive = (): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const alive = (): boolean => processAlive(pid);
   if (!alive()) return;
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;

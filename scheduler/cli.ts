@@ -91,7 +91,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('status')
-    .description("a job's state, attempt, agent and latest step")
+    .description("a job's state (with its queue position), attempt/epoch, agent and latest step")
     .argument('<job>')
     .option('--json', 'machine-readable output')
     .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {

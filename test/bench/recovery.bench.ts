@@ -7,14 +7,14 @@
 //
 // Goals (issue 5): control-plane share of submit → first step ≤ 1 s; detection ≤ 10 s;
 // training resumed ≤ 30 s after the kill on a warm agent with the model cached.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker } from '../../scheduler/worker';
-import { ROOT, TINY_MODEL, cliEnv, startTestStack } from '../harness/stack';
+import { AgentProcesses, until } from '../harness/fleet';
+import { TINY_MODEL, startTestStack } from '../harness/stack';
 import { recordResult } from './results';
 
 type Ev = Record<string, unknown>;
@@ -49,20 +49,10 @@ async function main(): Promise<void> {
   const stack = await startTestStack();
   const worker = await startControlWorker(stack.cfg, () => {});
   const client = await Stack.connect(stack.cfg);
-  const agents: ChildProcess[] = [];
-  const start = (id: string): ChildProcess => {
-    const c = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--advert-interval', '500', '--heartbeat', '1000'], { env: cliEnv(stack), stdio: 'ignore' });
-    agents.push(c);
-    return c;
-  };
-  const byId = new Map([['agent-a', start('agent-a')], ['agent-b', start('agent-b')]]);
-  const until = async (check: () => Promise<boolean>, what: string, limit = 120_000): Promise<void> => {
-    const t0 = Date.now();
-    while (!(await check())) {
-      if (Date.now() - t0 > limit) throw new Error(`${what}: not within ${limit} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
+  const agents = new AgentProcesses(() => stack, ['--heartbeat', '1000']);
+  agents.start('agent-a');
+  agents.start('agent-b');
+  const advertising = async (id: string): Promise<boolean> => (await (await client.nats()).adverts()).get(id).then((e) => !!e && e.operation === 'PUT');
   const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bench-recovery-'));
   writeFileSync(join(dir, 'data.jsonl'), Array.from({ length: 64 }, (_, i) => JSON.stringify({ text: `record ${i} of the recovery benchmark, word ${i * 7}` })).join('\n') + '\n');
   const spec = (steps: number): string => {
@@ -71,7 +61,7 @@ async function main(): Promise<void> {
     return p;
   };
   try {
-    await until(async () => (await (await client.nats()).adverts()).get('agent-b').then((e) => !!e && e.operation === 'PUT'), 'agents advertise');
+    await until('agents advertise', async () => (await advertising('agent-a')) && (await advertising('agent-b')), 120_000);
     await new Promise((r) => setTimeout(r, 1500));
     // warm-up: the first job on a fresh stack pays for Python imports in the page cache, bucket creation and so on
     await client.follow(await client.submit(await loadSpecFile(spec(4)), 'bench-warmup'), () => {});
@@ -106,14 +96,14 @@ async function main(): Promise<void> {
       const id = await client.submit(await loadSpecFile(spec(1500)), `bench-recover-${run}`);
       const done = client.follow(id, (e) => events.push(e)).catch(() => null);
       const commits = await (await client.nats()).kv(COMMITS_BUCKET);
-      await until(async () => {
+      await until('first commit', async () => {
         const e = await commits.get(id);
         return !!e && e.operation === 'PUT' && e.json<CommitRecord>().step >= 50;
-      }, 'first commit');
+      }, 120_000);
       const victim = (await client.describe(id)).status?.agentId as string;
       const killedAt = Date.now();
-      byId.get(victim)?.kill('SIGKILL');
-      await until(async () => events.some((e) => e.type === 'step' && e.agent_id !== victim), 'resumed elsewhere');
+      agents.get(victim)?.kill('SIGKILL');
+      await until('resumed elsewhere', async () => events.some((e) => e.type === 'step' && e.agent_id !== victim), 120_000);
       const resumedStep = Number(events.find((e) => e.type === 'step' && e.agent_id !== victim)?.time) * 1000;
       const startedAgain = Number(events.find((e) => e.type === 'started' && e.agent_id !== victim)?.time) * 1000;
       await done; // the history records the second attempt's start when it completes
@@ -123,8 +113,8 @@ async function main(): Promise<void> {
       const next = trains[1];
       if (!lost?.timedOut || !next?.started) throw new Error(`history: ${JSON.stringify(trains)}`);
       recRows.push([`${run}`, ((lost.timedOut - killedAt) / 1000).toFixed(2), ((next.started - lost.timedOut) / 1000).toFixed(2), ((startedAgain - next.started) / 1000).toFixed(2), ((resumedStep - startedAgain) / 1000).toFixed(2), ((resumedStep - killedAt) / 1000).toFixed(2)]);
-      byId.set(victim, start(victim));
-      await until(async () => (await (await client.nats()).adverts()).get(victim).then((e) => !!e && e.operation === 'PUT'), 'victim back');
+      agents.start(victim);
+      await until('victim back', async () => advertising(victim), 120_000);
       await new Promise((r) => setTimeout(r, 1500));
     }
 
@@ -148,7 +138,7 @@ Goals: control plane ≤ 1 s; detection ≤ 10 s; resumed ≤ 30 s after the kil
     console.log(table);
     recordResult(table);
   } finally {
-    for (const a of agents) if (a.exitCode === null) a.kill('SIGKILL');
+    agents.killAll();
     await client.close();
     await worker.stop();
     await stack.stop();

@@ -13,7 +13,7 @@ import { CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, EVENTS_STREAM, LEA
 import { claimEpoch, commitCheckpoint } from '../../agent/commits';
 import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
-import { startNats, stopProcess } from '../../infra/services';
+import { processAlive, startNats, stopProcess } from '../../infra/services';
 import { join } from 'node:path';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
@@ -218,15 +218,7 @@ describe('chaos - faults injected into running jobs', function () {
     process.kill(pid, 'SIGSTOP');
     await until('the watchdog kills it', async () => agents.log(agentId).includes(`${id} attempt ${rec.epoch}: no progress from the trainer`), (HEARTBEAT_TIMEOUT_S + 5) * 1000);
     const detected = (Date.now() - stoppedAt) / 1000;
-    const gone = (): boolean => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    };
-    await until('the stuck trainer is gone (killed and reaped)', async () => gone(), 5_000);
+    await until('the stuck trainer is gone (killed and reaped)', async () => !processAlive(pid), 5_000);
     const result = await done;
     expect(result.training.attempt).to.be.greaterThan(rec.epoch);
     const resumed = Number(events.find((e) => e.type === 'started' && Number(e.attempt) > rec.epoch)?.resumed_from_step);

@@ -171,6 +171,20 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
         if (held > CAPACITY) overbooked ??= `${e.key} revision ${e.revision}: ${held} > ${CAPACITY}`;
       }
     })();
+    // what actually runs: every advert lists the agent's sessions with the bytes reserved for each
+    const adverts = await (await client.nats()).adverts();
+    const advertWatch = await adverts.watch({});
+    let maxRunning = 0;
+    let overrun: string | null = null;
+    const watchingAdverts = (async () => {
+      for await (const e of advertWatch) {
+        if (e.operation !== 'PUT') continue;
+        const a = e.json<{ sessions: { reserved_bytes: number }[] }>();
+        const running = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
+        maxRunning = Math.max(maxRunning, running);
+        if (running > CAPACITY) overrun ??= `${e.key}: sessions hold ${running} > ${CAPACITY}`;
+      }
+    })();
     const spec = await loadSpecFile(tinyJob('many', 4, 1000));
     const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => client.submit(spec, `many-${String(i).padStart(2, '0')}`)));
     let sawQueue = false;
@@ -184,9 +198,13 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'ut
     clearInterval(poll);
     watch.stop();
     await watching;
+    advertWatch.stop();
+    await watchingAdverts;
     const failed = results.map((r, i) => [ids[i], r] as const).filter(([, r]) => r.status === 'rejected');
     expect(failed.map(([id, r]) => `${id}: ${String((r as PromiseRejectedResult).reason)}`)).to.deep.equal([]);
     expect(overbooked).to.equal(null);
+    expect(overrun).to.equal(null);
+    expect(maxRunning, 'sessions were seen running with their reservations').to.be.greaterThan(0);
     expect(maxHeld).to.be.greaterThan(0).and.at.most(CAPACITY);
     expect(sawQueue, 'some job was shown queued with a position').to.equal(true);
     console.log(`      30 jobs: most reserved on one agent ${(maxHeld / GiB).toFixed(2)} of ${(CAPACITY / GiB).toFixed(2)} GiB`);

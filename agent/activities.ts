@@ -3,23 +3,27 @@
 // can run them against a real NATS and a real trainer on a tiny model.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, TunefleetError, checkpointPrefix, jobEventSubject, trainedAdapterPrefix,
+  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, ID_PATTERN, evalOutputsObjectName, MODEL_NAME_PATTERN, TunefleetError, checkpointPrefix, jobEventSubject, trainedAdapterPrefix,
   type AgentActivities, type EvalOutcome, type EvaluateRequest, type FileEntry, type JobSpec, type TrainHeartbeat,
   type TrainOutcome, type TrainRequest, type TrainerEvent, type CommitRecord, type ProgressUpdate,
 } from '../shared';
 import { claimEpoch, commitCheckpoint } from './commits';
 import { download, persistently, upload, type AgentNats } from './nats';
 import { runTrainer } from './trainer';
+import { Judge, dot } from './judge';
+import { runTool } from './tool';
 
 export interface AgentDeps {
   agentId: string;
   nats: AgentNats;
   python: string;
   modelsDir: string;
+  /** the exported judge model (loaded at the first evaluation) */
+  judgeDir: string;
   workDir: string;
   /** how often the activity heartbeats while the trainer runs */
   heartbeatMs: number;
@@ -70,8 +74,17 @@ function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: s
 export function createAgentActivities(deps: AgentDeps): AgentActivities {
   const { agentId, nats, log } = deps;
 
+  function checkJobId(jobId: string): void {
+    if (!ID_PATTERN.test(jobId)) throw ApplicationFailure.nonRetryable(`job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`, ErrorCode.SpecInvalid);
+  }
+
   function modelDir(spec: JobSpec): string {
+    // the request came through Temporal, not through the CLI's checks: names become paths here
+    if (!MODEL_NAME_PATTERN.test(spec.model)) throw ApplicationFailure.nonRetryable(`model name ${JSON.stringify(spec.model)} is not a model name`, ErrorCode.SpecInvalid);
     const dir = join(deps.modelsDir, spec.model);
+    if (existsSync(dir) && lstatSync(dir).isSymbolicLink()) {
+      throw ApplicationFailure.nonRetryable(`base model ${spec.model} on agent ${agentId} is a symlink (${dir}); models are loaded only from the agent's models directory`, ErrorCode.SpecInvalid);
+    }
     if (!existsSync(join(dir, 'config.json'))) {
       throw ApplicationFailure.nonRetryable(`base model ${spec.model} is not on agent ${agentId} (${dir})`, ErrorCode.ModelMissing);
     }
@@ -125,6 +138,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
 
   return {
     async train(req: TrainRequest): Promise<TrainOutcome> {
+      checkJobId(req.jobId);
       const ctx = Context.current();
       if (deps.draining()) throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', { checkpoint: req.resumeFrom });
       const started = Date.now();
@@ -144,6 +158,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     },
 
     async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
+      checkJobId(req.jobId);
       return evaluateSession(req);
     },
   };
@@ -324,8 +339,57 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     if (session.stopping) {
       throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
     }
+    if (err?.code === 'DISK_FULL') throw ApplicationFailure.retryable(`agent ${agentId}: ${err.message}`, 'DISK_FULL', { checkpoint: hb.checkpoint });
     const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
     throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
+  }
+
+  let judge: Promise<Judge> | null = null;
+
+  /** The judge and the tool scorer over every generation; the generations go to the store for review. */
+  async function scoreOutputs(req: EvaluateRequest, r: Extract<TrainerEvent, { type: 'evaluation' }>): Promise<EvalOutcome> {
+    const rows: { prompt: string; reference: string; base: string; tuned: string }[] = r.outputs_path
+      ? (await readFile(r.outputs_path, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { prompt: string; reference: string; base: string; tuned: string })
+      : r.examples;
+    const out: EvalOutcome = { base: { ...r.base }, tuned: { ...r.tuned }, examples: r.examples, judge: null, tool: null, outputs: null };
+    const ev = req.spec.evaluation;
+    if (ev.judge !== false) {
+      const t0 = Date.now();
+      const info = { model: 'all-MiniLM-L6-v2 (ONNX, onnxruntime-node, CPU)', answers: 2 * rows.length };
+      if (rows.length === 0) out.judge = { ...info, seconds: 0, error: 'no generations to judge (evaluation.exact_match is off, or no eval record has a prompt)' };
+      else {
+        try {
+          judge ??= Judge.load(deps.judgeDir).catch((e: unknown) => {
+            judge = null;
+            throw e;
+          });
+          const j = await judge;
+          const refs = await j.embed(rows.map((x) => x.reference));
+          const mean = async (answers: string[]): Promise<number> => (await j.embed(answers)).reduce((s, e, i) => s + dot(e, refs[i] as Float32Array), 0) / answers.length;
+          out.base.judge = await mean(rows.map((x) => x.base));
+          out.tuned.judge = await mean(rows.map((x) => x.tuned));
+          out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: null };
+        } catch (e) {
+          out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: e instanceof TunefleetError ? e.message : String(e) };
+          log(`${req.jobId}: judge: ${out.judge.error}`);
+        }
+      }
+    }
+    if (ev.tool) {
+      const as = (which: 'base' | 'tuned'): { prompt: string; reference: string; output: string }[] => rows.map((x) => ({ prompt: x.prompt, reference: x.reference, output: x[which] }));
+      const base = await runTool(ev.tool.command, ev.tool.timeout_s, as('base'));
+      const tuned = await runTool(ev.tool.command, ev.tool.timeout_s, as('tuned'));
+      out.tool = { command: ev.tool.command, base, tuned };
+      out.base.tool = base.scores;
+      out.tuned.tool = tuned.scores;
+      for (const [w, t] of [['base', base], ['fine-tuned', tuned]] as const) if (t.error) log(`${req.jobId}: tool scorer on the ${w} outputs: ${t.error}`);
+    }
+    if (r.outputs_path && rows.length) {
+      const object = evalOutputsObjectName(req.jobId);
+      await persistently(`upload ${object}`, async () => upload(await nats.store(ADAPTERS_BUCKET), object, r.outputs_path as string), log);
+      out.outputs = { object, records: rows.length };
+    }
+    return out;
   }
 
   async function evaluateSession(req: EvaluateRequest): Promise<EvalOutcome> {
@@ -363,14 +427,14 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     try {
       exit = await proc.exited;
       await events.flush();
+      const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
+      if (exit.code === 0 && r) return await scoreOutputs(req, r);
     } finally {
       clearInterval(beat);
       ctx.cancellationSignal.removeEventListener('abort', onCancel);
       deps.sessions.delete(key);
     }
-    const r = result as Extract<TrainerEvent, { type: 'evaluation' }> | null;
     const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
-    if (exit.code === 0 && r) return { base: r.base, tuned: r.tuned, examples: r.examples };
     if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
     throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
   }

@@ -99,7 +99,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     namespace: cfg.namespace,
     taskQueue: agentTaskQueue(o.agentId),
     activities: createAgentActivities({
-      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
+      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
       draining: () => desired === 'draining',
       signalProgress: async (workflowId, update) => {
         await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);

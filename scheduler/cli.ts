@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
@@ -27,6 +28,12 @@ async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise
 }
 
 /** Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per event. */
+/** A finished job's result with its loss chart; a failed gate exits 3 (the adapter is stored). */
+async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['follow']>>): Promise<void> {
+  console.log(`\n${formatResult(r, await stack.lossCurve(r.jobId))}`);
+  if (r.state === 'failed_gate') process.exitCode = 3;
+}
+
 async function followWithProgress(stack: Stack, jobId: string): Promise<Awaited<ReturnType<Stack['follow']>>> {
   const tty = process.stdout.isTTY === true;
   const bar = new Progress();
@@ -78,14 +85,16 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
       opts.follow ||= opts.watch;
       const loaded = await loadSpecFile(specFile);
       if (opts.dryRun) {
-        console.log(`${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, dataset ${loaded.datasetPath})`);
+        const { checkDatasetFile } = await import('./prepare');
+        const { records } = await checkDatasetFile(loaded.datasetPath, loaded.spec.dataset.path, loaded.spec.dataset.policy);
+        console.log(`${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, dataset ${loaded.datasetPath}: ${records} records)`);
         return;
       }
       await withStack(cmd, async (stack) => {
         const id = await stack.submit(loaded, opts.id);
         console.log(`submitted job ${id}`);
         if (!opts.follow) return;
-        console.log(`\n${formatResult(await followWithProgress(stack, id))}`);
+        await printFinal(stack, await followWithProgress(stack, id));
       });
     });
 
@@ -163,13 +172,54 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('result')
-    .description("a finished job's metrics, base vs fine-tuned")
+    .description("a finished job's evaluation: metric, base, fine-tuned, delta (loss, perplexity, exact match, BLEU, ROUGE-L, judge, tool scores, human grades), gates, the data report and a chart of the loss")
     .argument('<job>')
-    .option('--json', 'machine-readable output')
-    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+    .option('--json', 'machine-readable output (the stored result with the loss curve)')
+    .option('--plot <file.svg>', 'also write the train/eval loss curves as an SVG file')
+    .action(async (job: string, opts: { json?: boolean; plot?: string }, cmd: Command) => {
+      if (opts.plot && !/\.svg$/i.test(opts.plot)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${opts.plot}': --plot writes SVG; give a file name ending in .svg`, { field: '--plot' });
       await withStack(cmd, async (stack) => {
-        const r = await stack.result(job);
-        console.log(opts.json ? JSON.stringify(r, null, 1) : formatResult(r));
+        const r = await stack.resultWithReview(job);
+        const curve = await stack.lossCurve(job);
+        if (opts.plot) {
+          const { lossSvg } = await import('./plot');
+          await writeFile(opts.plot, lossSvg(curve, `${r.jobId}: ${r.method} on ${r.model}`));
+        }
+        console.log(opts.json ? JSON.stringify({ ...r, loss_curve: curve }, null, 1) : formatResult(r, curve));
+        if (opts.plot) console.error(`wrote ${opts.plot}`);
+      });
+    });
+
+  const review = program.command('review').description('human review of a finished job\'s answers');
+  review
+    .command('export')
+    .description('write a sample of (prompt, reference, base output, fine-tuned output) with empty grade columns for people to fill in (1-5)')
+    .argument('<job>')
+    .option('-o, --out <file>', 'output file (.csv or .jsonl; default <job>-review.csv)')
+    .option('-n, --sample <n>', 'how many answers (default 50; all when fewer)', '50')
+    .option('--seed <n>', 'the sample\'s seed', '0')
+    .action(async (job: string, opts: { out?: string; sample: string; seed: string }, cmd: Command) => {
+      const out = opts.out ?? `${job}-review.csv`;
+      const format = reviewFormat(out);
+      const sample = intFlag(opts.sample, '--sample', 1);
+      const seed = intFlag(opts.seed, '--seed', 0);
+      if (existsSync(out)) throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists (it may hold grades); choose another --out`, { field: '--out' });
+      await withStack(cmd, async (stack) => {
+        const r = await stack.reviewExport(job, { sample, seed, format });
+        await writeFile(out, r.text);
+        console.log(`wrote ${r.rows} of ${r.of} answers to ${out}: fill in base_grade and tuned_grade (1-5), then 'tunefleet review import ${job} ${out}'`);
+      });
+    });
+  review
+    .command('import')
+    .description('attach the grades of a filled-in review file to the job\'s result (checked row by row first; nothing is stored if a row is wrong)')
+    .argument('<job>')
+    .argument('<file>', '.csv or .jsonl from review export')
+    .action(async (job: string, file: string, _opts: unknown, cmd: Command) => {
+      const format = reviewFormat(file);
+      await withStack(cmd, async (stack) => {
+        const s = await stack.reviewImport(job, file, format);
+        console.log(`imported ${s.graded} graded answers: base ${s.base_mean?.toFixed(2)}, fine-tuned ${s.tuned_mean?.toFixed(2)} (1-5); fine-tuned better in ${(100 * s.tuned_better).toFixed(0)} %, worse in ${(100 * s.tuned_worse).toFixed(0)} %`);
       });
     });
 
@@ -192,7 +242,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
       await withStack(cmd, async (stack) => {
-        console.log(`\n${formatResult(await followWithProgress(stack, job))}`);
+        await printFinal(stack, await followWithProgress(stack, job));
       });
     });
 
@@ -278,6 +328,18 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     });
 
   return program;
+}
+
+function reviewFormat(file: string): 'csv' | 'jsonl' {
+  if (/\.csv$/i.test(file)) return 'csv';
+  if (/\.jsonl$/i.test(file)) return 'jsonl';
+  throw new TunefleetError(ErrorCode.FlagInvalid, `'${file}': a review file is .csv or .jsonl`, { field: 'file' });
+}
+
+function intFlag(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < min) throw new TunefleetError(ErrorCode.FlagInvalid, `${flag} '${v}' must be a whole number ≥ ${min}`, { field: flag });
+  return n;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,16 +1,18 @@
 // What the CLI does against a running stack: submit, status, list, result, download,
 // and following a job's events. Spec errors are found before anything is contacted.
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import {
   ADAPTERS_BUCKET, CONTROL_TASK_QUEUE, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, EVENTS_STREAM, ID_PATTERN, TunefleetError, datasetObjectName,
-  jobEventSubject, jobEventsFilter, parseSpec, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
+  jobEventSubject, jobEventsFilter, parseJobEvent, parseSpec, reviewObjectPrefix, type ReviewSummary, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
 } from '../shared';
 import { fineTune, statusQuery } from '../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../workflows/searchAttributes';
 import type { DecisionRecord } from './activities';
+import type { LossCurve } from './format';
+import { readReview, sampleRows, summarise, writeReview, type OutputRow, type ReviewFormat } from './review';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
 
 export interface LoadedSpec { spec: JobSpec; file: string; datasetPath: string; evalPath: string | null }
@@ -25,10 +27,18 @@ export async function loadSpecFile(file: string): Promise<LoadedSpec> {
   }
   const spec = parseSpec(text, file);
   const base = dirname(resolve(file));
+  // data files live in the spec's directory or below it: no absolute paths, no '..' out of
+  // it, no symlink that leads out of it (a spec from someone else cannot upload ~/.ssh)
+  const root = realpathSync(base);
   const local = (p: string, field: string): string => {
-    const full = isAbsolute(p) ? p : resolve(base, p);
+    if (isAbsolute(p)) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' is an absolute path; give a path relative to the spec's directory (${base})`, { file, field });
+    const full = resolve(base, p);
+    const rel = relative(base, full);
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' leaves the spec's directory (${base})`, { file, field });
     if (!existsSync(full)) throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${full}`, { file, field });
-    if (!statSync(full).isFile()) throw new TunefleetError(ErrorCode.DatasetMissing, `not a regular file: ${full}`, { file, field });
+    const real = realpathSync(full);
+    if (relative(root, real).startsWith('..')) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' is a symlink to ${real}, outside the spec's directory (${base})`, { file, field });
+    if (!statSync(real).isFile()) throw new TunefleetError(ErrorCode.DatasetMissing, `not a regular file: ${full}`, { file, field });
     return full;
   };
   return { spec, file, datasetPath: local(spec.dataset.path, 'dataset.path'), evalPath: spec.dataset.eval_path ? local(spec.dataset.eval_path, 'dataset.eval_path') : null };
@@ -81,6 +91,10 @@ export class Stack {
   async submit(loaded: LoadedSpec, jobId?: string): Promise<string> {
     const id = jobId ?? newJobId(loaded.spec.name);
     if (!ID_PATTERN.test(id)) throw new TunefleetError(ErrorCode.FlagInvalid, `job id '${id}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
+    // malformed or empty data is refused here, before anything is stored
+    const { checkDatasetFile } = await import('./prepare');
+    await checkDatasetFile(loaded.datasetPath, loaded.spec.dataset.path, loaded.spec.dataset.policy);
+    if (loaded.evalPath) await checkDatasetFile(loaded.evalPath, loaded.spec.dataset.eval_path ?? 'eval', loaded.spec.dataset.policy);
     await ensureAssets(await this.nats());
     const input: FineTuneInput = {
       jobId: id,
@@ -137,7 +151,8 @@ export class Stack {
     const jsm = await n.nc.jetstreamManager();
     try {
       const m = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: jobEventSubject(jobId, type) });
-      return m.json<Record<string, unknown>>();
+      const e = parseJobEvent(m.data, jobId);
+      return e.ok ? e.event : null;
     } catch {
       return null;
     }
@@ -189,6 +204,62 @@ export class Stack {
     }
   }
 
+  /** The result with the newest imported human review, if any. */
+  async resultWithReview(jobId: string): Promise<JobResult> {
+    const r = await this.result(jobId);
+    const store = await (await this.nats()).objects(ADAPTERS_BUCKET);
+    const reviews = (await store.list()).filter((i) => i.name.startsWith(reviewObjectPrefix(jobId)) && !i.deleted).map((i) => i.name).sort();
+    const newest = reviews[reviews.length - 1];
+    if (newest) {
+      const blob = await store.getBlob(newest);
+      if (blob) r.review = (JSON.parse(new TextDecoder().decode(blob)) as { summary: ReviewSummary }).summary;
+    }
+    return r;
+  }
+
+  /** Train loss by step (the attempt that ran it last) and eval losses, from the job's events. */
+  async lossCurve(jobId: string): Promise<LossCurve> {
+    const train = new Map<number, [number, number]>();
+    const evals = new Map<number, [number, number]>();
+    await this.events(jobId, (e) => {
+      const step = Number(e.step);
+      const attempt = Number(e.attempt);
+      if (e.type === 'step' && Number.isFinite(Number(e.loss)) && (train.get(step)?.[0] ?? 0) <= attempt) train.set(step, [attempt, Number(e.loss)]);
+      if (e.type === 'eval' && Number.isFinite(Number(e.eval_loss)) && (evals.get(step)?.[0] ?? 0) <= attempt) evals.set(step, [attempt, Number(e.eval_loss)]);
+    }, () => {});
+    const sorted = (m: Map<number, [number, number]>): [number, number][] => [...m].sort((a, b) => a[0] - b[0]).map(([k, [, v]]) => [k, v]);
+    return { train: sorted(train), eval: sorted(evals) };
+  }
+
+  /** Every evaluation generation of a finished job (prompt, reference, base, tuned). */
+  async evalOutputs(jobId: string): Promise<OutputRow[]> {
+    const r = await this.result(jobId);
+    const object = r.evaluation.outputs?.object;
+    if (!object) throw new TunefleetError(ErrorCode.JobNotFound, `job '${jobId}' stored no evaluation generations (evaluation.exact_match off, or a job from before review export existed)`);
+    const blob = await (await (await this.nats()).objects(ADAPTERS_BUCKET)).getBlob(object);
+    if (!blob) throw new TunefleetError(ErrorCode.JobNotFound, `the evaluation generations of '${jobId}' (${object}) are missing from the store`);
+    return new TextDecoder().decode(blob).split('\n').filter(Boolean).map((l) => JSON.parse(l) as OutputRow);
+  }
+
+  async reviewExport(jobId: string, o: { sample: number; seed: number; format: ReviewFormat }): Promise<{ text: string; rows: number; of: number }> {
+    const rows = await this.evalOutputs(jobId);
+    const picked = sampleRows(rows, o.sample, o.seed);
+    return { text: writeReview(picked, o.format), rows: picked.length, of: rows.length };
+  }
+
+  /** Check a filled-in review file against the stored generations, then store it (one object per import). */
+  async reviewImport(jobId: string, file: string, format: ReviewFormat): Promise<ReviewSummary> {
+    const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new TunefleetError(ErrorCode.SpecUnreadable, `cannot read the review file (${e.code ?? String(e)})`, { file });
+    });
+    const graded = readReview(text, format, file, await this.evalOutputs(jobId));
+    const now = new Date();
+    const summary = summarise(graded, basename(file), now);
+    const name = `${reviewObjectPrefix(jobId)}${now.toISOString().replace(/[:.]/g, '-')}.json`;
+    await (await (await this.nats()).objects(ADAPTERS_BUCKET)).putBlob({ name }, new TextEncoder().encode(JSON.stringify({ summary, rows: graded }, null, 1)));
+    return summary;
+  }
+
   /** Write the registered adapter to `out`, every file checked against its sha256. */
   async download(jobId: string, out: string): Promise<{ dir: string; files: number }> {
     const result = await this.result(jobId);
@@ -208,7 +279,7 @@ export class Stack {
   }
 
   /** Every event of a job stored so far, in order (no waiting for new ones). */
-  async events(jobId: string, print: (e: Record<string, unknown>) => void): Promise<number> {
+  async events(jobId: string, print: (e: Record<string, unknown>) => void, warn = stderrWarn): Promise<number> {
     const n = await this.nats();
     const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
     let count = 0;
@@ -216,7 +287,9 @@ export class Stack {
       const batch = await consumer.fetch({ max_messages: 500, expires: 1000 });
       let got = 0;
       for await (const m of batch) {
-        print(m.json<Record<string, unknown>>());
+        const e = parseJobEvent(m.data, jobId);
+        if (e.ok) print(e.event);
+        else warn(`skipped a malformed event on ${m.subject} (stream seq ${m.seq}): ${e.message}`);
         got += 1;
       }
       count += got;
@@ -225,12 +298,16 @@ export class Stack {
   }
 
   /** Print a job's events as they come (from the beginning), until the job ends. */
-  async follow(jobId: string, print: (e: Record<string, unknown>) => void): Promise<JobResult> {
+  async follow(jobId: string, print: (e: Record<string, unknown>) => void, warn = stderrWarn): Promise<JobResult> {
     const n = await this.nats();
     const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
     const messages = await consumer.consume();
     const reading = (async () => {
-      for await (const m of messages) print(m.json<Record<string, unknown>>());
+      for await (const m of messages) {
+        const e = parseJobEvent(m.data, jobId);
+        if (e.ok) print(e.event);
+        else warn(`skipped a malformed event on ${m.subject} (stream seq ${m.seq}): ${e.message}`);
+      }
     })();
     try {
       return await this.result(jobId).catch(async (e: unknown) => {
@@ -250,6 +327,8 @@ export class Stack {
     }
   }
 }
+
+const stderrWarn = (msg: string): void => void process.stderr.write(`warning: ${msg}\n`);
 
 export function failureMessage(e: unknown): string {
   const parts: string[] = [];

@@ -27,9 +27,44 @@ export function formatDataReport(d: Omit<DataReport, 'train_object' | 'eval_obje
   return lines.join('\n');
 }
 
-export function formatResult(r: JobResult): string {
+/** Loss over steps: train (every step) and eval (each evaluation during training). */
+export interface LossCurve { train: [number, number][]; eval: [number, number][] }
+
+/**
+ * A terminal line chart: `width` columns of steps by `height` rows of loss; train loss as
+ * '·' (the mean of the steps in each column), eval loss as 'o'. Axis labels on the left.
+ */
+export function lossChart(c: LossCurve, width = 60, height = 12): string {
+  const all = [...c.train, ...c.eval];
+  if (all.length < 2) return '(no loss curve stored for this job)';
+  const xs = all.map(([x]) => x);
+  const ys = all.map(([, y]) => y).filter(Number.isFinite);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+  const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+  const col = (x: number): number => (x1 === x0 ? 0 : Math.round(((x - x0) / (x1 - x0)) * (width - 1)));
+  const row = (y: number): number => (y1 === y0 ? height - 1 : Math.round(((y1 - y) / (y1 - y0)) * (height - 1)));
+  const grid = Array.from({ length: height }, () => Array<string>(width).fill(' '));
+  const sums = new Map<number, [number, number]>();
+  for (const [x, y] of c.train) {
+    const k = col(x);
+    const [s0, n] = sums.get(k) ?? [0, 0];
+    sums.set(k, [s0 + y, n + 1]);
+  }
+  for (const [k, [s0, n]] of sums) (grid[row(s0 / n)] as string[])[k] = '·';
+  for (const [x, y] of c.eval) (grid[row(y)] as string[])[col(x)] = 'o';
+  const label = (y: number): string => y.toFixed(3).padStart(8);
+  const lines = grid.map((g, i) => `${i === 0 ? label(y1) : i === height - 1 ? label(y0) : i === Math.floor(height / 2) ? label((y0 + y1) / 2) : ' '.repeat(8)} │${g.join('')}`);
+  lines.push(`${' '.repeat(8)} └${'─'.repeat(width)}`);
+  lines.push(`${' '.repeat(10)}step ${x0}${' '.repeat(Math.max(1, width - 10 - String(x0).length - String(x1).length))}${x1}`);
+  lines.push(`${' '.repeat(10)}· train loss${c.eval.length ? '   o eval loss' : ''}`);
+  return lines.join('\n');
+}
+
+export function formatResult(r: JobResult, curve?: LossCurve | null): string {
   const b = r.evaluation.base;
   const t = r.evaluation.tuned;
+  const ev = r.evaluation;
+  const toolNames = [...new Set([...Object.keys(b.tool ?? {}), ...Object.keys(t.tool ?? {})])].sort();
   const lines = [
     `job ${r.jobId}: ${r.state} — ${r.method} on ${r.model}`,
     formatDataReport(r.data),
@@ -42,10 +77,24 @@ export function formatResult(r: JobResult): string {
       ['exact match', f4(b.exact_match), f4(t.exact_match), delta(b.exact_match, t.exact_match)],
       ['BLEU', f4(b.bleu), f4(t.bleu), delta(b.bleu, t.bleu)],
       ['ROUGE-L', f4(b.rouge_l), f4(t.rouge_l), delta(b.rouge_l, t.rouge_l)],
+      ['judge (similarity)', f4(b.judge), f4(t.judge), delta(b.judge ?? null, t.judge ?? null)],
+      ...toolNames.map((k) => [`tool ${k}`, f4(b.tool?.[k]), f4(t.tool?.[k]), delta(b.tool?.[k] ?? null, t.tool?.[k] ?? null)]),
+      ...(r.review ? [['human grade (1-5)', f4(r.review.base_mean), f4(r.review.tuned_mean), delta(r.review.base_mean, r.review.tuned_mean)]] : []),
     ]),
-    '',
-    `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})`,
   ];
+  if (ev.judge) lines.push(`judge: ${ev.judge.model}, ${ev.judge.answers} answers in ${ev.judge.seconds.toFixed(1)} s${ev.judge.error ? ` — not scored: ${ev.judge.error}` : ''}`);
+  if (ev.tool) {
+    for (const [w, run] of [['base', ev.tool.base], ['fine-tuned', ev.tool.tuned]] as const) {
+      lines.push(`tool ${JSON.stringify(ev.tool.command.join(' '))} on the ${w} outputs: ${run.error ? `failed (${run.error})` : `ok in ${run.seconds.toFixed(1)} s`}`);
+    }
+  }
+  if (r.review) lines.push(`human review: ${r.review.graded} answers graded (${r.review.file}, ${r.review.imported_at}); fine-tuned better in ${(100 * r.review.tuned_better).toFixed(0)} %, worse in ${(100 * r.review.tuned_worse).toFixed(0)} %`);
+  if (r.gates?.length) {
+    lines.push('', `gates: ${r.gates.filter((g) => g.passed).length} of ${r.gates.length} passed`);
+    for (const g of r.gates) lines.push(`  ${g.passed ? 'pass' : 'FAIL'}  ${g.gate.padEnd(32)} ${g.message}`);
+  }
+  if (curve) lines.push('', lossChart(curve));
+  lines.push('', `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})${r.state === 'failed_gate' ? ' — stored although a gate failed' : ''}`);
   const ex = r.evaluation.examples.slice(0, 5);
   if (ex.length) {
     lines.push('', 'examples (prompt → reference | base | fine-tuned):');

@@ -11,9 +11,9 @@ import { once } from 'node:events';
 import type { ObjectStore } from 'nats';
 import {
   checkLine, cleanRecord, evalIndices, ErrorCode, Pipeline, RULES, TunefleetError, TunefleetErrors, preparedObjectName,
-  type DataReport, type FineTuneInput, type JobSpec, type Rule,
+  type DataReport, type FineTuneInput, type JobSpec, type Rule, type Verdict,
 } from '../shared';
-import { readLines } from './lines';
+import { MAX_LINE_BYTES, readLines } from './lines';
 import { putFile } from './nats';
 
 const MAX_PROBLEMS = 20;
@@ -22,6 +22,34 @@ const EXAMPLE_CHARS = 160;
 const MALFORMED: ReadonlySet<Rule> = new Set<Rule>(['invalid_utf8', 'invalid_json', 'invalid_record', 'mixed_format']);
 
 export type Source = () => AsyncIterable<Uint8Array>;
+
+const tooLong = (bytes: number): string => `the line is ${(bytes / 2 ** 20).toFixed(1)} MiB, over the ${MAX_LINE_BYTES / 2 ** 20} MiB limit for one record`;
+
+/**
+ * What submit checks on the user's machine before anything is uploaded: every line is
+ * UTF-8 JSON in a known record shape and under the line limit (policy strict), and at
+ * least one record is there. One streaming pass, like the sha256 the upload needs anyway;
+ * cleaning, dedup and the split stay with the prepare step.
+ */
+export async function checkDatasetFile(path: string, label: string, policy: JobSpec['dataset']['policy']): Promise<{ records: number; invalid: number }> {
+  let records = 0;
+  const problems: TunefleetError[] = [];
+  let invalid = 0;
+  for await (const { line, lineNo, oversize } of readLines(fileSource(path)())) {
+    if (line !== null && line.toString('utf8').trim() === '') continue;
+    const c = line === null ? { ok: false as const, message: tooLong(oversize) } : checkLine(line);
+    if (c.ok) records += 1;
+    else {
+      invalid += 1;
+      if (problems.length < MAX_PROBLEMS) problems.push(new TunefleetError(ErrorCode.DatasetInvalid, `${label}:${lineNo}: ${c.message}`));
+    }
+  }
+  if (invalid > 0 && policy === 'strict') {
+    throw new TunefleetErrors(ErrorCode.DatasetInvalid, problems, `${invalid} malformed record${invalid === 1 ? '' : 's'} (first ${problems.length} listed; policy strict): fix them, or set dataset.policy: lenient to drop them; nothing was uploaded`);
+  }
+  if (records === 0) throw new TunefleetError(ErrorCode.DatasetInvalid, `${label}: no record to train on (${invalid} malformed, the rest blank); nothing was uploaded`);
+  return { records, invalid };
+}
 
 export function fileSource(path: string): Source {
   return () => createReadStream(path, { highWaterMark: 1 << 20 });
@@ -83,13 +111,13 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
   let invalid = 0;
 
   const judgeAll = async (src: { source: Source; label: string }, register: boolean, flags: Flags): Promise<void> => {
-    for await (const { line, lineNo } of readLines(src.source())) {
-      if (line.length === 0 || line.toString('utf8').trim() === '') {
+    for await (const { line, lineNo, oversize } of readLines(src.source())) {
+      if (line !== null && (line.length === 0 || line.toString('utf8').trim() === '')) {
         blank += 1;
         continue;
       }
       total += 1;
-      const v = pipeline.judge(line, register);
+      const v: Verdict = line === null ? { keep: false, rule: 'invalid_record', message: tooLong(oversize) } : pipeline.judge(line, register);
       flags.push(v.keep);
       if (v.keep) {
         if (register) hasSystem.push(v.format === 'messages' && hasSystemMessage(v.record));
@@ -101,7 +129,7 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
         if (problems.length < MAX_PROBLEMS) problems.push({ line: lineNo, message: `${src.label}:${lineNo}: ${v.message}` });
       }
       const ex = (examples[v.rule] ??= []);
-      if (ex.length < EXAMPLES_PER_RULE) ex.push({ file: src.label, line: lineNo, message: v.message, text: line.toString('utf8').slice(0, EXAMPLE_CHARS) });
+      if (ex.length < EXAMPLES_PER_RULE) ex.push({ file: src.label, line: lineNo, message: v.message, text: line === null ? '' : line.toString('utf8').slice(0, EXAMPLE_CHARS) });
     }
   };
 
@@ -145,8 +173,8 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
         let i = 0;
         let k = 0;
         for await (const { line } of readLines(src.source())) {
-          if (line.length === 0 || line.toString('utf8').trim() === '') continue;
-          if (flags.get(i)) {
+          if (line !== null && (line.length === 0 || line.toString('utf8').trim() === '')) continue;
+          if (line !== null && flags.get(i)) {
             const c = checkLine(line);
             if (!c.ok) throw new TunefleetError(ErrorCode.ChecksumMismatch, `${input.main.label}: the dataset changed between passes`);
             const out = pick(k);

@@ -12,6 +12,8 @@ export interface Config {
   python: string;
   /** directory holding base models (one sub-directory per model name) */
   modelsDir: string;
+  /** the evaluation judge exported to ONNX at bootstrap (model.onnx + tokenizer files) */
+  judgeDir: string;
   /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults: heartbeat 10 s, 60 s for full fine-tuning; 120 s to start) */
   heartbeatTimeoutS: number | null;
   scheduleToStartS: number | null;
@@ -45,6 +47,7 @@ export function resolveConfig(env: Record<string, string | undefined>, flags: Fl
     namespace: flags.namespace ?? env.TUNEFLEET_NAMESPACE ?? 'default',
     python: env.TUNEFLEET_PYTHON ?? `${home}/bin/python`,
     modelsDir: env.TUNEFLEET_MODELS_DIR ?? `${home}/models`,
+    judgeDir: env.TUNEFLEET_JUDGE_DIR ?? `${home}/judge/all-MiniLM-L6-v2`,
     heartbeatTimeoutS: seconds(env.TUNEFLEET_HEARTBEAT_TIMEOUT, 'TUNEFLEET_HEARTBEAT_TIMEOUT'),
     scheduleToStartS: seconds(env.TUNEFLEET_SCHEDULE_TO_START_TIMEOUT, 'TUNEFLEET_SCHEDULE_TO_START_TIMEOUT'),
   };

@@ -120,6 +120,9 @@ export const evaluationEvent = z.object({
   base: modelMetrics,
   tuned: modelMetrics,
   examples: z.array(z.object({ prompt: z.string(), reference: z.string(), base: z.string(), tuned: z.string() })).max(50),
+  /** every generation as JSONL (prompt, reference, base, tuned), and how many */
+  outputs_path: z.string().optional(),
+  outputs: z.number().int().nonnegative().optional(),
 });
 
 export const errorEvent = z.object({
@@ -172,4 +175,28 @@ export function parseTrainerLine(line: string, lineNo: number): ParsedLine {
 /** JSON Schema of the trainer events, for the Python side's tests. */
 export function trainerEventsJsonSchema(): unknown {
   return z.toJSONSchema(trainerEvent, { target: 'draft-2020-12', io: 'output' });
+}
+
+/**
+ * One message from a job's event stream, as the agent publishes it: a trainer event plus
+ * job_id, attempt and agent_id. Anyone who can publish on NATS can put anything there, so
+ * a reader checks it and skips (with this message) what is not such an event.
+ */
+export function parseJobEvent(data: Uint8Array, jobId: string): { ok: true; event: Record<string, unknown> } | { ok: false; message: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
+  } catch (e) {
+    return { ok: false, message: `not UTF-8 JSON (${(e as Error).message})` };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, message: 'not a JSON object' };
+  const r = raw as Record<string, unknown>;
+  if (r.job_id !== jobId) return { ok: false, message: `job_id ${JSON.stringify(r.job_id)} is not ${jobId}` };
+  if (!Number.isInteger(r.attempt) || (r.attempt as number) < 1 || typeof r.agent_id !== 'string') return { ok: false, message: 'attempt and agent_id are missing or malformed' };
+  const parsed = trainerEvent.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { ok: false, message: `${issue ? `${issue.path.join('.') || 'type'}: ` : ''}${issue?.message ?? 'not a trainer event'}` };
+  }
+  return { ok: true, event: r };
 }

@@ -9,3 +9,4 @@ export * from './activities';
 export * from './dataset';
 export * from './dataprep';
 export * from './memory';
+export * from './gates';

@@ -2,6 +2,7 @@
 // numbers — never data, checkpoints or logs (payloads are capped at 2 MB).
 import type { JobSpec } from './spec';
 import type { FileEntry, ModelMetrics } from './events';
+import type { GateResult } from './gates';
 
 export interface FineTuneInput {
   jobId: string;
@@ -14,7 +15,7 @@ export interface FineTuneInput {
   timeouts?: { scheduleToStartSeconds?: number; heartbeatSeconds?: number };
 }
 
-export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed', 'cancelled'] as const;
+export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed_gate', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 export interface DataReport {
@@ -89,15 +90,52 @@ export interface TrainOutcome {
   seconds: number;
 }
 
+/** A model's metrics: the trainer's, the judge's mean score and the tool scorer's scores. */
+export interface ScoredMetrics extends ModelMetrics {
+  /** mean cosine similarity of answer and reference embeddings (all-MiniLM-L6-v2), null when not judged */
+  judge?: number | null;
+  /** the tool scorer's scores, by name */
+  tool?: Record<string, number>;
+}
+
+export interface ToolRun {
+  scores: Record<string, number>;
+  /** why there are no scores (exit status, timeout, unreadable output); null when it worked */
+  error: string | null;
+  seconds: number;
+}
+
 export interface EvalOutcome {
-  base: ModelMetrics;
-  tuned: ModelMetrics;
+  base: ScoredMetrics;
+  tuned: ScoredMetrics;
   examples: { prompt: string; reference: string; base: string; tuned: string }[];
+  /** how the judge ran (null: turned off in the spec) */
+  judge?: { model: string; answers: number; seconds: number; error: string | null } | null;
+  tool?: { command: string[]; base: ToolRun; tuned: ToolRun } | null;
+  /** every generation (JSONL: prompt, reference, base, tuned) in the adapters bucket, for review export */
+  outputs?: { object: string; records: number } | null;
+}
+
+/** Human grades attached with `tunefleet review import` (1-5 per answer). */
+export interface ReviewSummary {
+  graded: number;
+  base_mean: number | null;
+  tuned_mean: number | null;
+  /** share of graded rows where the fine-tuned answer got the higher grade / the lower one */
+  tuned_better: number;
+  tuned_worse: number;
+  file: string;
+  imported_at: string;
 }
 
 export interface JobResult {
   jobId: string;
-  state: 'succeeded';
+  /** failed_gate: a quality gate in the spec did not pass (the adapter is stored all the same) */
+  state: 'succeeded' | 'failed_gate';
+  /** each gate of the spec with its numbers */
+  gates?: GateResult[];
+  /** human review, when grades were imported (added when the result is read) */
+  review?: ReviewSummary | null;
   model: string;
   method: string;
   data: DataReport;

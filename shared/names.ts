@@ -34,6 +34,10 @@ export const trainedAdapterPrefix = (jobId: string, attempt: number): string => 
 export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;
 export const jobEventSubject = (jobId: string, type: string): string => `tunefleet.job.${jobId}.${type}`;
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
+/** every evaluation generation of a job (JSONL), for review export */
+export const evalOutputsObjectName = (jobId: string): string => `${jobId}/eval-outputs.jsonl`;
+/** human grades imported with `tunefleet review import`, one object per import */
+export const reviewObjectPrefix = (jobId: string): string => `${jobId}/review/`;
 
 /** Memory reservations, one key per agent (compare-and-set on the key's revision). */
 export const LEASES_BUCKET = 'tunefleet-leases';

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { parseDocument, LineCounter, isNode } from 'yaml';
 import { ErrorCode, TunefleetError, TunefleetErrors } from './errors';
 import { ID_PATTERN, MODEL_NAME_PATTERN } from './names';
+import { parseGate } from './gates';
 
 export const METHODS = ['lora', 'dora', 'qlora', 'ia3', 'prefix', 'prompt', 'adapter', 'full'] as const;
 export type Method = (typeof METHODS)[number];
@@ -112,12 +113,31 @@ export const trainingSchema = z.strictObject({
   patience: positiveInt.optional(),
 }).refine((t) => t.patience === undefined || t.eval_every > 0, { message: 'patience needs eval_every > 0', path: ['patience'] });
 
+export const toolSchema = z.strictObject({
+  /** argv of a command on the agent; gets the outputs as JSONL on stdin, prints a JSON object of scores as its last line */
+  command: z.array(z.string().min(1)).min(1),
+  /** seconds per run (base, then fine-tuned) before it is killed */
+  timeout_s: positiveInt.max(3600).default(60),
+});
+
 export const evaluationSchema = z.strictObject({
   /** greedy generation on eval prompts, compared to the reference completion */
   exact_match: z.boolean().default(true),
   max_new_tokens: positiveInt.max(4096).default(32),
   /** evaluate at most this many eval records (all when unset) */
   max_samples: positiveInt.optional(),
+  /** the model-based judge: semantic similarity of each answer to its reference (all-MiniLM-L6-v2 on onnxruntime) */
+  judge: z.boolean().default(true),
+  /** a tool-based scorer (a JSON-schema check, a compiler, a test runner); its failure is reported, not fatal */
+  tool: toolSchema.optional(),
+  /** thresholds the fine-tuned model must meet, e.g. 'exact_match >= base + 0.05', 'judge >= 0.8' (see docs/spec.md) */
+  gates: z.array(z.string().superRefine((g, ctx) => {
+    try {
+      parseGate(g);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  })).default([]),
 });
 
 export const jobSpecSchema = z.strictObject({

@@ -11,7 +11,7 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
 # what the suites need and a fresh clone lacks (cached and quick when already there)
-bash infra/bootstrap.sh npm tools trainer >&2 || { echo "0 passed, 1 failed"; exit 1; }
+bash infra/bootstrap.sh npm tools trainer judge >&2 || { echo "0 passed, 1 failed"; exit 1; }
 
 passed=0; failed=0; skipped=0
 add() { passed=$((passed + $1)); failed=$((failed + $2)); skipped=$((skipped + $3)); }

@@ -1,7 +1,7 @@
 // What the fineTune workflow does when an attempt fails: one table, by error class.
 // Pure and deterministic (imported by workflow code).
 
-export type FailureClass = 'lost_agent' | 'agent_draining' | 'oom' | 'trainer_crash' | 'upload_failed' | 'fenced' | 'bad_input' | 'cancelled';
+export type FailureClass = 'lost_agent' | 'agent_draining' | 'oom' | 'trainer_crash' | 'upload_failed' | 'disk_full' | 'fenced' | 'bad_input' | 'cancelled';
 
 export interface FailurePolicy {
   /** try again (a new attempt, a new epoch) */
@@ -18,6 +18,7 @@ export const FAILURE_POLICY: Record<FailureClass, FailurePolicy> = {
   oom: { retry: true, avoidAgent: false, shrink: true }, //              the job did not fit as configured: smaller micro-batch, same agent is fine
   trainer_crash: { retry: true, avoidAgent: true, shrink: false }, //    the trainer died (signal, crash, CUDA error)
   upload_failed: { retry: true, avoidAgent: true, shrink: false }, //    checkpoint upload to the store failed
+  disk_full: { retry: true, avoidAgent: true, shrink: false }, //        the agent's disk filled while checkpointing; the previous checkpoint stands
   fenced: { retry: true, avoidAgent: false, shrink: false }, //          a newer epoch owns the job (should not reach the current attempt)
   bad_input: { retry: false, avoidAgent: false, shrink: false }, //      dataset, spec or model problems: the same input fails anywhere
   cancelled: { retry: false, avoidAgent: false, shrink: false },
@@ -30,6 +31,7 @@ export const ERROR_TYPE_CLASS: Record<string, FailureClass> = {
   TRAINER_FAILED: 'trainer_crash',
   TRAINER_STUCK: 'trainer_crash', // the agent's progress watchdog killed a silent trainer
   CHECKPOINT_UPLOAD_FAILED: 'upload_failed',
+  DISK_FULL: 'disk_full',
   FENCED: 'fenced',
 };
 

@@ -16,6 +16,7 @@ import type { AgentActivities, ControlActivities, ProgressUpdate, TrainHeartbeat
 import type { EvalOutcome, FineTuneInput, JobResult, JobState, JobStatus, Placement, TrainOutcome } from '../shared/jobs';
 import type { JobSpec } from '../shared/spec';
 import type { OomEvent } from '../shared/events';
+import type { RetryPolicy } from '@temporalio/common';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
 import { ERROR_TYPE_CLASS, FAILURE_POLICY, MAX_ATTEMPTS, type FailureClass } from './failures';
 import { SA_STATE } from './searchAttributes';
@@ -33,11 +34,11 @@ export const capacitySignal = defineSignal(CAPACITY_SIGNAL);
 const QUEUE_POLL_MS = 2_000;
 const QUEUE_POLL_MAX_MS = 60_000;
 
-const control = proxyActivities<ControlActivities>({
-  taskQueue: CONTROL_TASK_QUEUE,
-  startToCloseTimeout: '30 minutes',
-  retry: { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] },
-});
+const controlRetry: RetryPolicy = { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] };
+/** prepare (a big dataset takes minutes) and register (copies the adapter) */
+const control = proxyActivities<ControlActivities>({ taskQueue: CONTROL_TASK_QUEUE, startToCloseTimeout: '30 minutes', retry: controlRetry });
+/** place and release take milliseconds: a worker killed in the middle is retried on another within 20 s */
+const quick = proxyActivities<ControlActivities>({ taskQueue: CONTROL_TASK_QUEUE, startToCloseTimeout: '20 seconds', retry: controlRetry });
 
 /** Default seconds without step progress before an attempt counts as lost (full fine-tuning saves bigger checkpoints between steps). */
 export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number => spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);
@@ -83,7 +84,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         throw ApplicationFailure.nonRetryable(`gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`, 'ATTEMPTS_EXHAUSTED');
       }
       if (status.state !== 'queued') setState('placing');
-      const placed = await control.place({ jobId: input.jobId, spec, attempt: status.attempt + 1, submittedAt: input.submittedAt, exclude, purpose });
+      const placed = await quick.place({ jobId: input.jobId, spec, attempt: status.attempt + 1, submittedAt: input.submittedAt, exclude, purpose });
       if (!placed.placement) {
         setState('queued');
         status.queuePosition = placed.position;
@@ -118,7 +119,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         status.message = `attempt ${status.attempt} on ${placement.agentId} ended (${f.cls}: ${f.why}); ${policy.shrink ? `retrying with micro-batch ${spec.training.micro_batch_size} and gradient checkpointing` : 'placing again'}`;
       } finally {
         const attempt = status.attempt;
-        await CancellationScope.nonCancellable(() => control.release(input.jobId, attempt, placement.agentId));
+        await CancellationScope.nonCancellable(() => quick.release(input.jobId, attempt, placement.agentId));
       }
     }
   }
@@ -133,14 +134,15 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
       agent.evaluate({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data, adapterPrefix: training.adapterPrefix, adapterFiles: training.adapterFiles }),
     );
     setState('registering');
+    // register stores the adapter whatever the gates say, and checks them
     const result = await control.register({ ...input, spec }, data, training, evaluation);
-    setState('succeeded');
-    status.message = null;
+    setState(result.state === 'failed_gate' ? 'failed_gate' : 'succeeded');
+    status.message = result.state === 'failed_gate' ? (result.gates ?? []).filter((g) => !g.passed).map((g) => g.message).join('; ') : null;
     return result;
   } catch (err) {
     const cancelled = isCancellation(err);
     // a queued job leaves the queue however it ends
-    await CancellationScope.nonCancellable(() => control.release(input.jobId, status.attempt, null));
+    await CancellationScope.nonCancellable(() => quick.release(input.jobId, status.attempt, null));
     setState(cancelled ? 'cancelled' : 'failed');
     status.message = cancelled ? 'cancelled' : err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
     throw err;

@@ -5,20 +5,25 @@
 //   npm run chaos                  every scenario here
 //   npm test                       the ones tagged [ci]
 //
-// Scenarios 2 (kill -9 of the agent) and 4 (SIGSTOP/SIGCONT zombie) run in
-// test/integration/recovery.test.ts. Not yet written: 6, 7, 10, 13 (see the README's Guarantees).
+// Scenario 10 mounts a small tmpfs (needs root; skipped with the reason otherwise).
+// Scenario 7 uses the failpoint place:after-reserve (shared/failpoint.ts).
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
-import { CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, EVENTS_STREAM, LEASES_BUCKET, type CommitRecord, type JobResult } from '../../shared';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import {
+  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, EVENTS_STREAM, LEASES_BUCKET, QUEUE_BUCKET,
+  jobEventSubject, type CommitRecord, type JobResult,
+} from '../../shared';
 import { claimEpoch, commitCheckpoint } from '../../agent/commits';
 import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
-import { processAlive, startNats, stopProcess } from '../../infra/services';
+import { processAlive, startNats, startTemporal, stopProcess } from '../../infra/services';
 import { join } from 'node:path';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { AgentProcesses, commitOf, tinyJob, until } from '../harness/fleet';
-import { runCli, startTestStack, type TestStack } from '../harness/stack';
+import { AgentProcesses, adapterDiff, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
 interface Row { scenario: string; outcome: string; stepsLost: number | string; recoverS: string }
@@ -41,6 +46,11 @@ describe('chaos - faults injected into running jobs', function () {
     const line = ps.split('\n').find((l) => l.includes('tunefleet_trainer train') && l.includes(`/jobs/${jobId}/attempt-${attempt}/run.json`));
     if (!line) throw new Error(`no trainer process for ${jobId} attempt ${attempt}`);
     return Number(line.trim().split(/\s+/)[0]);
+  };
+  /** This job's leases, over all agents. */
+  const leasesOf = async (jobId: string): Promise<{ agentId: string; attempt: number }[]> => {
+    const all = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
+    return [...all].flatMap(([agentId, a]) => a.leases.filter((l) => l.jobId === jobId).map((l) => ({ agentId, attempt: l.attempt })));
   };
   const stepsOf = (events: Record<string, unknown>[], pred: (e: Record<string, unknown>) => boolean): number[] => events.filter((e) => e.type === 'step' && pred(e)).map((e) => Number(e.step));
 
@@ -224,5 +234,293 @@ describe('chaos - faults injected into running jobs', function () {
     const resumed = Number(events.find((e) => e.type === 'started' && Number(e.attempt) > rec.epoch)?.resumed_from_step);
     const reached = Math.max(...stepsOf(events, (e) => Number(e.attempt) === rec.epoch));
     rows.push({ scenario: '12 stuck trainer (SIGSTOP)', outcome: `watchdog killed it after ${detected.toFixed(1)} s; resumed at ${resumed}`, stepsLost: reached - resumed, recoverS: detected.toFixed(1) });
+  });
+  it('chaos [ci] 2 - kill -9 of the agent: placed again elsewhere, at most one checkpoint interval lost, never two trainers committing, adapter equal to an uninterrupted run', async () => {
+    const every = 100;
+    const spec = await loadSpecFile(tinyJob('kill9', 1200, every));
+    // the uninterrupted run of the same job (same data, seed and settings)
+    const baselineId = await client.submit(spec, 'chaos-kill9-baseline');
+    const baseline = await client.follow(baselineId, () => {});
+    const id = await client.submit(spec, 'chaos-kill9');
+    const events: Record<string, unknown>[] = [];
+    const done = client.follow(id, (e) => events.push(e));
+    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
+    const victim = (await client.describe(id)).status?.agentId as string;
+    const killedAt = Date.now();
+    agents.get(victim)?.kill('SIGKILL');
+    const result: JobResult = await done;
+    expect(result.training.agentId).to.not.equal(victim);
+    expect(result.training.attempt).to.be.at.least(2);
+    // steps lost: what the dead attempt reached past its last committed checkpoint
+    const reached = Math.max(...stepsOf(events, (e) => e.agent_id === victim));
+    const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== victim)?.resumed_from_step);
+    expect(resumed).to.be.at.least(every);
+    expect(reached - resumed).to.be.at.most(every);
+    // the final attempt trains each remaining step exactly once
+    const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
+    expect(last).to.deep.equal(Array.from({ length: 1200 - resumed }, (_, i) => resumed + 1 + i));
+    // two trainers never commit for the job: each write of the record is by one epoch, in order
+    assertMonotonic(await commitHistory(client, id));
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-adapters-'));
+    await client.download(baselineId, join(dir, 'baseline'));
+    await client.download(id, join(dir, 'recovered'));
+    const diff = adapterDiff(join(dir, 'baseline'), join(dir, 'recovered'));
+    expect(diff, 'max |baseline - recovered| over the adapter tensors').to.be.lessThan(1e-5);
+    expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
+    await recordHistory(client.client, id, 'recovered-after-kill9');
+    const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
+    rows.push({ scenario: '2 kill -9 agent', outcome: `resumed at ${resumed} on ${result.training.agentId}; adapter max diff ${diff.toExponential(0)} vs uninterrupted`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1) });
+    agents.start(victim);
+    await until('victim back', async () => (await ready()).includes(victim), 60_000);
+  });
+
+  it('chaos [ci] 4 - an agent frozen past the heartbeat timeout (SIGSTOP) then thawed: its commits are refused; the commit record never moves back', async () => {
+    const id = await client.submit(await loadSpecFile(tinyJob('sigstop', 3000, 50)), 'chaos-sigstop');
+    const events: Record<string, unknown>[] = [];
+    const done = client.follow(id, (e) => events.push(e));
+    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
+    const frozen = (await client.describe(id)).status?.agentId as string;
+    const proc = agents.get(frozen) as NonNullable<ReturnType<typeof agents.get>>;
+    const stoppedAt = Date.now();
+    proc.kill('SIGSTOP');
+    // a new epoch claims the job and commits elsewhere
+    await until('a newer epoch commits', async () => {
+      const c = await commitOf(client, id);
+      return !!c && c.epoch >= 2 && c.agent_id !== frozen && c.step > 0;
+    }, 120_000);
+    proc.kill('SIGCONT');
+    const result = await done;
+    expect(result.training.agentId).to.not.equal(frozen);
+    const history = await commitHistory(client, id);
+    assertMonotonic(history);
+    const firstNew = history.findIndex((c) => c.epoch >= 2);
+    expect(history.slice(firstNew).every((c) => c.epoch >= 2), 'no epoch-1 write after epoch 2 claimed the job').to.equal(true);
+    // the thawed agent saw that it lost the job and stopped its trainer
+    await until('the zombie noticed', async () => /refused: a newer attempt owns|the server dropped this attempt/.test(agents.log(frozen)), 30_000);
+    const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== frozen)?.resumed_from_step);
+    const reached = Math.max(...stepsOf(events, (e) => e.agent_id === frozen));
+    const firstStep = events.find((e) => e.type === 'step' && e.agent_id !== frozen);
+    rows.push({ scenario: '4 SIGSTOP agent, then SIGCONT', outcome: `zombie refused; ${history.length} commits, monotonic; resumed at ${resumed}`, stepsLost: reached - resumed, recoverS: ((Number(firstStep?.time) * 1000 - stoppedAt) / 1000).toFixed(1) });
+  });
+
+  it('chaos 6 - Temporal dev server restarted mid-job (SQLite file): the workflow continues', async () => {
+    const steps = 2500;
+    const id = await client.submit(await loadSpecFile(tinyJob('temporal-restart', steps, 100)), 'chaos-temporal-restart');
+    await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 100, 120_000);
+    const before = (await commitOf(client, id)) as CommitRecord;
+    const t0 = Date.now();
+    await stopProcess(stack.temporal.pid, 10_000);
+    await new Promise((r) => setTimeout(r, 2000));
+    const port = Number(stack.temporal.address.split(':').pop());
+    stack.temporal = await startTemporal({ home: stack.home, dataDir: join(stack.home, 'data'), logDir: join(stack.home, 'logs'), port });
+    const down = (Date.now() - t0) / 1000;
+    // the workers and this client reconnect by themselves; the history is in the SQLite file
+    const events: Record<string, unknown>[] = [];
+    const result = await client.follow(id, (e) => events.push(e));
+    expect(result.state).to.equal('succeeded');
+    expect((await client.describe(id)).temporal).to.equal('COMPLETED');
+    assertMonotonic(await commitHistory(client, id));
+    const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
+    const from = Number(events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0);
+    expect(last).to.deep.equal(Array.from({ length: steps - from }, (_, i) => from + 1 + i));
+    await until('both agents advertise', async () => (await ready()).length === 2, 60_000);
+    rows.push({ scenario: '6 Temporal dev server restart', outcome: `down ${down.toFixed(1)} s; finished on attempt ${result.training.attempt}`, stepsLost: result.training.attempt > 1 ? `${before.step}→${from}` : 0, recoverS: '-' });
+  });
+
+  it('chaos 7 - kill -9 of the control worker right after it reserved a lease: another worker completes the placement; no lease leaks', async () => {
+    // the only control worker is one that dies at the worst moment: lease written, reply not sent
+    await worker.stop();
+    const doomed = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'worker'], { env: { ...cliEnv(stack), TUNEFLEET_FAILPOINT: 'place:after-reserve' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let doomedLog = '';
+    for (const st of [doomed.stdout, doomed.stderr]) st?.on('data', (b: Buffer) => (doomedLog += b.toString()));
+    const gone = new Promise<NodeJS.Signals | null>((res) => doomed.on('exit', (_c, sig) => res(sig)));
+    const id = await client.submit(await loadSpecFile(tinyJob('worker-kill', 300, 1000)), 'chaos-worker-kill');
+    const signal = await Promise.race([gone, new Promise<null>((r) => setTimeout(() => r(null), 120_000))]);
+    expect(signal, `the worker died at the failpoint\n${doomedLog}`).to.equal('SIGKILL');
+    const killedAt = Date.now();
+    const orphan = await leasesOf(id);
+    expect(orphan, 'the dead worker reserved before dying').to.have.length(1);
+    // a restarted worker: the place activity times out (20 s) and is retried there
+    worker = await startControlWorker(stack.cfg, () => {});
+    await until('training', async () => (await client.describe(id)).status?.state === 'training', 120_000);
+    const recover = (Date.now() - killedAt) / 1000;
+    const held = await leasesOf(id);
+    const agentId = (await client.describe(id)).status?.agentId;
+    expect(held, 'one lease, on the agent that runs the job').to.deep.equal([{ agentId, attempt: 1 }]);
+    const result = await client.follow(id, () => {});
+    expect(result.training.attempt).to.equal(1);
+    expect(await leasesOf(id), 'released when the job ended').to.deep.equal([]);
+    rows.push({ scenario: '7 kill -9 worker mid-placement', outcome: `orphan on ${orphan[0]?.agentId}; placed on ${agentId} by the new worker; 0 leases left`, stepsLost: 0, recoverS: recover.toFixed(1) });
+  });
+
+  it('chaos 10 - disk full on the agent during a checkpoint: a typed error, the previous checkpoint intact, no empty "latest"', async function () {
+    const agentDir = join(stack.home, 'agents', 'agent-disk');
+    mkdirSync(agentDir, { recursive: true });
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tunefleet-chaos', agentDir], { stdio: 'pipe' });
+    } catch (e) {
+      console.log(`      skipped: cannot mount a tmpfs here (${String((e as { stderr?: Buffer }).stderr ?? e).trim()})`);
+      this.skip();
+    }
+    try {
+      // only agent-disk takes new work until its disk is full
+      await runCli(stack, 'cordon', 'agent-a');
+      await runCli(stack, 'cordon', 'agent-b');
+      agents.start('agent-disk');
+      await until('agent-disk advertises', async () => (await ready()).includes('agent-disk'), 90_000);
+      const every = 50;
+      const id = await client.submit(await loadSpecFile(tinyJob('disk-full', 1500, every)), 'chaos-disk-full');
+      const events: Record<string, unknown>[] = [];
+      const done = client.follow(id, (e) => events.push(e));
+      await until('a commit on agent-disk', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
+      const rec = (await commitOf(client, id)) as CommitRecord;
+      expect(rec.agent_id).to.equal('agent-disk');
+      // fill the file system to the last block
+      const filledAt = Date.now();
+      const fd = openSync(join(agentDir, 'filler'), 'w');
+      for (const size of [1 << 20, 4096, 1]) {
+        const buf = Buffer.alloc(size, 1);
+        try {
+          for (;;) writeSync(fd, buf);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+        }
+      }
+      closeSync(fd);
+      await runCli(stack, 'uncordon', 'agent-a');
+      await runCli(stack, 'uncordon', 'agent-b');
+      const result = await done;
+      const err = events.find((e) => e.type === 'error' && e.agent_id === 'agent-disk');
+      expect(err?.code, 'the trainer says what happened').to.equal('DISK_FULL');
+      expect(result.training.agentId).to.not.equal('agent-disk');
+      const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== 'agent-disk')?.resumed_from_step);
+      expect(resumed, 'resumed from the checkpoint committed before the disk filled').to.be.at.least(rec.step);
+      // on the full disk: no half-written checkpoint, and every step-* directory has its manifest
+      const ckpts = join(agentDir, 'jobs', id, `attempt-${rec.epoch}`, 'out', 'checkpoints');
+      const names = existsSync(ckpts) ? readdirSync(ckpts) : [];
+      expect(names.filter((n) => n.endsWith('.tmp')), 'no temporary checkpoint left').to.deep.equal([]);
+      for (const n of names) expect(existsSync(join(ckpts, n, 'manifest.json')), `${n} has its manifest`).to.equal(true);
+      expect(names.length, `checkpoints kept under ${ckpts}`).to.be.at.least(1);
+      expect(agents.get('agent-disk')?.exitCode, 'the agent is still running').to.equal(null);
+      const reached = Math.max(...stepsOf(events, (e) => e.agent_id === 'agent-disk'));
+      const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== 'agent-disk');
+      rows.push({ scenario: '10 disk full during a checkpoint', outcome: `DISK_FULL at step ${reached}; step ${rec.step} intact; resumed at ${resumed} on ${result.training.agentId}`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - filledAt) / 1000).toFixed(1) });
+    } finally {
+      agents.get('agent-disk')?.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, 500));
+      execFileSync('umount', ['-l', agentDir], { stdio: 'ignore' });
+      await runCli(stack, 'uncordon', 'agent-a');
+      await runCli(stack, 'uncordon', 'agent-b');
+    }
+  });
+
+  it('chaos [ci] 13 - bad input through the CLI and straight onto NATS: each refused with a clear error; no daemon crashes; nothing stored changes', async () => {
+    const n = await client.nats();
+    // forged events on a running job's subjects: readers skip them, the job is not affected
+    const target = await client.submit(await loadSpecFile(tinyJob('forged-events', 200, 1000)), 'chaos-forged-events');
+    const events: Record<string, unknown>[] = [];
+    const warnings: string[] = [];
+    const done = client.follow(target, (e) => events.push(e), (w) => warnings.push(w));
+    const forged = [
+      '{"type": "finished", "job_id": "chaos-forged-events"',
+      JSON.stringify({ type: 'step', step: 'many', job_id: target, attempt: 1, agent_id: 'agent-a' }),
+      JSON.stringify({ type: 'finished', step: 200, job_id: 'someone-else', attempt: 1, agent_id: 'agent-a' }),
+      '\xff\xfe',
+    ];
+    for (const f of forged) await n.js.publish(jobEventSubject(target, 'step'), typeof f === 'string' && f === '\xff\xfe' ? new Uint8Array([0xff, 0xfe]) : new TextEncoder().encode(f));
+    const ok = await done;
+    expect(ok.state).to.equal('succeeded');
+    expect(warnings.filter((w) => w.startsWith('skipped a malformed event'))).to.have.length(forged.length);
+    expect(events.every((e) => e.job_id === target && typeof e.step !== 'string')).to.equal(true);
+    const logs = await runCli(stack, 'logs', target);
+    expect(logs.status, logs.stderr).to.equal(0);
+    expect(logs.stderr).to.match(/skipped a malformed event on tunefleet\.job\.chaos-forged-events\.step/);
+
+    const storedState = async (): Promise<Record<string, string>> => {
+      const out: Record<string, string> = {};
+      for (const b of [COMMITS_BUCKET, LEASES_BUCKET, QUEUE_BUCKET, DECISIONS_BUCKET]) {
+        const kv = await n.kv(b);
+        for await (const k of await kv.keys()) out[`${b}/${k}`] = String((await kv.get(k))?.revision);
+      }
+      for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) for (const i of await (await n.objects(b)).list()) out[`${b}/${i.name}`] = i.digest;
+      out.workflows = String((await client.list()).length);
+      return out;
+    };
+    const before = await storedState();
+
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bad-'));
+    writeFileSync(join(dir, 'data.jsonl'), '{"text": "a good record"}\n');
+    writeFileSync(join(dir, 'bad-utf8.jsonl'), Buffer.concat([Buffer.from('{"text": "fine"}\n{"text": "bad '), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]));
+    writeFileSync(join(dir, 'empty.jsonl'), '\n\n');
+    const huge = openSync(join(dir, 'huge.jsonl'), 'w');
+    writeSync(huge, '{"text": "');
+    const mb = Buffer.alloc(1 << 20, 0x61);
+    for (let i = 0; i < 100; i++) writeSync(huge, mb);
+    writeSync(huge, '"}\n');
+    closeSync(huge);
+    const outside = mkdtempSync(join(tmpdir(), 'tunefleet-outside-'));
+    writeFileSync(join(outside, 'secret.jsonl'), '{"text": "not yours"}\n');
+    symlinkSync(join(outside, 'secret.jsonl'), join(dir, 'link.jsonl'));
+    let k = 0;
+    const spec = (body: string): string => {
+      const p = join(dir, `bad-${(k += 1)}.yaml`);
+      writeFileSync(p, body);
+      return p;
+    };
+    const head = `name: bad\nmodel: ${TINY_MODEL}\nmethod: lora\n`;
+    const good = spec(`${head}dataset: {path: data.jsonl}\n`);
+    const cases: [string, string[], RegExp][] = [
+      ['YAML syntax error', ['submit', spec(`${head}dataset: {path: data.jsonl\n`)], /bad-\d+\.yaml:\d+/],
+      ['unknown key', ['submit', spec(`${head}dataset: {path: data.jsonl}\ntrainig: {max_steps: 5}\n`)], /trainig/],
+      ['wrong type', ['submit', spec(`${head}dataset: {path: data.jsonl}\ntraining: {learning_rate: fast}\n`)], /learning_rate/],
+      ['duplicate key', ['submit', spec(`${head}method: qlora\ndataset: {path: data.jsonl}\n`)], /bad-\d+\.yaml:4: Map keys must be unique/],
+      ['not a mapping', ['submit', spec('- just\n- a list\n')], /bad-\d+\.yaml/],
+      ['job id with ../', ['submit', good, '--id', '../../etc'], /job id/],
+      ['dataset ../', ['submit', spec(`${head}dataset: {path: ../data.jsonl}\n`)], /leaves the spec's directory/],
+      ['dataset absolute path', ['submit', spec(`${head}dataset: {path: ${join(outside, 'secret.jsonl')}}\n`)], /absolute path/],
+      ['dataset symlink out of the data root', ['submit', spec(`${head}dataset: {path: link.jsonl}\n`)], /symlink to .*outside the spec's directory/],
+      ['model name ../', ['submit', spec(`name: bad\nmodel: ../../etc/passwd\nmethod: lora\ndataset: {path: data.jsonl}\n`)], /model: a model name/],
+      ['model absolute path', ['submit', spec(`name: bad\nmodel: /etc\nmethod: lora\ndataset: {path: data.jsonl}\n`)], /model: a model name/],
+      ['invalid UTF-8', ['submit', spec(`${head}dataset: {path: bad-utf8.jsonl}\n`)], /bad-utf8\.jsonl:2: not valid UTF-8/],
+      ['a 100 MB JSONL line', ['submit', spec(`${head}dataset: {path: huge.jsonl}\n`)], /huge\.jsonl:1: the line is 100\.0 MiB, over the 16 MiB limit/],
+      ['empty dataset', ['submit', spec(`${head}dataset: {path: empty.jsonl}\n`)], /empty\.jsonl: no record to train on/],
+      ['unknown flag', ['submit', good, '--gpus', '8'], /unknown option '--gpus'/],
+    ];
+    for (const [what, args, why] of cases) {
+      const r = await runCli(stack, ...args);
+      expect(r.status, `${what}: exit status (stderr: ${r.stderr})`).to.not.equal(0);
+      expect(r.stderr, `${what}: says why`).to.match(why);
+      expect(r.stderr, `${what}: an error, not a stack trace`).to.not.match(/\n\s+at .+:\d+:\d+/);
+    }
+
+    // straight onto NATS: forged adverts (impossible numbers, not JSON) are skipped by the scheduler
+    const adverts = await n.adverts();
+    const real = (await adverts.get('agent-a'))?.json<Record<string, unknown>>() as Record<string, unknown>;
+    await adverts.put('agent-forged', JSON.stringify({ ...real, agent_id: 'agent-forged', memory: { total: 1, available: 2 ** 60 }, capacity: 2 ** 70, time: Date.now() }));
+    await adverts.put('agent-junk', 'not JSON {');
+    await new Promise((r) => setTimeout(r, 1500));
+    const fleet = await runCli(stack, 'fleet', '--json');
+    expect(fleet.status, fleet.stderr).to.equal(0);
+    const ids = (JSON.parse(fleet.stdout) as { agent_id: string }[]).map((a) => a.agent_id);
+    expect(ids, 'the forged adverts are not in the fleet').to.include.members(['agent-a', 'agent-b']).and.not.include.members(['agent-forged']);
+    expect(ids).to.not.include('agent-junk');
+    await adverts.delete('agent-forged');
+    await adverts.delete('agent-junk');
+
+    expect(await storedState(), 'nothing stored changed').to.deep.equal(before);
+    expect(await ready(), 'both agents still up').to.include.members(['agent-a', 'agent-b']);
+    for (const a of ['agent-a', 'agent-b']) expect(agents.get(a)?.exitCode, `${a} did not crash`).to.equal(null);
+
+    // a model directory with only a pickle is never advertised, so never loaded: the job says so
+    const pickled = join(stack.home, 'models', 'pickle-only');
+    mkdirSync(pickled, { recursive: true });
+    copyFileSync(join(stack.home, 'models', TINY_MODEL, 'config.json'), join(pickled, 'config.json'));
+    writeFileSync(join(pickled, 'pytorch_model.bin'), Buffer.from('not really a pickle'));
+    await new Promise((r) => setTimeout(r, 1500)); // a re-advert or two
+    const pj = await client.submit(await loadSpecFile(spec(`name: bad\nmodel: pickle-only\nmethod: lora\ndataset: {path: data.jsonl}\n`)), 'chaos-pickle-only');
+    const failed = await client.follow(pj, () => {}).then(() => null, (e: unknown) => String(e));
+    expect(failed).to.match(/pickle-only/);
+    rmSync(pickled, { recursive: true, force: true });
+    rows.push({ scenario: '13 bad input (CLI and NATS)', outcome: `${cases.length} CLI inputs, 4 forged events, 2 forged adverts, a pickle-only model: all refused`, stepsLost: 0, recoverS: '-' });
   });
 });

@@ -1,12 +1,13 @@
 // Helpers for tests that run several real agent processes: start them (capturing their
 // log lines), wait for a condition, write a tiny job, read a job's commit record.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { expect } from 'chai';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import type { Stack } from '../../scheduler/client';
-import { ROOT, TINY_MODEL, cliEnv, type TestStack } from './stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
 
 /** Poll `check` every 100 ms; throws naming `what` after `ms`. Returns the wait in ms. */
 export async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<number> {
@@ -71,4 +72,25 @@ export async function commitHistory(client: Stack, jobId: string): Promise<Commi
   const out: CommitRecord[] = [];
   for await (const e of await kv.history({ key: jobId })) if (e.operation === 'PUT') out.push(e.json<CommitRecord>());
   return out;
+}
+
+/** (epoch, step) never goes backwards, and no older epoch writes after a newer one. */
+export function assertMonotonic(h: CommitRecord[]): void {
+  for (let i = 1; i < h.length; i++) {
+    const [a, b] = [h[i - 1] as CommitRecord, h[i] as CommitRecord];
+    expect(b.epoch, `commit ${i}: epoch ${a.epoch} -> ${b.epoch}`).to.be.at.least(a.epoch);
+    expect(b.step, `commit ${i}: step ${a.step} -> ${b.step} (epochs ${a.epoch} -> ${b.epoch})`).to.be.at.least(a.step);
+  }
+}
+
+/** Max |a - b| over the tensors of two downloaded adapters, by the trainer's Python. */
+export function adapterDiff(a: string, b: string): number {
+  const py = join(installedHome(), 'bin', 'python');
+  const out = execFileSync(py, ['-c', `
+import sys
+from safetensors.torch import load_file
+x, y = (load_file(p + "/adapter_model.safetensors") for p in sys.argv[1:3])
+assert x.keys() == y.keys(), (sorted(x), sorted(y))
+print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'utf8' });
+  return Number(out.trim());
 }

@@ -33,6 +33,8 @@ export async function startTestStack(): Promise<TestStack> {
   const home = mkdtempSync(join(tmpdir(), 'tunefleet-test-'));
   mkdirSync(join(home, 'bin'));
   for (const b of ['nats-server', 'temporal', 'python']) symlinkSync(join(real, 'bin', b), join(home, 'bin', b));
+  // the evaluation judge (ONNX) that bootstrap exported
+  if (existsSync(join(real, 'judge'))) symlinkSync(join(real, 'judge'), join(home, 'judge'));
   const modelDir = join(home, 'models', TINY_MODEL);
   execFileSync(join(home, 'bin', 'python'), ['-m', 'tunefleet_trainer', 'make-tiny-model', '--out', modelDir], {
     cwd: join(ROOT, 'agent', 'trainer'),

@@ -1,6 +1,8 @@
 """python -m tunefleet_trainer train|evaluate --config run.json
    python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
    python -m tunefleet_trainer make-tiny-model --out DIR
+   python -m tunefleet_trainer export-judge --src DIR|model.zip --out DIR
+   python -m tunefleet_trainer judge-embed --src DIR --sentences IN.json --out OUT.json   (PyTorch reference)
 
 Exit codes: 0 done (also after a SIGTERM checkpoint), 2 bad config or input, 1 other failure.
 """
@@ -29,6 +31,13 @@ def main(argv=None):
     p = sub.add_parser("convert-gguf")
     p.add_argument("--gguf", required=True)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("export-judge")
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("judge-embed")
+    p.add_argument("--src", required=True)
+    p.add_argument("--sentences", required=True)
+    p.add_argument("--out", required=True)
     p = sub.add_parser("make-tiny-model")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -45,6 +54,20 @@ def main(argv=None):
             from . import evaluate
 
             return evaluate.main(cfg)
+        if args.cmd == "export-judge":
+            from . import judge
+
+            return judge.export(args.src, args.out)
+        if args.cmd == "judge-embed":
+            import json
+
+            from . import judge
+
+            with open(args.sentences, encoding="utf-8") as f:
+                vectors = judge.embed(args.src, json.load(f))
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(vectors, f)
+            return 0
         if args.cmd == "convert-gguf":
             from . import convert
 

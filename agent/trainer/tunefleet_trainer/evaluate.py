@@ -1,5 +1,8 @@
 """Base model and fine-tuned model side by side on the eval split.
 
+Every generation (prompt, reference, base, fine-tuned) is written to outputs.jsonl in the
+output directory; the agent scores it with the judge and the tool scorer.
+
 Loss and perplexity over completion / assistant tokens (text records: all tokens); on
 greedy generations for the eval prompts: exact match, corpus BLEU (sacrebleu) and mean
 ROUGE-L F1 (rouge-score) against the reference completion. A generation is cut at its
@@ -7,6 +10,7 @@ first newline when the reference has none (the usual stop sequence); exact match
 compares after trimming whitespace and lower-casing.
 """
 
+import json
 import math
 import os
 
@@ -45,7 +49,7 @@ def _metrics(model, tokenizer, examples, pairs, cfg, device, amp):
     micro = cfg.training.micro_batch_size or 8
     loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device, amp)
     em = bleu = rouge_l = None
-    outputs = []
+    hyps = []
     if cfg.evaluation.exact_match and pairs:
         outputs = generate(model, tokenizer, [p for p, _ in pairs], cfg.evaluation.max_new_tokens, micro, device)
         refs = [r for _, r in pairs]
@@ -53,7 +57,7 @@ def _metrics(model, tokenizer, examples, pairs, cfg, device, amp):
         em = sum(normalise(h) == normalise(r) for h, r in zip(hyps, refs)) / len(pairs)
         bleu, rouge_l = text_metrics(hyps, refs)
     return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": em, "bleu": bleu, "rouge_l": rouge_l,
-            "samples": len(examples)}, outputs
+            "samples": len(examples)}, hyps
 
 
 def text_metrics(hyps, refs):
@@ -98,9 +102,12 @@ def main(cfg):
         model.to(device)
     tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device, amp_dtype(dtype))
     log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}, BLEU {tuned['bleu']}, ROUGE-L {tuned['rouge_l']}")
-    examples_out = [
-        {"prompt": p, "reference": r, "base": b, "tuned": t}
-        for (p, r), b, t in list(zip(pairs, base_out, tuned_out))[:20]
-    ]
-    emit("evaluation", base=base, tuned=tuned, examples=examples_out)
+    rows = [{"prompt": p, "reference": r, "base": b, "tuned": t} for (p, r), b, t in zip(pairs, base_out, tuned_out)]
+    # every generation, for the agent's judge and tool scorer and for human review
+    outputs_path = os.path.join(cfg.output_dir, "outputs.jsonl")
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    with open(outputs_path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    emit("evaluation", base=base, tuned=tuned, examples=rows[:20], outputs_path=os.path.abspath(outputs_path), outputs=len(rows))
     return 0

@@ -6,6 +6,7 @@ always consumes examples [s*B, (s+1)*B) of that order, so a resumed run sees the
 batches and continues the same loss trajectory.
 """
 
+import errno
 import json
 import math
 import os
@@ -218,18 +219,11 @@ def _restore(path, model, optimizer, scheduler, state, method):
         raise TrainerError("CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}")
 
 
-def save_checkpoint(run, reason):
+def _write_checkpoint_files(run, tmp):
     import torch
     from safetensors.torch import save_file
 
-    t_start = time.time()
     cfg, state, model = run["cfg"], run["state"], run["model"]
-    root = os.path.join(cfg.output_dir, "checkpoints")
-    os.makedirs(root, exist_ok=True)
-    name = f"step-{state['step']:08d}"
-    tmp = os.path.join(root, name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     if cfg.method == "full":
         from safetensors.torch import save_model
 
@@ -251,12 +245,40 @@ def save_checkpoint(run, reason):
     }
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
         json.dump(saved, f)
+
+
+def _no_space(e, root):
+    """Did this write fail for want of disk space? (torch and safetensors wrap the OSError)"""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left" in str(e) or "file write failed" in str(e) or (os.path.isdir(root) and shutil.disk_usage(root).free < 2**20)
+
+
+def save_checkpoint(run, reason):
+    t_start = time.time()
+    cfg, state = run["cfg"], run["state"]
+    root = os.path.join(cfg.output_dir, "checkpoints")
+    os.makedirs(root, exist_ok=True)
+    name = f"step-{state['step']:08d}"
+    tmp = os.path.join(root, name + ".tmp")
     final = os.path.join(root, name)
+    # every write goes to tmp; a failure anywhere (a full disk above all) removes tmp and
+    # leaves the checkpoints already committed as they were
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        _write_checkpoint_files(run, tmp)
         files = ckpt.commit(tmp, final, state["step"])
         seconds = time.time() - t_start
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - OSError, or torch's / safetensors' wrapping of it
         shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.isdir(final) and not os.path.isfile(os.path.join(final, ckpt.MANIFEST)):
+            shutil.rmtree(final, ignore_errors=True)  # renamed but its manifest never written: not a checkpoint
+        if _no_space(e, root):
+            free = shutil.disk_usage(root).free
+            raise TrainerError("DISK_FULL", f"no space left for checkpoint step {state['step']} under {root} ({free / 2**20:.1f} MiB free); the previous checkpoint is intact") from e
+        if not isinstance(e, OSError):
+            raise
         raise TrainerError("CHECKPOINT_WRITE_FAILED", f"{final}: {e.strerror or e}") from e
     emit("checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason, save_seconds=seconds)
     return final

@@ -1,0 +1,48 @@
+// `tunefleet result --plot file.svg`: the train and eval loss curves as a standalone SVG
+// (axes with ticks, a line for train loss, points for eval loss, a legend). No browser,
+// no plotting library: an SVG is text.
+import type { LossCurve } from './format';
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+function ticks(lo: number, hi: number, n = 5): number[] {
+  if (hi <= lo) return [lo];
+  const raw = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) as number;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+export function lossSvg(c: LossCurve, title: string, width = 720, height = 420): string {
+  const m = { l: 64, r: 20, t: 36, b: 48 };
+  const all = [...c.train, ...c.eval];
+  if (all.length === 0) throw new Error('no loss curve stored for this job: nothing to plot');
+  const xs = all.map(([x]) => x);
+  const ys = all.map(([, y]) => y).filter(Number.isFinite);
+  const [x0, x1] = [Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)];
+  const pad = (Math.max(...ys) - Math.min(...ys)) * 0.05 || 0.05;
+  const [y0, y1] = [Math.min(...ys) - pad, Math.max(...ys) + pad];
+  const X = (x: number): number => m.l + ((x - x0) / (x1 - x0)) * (width - m.l - m.r);
+  const Y = (y: number): number => m.t + ((y1 - y) / (y1 - y0)) * (height - m.t - m.b);
+  const p = (n: number): string => n.toFixed(1);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="14">${esc(title)}</text>`,
+    `<line x1="${m.l}" y1="${height - m.b}" x2="${width - m.r}" y2="${height - m.b}" stroke="black"/>`,
+    `<line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${height - m.b}" stroke="black"/>`,
+  ];
+  for (const t of ticks(x0, x1)) parts.push(`<line x1="${p(X(t))}" y1="${height - m.b}" x2="${p(X(t))}" y2="${height - m.b + 4}" stroke="black"/><text x="${p(X(t))}" y="${height - m.b + 18}" text-anchor="middle">${t}</text>`);
+  for (const t of ticks(y0, y1)) parts.push(`<line x1="${m.l - 4}" y1="${p(Y(t))}" x2="${width - m.r}" y2="${p(Y(t))}" stroke="#ddd"/><text x="${m.l - 8}" y="${p(Y(t) + 4)}" text-anchor="end">${t}</text>`);
+  parts.push(`<text x="${(m.l + width - m.r) / 2}" y="${height - 10}" text-anchor="middle">step</text>`);
+  parts.push(`<text x="16" y="${(m.t + height - m.b) / 2}" text-anchor="middle" transform="rotate(-90 16 ${(m.t + height - m.b) / 2})">loss</text>`);
+  if (c.train.length) parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="${c.train.map(([x, y]) => `${p(X(x))},${p(Y(y))}`).join(' ')}"/>`);
+  for (const [x, y] of c.eval) parts.push(`<circle cx="${p(X(x))}" cy="${p(Y(y))}" r="4" fill="#ff7f0e"/>`);
+  const lx = width - m.r - 130;
+  parts.push(`<line x1="${lx}" y1="${m.t + 8}" x2="${lx + 24}" y2="${m.t + 8}" stroke="#1f77b4" stroke-width="2"/><text x="${lx + 30}" y="${m.t + 12}">train loss</text>`);
+  if (c.eval.length) parts.push(`<circle cx="${lx + 12}" cy="${m.t + 26}" r="4" fill="#ff7f0e"/><text x="${lx + 30}" y="${m.t + 30}">eval loss</text>`);
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}

@@ -67,12 +67,15 @@ function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: s
     prompt: spec.prompt,
     adapter: spec.adapter,
     training: { ...spec.training, max_steps: spec.training.max_steps ?? null, micro_batch_size: spec.training.micro_batch_size ?? null, patience: spec.training.patience ?? null },
-    evaluation: { ...spec.evaluation, max_samples: spec.evaluation.max_samples ?? null },
+    // the judge, the tool scorer and the gates run here and in the workflow, not in the trainer
+    evaluation: { exact_match: spec.evaluation.exact_match, max_new_tokens: spec.evaluation.max_new_tokens, max_samples: spec.evaluation.max_samples ?? null },
   };
 }
 
 export function createAgentActivities(deps: AgentDeps): AgentActivities {
   const { agentId, nats, log } = deps;
+  /** the judge, loaded at the first evaluation and kept */
+  let judge: Promise<Judge> | null = null;
 
   function checkJobId(jobId: string): void {
     if (!ID_PATTERN.test(jobId)) throw ApplicationFailure.nonRetryable(`job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`, ErrorCode.SpecInvalid);
@@ -344,8 +347,6 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
   }
 
-  let judge: Promise<Judge> | null = null;
-
   /** The judge and the tool scorer over every generation; the generations go to the store for review. */
   async function scoreOutputs(req: EvaluateRequest, r: Extract<TrainerEvent, { type: 'evaluation' }>): Promise<EvalOutcome> {
     const rows: { prompt: string; reference: string; base: string; tuned: string }[] = r.outputs_path
@@ -370,6 +371,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           out.tuned.judge = await mean(rows.map((x) => x.tuned));
           out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: null };
         } catch (e) {
+          out.base.judge = out.tuned.judge = null;
           out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: e instanceof TunefleetError ? e.message : String(e) };
           log(`${req.jobId}: judge: ${out.judge.error}`);
         }

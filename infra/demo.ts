@@ -52,6 +52,11 @@ training:
 evaluation:
   exact_match: true
   max_new_tokens: 8
+  judge: true              # all-MiniLM-L6-v2 on onnxruntime: similarity of each answer to its reference
+  gates:                   # the job ends succeeded only if the fine-tune helped
+    - eval_loss <= base - 1
+    - exact_match >= base + 0.1
+    - judge >= base + 0.1
 `;
 
 function run(args: string[]): number {
@@ -85,9 +90,13 @@ function main(): void {
   }
   const result = JSON.parse(r.stdout) as JobResult;
   const { base, tuned } = result.evaluation;
-  console.log(`\ndemo job ${jobId} finished in ${seconds.toFixed(0)} s`);
-  console.log(`  eval loss:   base ${base.eval_loss.toFixed(4)} -> fine-tuned ${tuned.eval_loss.toFixed(4)}`);
-  console.log(`  exact match: base ${(base.exact_match ?? 0).toFixed(3)} -> fine-tuned ${(tuned.exact_match ?? 0).toFixed(3)} (${tuned.samples} held-out MIME types)`);
+  const f = (x: number | null | undefined, d = 4): string => (x === null || x === undefined ? '-' : x.toFixed(d));
+  console.log(`\ndemo job ${jobId} ${result.state} in ${seconds.toFixed(0)} s (${tuned.samples} held-out MIME types); base -> fine-tuned:`);
+  console.log(`  eval loss   ${f(base.eval_loss)} -> ${f(tuned.eval_loss)}    perplexity ${f(base.perplexity, 1)} -> ${f(tuned.perplexity, 1)}`);
+  console.log(`  exact match ${f(base.exact_match, 3)} -> ${f(tuned.exact_match, 3)}    BLEU ${f(base.bleu, 1)} -> ${f(tuned.bleu, 1)}    ROUGE-L ${f(base.rouge_l, 3)} -> ${f(tuned.rouge_l, 3)}`);
+  console.log(`  judge       ${f(base.judge, 3)} -> ${f(tuned.judge, 3)}    (${result.evaluation.judge?.error ?? `all-MiniLM-L6-v2 on onnxruntime-node, ${result.evaluation.judge?.answers ?? 0} answers in ${f(result.evaluation.judge?.seconds, 1)} s`})`);
+  console.log(`  gates: ${(result.gates ?? []).map((g) => `${g.passed ? 'pass' : 'FAIL'} ${g.gate}`).join('; ')}`);
+  console.log(`  human review: 'tunefleet review export ${jobId}', grade, 'tunefleet review import ${jobId} ${jobId}-review.csv'`);
   console.log(`  the stack is still up: 'tunefleet status ${jobId}', 'tunefleet download ${jobId}', 'tunefleet down'`);
   if (!(tuned.eval_loss < base.eval_loss)) {
     console.error('the fine-tuned eval loss is not lower than the base model\'s');

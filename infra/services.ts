@@ -1,7 +1,7 @@
 // Starting the real components: nats-server (JetStream, file store) and the Temporal
 // dev server (SQLite file). Used by `tunefleet up` and by the test harness, which starts
 // them on free ports in a temporary directory.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -117,10 +117,14 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
   const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
   const address = `127.0.0.1:${port}`;
   await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child);
+  // --search-attribute only registers on a new database file: one made before an attribute
+  // existed gets it here (creating an existing one is a no-op)
+  await new Promise<void>((res, rej) => execFile(binPath(o.home, 'temporal'), [
+    'operator', 'search-attribute', 'create', '--address', address, '--namespace', 'default', '--type', 'Keyword', ...SEARCH_ATTRIBUTES.flatMap((k) => ['--name', k.name]),
+  ], { timeout: 30_000 }, (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res())));
   return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
 }
 
-/** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
 /** Is there a process with this pid (a zombie not yet reaped counts as alive)? */
 export function processAlive(pid: number): boolean {
   try {
@@ -131,6 +135,7 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
 export async function stopProcess(pid: number, graceMs = 10_000): Promise<void> {
   const alive = (): boolean => processAlive(pid);
   if (!alive()) return;

@@ -5,7 +5,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHECKPOINTS_BUCKET, DATASETS_BUCKET, type JobResult } from '../../shared';
+import { parse } from 'csv-parse/sync';
+import { stringify } from 'csv-stringify/sync';
+import { ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, TunefleetErrors, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
@@ -14,7 +16,10 @@ import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type T
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
-function writeJob(dir: string, extra = ''): string {
+/** The tool scorer of the e2e job: the share of non-empty answers and how many it saw. */
+const TOOL = ['python3', '-c', 'import sys, json\nrows = [json.loads(l) for l in sys.stdin]\nprint(json.dumps({"nonempty": sum(1 for r in rows if r["output"].strip()) / len(rows), "answers": len(rows)}))'];
+
+function writeJob(dir: string, extra = '', evaluation = ''): string {
   const records = Array.from({ length: 60 }, (_, i) => ({ prompt: `MIME type application/${EXTS[i % 8]} number ${i} has extension`, completion: ` ${EXTS[i % 8]}` }));
   writeFileSync(join(dir, 'data.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const spec = `name: e2e
@@ -33,7 +38,7 @@ training:
   checkpoint_every: 3
 evaluation:
   max_new_tokens: 4
-${extra}`;
+${evaluation}${extra}`;
   writeFileSync(join(dir, 'job.yaml'), spec);
   return join(dir, 'job.yaml');
 }
@@ -65,7 +70,7 @@ describe('e2e - one LoRA job through the real stack', function () {
 
   it('e2e - submit, train, evaluate and register', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const loaded = await loadSpecFile(writeJob(dir));
+    const loaded = await loadSpecFile(writeJob(dir, '', `  tool: {command: ${JSON.stringify(TOOL)}, timeout_s: 30}\n  gates: ["eval_loss <= base", "judge >= -1", "tool.answers >= 12"]\n`));
     jobId = await client.submit(loaded, 'e2e-job-1');
     result = await client.follow(jobId, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
@@ -78,6 +83,67 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(tuned.exact_match).to.be.within(0, 1);
     expect(result.adapter.files.map((f) => f.name)).to.include.members(['adapter_config.json', 'adapter_model.safetensors']);
     await recordHistory(client.client, jobId, 'succeeded');
+  });
+
+  it('e2e - the evaluation has all four sides: metrics, the judge, the tool scorer and the gates that passed', () => {
+    const { base, tuned, judge, tool, outputs } = result.evaluation;
+    for (const m of [base, tuned]) {
+      expect(m.bleu).to.be.within(0, 100);
+      expect(m.rouge_l).to.be.within(0, 1);
+      expect(m.judge).to.be.within(-1, 1);
+      expect(m.tool).to.deep.include({ answers: 12 });
+      expect(m.tool?.nonempty).to.be.within(0, 1);
+    }
+    expect(judge).to.include({ error: null, answers: 24 });
+    expect(tool?.base.error).to.equal(null);
+    expect(tool?.tuned.error).to.equal(null);
+    expect(outputs).to.deep.equal({ object: `${jobId}/eval-outputs.jsonl`, records: 12 });
+    expect(result.gates?.map((g) => g.passed)).to.deep.equal([true, true, true]);
+  });
+
+  it('e2e - a gate that fails ends the job failed_gate with the numbers; the adapter is stored all the same', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const id = await client.submit(await loadSpecFile(writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n')), 'e2e-gate-fail');
+    const r = await client.follow(id, () => {});
+    expect(r.state).to.equal('failed_gate');
+    expect(r.gates?.map((g) => g.passed)).to.deep.equal([true, false]);
+    const failed = r.gates?.[1];
+    expect(failed?.threshold).to.be.closeTo((r.evaluation.base.exact_match as number) + 2, 1e-9);
+    expect(failed?.message).to.match(/^exact_match \d\.\d{4} >= base \d\.\d{4} \+ 2\.000 = \d\.\d{3,4}: FAIL$/);
+    const store = await (await client.nats()).objects(ADAPTERS_BUCKET);
+    for (const f of r.adapter.files) expect(await store.info(`${r.adapter.prefix}${f.name}`), f.name).to.not.equal(null);
+    const status = await runCli(stack, 'status', id);
+    expect(status.stdout).to.match(/failed_gate/);
+    const res = await runCli(stack, 'result', id);
+    expect(res.status, res.stderr).to.equal(0);
+    expect(res.stdout).to.match(/gates: 1 of 2 passed/).and.match(/FAIL {2}exact_match >= base \+ 2/).and.match(/stored although a gate failed/);
+  });
+
+  it('e2e - review export, grading and import attach human grades to the result; a bad file stores nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-review-'));
+    const file = join(dir, 'review.csv');
+    const ex = await runCli(stack, 'review', 'export', jobId, '-n', '5', '--seed', '1', '-o', file);
+    expect(ex.status, ex.stderr).to.equal(0);
+    expect(ex.stdout).to.match(/wrote 5 of 12 answers/);
+    const rows = parse(readFileSync(file, 'utf8'), { columns: true }) as Record<string, string>[];
+    expect(Object.keys(rows[0] ?? {})).to.deep.equal(['id', 'prompt', 'reference', 'base_output', 'tuned_output', 'base_grade', 'tuned_grade', 'comment']);
+    // a person grades four of the five
+    rows.slice(0, 4).forEach((r, i) => Object.assign(r, { base_grade: '2', tuned_grade: i === 0 ? '1' : '5' }));
+    writeFileSync(join(dir, 'bad.csv'), stringify(rows.map((r, i) => (i === 2 ? { ...r, tuned_grade: 'great' } : r)), { header: true }));
+    const bad = await runCli(stack, 'review', 'import', jobId, join(dir, 'bad.csv'));
+    expect(bad.status).to.equal(2);
+    expect(bad.stderr).to.match(/bad\.csv:\d+: tuned_grade "great" is not a whole number from 1 to 5/).and.match(/nothing was imported/);
+    expect((await client.resultWithReview(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(null);
+    writeFileSync(file, stringify(rows, { header: true }));
+    const im = await runCli(stack, 'review', 'import', jobId, file);
+    expect(im.status, im.stderr).to.equal(0);
+    expect(im.stdout).to.match(/imported 4 graded answers: base 2\.00, fine-tuned 4\.00/);
+    const res = await runCli(stack, 'result', jobId, '--json', '--plot', join(dir, 'loss.svg'));
+    expect(res.status, res.stderr).to.equal(0);
+    const json = JSON.parse(res.stdout) as JobResult & { loss_curve: { train: [number, number][] } };
+    expect(json.review).to.include({ graded: 4, base_mean: 2, tuned_mean: 4, tuned_better: 0.75, tuned_worse: 0.25, file: 'review.csv' });
+    expect(json.loss_curve.train.map(([s]) => s)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    expect(readFileSync(join(dir, 'loss.svg'), 'utf8')).to.match(/^<svg/).and.include('<polyline');
   });
 
   it('e2e - the job stream carries every step, both checkpoints and the evaluation', () => {
@@ -150,6 +216,8 @@ print(json.dumps({"eval_loss": total / count}))
     expect((JSON.parse(list.stdout) as { jobId: string }[]).map((j) => j.jobId)).to.include(jobId);
     const res = await run('result', jobId);
     expect(res.stdout).to.match(/eval loss/).and.match(/exact match/).and.match(/fine-tuned/);
+    for (const row of ['perplexity', 'BLEU', 'ROUGE-L', 'judge \\(similarity\\)', 'tool answers', 'tool nonempty']) expect(res.stdout).to.match(new RegExp(`\\n${row} +-?\\d`));
+    expect(res.stdout).to.match(/gates: 3 of 3 passed/).and.match(/· train loss/).and.match(/step 1 +6/);
   });
 
   it('e2e - the same job id twice starts no second workflow', async () => {
@@ -163,19 +231,23 @@ print(json.dumps({"eval_loss": total / count}))
     }
   });
 
-  it('e2e - a dataset with a bad record fails the job before training, naming the line', async () => {
+  it('e2e - a dataset with a bad record is refused at submit, naming the line; no job starts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
     const spec = writeJob(dir);
     writeFileSync(join(dir, 'data.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt": 3}\n{"text":"mixed"}\n');
-    const id = await client.submit(await loadSpecFile(spec), 'e2e-bad-data');
     try {
-      await client.follow(id, () => {});
-      expect.fail('the job succeeded on bad data');
+      await client.submit(await loadSpecFile(spec), 'e2e-bad-data');
+      expect.fail('bad data was accepted');
     } catch (e) {
-      expect((e as Error).message).to.match(/data\.jsonl:2/).and.match(/data\.jsonl:3/);
+      expect(e).to.be.instanceOf(TunefleetErrors);
+      expect((e as TunefleetErrors).problems.map((p) => p.message).join('\n')).to.match(/data\.jsonl:2/);
+      expect((e as Error).message).to.match(/nothing was uploaded/);
     }
-    const d = await client.describe(id);
-    expect(d.temporal).to.equal('FAILED');
-    expect(d.lastStep).to.equal(null);
+    try {
+      await client.describe('e2e-bad-data');
+      expect.fail('a workflow was started');
+    } catch (e) {
+      expect((e as Error).message).to.match(/no job 'e2e-bad-data'/);
+    }
   });
 });

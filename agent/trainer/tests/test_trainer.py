@@ -128,6 +128,11 @@ def test_evaluate_compares_base_and_tuned(tiny_model, dataset, tmp_path):
     assert 0 <= result["tuned"]["exact_match"] <= 1
     assert 0 <= result["tuned"]["bleu"] <= 100 and 0 <= result["tuned"]["rouge_l"] <= 1
     assert result["base"]["bleu"] is not None
+    # every generation is written out for the agent's judge, tool scorer and review export
+    rows = [json.loads(line) for line in open(result["outputs_path"], encoding="utf-8")]
+    assert len(rows) == result["outputs"] > 0
+    assert set(rows[0]) == {"prompt", "reference", "base", "tuned"}
+    assert [r["prompt"] for r in rows[: len(result["examples"])]] == [e["prompt"] for e in result["examples"]]
 
 
 METHOD_LR = {"lora": 0.01, "dora": 0.01, "ia3": 0.05, "prefix": 0.05, "prompt": 0.1, "adapter": 0.05, "full": 0.002}

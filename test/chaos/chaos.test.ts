@@ -198,7 +198,8 @@ describe('chaos - faults injected into running jobs', function () {
     stack.nats = await startNats({ home: stack.home, dataDir: join(stack.home, 'data'), logDir: join(stack.home, 'logs'), port });
     const down = (Date.now() - t0) / 1000;
     // JetStream recovers its streams from the file store before it answers again
-    const jsm = await n.nc.jetstreamManager();
+    // (no API check when making the manager: the client may not have reconnected yet)
+    const jsm = await n.nc.jetstreamManager({ checkAPI: false });
     await until('JetStream answers again', async () => jsm.streams.info(EVENTS_STREAM).then(() => true, () => false), 60_000);
     // the client reconnects by itself; follow replays the job's stored events from the start
     const events: Record<string, unknown>[] = [];

@@ -45,17 +45,19 @@ export async function startTestStack(): Promise<TestStack> {
   const nats = await startNats({ home, dataDir: join(home, 'data'), logDir });
   const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir });
   const cfg = resolveConfig({}, { natsUrl: nats.address, temporalAddress: temporal.address, home }, homedir(), () => null);
-  return {
+  const stack: TestStack = {
     home,
     cfg,
     nats,
     temporal,
+    // the services as they are now: a chaos test may have restarted them under new pids
     async stop() {
-      await stopProcess(temporal.pid, 10_000);
-      await stopProcess(nats.pid, 10_000);
+      await stopProcess(stack.temporal.pid, 10_000);
+      await stopProcess(stack.nats.pid, 10_000);
       if (!process.env.TUNEFLEET_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
     },
   };
+  return stack;
 }
 
 export interface CliResult { status: number | null; stdout: string; stderr: string }

@@ -6,7 +6,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import {
   ADAPTERS_BUCKET, CONTROL_TASK_QUEUE, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, EVENTS_STREAM, ID_PATTERN, TunefleetError, datasetObjectName,
-  jobEventSubject, jobEventsFilter, parseJobEvent, parseSpec, reviewObjectPrefix, type ReviewSummary, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
+  jobEventSubject, jobEventsFilter, parseJobEvent, parseSpec, latestReviewObjectName, reviewObjectPrefix, type ReviewSummary, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
 } from '../shared';
 import { fineTune, statusQuery } from '../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../workflows/searchAttributes';
@@ -207,13 +207,8 @@ export class Stack {
   /** The result with the newest imported human review, if any. */
   async resultWithReview(jobId: string): Promise<JobResult> {
     const r = await this.result(jobId);
-    const store = await (await this.nats()).objects(ADAPTERS_BUCKET);
-    const reviews = (await store.list()).filter((i) => i.name.startsWith(reviewObjectPrefix(jobId)) && !i.deleted).map((i) => i.name).sort();
-    const newest = reviews[reviews.length - 1];
-    if (newest) {
-      const blob = await store.getBlob(newest);
-      if (blob) r.review = (JSON.parse(new TextDecoder().decode(blob)) as { summary: ReviewSummary }).summary;
-    }
+    const blob = await (await (await this.nats()).objects(ADAPTERS_BUCKET)).getBlob(latestReviewObjectName(jobId));
+    if (blob) r.review = (JSON.parse(new TextDecoder().decode(blob)) as { summary: ReviewSummary }).summary;
     return r;
   }
 
@@ -255,8 +250,11 @@ export class Stack {
     const graded = readReview(text, format, file, await this.evalOutputs(jobId));
     const now = new Date();
     const summary = summarise(graded, basename(file), now);
-    const name = `${reviewObjectPrefix(jobId)}${now.toISOString().replace(/[:.]/g, '-')}.json`;
-    await (await (await this.nats()).objects(ADAPTERS_BUCKET)).putBlob({ name }, new TextEncoder().encode(JSON.stringify({ summary, rows: graded }, null, 1)));
+    const body = new TextEncoder().encode(JSON.stringify({ summary, rows: graded }, null, 1));
+    const store = await (await this.nats()).objects(ADAPTERS_BUCKET);
+    // every import is kept; the newest is also under a fixed name for `result`
+    await store.putBlob({ name: `${reviewObjectPrefix(jobId)}${now.toISOString().replace(/[:.]/g, '-')}.json` }, body);
+    await store.putBlob({ name: latestReviewObjectName(jobId) }, body);
     return summary;
   }
 

@@ -36,8 +36,9 @@ export const jobEventSubject = (jobId: string, type: string): string => `tunefle
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
 /** every evaluation generation of a job (JSONL), for review export */
 export const evalOutputsObjectName = (jobId: string): string => `${jobId}/eval-outputs.jsonl`;
-/** human grades imported with `tunefleet review import`, one object per import */
+/** human grades imported with `tunefleet review import`: one object per import, and the newest */
 export const reviewObjectPrefix = (jobId: string): string => `${jobId}/review/`;
+export const latestReviewObjectName = (jobId: string): string => `${jobId}/review.json`;
 
 /** Memory reservations, one key per agent (compare-and-set on the key's revision). */
 export const LEASES_BUCKET = 'tunefleet-leases';

@@ -49,8 +49,9 @@ export async function runTool(command: string[], timeoutS: number, rows: { promp
       child.on('error', (e) => res({ code: null, signal: null, spawnError: e.message }));
       child.on('close', (code, signal) => res({ code, signal }));
     });
-    for (const r of rows) if (!child.stdin.write(JSON.stringify(r) + '\n')) await new Promise((r2) => child.stdin.once('drain', r2));
-    child.stdin.end();
+    // one write, never awaited: a tool that exits without reading (or never starts) must not
+    // leave us waiting for a 'drain' that cannot come
+    child.stdin.end(rows.map((r) => JSON.stringify(r) + '\n').join(''));
     const e = await exit;
     clearTimeout(timer);
     if (e.spawnError) return done({}, `could not start ${command[0]}: ${e.spawnError}`);

@@ -13,13 +13,16 @@ import type { ToolRun } from '../shared';
 
 const MAX_STDOUT = 1 << 20;
 
-/** How this machine cuts a process off the network, or why it cannot. */
+let isolation: { argv: string[] } | { error: string } | null = null;
+
+/** How this machine cuts a process off the network, or why it cannot (probed once per process). */
 export function networkIsolation(): { argv: string[] } | { error: string } {
+  if (isolation) return isolation;
   for (const argv of [['unshare', '--net', '--'], ['unshare', '--map-root-user', '--net', '--']]) {
     const r = spawnSync(argv[0] as string, [...argv.slice(1), 'true'], { stdio: 'ignore', timeout: 5000 });
-    if (r.status === 0) return { argv };
+    if (r.status === 0) return (isolation = { argv });
   }
-  return { error: 'cannot run the tool without network here: unshare --net (or a user namespace) is not permitted' };
+  return (isolation = { error: 'cannot run the tool without network here: unshare --net (or a user namespace) is not permitted' });
 }
 
 export async function runTool(command: string[], timeoutS: number, rows: { prompt: string; reference: string; output: string }[]): Promise<ToolRun> {

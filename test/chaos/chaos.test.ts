@@ -22,7 +22,7 @@ import { processAlive, startNats, startTemporal, stopProcess } from '../../infra
 import { join } from 'node:path';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { AgentProcesses, adapterDiff, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
+import { AgentProcesses, adapterDiff, readyAgents, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
 import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
@@ -36,10 +36,7 @@ describe('chaos - faults injected into running jobs', function () {
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '500']);
   const rows: Row[] = [];
 
-  const ready = async (): Promise<string[]> => {
-    const r = await runCli(stack, 'fleet', '--json');
-    return (JSON.parse(r.stdout) as { agent_id: string; state: string }[]).filter((a) => a.state === 'ready').map((a) => a.agent_id);
-  };
+  const ready = (): Promise<string[]> => readyAgents(stack);
   /** pid of the trainer process running this job's given attempt */
   const trainerPid = (jobId: string, attempt: number): number => {
     const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import type { Stack } from '../../scheduler/client';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, runCli, type TestStack } from './stack';
 
 /** Poll `check` every 100 ms; throws naming `what` after `ms`. Returns the wait in ms. */
 export async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<number> {
@@ -17,6 +17,12 @@ export async function until(what: string, check: () => Promise<boolean>, ms: num
     await new Promise((r) => setTimeout(r, 100));
   }
   return Date.now() - t0;
+}
+
+/** Ids of the agents `tunefleet fleet` shows as ready. */
+export async function readyAgents(stack: TestStack): Promise<string[]> {
+  const r = await runCli(stack, 'fleet', '--json');
+  return (JSON.parse(r.stdout) as { agent_id: string; state: string }[]).filter((a) => a.state === 'ready').map((a) => a.agent_id);
 }
 
 /** `tunefleet agent start` processes, by id, with their output lines kept. */

@@ -6,7 +6,7 @@ import { LEASES_BUCKET } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import type { Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { AgentProcesses, tinyJob, until } from '../harness/fleet';
+import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
 import { recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
 
 const GiB = 2 ** 30;
@@ -23,10 +23,7 @@ describe('recovery - three real agents', function () {
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4']);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
-  const fleetIds = async (): Promise<string[]> => {
-    const r = await cli('fleet', '--json');
-    return (JSON.parse(r.stdout) as { agent_id: string; state: string }[]).filter((a) => a.state === 'ready').map((a) => a.agent_id);
-  };
+  const fleetIds = (): Promise<string[]> => readyAgents(stack);
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});

@@ -1,6 +1,7 @@
 // Pure pieces of the evaluation step: gates, the human-review file round trip, the
 // terminal chart and the SVG plot, and the tool scorer's sandbox (real processes).
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
 import { stringify } from 'csv-stringify/sync';
 import { parse } from 'csv-parse/sync';
@@ -127,16 +128,19 @@ describe('evaluation - the tool scorer sandbox (real processes)', function () {
   });
 
   it('evaluation - the tool has no network, not even this machine\'s loopback', async () => {
-    const server = createServer((s) => s.end('hello')).listen(0, '127.0.0.1');
+    const server = createServer((s) => s.on('error', () => {}).end('hello')).listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     const port = (server.address() as { port: number }).port;
+    const probe = py(`import socket, json\ntry:\n    socket.create_connection(("127.0.0.1", ${port}), timeout=2); ok = 1\nexcept OSError:\n    ok = 0\nprint(json.dumps({"connected": ok}))`);
     try {
-      const r = await runTool(py(`import socket, json\ntry:\n    socket.create_connection(("127.0.0.1", ${port}), timeout=2); ok = 1\nexcept OSError:\n    ok = 0\nprint(json.dumps({"connected": ok}))`), 10, rows);
+      const r = await runTool(probe, 10, rows);
       expect(r.error).to.equal(null);
       expect(r.scores.connected, 'a connection from inside the sandbox').to.equal(0);
+      // the same probe outside the sandbox does connect, so the check above can fail
+      const outside = await new Promise<string>((res, rej) => execFile(probe[0] as string, probe.slice(1), (e, out) => (e ? rej(e) : res(out))));
+      expect(JSON.parse(outside.trim()), 'the probe run directly').to.deep.equal({ connected: 1 });
     } finally {
       server.close();
     }
-    // the same probe outside the sandbox does connect (the check above can fail)
   });
 });

@@ -29,6 +29,8 @@ export interface AgentDeps {
   heartbeatMs: number;
   /** SIGTERM → SIGKILL grace for the trainer */
   killGraceMs: number;
+  /** trainers run this many nice levels below the agent (0: at its priority) */
+  trainerNice: number;
   sessions: Map<string, Session>;
   /** tell the job's workflow how training goes (throttled by the caller; failures are only logged) */
   signalProgress: (workflowId: string, update: ProgressUpdate) => Promise<void>;
@@ -223,6 +225,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
 
     const proc = runTrainer({
       python: deps.python,
+      priority: { nice: deps.trainerNice },
       command: 'train',
       configPath,
       logPath: join(dir, 'trainer.log'),
@@ -412,6 +415,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     let failure: Extract<TrainerEvent, { type: 'error' }> | null = null;
     const proc = runTrainer({
       python: deps.python,
+      priority: { nice: deps.trainerNice },
       command: 'evaluate',
       configPath,
       logPath: join(dir, 'trainer.log'),

@@ -5,6 +5,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { ADVERT_INTERVAL_MS, ADVERT_TTL_MS, ErrorCode, ID_PATTERN, TunefleetError, resolveConfig, type StackFile } from '../shared';
 import { startAgent } from './daemon';
+import { DEFAULT_TRAINER_NICE, parseNice } from './priority';
 
 function readStack(home: string): StackFile | null {
   const p = join(home, 'stack.json');
@@ -53,7 +54,8 @@ export function buildAgentProgram(): Command {
     .addOption(new Option('--capacity <bytes>', 'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)').env('TUNEFLEET_AGENT_CAPACITY'))
     .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows').env('TUNEFLEET_AGENT_MAX_SESSIONS').default('4'))
     .addOption(new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal').env('TUNEFLEET_AGENT_HEARTBEAT_MS').default('5000'))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string }) => {
+    .addOption(new Option('--trainer-nice <n>', 'trainers run n nice levels below the agent (0-19; 0: same CPU priority), so heartbeats and adverts keep their time').env('TUNEFLEET_TRAINER_NICE').default(String(DEFAULT_TRAINER_NICE)))
+    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string; trainerNice: string }) => {
       const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
       const agentId = o.id ?? defaultAgentId();
       if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
@@ -65,8 +67,10 @@ export function buildAgentProgram(): Command {
       if (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, { field: '--max-sessions' });
       const heartbeatMs = Number(o.heartbeat);
       if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`, { field: '--heartbeat' });
+      const trainerNice = parseNice(o.trainerNice);
+      if (trainerNice === null) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerNice}' must be a whole number from 0 to 19`, { field: '--trainer-nice' });
       const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
-      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs });
+      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs, trainerNice });
       const stop = (): void => void agent.stop();
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -9,6 +9,7 @@ import { ADVERT_TTL_MS, ID_PATTERN, PROGRESS_SIGNAL, agentTaskQueue, desiredStat
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
+import { DEFAULT_TRAINER_NICE, withPriority } from './priority';
 
 export interface AgentOptions {
   agentId: string;
@@ -19,6 +20,8 @@ export interface AgentOptions {
   capacity?: number;
   /** sessions at once (placement's memory reservations decide how many really run) */
   maxSessions?: number;
+  /** trainers run this many nice levels below the agent (default DEFAULT_TRAINER_NICE; 0: same priority) */
+  trainerNice?: number;
 }
 
 export interface RunningAgent {
@@ -94,12 +97,15 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const heartbeatMs = o.heartbeatMs ?? 5_000;
+  const trainerNice = o.trainerNice ?? DEFAULT_TRAINER_NICE;
+  const priority = withPriority(['python'], { nice: trainerNice });
+  if (priority.note) log(`warning: ${priority.note}`);
   const worker = await Worker.create({
     connection,
     namespace: cfg.namespace,
     taskQueue: agentTaskQueue(o.agentId),
     activities: createAgentActivities({
-      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, sessions, log,
+      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, trainerNice, sessions, log,
       draining: () => desired === 'draining',
       signalProgress: async (workflowId, update) => {
         await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);
@@ -112,7 +118,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
   });
-  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}`);
+  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}`);
   const run = worker.run();
   const done = (async () => {
     await run;

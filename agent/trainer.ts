@@ -1,11 +1,13 @@
 // Supervising one trainer process: spawn it with its topology in the environment, read
 // its JSON-lines events, keep its stderr in a log file, interrupt it (SIGTERM: it
-// checkpoints and exits), then kill it after a grace period.
+// checkpoints and exits), then kill it after a grace period. It runs below the agent's
+// CPU and I/O priority (priority.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseTrainerLine, type TrainerEvent, type TunefleetError } from '../shared';
+import { withPriority, type Priority } from './priority';
 
 export const TRAINER_DIR = resolve(__dirname, '..', '..', 'agent', 'trainer');
 
@@ -26,19 +28,23 @@ export interface TrainerOptions {
   configPath: string;
   logPath: string;
   env?: Record<string, string>;
+  /** how far below the agent the trainer runs */
+  priority: Priority;
   onEvent: (e: TrainerEvent) => void;
   onInvalid: (e: TunefleetError) => void;
 }
 
 export function runTrainer(o: TrainerOptions): TrainerRun {
-  const child = spawn(o.python, ['-m', 'tunefleet_trainer', o.command, '--config', o.configPath], {
+  const { argv } = withPriority([o.python, '-m', 'tunefleet_trainer', o.command, '--config', o.configPath], o.priority);
+  const tail: string[] = [];
+  const child = spawn(argv[0] as string, argv.slice(1), {
     cwd: TRAINER_DIR,
-    env: { ...process.env, PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1', ...o.env },
+    // TUNEFLEET_AGENT_PID: the trainer dies with this process (see die_with_agent in __main__.py)
+    env: { ...process.env, PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1', TUNEFLEET_AGENT_PID: String(process.pid), ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // its own process group: a kill reaches whatever the trainer started (data loader workers)
     detached: true,
   });
-  const tail: string[] = [];
   const log = createWriteStream(o.logPath, { flags: 'a' });
   // a full disk must not take the agent down with an unhandled stream error: the log is
   // best effort, the trainer's events (stdout) are what counts

@@ -65,6 +65,14 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   }
 }
 
+/** A service that did not become healthy is stopped, not left running behind the error. */
+function stopAndThrow(child: ChildProcess): (e: unknown) => Promise<never> {
+  return async (e) => {
+    if (child.pid !== undefined) await stopProcess(child.pid, 5_000);
+    throw e;
+  };
+}
+
 export async function natsHealthy(url: string): Promise<boolean> {
   const nc = await connect({ servers: url, timeout: 1000, reconnect: false });
   try {
@@ -102,7 +110,7 @@ export async function startNats(o: StartOptions): Promise<Service> {
   const logFile = join(o.logDir, 'nats-server.log');
   const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], logFile, o.detached ?? false);
   const url = `nats://127.0.0.1:${port}`;
-  await waitFor(`nats-server on ${url}`, () => natsHealthy(url), 20_000, child);
+  await waitFor(`nats-server on ${url}`, () => natsHealthy(url), 20_000, child).catch(stopAndThrow(child));
   return { name: 'nats-server', address: url, pid: child.pid ?? -1, child, logFile };
 }
 
@@ -116,12 +124,12 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
     ...SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`])];
   const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
   const address = `127.0.0.1:${port}`;
-  await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child);
+  await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child).catch(stopAndThrow(child));
   // --search-attribute only registers on a new database file: one made before an attribute
   // existed gets it here (creating an existing one is a no-op)
   await new Promise<void>((res, rej) => execFile(binPath(o.home, 'temporal'), [
     'operator', 'search-attribute', 'create', '--address', address, '--namespace', 'default', '--type', 'Keyword', ...SEARCH_ATTRIBUTES.flatMap((k) => ['--name', k.name]),
-  ], { timeout: 30_000 }, (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res())));
+  ], { timeout: 30_000 }, (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res()))).catch(stopAndThrow(child));
   return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
 }
 

@@ -18,6 +18,20 @@ export interface ControlDeps {
   /** tell a queued job's workflow that capacity was released (errors are ignored: it polls anyway) */
   wake: (jobId: string) => Promise<void>;
   log: (msg: string) => void;
+  /** counters this worker's activities keep (shown by tests, the soak run and the worker's log) */
+  stats?: ControlStats;
+}
+
+/** What a control worker's placements ran into. */
+export interface ControlStats {
+  /** leases written (placements that reserved memory on an agent) */
+  leasesTaken: number;
+  /** lease writes refused because another placement changed the agent's key first (decided again) */
+  leaseConflicts: number;
+}
+
+export function newControlStats(): ControlStats {
+  return { leasesTaken: 0, leaseConflicts: 0 };
 }
 
 /** Turn our typed errors into Temporal failures the workflow can reason about. */
@@ -47,6 +61,7 @@ const WAKE_AT_MOST = 8;
 
 export function createControlActivities(deps: ControlDeps): ControlActivities {
   const { nats, fleet, log } = deps;
+  const stats = deps.stats ?? newControlStats();
 
   /** Keep the job's last decisions; a waiting decision replaces the previous waiting one of the same attempt. */
   async function record(d: DecisionRecord): Promise<void> {
@@ -102,9 +117,12 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
             try {
               await reserve(leasesKv, chosen, leases.get(chosen), { jobId: req.jobId, attempt: req.attempt, bytes: decision.estimate.total, purpose: req.purpose, time: now }, advert ? capacityBytes(advert) : 0, advert);
             } catch (e) {
-              if (e instanceof LeaseConflict) continue;
-              throw e;
+              if (!(e instanceof LeaseConflict)) throw e;
+              stats.leaseConflicts += 1;
+              log(`${req.jobId} attempt ${req.attempt}: lease write on ${chosen} lost a race (${e.message}); deciding again`);
+              continue;
             }
+            stats.leasesTaken += 1;
             failpoint('place:after-reserve');
             // an earlier try of this placement that reserved elsewhere and died leaves that lease behind: take it back
             for (const [id, held] of leases) {

@@ -3,7 +3,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, type Config } from '../shared';
-import { createControlActivities } from './activities';
+import { createControlActivities, newControlStats, type ControlStats } from './activities';
 import { FleetView } from './fleet';
 import { ADVERT_TTL_MS, connectNats, ensureAssets } from './nats';
 
@@ -19,6 +19,8 @@ export function quietSdkLogs(): void {
 export interface RunningWorker {
   worker: Worker;
   run: Promise<void>;
+  /** what this worker's placements ran into (lease compare-and-set conflicts, leases taken) */
+  stats: ControlStats;
   stop(): Promise<void>;
 }
 
@@ -31,17 +33,19 @@ export async function startControlWorker(cfg: Config, log: (m: string) => void =
   const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
   const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
+  const stats = newControlStats();
   const worker = await Worker.create({
     connection,
     namespace: cfg.namespace,
     taskQueue: CONTROL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
-    activities: createControlActivities({ nats, fleet, log, wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL) }),
+    activities: createControlActivities({ nats, fleet, log, stats, wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL) }),
   });
   const run = worker.run();
   return {
     worker,
     run,
+    stats,
     async stop() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await run.catch(() => {});

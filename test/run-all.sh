@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
 # npm test: every suite — lint, mocha unit, mocha integration (real nats-server and
 # Temporal dev server on free ports, started and stopped by the harness), pytest for the
-# trainer. Ends with one line "N passed, N failed[, N skipped]" summed over all suites,
-# and exits non-zero if anything failed.
+# trainer. Ends with each suite's time, a check that no process the suite started is
+# still running (stopped and counted as a failure if one is), and one line
+# "N passed, N failed[, N skipped]" summed over all suites; exits non-zero if anything failed.
+# Every process the suites start carries TUNEFLEET_TEST_RUN in its environment
+# (test/harness/procs.ts finds them by it).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TUNEFLEET_HOME="${TUNEFLEET_HOME:-$HOME/.tunefleet}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
+export TUNEFLEET_TEST_RUN="run-$$-$(date +%s%N)"
+T_START=$(date +%s)
 
 # what the suites need and a fresh clone lacks (cached and quick when already there)
 bash infra/bootstrap.sh npm tools trainer judge >&2 || { echo "0 passed, 1 failed"; exit 1; }
 
 passed=0; failed=0; skipped=0
 add() { passed=$((passed + $1)); failed=$((failed + $2)); skipped=$((skipped + $3)); }
+times=""
+t0=0
+begin() { echo "== $1"; t0=$(date +%s); }
+took() { times="$times$(printf '  %-12s %5d s' "$1" $(( $(date +%s) - t0 )))"$'\n'; }
 
-echo "== lint"
+begin lint
 if npx --no-install eslint . ; then add 1 0 0; else add 0 1 0; fi
+took lint
 
 run_mocha() { # name, then mocha args; counts from mocha's JSON results
   local name="$1"; shift
-  echo "== mocha $name"
-  npx --no-install mocha "$@" --reporter spec --reporter-option "maxDiffSize=4000" 2>&1 | tee "$OUT/$name.txt"
+  begin "mocha $name"
+  # hooks.js: the root hooks that stop whatever a failed test left running
+  npx --no-install mocha --require dist/test/harness/hooks.js "$@" --reporter spec --reporter-option "maxDiffSize=4000" 2>&1 | tee "$OUT/$name.txt"
   local rc=${PIPESTATUS[0]}
   local p f s
   p=$(grep -Eo '^ +[0-9]+ passing' "$OUT/$name.txt" | grep -Eo '[0-9]+' | tail -1)
@@ -32,13 +43,14 @@ run_mocha() { # name, then mocha args; counts from mocha's JSON results
   # a crash before mocha's summary still counts as a failure
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
   add "$p" "$f" "$s"
+  took "$name"
 }
 run_mocha unit 'dist/test/unit/**/*.test.js'
 run_mocha integration --timeout 600000 'dist/test/integration/**/*.test.js'
 # the chaos scenarios tagged [ci]; `npm run chaos` runs them all
 run_mocha chaos --timeout 600000 --grep '\[ci\]' 'dist/test/chaos/**/*.test.js'
 
-echo "== pytest trainer"
+begin "pytest trainer"
 ( cd agent/trainer && "$TUNEFLEET_HOME/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$OUT/pytest.xml" tests )
 rc=$?
 if [ -f "$OUT/pytest.xml" ]; then
@@ -53,6 +65,14 @@ print(g('tests'), g('failures'), g('errors'), g('skipped'))" "$OUT/pytest.xml")
 else
   add 0 1 0
 fi
+took pytest
+
+echo "== processes left by the suite"
+if node dist/test/harness/procs.js "$TUNEFLEET_TEST_RUN"; then add 1 0 0; else add 0 1 0; fi
+
+echo "== time per suite"
+printf '%s' "$times"
+printf '  %-12s %5d s\n' total $(( $(date +%s) - T_START ))
 
 summary="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { AgentProcesses, adapterDiff, readyAgents, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
-import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
 interface Row { scenario: string; outcome: string; stepsLost: number | string; recoverS: string }
@@ -61,15 +61,12 @@ describe('chaos - faults injected into running jobs', function () {
   });
 
   after(async () => {
-    agents.killAll();
-    await client?.close();
-    await worker?.stop();
-    await stack?.stop();
     if (rows.length) {
       const w = [40, 60, 10, 12];
       const line = (c: (string | number)[]): string => c.map((x, i) => String(x).padEnd(w[i] ?? 10)).join(' | ');
       console.log(`\n${line(['scenario', 'outcome', 'steps lost', 'recover s'])}\n${w.map((n) => '-'.repeat(n)).join('-|-')}\n${rows.map((r) => line([r.scenario, r.outcome, r.stepsLost, r.recoverS])).join('\n')}`);
     }
+    await stopAll(() => agents.killAll(), () => client?.close(), () => worker?.stop(), () => stack?.stop());
   });
 
   it('chaos [ci] 1 - kill -9 of the trainer only: the agent reports it, the job resumes from the newest committed checkpoint', async () => {

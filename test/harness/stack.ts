@@ -43,7 +43,10 @@ export async function startTestStack(): Promise<TestStack> {
   });
   const logDir = join(home, 'logs');
   const nats = await startNats({ home, dataDir: join(home, 'data'), logDir });
-  const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir });
+  const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir }).catch(async (e: unknown) => {
+    await stopProcess(nats.pid, 10_000);
+    throw e;
+  });
   const cfg = resolveConfig({}, { natsUrl: nats.address, temporalAddress: temporal.address, home }, homedir(), () => null);
   const stack: TestStack = {
     home,
@@ -94,4 +97,20 @@ export async function recordHistory(client: Client, jobId: string, name: string)
   const dir = join(ROOT, 'test', 'fixtures', 'histories');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${name}.pb`), temporal.api.history.v1.History.encode(history).finish());
+}
+
+/**
+ * Run every cleanup step in order even when one fails or throws (a stopped client must not
+ * leave a server running); then throw what failed. Steps may be undefined (not started).
+ */
+export async function stopAll(...steps: (() => unknown)[]): Promise<void> {
+  const errors: string[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (e) {
+      errors.push(String(e));
+    }
+  }
+  if (errors.length) throw new Error(`cleanup: ${errors.join('; ')}`);
 }

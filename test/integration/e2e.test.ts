@@ -12,7 +12,7 @@ import { Stack, loadSpecFile } from '../../scheduler/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
-import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -61,12 +61,7 @@ describe('e2e - one LoRA job through the real stack', function () {
     client = await Stack.connect(stack.cfg);
   });
 
-  after(async () => {
-    await client?.close();
-    await agent?.stop();
-    await worker?.stop();
-    await stack?.stop();
-  });
+  after(() => stopAll(() => client?.close(), () => agent?.stop(), () => worker?.stop(), () => stack?.stop()));
 
   it('e2e - submit, train, evaluate and register', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));

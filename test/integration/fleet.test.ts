@@ -4,7 +4,7 @@ import { ADVERT_TTL_MS, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { AgentProcesses, tinyJob, until } from '../harness/fleet';
-import { runCli, startTestStack, type TestStack } from '../harness/stack';
+import { runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
 
 describe('fleet - two real agents', function () {
   this.timeout(600_000);
@@ -28,12 +28,7 @@ describe('fleet - two real agents', function () {
     await until('both agents advertise', async () => (await fleet()).length === 2, 60_000);
   });
 
-  after(async () => {
-    agents.killAll();
-    await client?.close();
-    await worker?.stop();
-    await stack?.stop();
-  });
+  after(() => stopAll(() => agents.killAll(), () => client?.close(), () => worker?.stop(), () => stack?.stop()));
 
   it('fleet - fleet --json lists both agents with their capacity', async () => {
     const f = await fleet();

@@ -1,13 +1,16 @@
 // Placement and recovery with three real agent processes on a real stack: cancel, explain,
-// search attributes, and 30 jobs at once without overbooking any agent. (kill -9 of the
-// agent and the SIGSTOP zombie are chaos scenarios 2 and 4, test/chaos/.)
+// search attributes, and 9 jobs at once without overbooking any agent (`npm run soak` runs
+// the same with 30). (kill -9 of the agent and the SIGSTOP zombie are chaos scenarios 2 and
+// 4, test/chaos/.)
 import { expect } from 'chai';
 import { LEASES_BUCKET } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import type { Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
+import { DEFAULT_TRAINER_NICE } from '../../agent/priority';
 import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
-import { recordHistory, runCli, startTestStack, type TestStack } from '../harness/stack';
+import { describeLoad, runLoad } from '../harness/load';
+import { recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
 
 const GiB = 2 ** 30;
 /** Each agent offers this much: two tiny CPU jobs (about 0.55 GiB each) at a time. */
@@ -34,13 +37,7 @@ describe('recovery - three real agents', function () {
     await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
   });
 
-  after(async () => {
-    agents.killAll();
-    await client?.close();
-    await worker2?.stop();
-    await worker?.stop();
-    await stack?.stop();
-  });
+  after(() => stopAll(() => agents.killAll(), () => client?.close(), () => worker2?.stop(), () => worker?.stop(), () => stack?.stop()));
 
   it('recovery - cancel stops the trainer and releases the lease; explain says why the job went where it did', async () => {
     const id = await client.submit(await loadSpecFile(tinyJob('cancel', 100000, 1000)), 'cancel-job');
@@ -67,55 +64,18 @@ describe('recovery - three real agents', function () {
     expect(q.stdout).to.contain(id);
   });
 
-  it('recovery - 30 jobs at once against 3 agents and 2 control workers: no agent ever holds more reserved memory than it offers, and all 30 finish', async () => {
-    const leases = await (await client.nats()).kv(LEASES_BUCKET);
-    const watch = await leases.watch({});
-    let maxHeld = 0;
-    let overbooked: string | null = null;
-    const watching = (async () => {
-      for await (const e of watch) {
-        if (e.operation !== 'PUT') continue;
-        const held = e.json<{ leases: Lease[] }>().leases.reduce((s, l) => s + l.bytes, 0);
-        maxHeld = Math.max(maxHeld, held);
-        if (held > CAPACITY) overbooked ??= `${e.key} revision ${e.revision}: ${held} > ${CAPACITY}`;
-      }
-    })();
-    // what actually runs: every advert lists the agent's sessions with the bytes reserved for each
-    const adverts = await (await client.nats()).adverts();
-    const advertWatch = await adverts.watch({});
-    let maxRunning = 0;
-    let overrun: string | null = null;
-    const watchingAdverts = (async () => {
-      for await (const e of advertWatch) {
-        if (e.operation !== 'PUT') continue;
-        const a = e.json<{ sessions: { reserved_bytes: number }[] }>();
-        const running = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
-        maxRunning = Math.max(maxRunning, running);
-        if (running > CAPACITY) overrun ??= `${e.key}: sessions hold ${running} > ${CAPACITY}`;
-      }
-    })();
-    const spec = await loadSpecFile(tinyJob('many', 4, 1000));
-    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => client.submit(spec, `many-${String(i).padStart(2, '0')}`)));
-    let sawQueue = false;
-    const poll = setInterval(() => {
-      void cli('list', '--json').then((r) => {
-        if (r.status === 0 && (JSON.parse(r.stdout) as { state: string | null; position: number | null }[]).some((j) => j.state === 'queued' && (j.position ?? 0) >= 1)) sawQueue = true;
-      });
-    }, 2000);
-    const results = await Promise.allSettled(ids.map((id) => client.follow(id, () => {})));
-    await recordHistory(client.client, ids[29] as string, 'queued-then-placed');
-    clearInterval(poll);
-    watch.stop();
-    await watching;
-    advertWatch.stop();
-    await watchingAdverts;
-    const failed = results.map((r, i) => [ids[i], r] as const).filter(([, r]) => r.status === 'rejected');
-    expect(failed.map(([id, r]) => `${id}: ${String((r as PromiseRejectedResult).reason)}`)).to.deep.equal([]);
-    expect(overbooked).to.equal(null);
-    expect(overrun).to.equal(null);
-    expect(maxRunning, 'sessions were seen running with their reservations').to.be.greaterThan(0);
-    expect(maxHeld).to.be.greaterThan(0).and.at.most(CAPACITY);
-    expect(sawQueue, 'some job was shown queued with a position').to.equal(true);
-    console.log(`      30 jobs: most reserved on one agent ${(maxHeld / GiB).toFixed(2)} of ${(CAPACITY / GiB).toFixed(2)} GiB`);
+  it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents, all 9 finish', async () => {
+    const f = await runLoad(stack, client, [worker, worker2], agents, { name: 'many', jobs: 9, capacity: CAPACITY, maxSteps: 4, trainerNice: DEFAULT_TRAINER_NICE });
+    for (const line of describeLoad(f, CAPACITY)) console.log(`      ${line}`);
+    await recordHistory(client.client, 'many-08', 'queued-then-placed');
+    expect(f.failed).to.deep.equal([]);
+    expect(f.overbooked).to.equal(null);
+    expect(f.overrun).to.equal(null);
+    expect(f.maxRunningBytes, 'sessions were seen running with their reservations').to.be.greaterThan(0);
+    expect(f.maxHeldBytes).to.be.greaterThan(0).and.at.most(CAPACITY);
+    expect(f.maxQueuePosition, 'some job was shown queued with a position').to.be.at.least(1);
+    expect(f.leasesTaken, 'every job took a lease for training and one for evaluation').to.be.at.least(18);
+    expect(f.trainersSeen, 'trainers were seen running').to.be.greaterThan(0);
+    expect(f.priorityViolations).to.deep.equal([]);
   });
 });

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -400,3 +401,56 @@ def test_qlora_with_8bit_adamw_trains_on_cuda_and_loads_in_stock_peft(tiny_model
     from transformers import AutoModelForCausalLM
 
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), events[-1]["adapter_path"])
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_session_dies_with_its_agent(tmp_path):
+    # an "agent" process starts a session that binds itself to it, then the agent is killed -9
+    pid_file = tmp_path / "session.pid"
+    session = (
+        "import os, sys, time; from tunefleet_trainer.__main__ import die_with_agent; "
+        f"assert die_with_agent(); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    agent = (
+        "import os, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {session!r}], env={{**os.environ, 'TUNEFLEET_AGENT_PID': str(os.getpid())}}); "
+        "time.sleep(120)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", agent], cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR})
+    try:
+        for _ in range(300):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        for _ in range(100):
+            if not _alive(child):
+                break
+            time.sleep(0.05)
+        assert not _alive(child), "the session outlived its agent"
+    finally:
+        parent.kill()
+        if pid_file.exists() and pid_file.read_text():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_session_whose_agent_is_already_gone_exits(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "from tunefleet_trainer.__main__ import die_with_agent; die_with_agent(); print('ran')"],
+                       cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR, "TUNEFLEET_AGENT_PID": "1"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "ran" not in r.stdout
+    assert "is gone" in r.stderr

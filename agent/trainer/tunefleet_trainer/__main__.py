@@ -21,7 +21,32 @@ from .errors import TrainerError
 from .events import claim_stdout, emit
 
 
+def die_with_agent(env=os.environ):
+    """A session started by an agent ends when its agent does.
+
+    The agent names itself in TUNEFLEET_AGENT_PID. On Linux the kernel then sends SIGKILL
+    to this process the moment its parent exits (PR_SET_PDEATHSIG), so a crashed or killed
+    agent never leaves a trainer holding a GPU and CPU for a session nobody reads any more
+    (the job resumes elsewhere from its last commit). A parent that died before the call
+    is caught by comparing the parent pid. Elsewhere, or without the variable, nothing.
+    """
+    want = env.get("TUNEFLEET_AGENT_PID", "")
+    if not want.isdigit():
+        return False
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != int(want):
+        print(f"tunefleet_trainer: the agent (pid {want}) is gone; exiting", file=sys.stderr)
+        os._exit(1)
+    return True
+
+
 def main(argv=None):
+    die_with_agent()
     claim_stdout()
     ap = argparse.ArgumentParser(prog="python -m tunefleet_trainer")
     sub = ap.add_subparsers(dest="cmd", required=True)

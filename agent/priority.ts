@@ -1,0 +1,63 @@
+// Trainers run below the agent. A host busy training must still heartbeat, advertise and
+// answer Temporal in time, and on a small host (or the embedded stack, where the control
+// worker shares the CPU too) a trainer at the same priority starves them. So the agent
+// starts each trainer, and the evaluation tool, `nice` levels below itself:
+//
+//   nice -n <N> [ionice -c 2 -n 7 -t] python -m tunefleet_trainer ...
+//
+// `nice` is relative (an agent itself at nice 5 gives its trainers 5 + N) and inherited by
+// every thread and process the trainer starts; `ionice` (util-linux, where installed) puts
+// its disk I/O in the best-effort class at the lowest level, and `-t` lets the trainer
+// start anyway where the kernel refuses (a container without the capability). The
+// wrappers exec, so the pid the agent sees is the trainer's own. N = 0 starts trainers at
+// the agent's own priority (no wrapper).
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+/** Nice levels a trainer runs below its agent unless `--trainer-nice` says otherwise. */
+export const DEFAULT_TRAINER_NICE = 10;
+
+export interface Priority {
+  /** 0..19 levels below the agent */
+  nice: number;
+}
+
+/** The executable `name` on PATH, or null. */
+export function onPath(name: string, path = process.env.PATH ?? ''): string | null {
+  for (const dir of path.split(delimiter)) {
+    if (!dir) continue;
+    const p = join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+const found = new Map<string, string | null>();
+function cachedOnPath(name: string): string | null {
+  if (!found.has(name)) found.set(name, onPath(name));
+  return found.get(name) ?? null;
+}
+
+/**
+ * The argv that starts `argv` at the given priority: `nice` (and `ionice` where present)
+ * in front, or `argv` itself for nice 0 or where `nice` is not installed (the caller logs
+ * `note`).
+ */
+export function withPriority(argv: readonly string[], p: Priority, find: (name: string) => string | null = cachedOnPath): { argv: string[]; note: string | null } {
+  if (p.nice === 0) return { argv: [...argv], note: null };
+  const nice = find('nice');
+  if (!nice) return { argv: [...argv], note: `'nice' is not on PATH: trainers run at the agent's own CPU priority` };
+  const ionice = find('ionice');
+  return { argv: [nice, '-n', String(p.nice), ...(ionice ? [ionice, '-c', '2', '-n', '7', '-t'] : []), ...argv], note: null };
+}
+
+/** Checks a --trainer-nice value: a whole number from 0 to 19. */
+export function parseNice(text: string): number | null {
+  const n = Number(text);
+  return /^\d+$/.test(text.trim()) && Number.isInteger(n) && n >= 0 && n <= 19 ? n : null;
+}

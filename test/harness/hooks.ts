@@ -1,0 +1,22 @@
+// Mocha root hooks (loaded with --require by every mocha run that starts processes): the
+// safety net under each suite's own after() hooks. Whatever a test started and did not
+// stop — because a test or a hook failed or timed out — is stopped when mocha finishes,
+// and killed if mocha itself exits early. Finding one is a failure of the run: each suite's
+// after() must stop what it started. See procs.ts for how processes are found.
+import { randomBytes } from 'node:crypto';
+import { MARK_VAR, killMarkedNow, stopMarked } from './procs';
+
+// set before any test starts a process, so every child inherits it
+const mark = (process.env[MARK_VAR] = `mocha-${process.pid}-${randomBytes(4).toString('hex')}`);
+
+process.once('exit', () => killMarkedNow(MARK_VAR, mark));
+
+export const mochaHooks = {
+  async afterAll(this: Mocha.Context): Promise<void> {
+    this.timeout(60_000);
+    const left = await stopMarked(MARK_VAR, mark);
+    if (left.length > 0) {
+      throw new Error(`the tests left ${left.length} process(es) running (now stopped):\n${left.map((p) => `  ${p.pid} ${p.command.slice(0, 160)}`).join('\n')}`);
+    }
+  },
+};

@@ -36,8 +36,8 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
     for (let i = 0; i < workerCount; i++) workers.push(await startControlWorker(stack.cfg, () => {}));
     client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
     for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
-    const s = stack;
-    await until(`${agentCount} agents advertise`, async () => (await readyAgents(s)).length === agentCount, 120_000);
+    const c = client;
+    await until(`${agentCount} agents advertise`, async () => (await readyAgents(c)).length === agentCount, 120_000);
     return await runLoad(stack, client, workers, agents, { name: 'soak', jobs, capacity: CAPACITY, maxSteps: 4, trainerNice: nice });
   } finally {
     await stopAll(() => agents.killAll(), () => client?.close(), ...workers.map((w) => () => w.stop()), () => stack?.stop());

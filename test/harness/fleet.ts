@@ -7,9 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import type { Stack } from '../../scheduler/client';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, runCli, type TestStack } from './stack';
+import { openFleet } from '../../scheduler/fleetcmd';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
 
-/** Poll `check` every 100 ms; throws naming `what` after `ms`. Returns the wait in ms. */
+/**
+ * Call `check` until it answers true, one call at a time, 100 ms apart; throws naming `what`
+ * after `ms`. Returns the wait in ms. Checks read through the client library (not a CLI
+ * process) unless the CLI is what the test checks.
+ */
 export async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<number> {
   const t0 = Date.now();
   while (!(await check())) {
@@ -19,10 +24,19 @@ export async function until(what: string, check: () => Promise<boolean>, ms: num
   return Date.now() - t0;
 }
 
-/** Ids of the agents `tunefleet fleet` shows as ready. */
-export async function readyAgents(stack: TestStack): Promise<string[]> {
-  const r = await runCli(stack, 'fleet', '--json');
-  return (JSON.parse(r.stdout) as { agent_id: string; state: string }[]).filter((a) => a.state === 'ready').map((a) => a.agent_id);
+/** Each live agent's state in the fleet view (what `tunefleet fleet` shows), read through the client library. */
+export async function fleetStates(client: Stack): Promise<Map<string, string>> {
+  const view = await openFleet(await client.nats());
+  try {
+    return new Map(view.snapshot().map((e) => [e.advert.agent_id, e.advert.state]));
+  } finally {
+    await view.stop();
+  }
+}
+
+/** Ids of the agents the fleet view has as ready. */
+export async function readyAgents(client: Stack): Promise<string[]> {
+  return [...(await fleetStates(client))].filter(([, s]) => s === 'ready').map(([id]) => id);
 }
 
 /** `tunefleet agent start` processes, by id, with their output lines kept. */
@@ -31,8 +45,9 @@ export class AgentProcesses {
   readonly logs = new Map<string, string[]>();
   constructor(private readonly stack: () => TestStack, private readonly args: string[] = []) {}
 
+  /** Starts agent `id`, labelled host=<id> (a spec's `selector: {host: ...}` pins a job to it). */
   start(id: string): ChildProcess {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--advert-interval', '500', ...this.args], {
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--label', `host=${id}`, '--advert-interval', '500', ...this.args], {
       env: cliEnv(this.stack()), stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines: string[] = [];

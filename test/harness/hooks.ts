@@ -2,7 +2,10 @@
 // safety net under each suite's own after() hooks. Whatever a test started and did not
 // stop — because a test or a hook failed or timed out — is stopped when mocha finishes,
 // and killed if mocha itself exits early. Finding one is a failure of the run: each suite's
-// after() must stop what it started. See procs.ts for how processes are found.
+// after() must stop what it started. A mocha that has not exited 20 s after its last hook
+// (an open connection, watcher or timer keeps it alive) says what keeps it and exits 1, so
+// a leak is a failure with a reason rather than a run that never ends. See procs.ts for how
+// processes are found.
 import { randomBytes } from 'node:crypto';
 import { MARK_VAR, killMarkedNow, stopMarked } from './procs';
 
@@ -14,6 +17,10 @@ process.once('exit', () => killMarkedNow(MARK_VAR, mark));
 export const mochaHooks = {
   async afterAll(this: Mocha.Context): Promise<void> {
     this.timeout(60_000);
+    setTimeout(() => {
+      console.error(`[harness] mocha is still running 20 s after its last hook; kept alive by: ${process.getActiveResourcesInfo().join(', ')}`);
+      process.exit(1);
+    }, 20_000).unref();
     const left = await stopMarked(MARK_VAR, mark);
     if (left.length > 0) {
       throw new Error(`the tests left ${left.length} process(es) running (now stopped):\n${left.map((p) => `  ${p.pid} ${p.command.slice(0, 160)}`).join('\n')}`);

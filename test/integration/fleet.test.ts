@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { ADVERT_TTL_MS, type JobResult } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { AgentProcesses, tinyJob, until } from '../harness/fleet';
+import { AgentProcesses, fleetStates, readyAgents, tinyJob, until } from '../harness/fleet';
 import { runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
 
 describe('fleet - two real agents', function () {
@@ -25,7 +25,7 @@ describe('fleet - two real agents', function () {
     client = await Stack.connect(stack.cfg);
     agents.start('agent-a');
     agents.start('agent-b');
-    await until('both agents advertise', async () => (await fleet()).length === 2, 60_000);
+    await until('both agents advertise', async () => (await readyAgents(client)).length === 2, 60_000);
   });
 
   after(() => stopAll(() => agents.killAll(), () => client?.close(), () => worker?.stop(), () => stack?.stop()));
@@ -46,16 +46,16 @@ describe('fleet - two real agents', function () {
     const r = await cli('cordon', 'agent-b');
     expect(r.stdout.trim()).to.equal('agent-b: cordoned');
     expect((await fleet()).find((a) => a.agent_id === 'agent-b')?.state).to.equal('cordoned');
-    for (const n of [1, 2, 3]) {
-      const id = await client.submit(await loadSpecFile(tinyJob('cordon', 2, 1000, 40)), `cordon-job-${n}`);
-      const result: JobResult = await client.follow(id, () => {});
-      expect(result.training.agentId, `job ${n}`).to.equal('agent-a');
-    }
+    // three at once: agent-b has room for them, and still none goes there
+    const spec = await loadSpecFile(tinyJob('cordon', 2, 1000, 40));
+    const results: JobResult[] = await Promise.all([1, 2, 3].map(async (n) => client.follow(await client.submit(spec, `cordon-job-${n}`), () => {})));
+    results.forEach((r, i) => expect(r.training.agentId, `job ${i + 1}`).to.equal('agent-a'));
     expect((await cli('uncordon', 'agent-b')).stdout.trim()).to.equal('agent-b: ready');
   });
 
   it('fleet - drain: the running job checkpoints and resumes on the other agent; the agent ends drained', async () => {
-    const id = await client.submit(await loadSpecFile(tinyJob('drain', 4000, 1000, 40)), 'drain-job');
+    // 1,000 steps (about 15 s on 2 cores) leave the drain, sent at step 5, time to land mid-run
+    const id = await client.submit(await loadSpecFile(tinyJob('drain', 1000, 1000, 40)), 'drain-job');
     const events: Record<string, unknown>[] = [];
     let drained: string | null = null;
     const done = client.follow(id, (e) => {
@@ -74,8 +74,8 @@ describe('fleet - two real agents', function () {
     const resumed = events.find((e) => e.type === 'started' && e.agent_id === other);
     expect(Number(resumed?.resumed_from_step)).to.equal(Number(signalCkpt?.step));
     const steps = events.filter((e) => e.type === 'step').map((e) => Number(e.step));
-    expect(steps[steps.length - 1]).to.equal(4000);
-    await until('drained', async () => (await fleet()).find((a) => a.agent_id === drained)?.state === 'drained', 10_000);
+    expect(steps[steps.length - 1]).to.equal(1000);
+    await until('drained', async () => (await fleetStates(client)).get(drained as unknown as string) === 'drained', 10_000);
     await cli('uncordon', drained as unknown as string);
   });
 
@@ -84,11 +84,11 @@ describe('fleet - two real agents', function () {
     // the last advert was written at most one interval ago; the TTL counts from it
     victim.kill('SIGKILL');
     const t0 = Date.now();
-    await until('agent-a gone', async () => !(await fleet()).some((a) => a.agent_id === 'agent-a'), ADVERT_TTL_MS + 1000);
+    await until('agent-a gone', async () => !(await fleetStates(client)).has('agent-a'), ADVERT_TTL_MS + 1000);
     const gone = Date.now() - t0;
     expect(gone).to.be.at.most(ADVERT_TTL_MS + 1000);
     expect((await fleet()).map((a) => a.agent_id)).to.deep.equal(['agent-b']);
     agents.start('agent-a');
-    await until('agent-a back', async () => (await fleet()).some((a) => a.agent_id === 'agent-a' && a.state === 'ready'), 60_000);
+    await until('agent-a back', async () => (await fleetStates(client)).get('agent-a') === 'ready', 60_000);
   });
 });

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { LEASES_BUCKET } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
-import type { Lease } from '../../scheduler/leases';
+import { LeaseConflict, readLeases, releaseLease, reserve, type Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { DEFAULT_TRAINER_NICE } from '../../agent/priority';
 import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
@@ -26,7 +26,7 @@ describe('recovery - three real agents', function () {
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4']);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
-  const fleetIds = (): Promise<string[]> => readyAgents(stack);
+  const fleetIds = (): Promise<string[]> => readyAgents(client);
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});
@@ -54,14 +54,35 @@ describe('recovery - three real agents', function () {
       const e = await leases.get(agentId);
       return !e || e.operation !== 'PUT' || !e.json<{ leases: Lease[] }>().leases.some((l) => l.jobId === id);
     }, 30_000);
+    const adverts = await (await client.nats()).adverts();
     await until('session gone from the advert', async () => {
-      const f = JSON.parse((await cli('fleet', '--json')).stdout) as { agent_id: string; sessions: { job_id: string }[] }[];
-      return !f.find((a) => a.agent_id === agentId)?.sessions.some((s) => s.job_id === id);
+      const e = await adverts.get(agentId);
+      return !!e && e.operation === 'PUT' && !e.json<{ sessions: { job_id: string }[] }>().sessions.some((s) => s.job_id === id);
     }, 30_000);
     await recordHistory(client.client, id, 'cancelled');
     const q = await cli('list', '--query', "TunefleetState='cancelled'");
     expect(q.status, q.stderr).to.equal(0);
     expect(q.stdout).to.contain(id);
+  });
+
+  it('recovery - two placements decided on the same revision of an agent\'s leases: one write wins, the other gets a conflict, nothing is overbooked', async () => {
+    const kv = await (await client.nats()).kv(LEASES_BUCKET);
+    const agent = 'race-agent';
+    const lease = (jobId: string): Lease => ({ jobId, attempt: 1, bytes: 0.5 * GiB, purpose: 'train', time: Date.now() });
+    for (const round of [1, 2]) {
+      // both read the same state (round 1: no key yet; round 2: one lease), both write at once
+      const seen = (await readLeases(kv)).get(agent);
+      const tries = await Promise.allSettled([reserve(kv, agent, seen, lease(`race-${round}-x`), GiB, undefined), reserve(kv, agent, seen, lease(`race-${round}-y`), GiB, undefined)]);
+      expect(tries.filter((t) => t.status === 'fulfilled'), `round ${round}`).to.have.length(1);
+      expect((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason).to.be.instanceOf(LeaseConflict);
+    }
+    const held = (await readLeases(kv)).get(agent)?.leases ?? [];
+    expect(held.map((l) => l.jobId)).to.have.length(2);
+    expect(held.reduce((s, l) => s + l.bytes, 0)).to.be.at.most(GiB);
+    // deciding again on the fresh value: the agent is full, so the loser's third lease is refused
+    await reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined).then(() => expect.fail('overbooked'), (e: unknown) => expect(e).to.be.instanceOf(LeaseConflict));
+    for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
+    expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
   });
 
   it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents, all 9 finish', async () => {

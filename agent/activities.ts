@@ -13,6 +13,7 @@ import {
 } from '../shared';
 import { claimEpoch, commitCheckpoint } from './commits';
 import { download, persistently, upload, type AgentNats } from './nats';
+import { threadEnv } from './priority';
 import { runTrainer } from './trainer';
 import { Judge, dot } from './judge';
 import { runTool } from './tool';
@@ -31,6 +32,8 @@ export interface AgentDeps {
   killGraceMs: number;
   /** trainers run this many nice levels below the agent (0: at its priority) */
   trainerNice: number;
+  /** CPU threads each trainer may use (OMP_NUM_THREADS) */
+  trainerThreads: number;
   sessions: Map<string, Session>;
   /** tell the job's workflow how training goes (throttled by the caller; failures are only logged) */
   signalProgress: (workflowId: string, update: ProgressUpdate) => Promise<void>;
@@ -226,6 +229,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     const proc = runTrainer({
       python: deps.python,
       priority: { nice: deps.trainerNice },
+      env: threadEnv(deps.trainerThreads),
       command: 'train',
       configPath,
       logPath: join(dir, 'trainer.log'),
@@ -416,6 +420,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     const proc = runTrainer({
       python: deps.python,
       priority: { nice: deps.trainerNice },
+      env: threadEnv(deps.trainerThreads),
       command: 'evaluate',
       configPath,
       logPath: join(dir, 'trainer.log'),

@@ -55,7 +55,8 @@ export function buildAgentProgram(): Command {
     .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows').env('TUNEFLEET_AGENT_MAX_SESSIONS').default('4'))
     .addOption(new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal').env('TUNEFLEET_AGENT_HEARTBEAT_MS').default('5000'))
     .addOption(new Option('--trainer-nice <n>', 'trainers run n nice levels below the agent (0-19; 0: same CPU priority), so heartbeats and adverts keep their time').env('TUNEFLEET_TRAINER_NICE').default(String(DEFAULT_TRAINER_NICE)))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string; trainerNice: string }) => {
+    .addOption(new Option('--trainer-threads <n>', 'CPU threads per trainer (default: the cores split over --max-sessions, at least 1)').env('TUNEFLEET_TRAINER_THREADS'))
+    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string; trainerNice: string; trainerThreads?: string }) => {
       const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
       const agentId = o.id ?? defaultAgentId();
       if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
@@ -69,8 +70,12 @@ export function buildAgentProgram(): Command {
       if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`, { field: '--heartbeat' });
       const trainerNice = parseNice(o.trainerNice);
       if (trainerNice === null) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerNice}' must be a whole number from 0 to 19`, { field: '--trainer-nice' });
+      const trainerThreads = o.trainerThreads === undefined ? undefined : Number(o.trainerThreads);
+      if (trainerThreads !== undefined && !(Number.isInteger(trainerThreads) && trainerThreads >= 1 && trainerThreads <= 1024)) {
+        throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerThreads}' must be a whole number from 1 to 1024`, { field: '--trainer-threads' });
+      }
       const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
-      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs, trainerNice });
+      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs, trainerNice, trainerThreads });
       const stop = (): void => void agent.stop();
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);

@@ -3,13 +3,14 @@
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import { mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import si from 'systeminformation';
 import { ADVERT_TTL_MS, ID_PATTERN, PROGRESS_SIGNAL, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
-import { DEFAULT_TRAINER_NICE, withPriority } from './priority';
+import { DEFAULT_TRAINER_NICE, threadsPerSession, withPriority } from './priority';
 
 export interface AgentOptions {
   agentId: string;
@@ -22,6 +23,8 @@ export interface AgentOptions {
   maxSessions?: number;
   /** trainers run this many nice levels below the agent (default DEFAULT_TRAINER_NICE; 0: same priority) */
   trainerNice?: number;
+  /** CPU threads per trainer (default: the cores split over maxSessions) */
+  trainerThreads?: number;
 }
 
 export interface RunningAgent {
@@ -99,13 +102,14 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const heartbeatMs = o.heartbeatMs ?? 5_000;
   const trainerNice = o.trainerNice ?? DEFAULT_TRAINER_NICE;
   const priority = withPriority(['python'], { nice: trainerNice });
+  const trainerThreads = o.trainerThreads ?? threadsPerSession(availableParallelism(), o.maxSessions ?? 4);
   if (priority.note) log(`warning: ${priority.note}`);
   const worker = await Worker.create({
     connection,
     namespace: cfg.namespace,
     taskQueue: agentTaskQueue(o.agentId),
     activities: createAgentActivities({
-      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, trainerNice, sessions, log,
+      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, trainerNice, trainerThreads, sessions, log,
       draining: () => desired === 'draining',
       signalProgress: async (workflowId, update) => {
         await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);
@@ -118,7 +122,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
   });
-  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}`);
+  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ${trainerThreads} CPU thread(s) each`);
   const run = worker.run();
   const done = (async () => {
     await run;

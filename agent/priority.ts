@@ -1,7 +1,7 @@
 // Trainers run below the agent. A host busy training must still heartbeat, advertise and
 // answer Temporal in time, and on a small host (or the embedded stack, where the control
 // worker shares the CPU too) a trainer at the same priority starves them. So the agent
-// starts each trainer, and the evaluation tool, `nice` levels below itself:
+// starts each trainer (train and evaluate sessions) `nice` levels below itself:
 //
 //   nice -n <N> [ionice -c 2 -n 7 -t] python -m tunefleet_trainer ...
 //
@@ -11,6 +11,15 @@
 // start anyway where the kernel refuses (a container without the capability). The
 // wrappers exec, so the pid the agent sees is the trainer's own. N = 0 starts trainers at
 // the agent's own priority (no wrapper).
+//
+// Sessions also share the cores instead of each taking all of them: a trainer gets
+// OMP_NUM_THREADS (and MKL_NUM_THREADS) = cores / --max-sessions, at least 1, unless
+// --trainer-threads says otherwise. PyTorch's OpenMP threads spin while they wait, so two
+// trainers each running one thread per core do not share a machine, they fight over it:
+// on 2 cores, two tiny-model trainers took 79 s each for 600 steps with 2 threads apiece
+// and 11 s each with 1 (one alone: 9-12 s with either). The budget is fixed per agent,
+// not per moment, so a session's thread count (and with it the order of its float
+// reductions) does not depend on what else happens to run.
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
@@ -54,6 +63,16 @@ export function withPriority(argv: readonly string[], p: Priority, find: (name: 
   if (!nice) return { argv: [...argv], note: `'nice' is not on PATH: trainers run at the agent's own CPU priority` };
   const ionice = find('ionice');
   return { argv: [nice, '-n', String(p.nice), ...(ionice ? [ionice, '-c', '2', '-n', '7', '-t'] : []), ...argv], note: null };
+}
+
+/** CPU threads each trainer may use: the agent's cores split evenly over its sessions. */
+export function threadsPerSession(cores: number, maxSessions: number): number {
+  return Math.max(1, Math.floor(cores / Math.max(1, maxSessions)));
+}
+
+/** The environment that holds a trainer to `threads` CPU threads. */
+export function threadEnv(threads: number): Record<string, string> {
+  return { OMP_NUM_THREADS: String(threads), MKL_NUM_THREADS: String(threads) };
 }
 
 /** Checks a --trainer-nice value: a whole number from 0 to 19. */

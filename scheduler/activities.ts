@@ -18,7 +18,7 @@ export interface ControlDeps {
   /** tell a queued job's workflow that capacity was released (errors are ignored: it polls anyway) */
   wake: (jobId: string) => Promise<void>;
   log: (msg: string) => void;
-  /** counters this worker's activities keep (shown by tests, the soak run and the worker's log) */
+  /** counters this worker's placements keep (read by the tests and the soak run; each conflict is also logged) */
   stats?: ControlStats;
 }
 

@@ -10,11 +10,11 @@
 //   npm run soak -- --jobs 12 --agents 2       smaller
 //   npm run soak -- --compare                  also the same run with trainers at the agents'
 //                                              own priority (--trainer-nice 0), as a baseline
-import { cpus, loadavg } from 'node:os';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Stack } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { DEFAULT_TRAINER_NICE } from '../../agent/priority';
+import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { AgentProcesses, readyAgents, until } from '../harness/fleet';
 import { describeLoad, runLoad, type LoadFigures } from '../harness/load';
 import { startTestStack, stopAll, type TestStack } from '../harness/stack';
@@ -38,7 +38,7 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
     for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
     const c = client;
     await until(`${agentCount} agents advertise`, async () => (await readyAgents(c)).length === agentCount, 120_000);
-    return await runLoad(stack, client, workers, agents, { name: 'soak', jobs, capacity: CAPACITY, maxSteps: 4, trainerNice: nice });
+    return await runLoad(stack, client, workers, agents, { name: 'soak', jobs, capacity: CAPACITY, maxSteps: 4, trainerNice: nice, trainerThreads: threadsPerSession(availableParallelism(), 4) });
   } finally {
     await stopAll(() => agents.killAll(), () => client?.close(), ...workers.map((w) => () => w.stop()), () => stack?.stop());
   }

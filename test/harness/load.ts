@@ -25,6 +25,8 @@ export interface LoadOptions {
   maxSteps: number;
   /** nice levels trainers must run below their agent */
   trainerNice: number;
+  /** CPU threads each trainer must be held to (OMP_NUM_THREADS) */
+  trainerThreads: number;
 }
 
 export interface LoadFigures {
@@ -108,8 +110,8 @@ function parentOf(pid: number): number | null {
   }
 }
 
-/** Trainers of this stack now running: every thread of each must be `nice` below its parent agent. */
-export function checkTrainerPriority(home: string, nice: number, seen: Set<number>, violations: string[]): void {
+/** Trainers of this stack now running: every thread of each must be `nice` below its parent agent, and held to `threads` CPU threads. */
+export function checkTrainerPriority(home: string, nice: number, threads: number, seen: Set<number>, violations: string[]): void {
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
@@ -124,14 +126,22 @@ export function checkTrainerPriority(home: string, nice: number, seen: Set<numbe
     const agent = parentOf(pid);
     const agentNice = agent === null ? null : niceOf(`/proc/${agent}/stat`);
     if (agentNice === null) continue;
-    let threads: string[];
+    let tasks: string[];
     try {
-      threads = readdirSync(`/proc/${pid}/task`);
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    let environ = '';
+    try {
+      environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
     } catch {
       continue;
     }
     seen.add(pid);
-    for (const t of threads) {
+    const omp = environ.split('\0').find((v) => v.startsWith('OMP_NUM_THREADS='));
+    if (omp !== `OMP_NUM_THREADS=${threads}` && violations.length < 10) violations.push(`trainer ${pid}: ${omp ?? 'no OMP_NUM_THREADS'}, expected ${threads}`);
+    for (const t of tasks) {
       const n = niceOf(`/proc/${pid}/task/${t}/stat`);
       if (n !== null && n !== Math.min(19, agentNice + nice) && violations.length < 10) violations.push(`trainer ${pid} thread ${t}: nice ${n}, its agent ${agent} ${agentNice}`);
     }
@@ -226,7 +236,7 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   while (!settled) {
     const rows = await client.list().catch(() => []);
     for (const r of rows) if (r.jobId.startsWith(`${o.name}-`) && r.state === 'queued') maxQueuePosition = Math.max(maxQueuePosition, r.position ?? 0);
-    checkTrainerPriority(stack.home, o.trainerNice, trainers, priorityViolations);
+    checkTrainerPriority(stack.home, o.trainerNice, o.trainerThreads, trainers, priorityViolations);
     await Promise.race([results, sleep(2000)]);
   }
   const failed = (await results).flatMap((r, i) => (r.status === 'rejected' ? [`${ids[i]}: ${String(r.reason)}`] : []));
@@ -270,6 +280,6 @@ export function describeLoad(f: LoadFigures, capacity: number): string[] {
     `longest fineTune workflow task ${(f.longestWorkflowTaskMs / 1000).toFixed(2)} s (${f.longestWorkflowTaskJob}) of ${f.workflowTasks}; completed ones p99 ${(f.p99CompletedTaskMs / 1000).toFixed(2)} s, longest ${(f.longestCompletedTaskMs / 1000).toFixed(2)} s; timed out or failed ${f.workflowTaskTimeouts}${f.workflowTaskProblems.length ? ` (${f.workflowTaskProblems.join(', ')})` : ''}`,
     `waiting for a worker (scheduled -> started): p99 ${(f.p99TaskWaitMs / 1000).toFixed(2)} s, longest ${(f.longestTaskWaitMs / 1000).toFixed(2)} s`,
     `CPU seconds: control workers and test ${f.cpuSeconds.tests.toFixed(0)}, agents ${f.cpuSeconds.agents.toFixed(0)}, trainers ${f.cpuSeconds.trainers.toFixed(0)}, nats-server ${f.cpuSeconds.nats.toFixed(0)}, Temporal ${f.cpuSeconds.temporal.toFixed(0)} (of ${(f.wallS * cpus().length).toFixed(0)} available)`,
-    `trainers seen ${f.trainersSeen}, not below their agent's priority ${f.priorityViolations.length}${f.priorityViolations.length ? `: ${f.priorityViolations.join('; ')}` : ''}`,
+    `trainers seen ${f.trainersSeen}, not below their agent's priority or not held to their threads ${f.priorityViolations.length}${f.priorityViolations.length ? `: ${f.priorityViolations.join('; ')}` : ''}`,
   ];
 }

@@ -7,7 +7,8 @@ import { LEASES_BUCKET } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { LeaseConflict, readLeases, releaseLease, reserve, type Lease } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { DEFAULT_TRAINER_NICE } from '../../agent/priority';
+import { availableParallelism } from 'node:os';
+import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
 import { describeLoad, runLoad } from '../harness/load';
 import { recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
@@ -85,8 +86,8 @@ describe('recovery - three real agents', function () {
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
   });
 
-  it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents, all 9 finish', async () => {
-    const f = await runLoad(stack, client, [worker, worker2], agents, { name: 'many', jobs: 9, capacity: CAPACITY, maxSteps: 4, trainerNice: DEFAULT_TRAINER_NICE });
+  it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 9 finish', async () => {
+    const f = await runLoad(stack, client, [worker, worker2], agents, { name: 'many', jobs: 9, capacity: CAPACITY, maxSteps: 4, trainerNice: DEFAULT_TRAINER_NICE, trainerThreads: threadsPerSession(availableParallelism(), 4) });
     for (const line of describeLoad(f, CAPACITY)) console.log(`      ${line}`);
     await recordHistory(client.client, 'many-08', 'queued-then-placed');
     expect(f.failed).to.deep.equal([]);

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { buildAgentProgram } from '../../agent/cli';
-import { onPath, parseNice, withPriority } from '../../agent/priority';
+import { onPath, parseNice, threadEnv, threadsPerSession, withPriority } from '../../agent/priority';
 import { TunefleetError } from '../../shared';
 
 const niceOfChild = (argv: string[]): number => {
@@ -42,5 +42,15 @@ print(out)`], { nice: 10 }).argv.slice(1)], { encoding: 'utf8' });
     const err = await buildAgentProgram().exitOverride().parseAsync(['node', 'tunefleet agent', 'start', '--id', 'a', '--trainer-nice', '25']).then(() => null, (e: unknown) => e);
     expect(err).to.be.instanceOf(TunefleetError);
     expect((err as TunefleetError).describe()).to.match(/--trainer-nice/).and.match(/0 to 19/);
+  });
+
+  it('priority - sessions split the cores: cores / max sessions threads each, at least one', async () => {
+    expect([threadsPerSession(2, 4), threadsPerSession(2, 1), threadsPerSession(96, 8), threadsPerSession(8, 3), threadsPerSession(1, 0)]).to.deep.equal([1, 2, 12, 2, 1]);
+    expect(threadEnv(3)).to.deep.equal({ OMP_NUM_THREADS: '3', MKL_NUM_THREADS: '3' });
+    for (const bad of ['0', '1.5', 'many', '2000']) {
+      const err = await buildAgentProgram().exitOverride().parseAsync(['node', 'tunefleet agent', 'start', '--id', 'a', '--trainer-threads', bad]).then(() => null, (e: unknown) => e);
+      expect(err, bad).to.be.instanceOf(TunefleetError);
+      expect((err as TunefleetError).describe()).to.match(/--trainer-threads/);
+    }
   });
 });

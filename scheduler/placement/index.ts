@@ -41,12 +41,13 @@ function tieBreak(jobId: string, agentId: string): number {
 export function place(fleet: FleetState, job: Job): Decision {
   const first = decide(fleet, job);
   // Agents that failed this job are avoided, not banned: when no other agent fits, one of
-  // them gets another try (the workflow's attempt budget bounds the retries).
+  // them gets another try (the workflow's attempt budget bounds the retries). Having failed
+  // the job never makes it impossible: that is decided as if no agent had failed it (every
+  // agent failed it once and all are busy now: the job waits; none could ever hold it: it fails).
   if (first.chosen || job.exclude.length === 0) return first;
-  const onlyExcluded = first.agents.some((d) => d.reasons.length === 1 && d.reasons[0] === F.EXCLUDED);
-  if (!onlyExcluded) return first;
   const again = decide(fleet, { ...job, exclude: [] });
-  return again.chosen ? { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` } : { ...first, impossible: false };
+  if (again.chosen) return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
+  return { ...first, impossible: again.impossible };
 }
 
 function decide(fleet: FleetState, job: Job): Decision {

@@ -52,6 +52,16 @@ describe('placement - filters and scores', () => {
     expect(d.summary).to.match(/tried again/);
   });
 
+  it('placement - a job every agent failed once, while all are full, waits: it is not impossible', () => {
+    const need = (place(fleet([advert('a')]), job()).estimate?.total ?? 0);
+    const busy = place(fleet([advert('a', { capacity: need * 2 }), advert('b', { capacity: need * 2 })], { a: need * 1.5, b: need * 1.5 }), job({ exclude: ['a', 'b'] }));
+    expect(busy.chosen).to.equal(null);
+    expect(busy.impossible).to.equal(false);
+    // and one that no agent could hold even idle is still impossible
+    const never = place(fleet([advert('a', { capacity: need / 2 })]), job({ exclude: ['a'] }));
+    expect(never.impossible).to.equal(true);
+  });
+
   it('placement - qlora needs a CUDA agent with bitsandbytes; a job no agent can ever run is impossible, with the numbers', () => {
     const q = parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: qlora\ndataset: {path: d.jsonl}\n');
     const d = place(fleet([advert('a', { trainer: { methods: ['lora', 'qlora'], bitsandbytes: false, bf16: false } })]), job({ spec: q }));

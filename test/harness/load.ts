@@ -13,6 +13,7 @@ import { Stack, loadSpecFile } from '../../scheduler/client';
 import type { Lease } from '../../scheduler/leases';
 import type { RunningWorker } from '../../scheduler/worker';
 import { tinyJob, type AgentProcesses } from './fleet';
+import { statFields } from './procs';
 import type { TestStack } from './stack';
 
 const GiB = 2 ** 30;
@@ -66,16 +67,10 @@ export interface LoadFigures {
   cpuSeconds: { tests: number; agents: number; trainers: number; nats: number; temporal: number };
 }
 
-/** user + system seconds of a process (`self`) or of its waited-for children (`children`: an agent's finished trainers). */
+/** user + system seconds of a process (`self`) or of its waited-for children (`children`: an agent's finished trainers); 100 clock ticks a second on Linux. */
 function cpuOf(pid: number): { self: number; children: number } {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-    // utime, stime, cutime, cstime are fields 14-17 (indexes 11-14 after the comm), in clock ticks (100 per second on Linux)
-    return { self: ((f[11] ?? 0) + (f[12] ?? 0)) / 100, children: ((f[13] ?? 0) + (f[14] ?? 0)) / 100 };
-  } catch {
-    return { self: 0, children: 0 };
-  }
+  const f = statFields(`/proc/${pid}/stat`) ?? [];
+  return { self: ((f[11] ?? 0) + (f[12] ?? 0)) / 100, children: ((f[13] ?? 0) + (f[14] ?? 0)) / 100 };
 }
 
 function cpuByRole(stack: TestStack, agentPids: number[]): LoadFigures['cpuSeconds'] {
@@ -90,25 +85,8 @@ function cpuByRole(stack: TestStack, agentPids: number[]): LoadFigures['cpuSecon
   };
 }
 
-/** Nice value of a process or thread from /proc/<pid>/stat (null when it is gone). */
-function niceOf(statPath: string): number | null {
-  try {
-    const stat = readFileSync(statPath, 'latin1');
-    // fields after "(comm)": state is field 3, nice is field 19
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-  } catch {
-    return null;
-  }
-}
-
-function parentOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return null;
-  }
-}
+const niceOf = (statPath: string): number | null => statFields(statPath)?.[16] ?? null;
+const parentOf = (pid: number): number | null => statFields(`/proc/${pid}/stat`)?.[1] ?? null;
 
 /** Trainers of this stack now running: every thread of each must be `nice` below its parent agent, and held to `threads` CPU threads. */
 export function checkTrainerPriority(home: string, nice: number, threads: number, seen: Set<number>, violations: string[]): void {

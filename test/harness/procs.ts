@@ -11,13 +11,26 @@ export const MARK_VAR = 'TUNEFLEET_TEST_MARK';
 
 export interface Proc { pid: number; ppid: number; command: string }
 
+/**
+ * The numeric fields of a /proc/<pid>/stat (or /proc/<pid>/task/<tid>/stat) line after
+ * "(comm)", which may hold spaces and parentheses: index 0 is the state, 1 the parent pid,
+ * 11-14 utime/stime/cutime/cstime in clock ticks, 16 nice. Null when the process is gone.
+ */
+export function statFields(path: string): number[] | null {
+  try {
+    const stat = readFileSync(path, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  } catch {
+    return null;
+  }
+}
+
 function readProc(pid: number): { environ: string; command: string; ppid: number } | null {
   try {
     const environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
     const command = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').filter(Boolean).join(' ');
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const ppid = statFields(`/proc/${pid}/stat`)?.[1];
+    if (ppid === undefined) return null;
     return { environ, command, ppid };
   } catch {
     return null; // gone, or not ours to read

@@ -83,6 +83,8 @@ export interface AdvertInput {
   sessions: { jobId: string; attempt: number; reservedBytes: number }[];
   /** bytes offered to jobs (--capacity); unset: the largest GPU, or on CPU the RAM available at start */
   capacity?: number;
+  /** sessions the agent runs at once */
+  maxSessions: number;
 }
 
 export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
@@ -110,6 +112,7 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     models,
     model_shapes: modelShapes(i.modelsDir, models),
     ...(i.capacity !== undefined ? { capacity: i.capacity } : {}),
+    max_sessions: i.maxSessions,
     trainer: { methods: i.caps.methods, bitsandbytes: i.caps.bitsandbytes, bf16: i.caps.bf16 },
     time: Date.now(),
   };

@@ -52,11 +52,11 @@ export function buildAgentProgram(): Command {
     .addOption(new Option('--home <dir>', 'agent state and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
     .addOption(new Option('--advert-interval <ms>', `how often to advertise (adverts expire ${ADVERT_TTL_MS / 1000} s after the last one)`).default(String(ADVERT_INTERVAL_MS)))
     .addOption(new Option('--capacity <bytes>', 'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)').env('TUNEFLEET_AGENT_CAPACITY'))
-    .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows').env('TUNEFLEET_AGENT_MAX_SESSIONS').default('4'))
+    .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows (default: 4 with CUDA; on CPU one per 2 cores, 1 to 4)').env('TUNEFLEET_AGENT_MAX_SESSIONS'))
     .addOption(new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal').env('TUNEFLEET_AGENT_HEARTBEAT_MS').default('5000'))
     .addOption(new Option('--trainer-nice <n>', 'trainers run n nice levels below the agent (0-19; 0: same CPU priority), so heartbeats and adverts keep their time').env('TUNEFLEET_TRAINER_NICE').default(String(DEFAULT_TRAINER_NICE)))
     .addOption(new Option('--trainer-threads <n>', 'CPU threads per trainer (default: the cores split over --max-sessions, at least 1)').env('TUNEFLEET_TRAINER_THREADS'))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions: string; heartbeat: string; trainerNice: string; trainerThreads?: string }) => {
+    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions?: string; heartbeat: string; trainerNice: string; trainerThreads?: string }) => {
       const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
       const agentId = o.id ?? defaultAgentId();
       if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
@@ -64,8 +64,8 @@ export function buildAgentProgram(): Command {
       if (!Number.isInteger(interval) || interval < 100 || interval > ADVERT_TTL_MS / 2) {
         throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertInterval}' must be a whole number of ms from 100 to ${ADVERT_TTL_MS / 2}`, { field: '--advert-interval' });
       }
-      const maxSessions = Number(o.maxSessions);
-      if (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, { field: '--max-sessions' });
+      const maxSessions = o.maxSessions === undefined ? undefined : Number(o.maxSessions);
+      if (maxSessions !== undefined && (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, { field: '--max-sessions' });
       const heartbeatMs = Number(o.heartbeat);
       if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`, { field: '--heartbeat' });
       const trainerNice = parseNice(o.trainerNice);

@@ -10,7 +10,7 @@ import { ADVERT_TTL_MS, ID_PATTERN, PROGRESS_SIGNAL, agentTaskQueue, desiredStat
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
-import { DEFAULT_TRAINER_NICE, threadsPerSession, withPriority } from './priority';
+import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
 
 export interface AgentOptions {
   agentId: string;
@@ -19,7 +19,7 @@ export interface AgentOptions {
   heartbeatMs?: number;
   /** bytes offered to jobs; unset: the largest GPU, or on CPU the RAM available at start */
   capacity?: number;
-  /** sessions at once (placement's memory reservations decide how many really run) */
+  /** sessions at once, advertised so placement never sends more (default: defaultMaxSessions) */
   maxSessions?: number;
   /** trainers run this many nice levels below the agent (default DEFAULT_TRAINER_NICE; 0: same priority) */
   trainerNice?: number;
@@ -45,6 +45,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const [host, caps, mem] = await Promise.all([hostFacts(), probeTrainer(cfg.python), si.mem()]);
   // a CPU agent offers the RAM available when it started (what jobs use later must not shrink the offer)
   const capacity = o.capacity ?? (caps.cuda ? undefined : Math.min(mem.total, mem.available));
+  const maxSessions = o.maxSessions ?? defaultMaxSessions(caps.cuda, availableParallelism());
   if (caps.methods.length === 0) log(`warning: the trainer at ${cfg.python} did not answer; run 'npm run bootstrap'`);
   const workDir = join(cfg.home, 'agents', o.agentId);
   await mkdir(workDir, { recursive: true });
@@ -56,7 +57,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const state = (): AgentState => (desired === 'draining' ? (sessions.size === 0 ? 'drained' : 'draining') : desired);
 
   const publish = async (): Promise<void> => {
-    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()], capacity });
+    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()], capacity, maxSessions });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;
     await kv.put(o.agentId, JSON.stringify(advert));
@@ -102,7 +103,7 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const heartbeatMs = o.heartbeatMs ?? 5_000;
   const trainerNice = o.trainerNice ?? DEFAULT_TRAINER_NICE;
   const priority = withPriority(['python'], { nice: trainerNice });
-  const trainerThreads = o.trainerThreads ?? threadsPerSession(availableParallelism(), o.maxSessions ?? 4);
+  const trainerThreads = o.trainerThreads ?? threadsPerSession(availableParallelism(), maxSessions);
   if (priority.note) log(`warning: ${priority.note}`);
   const worker = await Worker.create({
     connection,
@@ -116,13 +117,13 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
       },
     }),
     // several small jobs may share this machine: placement reserves memory per session
-    maxConcurrentActivityTaskExecutions: o.maxSessions ?? 4,
+    maxConcurrentActivityTaskExecutions: maxSessions,
     // heartbeats must reach the server well inside the workflow's heartbeat timeout
     maxHeartbeatThrottleInterval: heartbeatMs,
     defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
   });
-  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ${trainerThreads} CPU thread(s) each`);
+  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ${maxSessions} session(s) at once, ${trainerThreads} CPU thread(s) each`);
   const run = worker.run();
   const done = (async () => {
     await run;

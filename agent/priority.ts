@@ -65,6 +65,17 @@ export function withPriority(argv: readonly string[], p: Priority, find: (name: 
   return { argv: [nice, '-n', String(p.nice), ...(ionice ? [ionice, '-c', '2', '-n', '7', '-t'] : []), ...argv], note: null };
 }
 
+/**
+ * Sessions an agent runs at once unless --max-sessions says otherwise. With CUDA the GPU
+ * bounds a session, and placement's memory reservations decide how many fit (at most 4).
+ * On CPU the cores are the session: a trainer's speed is its threads, and two sessions on
+ * 2 cores are each more than twice slower than one with both cores (the demo's job: 159 s
+ * with 2 threads, 376 s with 1). So one session per 2 cores, 1 to 4; more jobs queue.
+ */
+export function defaultMaxSessions(cuda: boolean, cores: number): number {
+  return cuda ? 4 : Math.min(4, Math.max(1, Math.floor(cores / 2)));
+}
+
 /** CPU threads each trainer may use: the agent's cores split evenly over its sessions. */
 export function threadsPerSession(cores: number, maxSessions: number): number {
   return Math.max(1, Math.floor(cores / Math.max(1, maxSessions)));

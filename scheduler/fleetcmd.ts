@@ -9,7 +9,8 @@ const gib = (b: number): string => (b / GiB).toFixed(1);
 
 export function fleetRows(entries: FleetEntry[]): string[][] {
   return entries.map(({ advert: a }) => {
-    const jobs = a.sessions.map((s) => s.job_id).join(',') || '-';
+    const held = a.sessions.map((s) => s.job_id).join(',') || '-';
+    const jobs = a.max_sessions === undefined ? held : `${held} (${a.sessions.length}/${a.max_sessions})`;
     if (a.accelerator === 'cuda' && a.gpus.length > 0) {
       const names = [...new Set(a.gpus.map((g) => g.name))].join('+');
       const used = a.gpus.reduce((s, g) => s + g.memory_used, 0);

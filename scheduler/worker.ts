@@ -24,7 +24,8 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`)): Promise<RunningWorker> {
+/** identity: how Temporal's history names this worker's pollers (default: pid@hostname, the same for every worker of one process) */
+export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`), o: { identity?: string } = {}): Promise<RunningWorker> {
   quietSdkLogs();
   const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
   await ensureAssets(nats);
@@ -38,6 +39,7 @@ export async function startControlWorker(cfg: Config, log: (m: string) => void =
     connection,
     namespace: cfg.namespace,
     taskQueue: CONTROL_TASK_QUEUE,
+    ...(o.identity ? { identity: o.identity } : {}),
     workflowsPath: require.resolve('../workflows'),
     activities: createControlActivities({ nats, fleet, log, stats, wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL) }),
   });

@@ -63,6 +63,8 @@ export const advertSchema = z
     model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),
     /** bytes this agent offers to jobs in all: its largest GPU (or MIG instance), or on CPU what the operator set or the RAM available at start */
     capacity: bytes.optional(),
+    /** sessions the agent runs at once; placement sends no more (absent in adverts of older agents: memory alone decides) */
+    max_sessions: z.number().int().positive().max(1024).optional(),
     trainer: z.object({ methods: z.array(z.string()), bitsandbytes: z.boolean(), bf16: z.boolean() }),
     /** wall-clock ms at the agent when written */
     time: z.number().int().positive(),

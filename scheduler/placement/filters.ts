@@ -60,3 +60,7 @@ export const memory: Filter = ({ advert, reserved, estimate }) => {
   }
   return FITS;
 };
+
+/** Session slots: an agent runs at most max_sessions at once (more would wait in its task queue until taken for gone). */
+export const sessions: Filter = ({ advert, sessions: held }) =>
+  advert.max_sessions !== undefined && held >= advert.max_sessions ? notNow(`runs ${held} of ${advert.max_sessions} sessions`) : FITS;

@@ -16,6 +16,7 @@ const FILTERS: [string, F.Filter][] = [
   ['model', F.modelCached], //       it holds the base model and knows its shape
   ['method', F.method], //           its trainer and GPU can run the method and precision
   ['memory', F.memory], //           capacity less reservations covers the estimate
+  ['sessions', F.sessions], //       a session slot is free
 ];
 const SCORES: [string, S.Score, number][] = [
   ['best_fit', S.bestFit, 2], //             fill agents, keep big holes for big jobs

@@ -33,7 +33,7 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
   const agents = new AgentProcesses(() => stack as TestStack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4', '--trainer-nice', String(nice)]);
   try {
     stack = await startTestStack();
-    for (let i = 0; i < workerCount; i++) workers.push(await startControlWorker(stack.cfg, () => {}));
+    for (let i = 0; i < workerCount; i++) workers.push(await startControlWorker(stack.cfg, () => {}, { identity: `control-${i}@${process.pid}` }));
     client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
     for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
     const c = client;

@@ -6,6 +6,7 @@
 // afterwards for the longest workflow task.
 import { readFileSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { LEASES_BUCKET } from '../../shared';
@@ -54,6 +55,10 @@ export interface LoadFigures {
   workflowTaskTimeouts: number;
   /** those, by kind: "3 timed_out START_TO_CLOSE" */
   workflowTaskProblems: string[];
+  /** each of those: job, when, which poller had taken it */
+  workflowTaskProblemDetails: string[];
+  /** the longest stall of this process's event loop (where the control workers deliver activations), ms */
+  eventLoopMaxMs: number;
   p99CompletedTaskMs: number;
   longestCompletedTaskMs: number;
   /** scheduled -> started: waiting for a worker to poll */
@@ -134,6 +139,9 @@ export interface WorkflowTask {
   outcome: 'completed' | 'timed_out' | 'failed';
   /** for a timeout: START_TO_CLOSE or SCHEDULE_TO_START; for a failure: its cause */
   why: string | null;
+  /** the poller that took it (WorkflowTaskStarted's identity) and when it ended, ISO */
+  identity: string | null;
+  at: string;
 }
 
 /** Every workflow task of one workflow's history, from the server's event times. */
@@ -143,18 +151,19 @@ export async function workflowTasks(client: Client, workflowId: string): Promise
   const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
   let scheduled: number | null = null;
   let started: number | null = null;
+  let identity: string | null = null;
   const out: WorkflowTask[] = [];
   for (const e of history.events ?? []) {
     const at = ms(e.eventTime);
     if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED) [scheduled, started] = [at, null];
-    else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_STARTED) started = at;
+    else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_STARTED) [started, identity] = [at, e.workflowTaskStartedEventAttributes?.identity ?? null];
     else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED || e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT || e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_FAILED) {
       const outcome = e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED ? 'completed' : e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT ? 'timed_out' : 'failed';
       const timeoutType = e.workflowTaskTimedOutEventAttributes?.timeoutType;
       const cause = e.workflowTaskFailedEventAttributes?.cause;
       const why = outcome === 'timed_out' ? String(temporal.api.enums.v1.TimeoutType[timeoutType ?? 0]).replace(/^TIMEOUT_TYPE_/, '')
         : outcome === 'failed' ? String(temporal.api.enums.v1.WorkflowTaskFailedCause[cause ?? 0]).replace(/^WORKFLOW_TASK_FAILED_CAUSE_/, '') : null;
-      out.push({ ms: started === null ? null : at - started, waitMs: started === null || scheduled === null ? null : started - scheduled, outcome, why });
+      out.push({ ms: started === null ? null : at - started, waitMs: started === null || scheduled === null ? null : started - scheduled, outcome, why, identity, at: new Date(at).toISOString() });
       [scheduled, started] = [null, null];
     }
   }
@@ -173,6 +182,8 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   const t0 = Date.now();
   const agentPids = [...agentProcs.procs.values()].map((c) => c.pid ?? -1);
   const agents = agentPids.length;
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  loopDelay.enable();
   const cpu0 = cpuByRole(stack, agentPids);
   const conflicts0 = workers.reduce((s, w) => s + w.stats.leaseConflicts, 0);
   const taken0 = workers.reduce((s, w) => s + w.stats.leasesTaken, 0);
@@ -221,6 +232,7 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   const wallS = (Date.now() - t0) / 1000;
   const cpu1 = cpuByRole(stack, agentPids);
   const cpuSeconds = Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, v - (cpu0[k as keyof typeof cpu0] ?? 0)])) as Record<keyof typeof cpu1, number>;
+  loopDelay.disable();
   watch.stop();
   advertWatch.stop();
   await Promise.all([watching, watchingAdverts]);
@@ -228,10 +240,12 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   let longestWorkflowTaskMs = 0;
   let longestWorkflowTaskJob = '';
   const tasks: WorkflowTask[] = [];
+  const workflowTaskProblemDetails: string[] = [];
   for (const id of ids) {
     const t = await workflowTasks(client.client, id);
     for (const x of t) {
       if (x.ms !== null && x.ms > longestWorkflowTaskMs) [longestWorkflowTaskMs, longestWorkflowTaskJob] = [x.ms, id];
+      if (x.outcome !== 'completed') workflowTaskProblemDetails.push(`${id} ${x.outcome} ${x.why} at ${x.at}, taken by ${x.identity ?? 'no poller'}`);
     }
     tasks.push(...t);
   }
@@ -244,7 +258,8 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
     jobs: o.jobs, agents, workers: workers.length, failed, maxHeldBytes, overbooked, maxRunningBytes, overrun, maxQueuePosition,
     leaseConflicts: workers.reduce((s, w) => s + w.stats.leaseConflicts, 0) - conflicts0,
     leasesTaken: workers.reduce((s, w) => s + w.stats.leasesTaken, 0) - taken0,
-    cpuSeconds, longestWorkflowTaskMs, longestWorkflowTaskJob, workflowTasks: tasks.length, workflowTaskTimeouts, workflowTaskProblems,
+    cpuSeconds, longestWorkflowTaskMs, longestWorkflowTaskJob, workflowTasks: tasks.length, workflowTaskTimeouts, workflowTaskProblems, workflowTaskProblemDetails,
+    eventLoopMaxMs: loopDelay.max / 1e6,
     p99CompletedTaskMs: percentile(done, 99), longestCompletedTaskMs: Math.max(0, ...done), p99TaskWaitMs: percentile(waits, 99), longestTaskWaitMs: Math.max(0, ...waits), trainersSeen: trainers.size, priorityViolations, wallS,
   };
 }
@@ -256,7 +271,8 @@ export function describeLoad(f: LoadFigures, capacity: number): string[] {
     `most reserved on one agent ${(f.maxHeldBytes / GiB).toFixed(2)} of ${(capacity / GiB).toFixed(2)} GiB; most running ${(f.maxRunningBytes / GiB).toFixed(2)} GiB`,
     `highest queue position shown ${f.maxQueuePosition}; leases taken ${f.leasesTaken}, compare-and-set conflicts ${f.leaseConflicts}`,
     `longest fineTune workflow task ${(f.longestWorkflowTaskMs / 1000).toFixed(2)} s (${f.longestWorkflowTaskJob}) of ${f.workflowTasks}; completed ones p99 ${(f.p99CompletedTaskMs / 1000).toFixed(2)} s, longest ${(f.longestCompletedTaskMs / 1000).toFixed(2)} s; timed out or failed ${f.workflowTaskTimeouts}${f.workflowTaskProblems.length ? ` (${f.workflowTaskProblems.join(', ')})` : ''}`,
-    `waiting for a worker (scheduled -> started): p99 ${(f.p99TaskWaitMs / 1000).toFixed(2)} s, longest ${(f.longestTaskWaitMs / 1000).toFixed(2)} s`,
+    ...f.workflowTaskProblemDetails.map((d) => `  ${d}`),
+    `waiting for a worker (scheduled -> started): p99 ${(f.p99TaskWaitMs / 1000).toFixed(2)} s, longest ${(f.longestTaskWaitMs / 1000).toFixed(2)} s; longest event-loop stall of the control workers' process ${(f.eventLoopMaxMs / 1000).toFixed(2)} s`,
     `CPU seconds: control workers and test ${f.cpuSeconds.tests.toFixed(0)}, agents ${f.cpuSeconds.agents.toFixed(0)}, trainers ${f.cpuSeconds.trainers.toFixed(0)}, nats-server ${f.cpuSeconds.nats.toFixed(0)}, Temporal ${f.cpuSeconds.temporal.toFixed(0)} (of ${(f.wallS * cpus().length).toFixed(0)} available)`,
     `trainers seen ${f.trainersSeen}, not below their agent's priority or not held to their threads ${f.priorityViolations.length}${f.priorityViolations.length ? `: ${f.priorityViolations.join('; ')}` : ''}`,
   ];

@@ -62,6 +62,29 @@ describe('placement - filters and scores', () => {
     expect(never.impossible).to.equal(true);
   });
 
+  it('placement - an agent at its session limit is full for now, whatever memory it has free; an old advert without the limit is placed by memory', () => {
+    const full = place(fleet([advert('a', { max_sessions: 1 })], { a: 1 }), job());
+    expect(full.chosen).to.equal(null);
+    expect(full.impossible).to.equal(false);
+    expect(full.agents[0]?.code).to.equal('not_now');
+    expect(full.agents[0]?.reasons).to.deep.equal(['runs 1 of 1 sessions']);
+    expect(place(fleet([advert('a', { max_sessions: 2 })], { a: 1 }), job()).chosen).to.equal('a');
+    expect(place(fleet([advert('a', { max_sessions: 1 }), advert('b', { max_sessions: 1 })], { a: 1 }), job()).chosen).to.equal('b');
+    expect(place(fleet([advert('a')], { a: 1 }), job()).chosen).to.equal('a');
+    // the advert says so, and a nonsense limit is refused like any bad advert
+    expect(parseAdvert('a', JSON.stringify(advert('a', { max_sessions: 3 }))).max_sessions).to.equal(3);
+    const bad = (() => {
+      try {
+        parseAdvert('a', JSON.stringify(advert('a', { max_sessions: 0 })));
+        return null;
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(bad).to.be.instanceOf(TunefleetError);
+    expect((bad as TunefleetError).describe()).to.match(/advert a/).and.match(/max_sessions/);
+  });
+
   it('placement - qlora needs a CUDA agent with bitsandbytes; a job no agent can ever run is impossible, with the numbers', () => {
     const q = parseSpec('name: j\nmodel: SmolLM2-135M-Instruct\nmethod: qlora\ndataset: {path: d.jsonl}\n');
     const d = place(fleet([advert('a', { trainer: { methods: ['lora', 'qlora'], bitsandbytes: false, bf16: false } })]), job({ spec: q }));

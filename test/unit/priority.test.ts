@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { buildAgentProgram } from '../../agent/cli';
-import { onPath, parseNice, threadEnv, threadsPerSession, withPriority } from '../../agent/priority';
+import { defaultMaxSessions, onPath, parseNice, threadEnv, threadsPerSession, withPriority } from '../../agent/priority';
 import { TunefleetError } from '../../shared';
 
 const niceOfChild = (argv: string[]): number => {
@@ -46,6 +46,10 @@ print(out)`], { nice: 10 }).argv.slice(1)], { encoding: 'utf8' });
 
   it('priority - sessions split the cores: cores / max sessions threads each, at least one', async () => {
     expect([threadsPerSession(2, 4), threadsPerSession(2, 1), threadsPerSession(96, 8), threadsPerSession(8, 3), threadsPerSession(1, 0)]).to.deep.equal([1, 2, 12, 2, 1]);
+    // CPU agents: one session per 2 cores (1 to 4), so a lone trainer on 2 cores has both; CUDA agents: 4
+    expect([1, 2, 3, 4, 8, 64].map((c) => defaultMaxSessions(false, c))).to.deep.equal([1, 1, 1, 2, 4, 4]);
+    expect([defaultMaxSessions(true, 2), defaultMaxSessions(true, 64)]).to.deep.equal([4, 4]);
+    expect(threadsPerSession(2, defaultMaxSessions(false, 2))).to.equal(2);
     expect(threadEnv(3)).to.deep.equal({ OMP_NUM_THREADS: '3', MKL_NUM_THREADS: '3' });
     for (const bad of ['0', '1.5', 'many', '2000']) {
       const err = await buildAgentProgram().exitOverride().parseAsync(['node', 'tunefleet agent', 'start', '--id', 'a', '--trainer-threads', bad]).then(() => null, (e: unknown) => e);

@@ -6,7 +6,7 @@ import {
   TunefleetErrors, adapterPrefix, capacityBytes, checkGates, metricValues, resultObjectName, type CommitRecord, type ControlActivities, type JobResult,
 } from '../shared';
 import { failpoint } from '../shared/failpoint';
-import { LeaseConflict, ahead, leaseLive, readLeases, readQueue, releaseLease, reserve } from './leases';
+import { LeaseConflict, ahead, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
 import type { FleetView } from './fleet';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
@@ -94,11 +94,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         const adverts = fleet.snapshot().map((e) => e.advert);
         const byId = new Map(adverts.map((a) => [a.agent_id, a]));
         const leases = await readLeases(leasesKv);
-        const reserved = (id: string): { bytes: number; sessions: number } => {
-          // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a competitor
-          const live = (leases.get(id)?.leases ?? []).filter((l) => leaseLive(l, byId.get(id), now) && !(l.jobId === req.jobId && l.attempt === req.attempt));
-          return { bytes: live.reduce((s, l) => s + l.bytes, 0), sessions: live.length };
-        };
+        // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a competitor
+        const reserved = (id: string): { bytes: number; sessions: number } => heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
         const decision = place({ adverts, reserved, checkpointAgent }, { jobId: req.jobId, spec: req.spec, exclude: req.exclude });
         const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
         if (decision.impossible) {

@@ -6,7 +6,10 @@
 // fresh value, so an agent is never booked beyond its capacity. A lease is released when
 // its attempt ends (however it ends: the workflow releases in a non-cancellable scope);
 // one that leaked (a worker died between reserving and starting the work) stops counting
-// once it is older than LEASE_GRACE_MS and the agent does not report the session.
+// once it is older than LEASE_GRACE_MS and the agent does not report the session. The
+// other way round, a session the agent still reports after its lease was released (the
+// workflow gave the attempt up, the agent has not stopped its trainer yet) still holds
+// its memory and counts until the agent's advert drops it.
 //
 // Queue: one key per waiting job (priority, submit time, refreshed on every poll); a job
 // is placed only when no fresher job ahead of it in (priority desc, submit time asc)
@@ -28,6 +31,26 @@ export class LeaseConflict extends Error {}
 export function leaseLive(l: Lease, advert: Advert | undefined, now: number): boolean {
   if (now - l.time < LEASE_GRACE_MS) return true;
   return !!advert?.sessions.some((s) => s.job_id === l.jobId && s.attempt === l.attempt);
+}
+
+type Attempt = Pick<Lease, 'jobId' | 'attempt'>;
+
+/**
+ * Memory and session slots held on one agent: its live leases, plus every session its
+ * advert still reports without a lease. `except` (an earlier try of the placement being
+ * made) is not counted.
+ */
+export function heldOn(leases: Lease[], advert: Advert | undefined, now: number, except?: Attempt): { bytes: number; sessions: number } {
+  const same = (a: Attempt, b: Attempt): boolean => a.jobId === b.jobId && a.attempt === b.attempt;
+  const live = leases.filter((l) => leaseLive(l, advert, now) && !(except && same(l, except)));
+  const unleased = (advert?.sessions ?? []).filter((s) => {
+    const a = { jobId: s.job_id, attempt: s.attempt };
+    return !leases.some((l) => same(l, a)) && !(except && same(a, except));
+  });
+  return {
+    bytes: live.reduce((n, l) => n + l.bytes, 0) + unleased.reduce((n, s) => n + s.reserved_bytes, 0),
+    sessions: live.length + unleased.length,
+  };
 }
 
 export async function readLeases(kv: KV): Promise<Map<string, AgentLeases>> {
@@ -60,8 +83,9 @@ async function writeLeases(kv: KV, agentId: string, leases: Lease[], revision: n
  */
 export async function reserve(kv: KV, agentId: string, current: AgentLeases | undefined, lease: Lease, capacity: number, advert: Advert | undefined): Promise<void> {
   const now = Date.now();
-  const live = (current?.leases ?? []).filter((l) => leaseLive(l, advert, now) && !(l.jobId === lease.jobId && l.attempt === lease.attempt));
-  const held = live.reduce((s, l) => s + l.bytes, 0);
+  const leases = current?.leases ?? [];
+  const live = leases.filter((l) => leaseLive(l, advert, now) && !(l.jobId === lease.jobId && l.attempt === lease.attempt));
+  const held = heldOn(leases, advert, now, lease).bytes;
   if (held + lease.bytes > capacity) throw new LeaseConflict(`${agentId}: ${held} + ${lease.bytes} bytes exceed its capacity ${capacity}`);
   await writeLeases(kv, agentId, [...live, lease], current?.revision ?? 0);
 }

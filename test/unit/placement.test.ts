@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parseSpec, parseAdvert, TunefleetError, estimateMemory, shapeFromConfig, type Advert, type ModelShape } from '../../shared';
 import { place, type Job } from '../../scheduler/placement';
 import { FleetView } from '../../scheduler/fleet';
-import { ahead, leaseLive, queueOrder, type QueueEntry } from '../../scheduler/leases';
+import { ahead, heldOn, leaseLive, queueOrder, type QueueEntry } from '../../scheduler/leases';
 import { shrink } from '../../workflows/fineTune';
 import { Progress } from '../../scheduler/format';
 import { FAILURE_POLICY } from '../../workflows/failures';
@@ -165,6 +165,16 @@ describe('queue and leases', () => {
     expect(leaseLive(l, undefined, 1000)).to.equal(true);
     expect(leaseLive(l, advert('a'), 10 * 60_000)).to.equal(false);
     expect(leaseLive(l, advert('a', { sessions: [{ job_id: 'j', attempt: 2, reserved_bytes: GiB }] }), 10 * 60_000)).to.equal(true);
+  });
+
+  it('leases - a session the agent still runs after its lease was released holds its memory and slot until the advert drops it', () => {
+    const lease = { jobId: 'new', attempt: 1, bytes: GiB, purpose: 'train' as const, time: 0 };
+    // the workflow gave attempt 1 of "old" up (heartbeat timeout) and released its lease; the agent has not stopped it yet
+    const a = advert('a', { sessions: [{ job_id: 'old', attempt: 1, reserved_bytes: 2 * GiB }, { job_id: 'new', attempt: 1, reserved_bytes: GiB }] });
+    expect(heldOn([lease], a, 1000)).to.deep.equal({ bytes: 3 * GiB, sessions: 2 });
+    // an earlier try of the placement being made is not a competitor, as a lease or as a session
+    expect(heldOn([lease], a, 1000, { jobId: 'new', attempt: 1 })).to.deep.equal({ bytes: 2 * GiB, sessions: 1 });
+    expect(heldOn([lease], advert('a'), 1000)).to.deep.equal({ bytes: GiB, sessions: 1 });
   });
 });
 

@@ -105,10 +105,13 @@ export class Stack {
       ...(this.cfg.heartbeatTimeoutS || this.cfg.scheduleToStartS
         ? { timeouts: { ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}), ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}) } }
         : {}),
+      ...(this.cfg.queue ? { queue: this.cfg.queue } : {}),
     };
     try {
       await this.client.workflow.start(fineTune, {
         taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input], workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        // the job's submit time outlives its runs (a queued job continues as new; visibility's start time is the run's)
+        memo: { submittedAt: input.submittedAt },
         typedSearchAttributes: [
           { key: SA_JOB_ID, value: id }, { key: SA_MODEL, value: loaded.spec.model }, { key: SA_METHOD, value: loaded.spec.method }, { key: SA_STATE, value: 'preparing' },
         ],
@@ -161,8 +164,11 @@ export class Stack {
   /** Jobs, newest first; running ones with their state and queue position (from the workflow's query). */
   async list(query?: string): Promise<{ jobId: string; status: string; state: string | null; position: number | null; agent: string | null; started: Date; closed: Date | null }[]> {
     const rows = [];
-    for await (const w of this.client.workflow.list({ query: `WorkflowType = 'fineTune'${query ? ` AND (${query})` : ''}` })) {
-      rows.push({ jobId: w.workflowId, status: w.status.name, started: w.startTime, closed: w.closeTime ?? null });
+    // a run that continued as new is not a job of its own: its successor (same workflow id) is listed
+    const all = `WorkflowType = 'fineTune' AND ExecutionStatus != 'ContinuedAsNew'`;
+    for await (const w of this.client.workflow.list({ query: `${all}${query ? ` AND (${query})` : ''}` })) {
+      const submitted = typeof w.memo?.submittedAt === 'string' ? new Date(w.memo.submittedAt) : w.startTime;
+      rows.push({ jobId: w.workflowId, status: w.status.name, started: submitted, closed: w.closeTime ?? null });
     }
     return Promise.all(rows.map(async (r) => {
       const s = r.status === 'RUNNING' ? await this.client.workflow.getHandle(r.jobId).query(statusQuery).catch(() => null) : null;

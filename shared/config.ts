@@ -2,6 +2,7 @@
 // addresses (recorded by `tunefleet up` in $TUNEFLEET_HOME/stack.json) > defaults.
 // Pure: callers pass in the environment, the flags and the stack file's contents.
 import { ErrorCode, TunefleetError } from './errors';
+import type { FineTuneInput } from './jobs';
 
 export interface Config {
   home: string;
@@ -17,6 +18,8 @@ export interface Config {
   /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults: heartbeat 10 s, 60 s for full fine-tuning; 120 s to start) */
   heartbeatTimeoutS: number | null;
   scheduleToStartS: number | null;
+  /** how new jobs poll while queued (FineTuneInput.queue); unset in production, a test shortens it to see a long wait quickly */
+  queue?: FineTuneInput['queue'];
 }
 
 export interface StackFile {

@@ -13,6 +13,29 @@ export interface FineTuneInput {
   submittedAt: string;
   /** agent-activity timeouts (seconds) for this deployment; defaults 120 s to start, heartbeat see workflows/fineTune.ts heartbeatSeconds */
   timeouts?: { scheduleToStartSeconds?: number; heartbeatSeconds?: number };
+  /** how a queued job polls for placement; defaults in workflows/fineTune.ts (a test shortens them) */
+  queue?: { pollMs?: number; historyEvents?: number };
+  /** set when a run continued as new while queued: where the previous run had got to */
+  continued?: ContinuedRun;
+}
+
+/**
+ * What a queued run hands to the next one when its history has grown (Temporal's
+ * continue-as-new): the job keeps its id, submit time and priority (in the input), its
+ * attempt count, exclusions, checkpoint to resume from and the outcome of what it
+ * already did.
+ */
+export interface ContinuedRun {
+  /** the runs before this one */
+  runs: number;
+  status: JobStatus;
+  /** the spec as the last attempt left it (an OOM retry shrinks the micro-batch) */
+  spec: JobSpec;
+  exclude: string[];
+  resumeFrom: { prefix: string; step: number } | null;
+  data: DataReport;
+  /** set when training is done and the job waits to be evaluated */
+  training: TrainOutcome | null;
 }
 
 export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed_gate', 'failed', 'cancelled'] as const;

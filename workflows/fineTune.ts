@@ -8,12 +8,17 @@
 // re-placement on another agent happens here, never by retrying on the same queue.
 // Each attempt is an epoch: the agent claims it in the commits bucket before training and
 // a commit from an older epoch is refused, so a zombie attempt never wins.
+//
+// A queued job polls for placement until it fits. Each poll adds about a dozen events to
+// the workflow's history, and Temporal refuses a history past about 51,200 events, so a
+// run that has queued for long continues as new (same workflow id) once its history
+// passes QUEUE_HISTORY_EVENTS, handing over what it had got to (ContinuedRun).
 import {
-  ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, TimeoutFailure, defineQuery, defineSignal, isCancellation,
-  condition, proxyActivities, setHandler, upsertSearchAttributes,
+  ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, ContinueAsNew, TimeoutFailure, defineQuery, defineSignal, isCancellation,
+  condition, makeContinueAsNewFunc, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
 } from '@temporalio/workflow';
 import type { AgentActivities, ControlActivities, ProgressUpdate, TrainHeartbeat } from '../shared/activities';
-import type { EvalOutcome, FineTuneInput, JobResult, JobState, JobStatus, Placement, TrainOutcome } from '../shared/jobs';
+import type { DataReport, EvalOutcome, FineTuneInput, JobResult, JobState, JobStatus, Placement, TrainOutcome } from '../shared/jobs';
 import type { JobSpec } from '../shared/spec';
 import type { OomEvent } from '../shared/events';
 import type { RetryPolicy } from '@temporalio/common';
@@ -33,6 +38,8 @@ export const capacitySignal = defineSignal(CAPACITY_SIGNAL);
 /** A queued job asks for placement again after this long, backing off to the maximum (a released lease wakes it sooner). */
 const QUEUE_POLL_MS = 2_000;
 const QUEUE_POLL_MAX_MS = 60_000;
+/** A queued run continues as new once its history has this many events (at most one poll's more: about a dozen). */
+export const QUEUE_HISTORY_EVENTS = 1_000;
 
 const controlRetry: RetryPolicy = { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] };
 /** prepare (a big dataset takes minutes) and register (copies the adapter) */
@@ -57,7 +64,10 @@ function agentActivities(agentId: string, t: FineTuneInput['timeouts'], spec: Jo
 }
 
 export async function fineTune(input: FineTuneInput): Promise<JobResult> {
-  const status: JobStatus = { jobId: input.jobId, state: 'preparing', attempt: 0, epoch: 0, agentId: null, progress: null, queuePosition: null, message: null };
+  const before = input.continued;
+  const status: JobStatus = before
+    ? { ...before.status }
+    : { jobId: input.jobId, state: 'preparing', attempt: 0, epoch: 0, agentId: null, progress: null, queuePosition: null, message: null };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (p) => {
     if (p.attempt === status.attempt && status.state === 'training') status.progress = { step: p.step, stepsTotal: p.stepsTotal, loss: p.loss, checkpoint: p.checkpoint };
@@ -72,13 +82,30 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     upsertSearchAttributes([{ key: SA_STATE, value: s }]);
   };
 
-  let spec: JobSpec = input.spec;
-  const exclude: string[] = [];
-  let resumeFrom: TrainHeartbeat['checkpoint'] = null;
+  // a continued run shows the state it was handed at once (the list reads it from the search attribute)
+  if (before) upsertSearchAttributes([{ key: SA_STATE, value: status.state }]);
+
+  let spec: JobSpec = before?.spec ?? input.spec;
+  const exclude: string[] = [...(before?.exclude ?? [])];
+  let resumeFrom: TrainHeartbeat['checkpoint'] = before?.resumeFrom ?? null;
+  // what this job has done so far, handed to the next run if this one continues as new
+  let data: DataReport | null = before?.data ?? null;
+  let training: TrainOutcome | null = before?.training ?? null;
+  const pollMs = input.queue?.pollMs ?? QUEUE_POLL_MS;
+  const historyEvents = input.queue?.historyEvents ?? QUEUE_HISTORY_EVENTS;
+
+  /** Hand the job over to a new run of this workflow; throws ContinueAsNew, never returns. */
+  async function continueQueued(): Promise<never> {
+    if (!data) throw new Error('a job continues as new only once its data is prepared');
+    // the memo (submit time) and search attributes (state, model, method) go along explicitly
+    const info = workflowInfo();
+    const next = makeContinueAsNewFunc<typeof fineTune>({ memo: info.memo, typedSearchAttributes: info.typedSearchAttributes });
+    return next({ ...input, continued: { runs: (before?.runs ?? 0) + 1, status, spec, exclude, resumeFrom, data, training } });
+  }
 
   /** Run `work` on a placed agent; on a retryable failure, place again (the failure table decides). */
   async function onAgent<T>(purpose: 'train' | 'evaluate', work: (agent: AgentActivities, placement: Placement) => Promise<T>): Promise<T> {
-    let poll = QUEUE_POLL_MS;
+    let poll = pollMs;
     for (;;) {
       if (status.attempt >= MAX_ATTEMPTS) {
         throw ApplicationFailure.nonRetryable(`gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`, 'ATTEMPTS_EXHAUSTED');
@@ -92,9 +119,11 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         woken = false;
         await condition(() => woken, poll);
         poll = Math.min(QUEUE_POLL_MAX_MS, Math.round(poll * 1.5));
+        const info = workflowInfo();
+        if (info.historyLength >= historyEvents || info.continueAsNewSuggested) await continueQueued();
         continue;
       }
-      poll = QUEUE_POLL_MS;
+      poll = pollMs;
       status.queuePosition = null;
       status.attempt += 1;
       status.epoch = status.attempt;
@@ -125,21 +154,26 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   }
 
   try {
-    const data = await control.prepare(input);
-    const training: TrainOutcome = await onAgent('train', (agent, p) =>
-      agent.train({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data, resumeFrom }),
-    );
-    status.progress = { step: training.steps, stepsTotal: training.steps, loss: training.trainLoss, checkpoint: status.progress?.checkpoint ?? null };
+    const prepared: DataReport = data ?? (await control.prepare(input));
+    data = prepared;
+    const trained: TrainOutcome = training ?? (await onAgent('train', (agent, p) =>
+      agent.train({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data: prepared, resumeFrom }),
+    ));
+    if (!training) status.progress = { step: trained.steps, stepsTotal: trained.steps, loss: trained.trainLoss, checkpoint: status.progress?.checkpoint ?? null };
+    training = trained;
     const evaluation: EvalOutcome = await onAgent('evaluate', (agent, p) =>
-      agent.evaluate({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data, adapterPrefix: training.adapterPrefix, adapterFiles: training.adapterFiles }),
+      agent.evaluate({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data: prepared, adapterPrefix: trained.adapterPrefix, adapterFiles: trained.adapterFiles }),
     );
     setState('registering');
     // register stores the adapter whatever the gates say, and checks them
-    const result = await control.register({ ...input, spec }, data, training, evaluation);
+    const { continued: _continued, ...original } = input;
+    const result = await control.register({ ...original, spec }, prepared, trained, evaluation);
     setState(result.state === 'failed_gate' ? 'failed_gate' : 'succeeded');
     status.message = result.state === 'failed_gate' ? (result.gates ?? []).filter((g) => !g.passed).map((g) => g.message).join('; ') : null;
     return result;
   } catch (err) {
+    // handed over to the next run: the job still waits, its queue entry stays
+    if (err instanceof ContinueAsNew) throw err;
     const cancelled = isCancellation(err);
     // a queued job leaves the queue however it ends
     await CancellationScope.nonCancellable(() => quick.release(input.jobId, status.attempt, null));

@@ -86,14 +86,15 @@ export function cliEnv(s: TestStack): NodeJS.ProcessEnv {
 }
 
 /**
- * With TUNEFLEET_RECORD_HISTORIES=1, write a finished job's workflow history to
+ * With TUNEFLEET_RECORD_HISTORIES=1, write a finished job's workflow history (its last run,
+ * or the run `runId`) to
  * test/fixtures/histories/<name>.pb (the History protobuf; the SDK's JSON helpers trip over two
  * copies of protobufjs here): the replay test (test/unit/replay.test.ts) replays every file
  * there against the current workflow code to guard its determinism.
  */
-export async function recordHistory(client: Client, jobId: string, name: string): Promise<void> {
+export async function recordHistory(client: Client, jobId: string, name: string, runId?: string): Promise<void> {
   if (!process.env.TUNEFLEET_RECORD_HISTORIES) return;
-  const history = await client.workflow.getHandle(jobId).fetchHistory();
+  const history = await client.workflow.getHandle(jobId, runId).fetchHistory();
   const dir = join(ROOT, 'test', 'fixtures', 'histories');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${name}.pb`), temporal.api.history.v1.History.encode(history).finish());

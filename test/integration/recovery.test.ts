@@ -3,9 +3,10 @@
 // the same with 30). (kill -9 of the agent and the SIGSTOP zombie are chaos scenarios 2 and
 // 4, test/chaos/.)
 import { expect } from 'chai';
-import { LEASES_BUCKET } from '../../shared';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { LEASES_BUCKET, QUEUE_BUCKET } from '../../shared';
 import { Stack, loadSpecFile } from '../../scheduler/client';
-import { LeaseConflict, readLeases, releaseLease, reserve, type Lease } from '../../scheduler/leases';
+import { LeaseConflict, readLeases, releaseLease, reserve, type Lease, type QueueEntry } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
@@ -84,6 +85,52 @@ describe('recovery - three real agents', function () {
     await reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined).then(() => expect.fail('overbooked'), (e: unknown) => expect(e).to.be.instanceOf(LeaseConflict));
     for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
+  });
+
+  it('recovery - a job queued through many polls continues as new, keeps its place, submit time and priority, and runs when its agent frees up; each run\'s history stays bounded', async () => {
+    // the job may only run on agent-c, and agent-c is cordoned: it waits, polling every 100 ms
+    expect((await cli('cordon', 'agent-c')).status).to.equal(0);
+    const HISTORY = 80;
+    const waiter = await Stack.connect({ ...stack.cfg, queue: { pollMs: 100, historyEvents: HISTORY } });
+    try {
+      const specPath = tinyJob('long-wait', 2, 1000);
+      writeFileSync(specPath, readFileSync(specPath, 'utf8') + 'priority: 70\nselector: {host: agent-c}\n');
+      const id = await waiter.submit(await loadSpecFile(specPath), 'long-wait');
+      const runs = async (status: string): Promise<string[]> => {
+        const out: string[] = [];
+        for await (const w of client.client.workflow.list({ query: `WorkflowId = '${id}' AND ExecutionStatus = '${status}'` })) out.push(w.runId);
+        return out;
+      };
+      await until('two hand-overs to a new run', async () => (await runs('ContinuedAsNew')).length >= 2, 240_000);
+      // one job in the list, still queued, shown with its submit time (not the new run's start)
+      const rows = (await client.list()).filter((r) => r.jobId === id);
+      expect(rows, 'listed once').to.have.length(1);
+      expect(rows[0]?.state).to.equal('queued');
+      expect(rows[0]?.position).to.equal(1);
+      const queued = await (await (await client.nats()).kv(QUEUE_BUCKET)).get(id);
+      const entry = queued?.json<QueueEntry>();
+      expect(entry?.priority).to.equal(70);
+      const described = await client.client.workflow.getHandle(id).describe();
+      expect(entry?.submitted, 'the queue keeps the original submit time').to.equal(described.memo?.submittedAt);
+      expect(rows[0]?.started.toISOString()).to.equal(described.memo?.submittedAt);
+      expect(described.runId, 'the list and the status follow the newest run').to.not.be.oneOf(await runs('ContinuedAsNew'));
+
+      expect((await cli('uncordon', 'agent-c')).status).to.equal(0);
+      const result = await client.follow(id, () => {});
+      expect(result.state).to.equal('succeeded');
+      expect(result.training.agentId).to.equal('agent-c');
+      const continued = await runs('ContinuedAsNew');
+      await recordHistory(client.client, id, 'queued-continued-as-new', continued[continued.length - 1]);
+      await recordHistory(client.client, id, 'queued-after-continue-as-new');
+      for (const runId of [...continued, undefined]) {
+        const events = (await client.client.workflow.getHandle(id, runId).fetchHistory()).events?.length ?? 0;
+        // the bound, plus at most one poll's events and the hand-over itself
+        expect(events, `run ${runId ?? 'last'}`).to.be.below(HISTORY + 20);
+      }
+    } finally {
+      await cli('uncordon', 'agent-c');
+      await waiter.close();
+    }
   });
 
   it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 9 finish', async () => {

@@ -14,8 +14,12 @@ describe('replay - recorded workflow histories', function () {
   this.timeout(120_000);
   const files = readdirSync(DIR).filter((f) => f.endsWith('.pb')).sort();
 
-  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued', () => {
-    expect(files).to.include.members(['succeeded.pb', 'recovered-after-kill9.pb', 'cancelled.pb', 'queued-then-placed.pb']);
+  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new', () => {
+    expect(files).to.include.members([
+      'succeeded.pb', 'recovered-after-kill9.pb', 'cancelled.pb', 'queued-then-placed.pb',
+      // the run that handed over (ends ContinuedAsNew) and the run that took over and finished
+      'queued-continued-as-new.pb', 'queued-after-continue-as-new.pb',
+    ]);
   });
 
   it('replay - every history replays on the current workflow code', async () => {

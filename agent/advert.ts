@@ -4,11 +4,24 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import si from 'systeminformation';
-import { ADVERT_PROTOCOL_VERSION, MODEL_NAME_PATTERN, shapeFromConfig, type Advert, type AgentState, type GpuAdvert, type ModelShape } from '../shared';
+import {
+  ADVERT_PROTOCOL_VERSION,
+  MODEL_NAME_PATTERN,
+  shapeFromConfig,
+  type Advert,
+  type AgentState,
+  type GpuAdvert,
+  type ModelShape,
+} from '../shared';
 import { probeGpus } from './gpu';
 import { TRAINER_DIR } from './trainer';
 
-export interface TrainerCaps { methods: string[]; bitsandbytes: boolean; bf16: boolean; cuda: boolean }
+export interface TrainerCaps {
+  methods: string[];
+  bitsandbytes: boolean;
+  bf16: boolean;
+  cuda: boolean;
+}
 
 /** Ask the trainer's Python what it can do (once, at start). */
 export function probeTrainer(python: string): Promise<TrainerCaps> {
@@ -30,7 +43,12 @@ export function probeTrainer(python: string): Promise<TrainerCaps> {
       try {
         const line = stdout.trim().split('\n').pop() ?? '{}';
         const caps = JSON.parse(line) as { cuda: boolean; bitsandbytes: boolean; bf16: boolean };
-        resolve({ methods: caps.bitsandbytes ? [...base, 'qlora'] : base, bitsandbytes: caps.bitsandbytes, bf16: caps.bf16, cuda: caps.cuda });
+        resolve({
+          methods: caps.bitsandbytes ? [...base, 'qlora'] : base,
+          bitsandbytes: caps.bitsandbytes,
+          bf16: caps.bf16,
+          cuda: caps.cuda,
+        });
       } catch {
         resolve({ methods: [], bitsandbytes: false, bf16: false, cuda: false });
       }
@@ -56,7 +74,9 @@ export function modelShapes(modelsDir: string, models: string[]): Record<string,
   const out: Record<string, ModelShape> = {};
   for (const m of models) {
     try {
-      const shape = shapeFromConfig(JSON.parse(readFileSync(join(modelsDir, m, 'config.json'), 'utf8')) as Record<string, unknown>);
+      const shape = shapeFromConfig(
+        JSON.parse(readFileSync(join(modelsDir, m, 'config.json'), 'utf8')) as Record<string, unknown>,
+      );
       if (shape) out[m] = shape;
     } catch {
       // unreadable or not JSON: no shape
@@ -65,12 +85,28 @@ export function modelShapes(modelsDir: string, models: string[]): Record<string,
   return out;
 }
 
-export interface HostFacts { hostname: string; os: string; cpuModel: string; cores: number; nvidiaControllers: number }
+export interface HostFacts {
+  hostname: string;
+  os: string;
+  cpuModel: string;
+  cores: number;
+  nvidiaControllers: number;
+}
 
 export async function hostFacts(): Promise<HostFacts> {
-  const [cpu, os, graphics] = await Promise.all([si.cpu(), si.osInfo(), si.graphics().catch(() => ({ controllers: [] }))]);
+  const [cpu, os, graphics] = await Promise.all([
+    si.cpu(),
+    si.osInfo(),
+    si.graphics().catch(() => ({ controllers: [] })),
+  ]);
   const nvidiaControllers = graphics.controllers.filter((c) => /nvidia/i.test(`${c.vendor} ${c.model}`)).length;
-  return { nvidiaControllers, hostname: os.hostname, os: `${os.distro} ${os.release} (${os.kernel}, ${os.arch})`.trim(), cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(), cores: cpu.cores };
+  return {
+    nvidiaControllers,
+    hostname: os.hostname,
+    os: `${os.distro} ${os.release} (${os.kernel}, ${os.arch})`.trim(),
+    cpuModel: `${cpu.manufacturer} ${cpu.brand}`.trim(),
+    cores: cpu.cores,
+  };
 }
 
 export interface AdvertInput {
@@ -91,10 +127,18 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
   const [mem, probed] = await Promise.all([si.mem(), probeGpus()]);
   let gpu: { gpus: GpuAdvert[]; note: string | null } = probed;
   if (probed.gpus.length === 0 && i.host.nvidiaControllers > 0) {
-    gpu = { gpus: [], note: `systeminformation sees ${i.host.nvidiaControllers} NVIDIA controller(s) but ${probed.note ?? 'nvidia-smi lists none'}` };
+    gpu = {
+      gpus: [],
+      note:
+        `systeminformation sees ${i.host.nvidiaControllers} NVIDIA controller(s) ` +
+        `but ${probed.note ?? 'nvidia-smi lists none'}`,
+    };
   } else if (probed.gpus.length > 0 && !i.caps.cuda) {
     // the GPUs are shown, but this trainer cannot use them: jobs run on CPU here
-    gpu = { gpus: probed.gpus, note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent` };
+    gpu = {
+      gpus: probed.gpus,
+      note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent`,
+    };
   }
   const models = cachedModels(i.modelsDir);
   const advert: Advert = {

@@ -3,7 +3,15 @@ import { Command, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { ADVERT_INTERVAL_MS, ADVERT_TTL_MS, ErrorCode, ID_PATTERN, TunefleetError, resolveConfig, type StackFile } from '../shared';
+import {
+  ADVERT_INTERVAL_MS,
+  ADVERT_TTL_MS,
+  ErrorCode,
+  ID_PATTERN,
+  TunefleetError,
+  resolveConfig,
+  type StackFile,
+} from '../shared';
 import { startAgent } from './daemon';
 import { DEFAULT_TRAINER_NICE, parseNice } from './priority';
 
@@ -20,7 +28,10 @@ export function parseLabels(items: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const item of items) {
     const m = /^([A-Za-z0-9._/-]+)=([A-Za-z0-9._-]*)$/.exec(item);
-    if (!m) throw new TunefleetError(ErrorCode.FlagInvalid, `label '${item}' is not key=value (letters, digits, . _ - /)`, { field: '--label' });
+    if (!m)
+      throw new TunefleetError(ErrorCode.FlagInvalid, `label '${item}' is not key=value (letters, digits, . _ - /)`, {
+        field: '--label',
+      });
     out[m[1] as string] = m[2] as string;
   }
   return out;
@@ -29,14 +40,33 @@ export function parseLabels(items: string[]): Record<string, string> {
 /** "60GiB", "512MiB", "2.5GB", "1048576" -> bytes. */
 export function parseBytes(text: string, field: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?$/i.exec(text.trim());
-  const units: Record<string, number> = { b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
+  const units: Record<string, number> = {
+    b: 1,
+    kib: 2 ** 10,
+    mib: 2 ** 20,
+    gib: 2 ** 30,
+    tib: 2 ** 40,
+    kb: 1e3,
+    mb: 1e6,
+    gb: 1e9,
+    tb: 1e12,
+  };
   const n = m ? Math.floor(Number(m[1]) * (units[(m[2] ?? 'b').toLowerCase()] ?? 1)) : NaN;
-  if (!Number.isFinite(n) || n <= 0 || n > 64 * 2 ** 40) throw new TunefleetError(ErrorCode.FlagInvalid, `'${text}' is not a size like 60GiB, 512MiB or a number of bytes`, { field });
+  if (!Number.isFinite(n) || n <= 0 || n > 64 * 2 ** 40)
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${text}' is not a size like 60GiB, 512MiB or a number of bytes`, {
+      field,
+    });
   return n;
 }
 
 function defaultAgentId(): string {
-  return hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').replace(/^-+/, '').slice(0, 63) || 'agent';
+  return (
+    hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .replace(/^-+/, '')
+      .slice(0, 63) || 'agent'
+  );
 }
 
 export function buildAgentProgram(): Command {
@@ -45,42 +75,135 @@ export function buildAgentProgram(): Command {
     .command('start')
     .description('advertise this machine and run training sessions until SIGTERM')
     .addOption(new Option('--id <agentId>', 'agent id (default: the hostname)').env('TUNEFLEET_AGENT_ID'))
-    .addOption(new Option('--label <key=value...>', 'labels for placement selectors').env('TUNEFLEET_AGENT_LABELS').argParser((v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)]))
+    .addOption(
+      new Option('--label <key=value...>', 'labels for placement selectors')
+        .env('TUNEFLEET_AGENT_LABELS')
+        .argParser((v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)]),
+    )
     .addOption(new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'))
     .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
     .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'agent state and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
-    .addOption(new Option('--advert-interval <ms>', `how often to advertise (adverts expire ${ADVERT_TTL_MS / 1000} s after the last one)`).default(String(ADVERT_INTERVAL_MS)))
-    .addOption(new Option('--capacity <bytes>', 'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)').env('TUNEFLEET_AGENT_CAPACITY'))
-    .addOption(new Option('--max-sessions <n>', 'training/evaluation sessions at once, when memory allows (default: 4 with CUDA; on CPU one per 2 cores, 1 to 4)').env('TUNEFLEET_AGENT_MAX_SESSIONS'))
-    .addOption(new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal').env('TUNEFLEET_AGENT_HEARTBEAT_MS').default('5000'))
-    .addOption(new Option('--trainer-nice <n>', 'trainers run n nice levels below the agent (0-19; 0: same CPU priority), so heartbeats and adverts keep their time').env('TUNEFLEET_TRAINER_NICE').default(String(DEFAULT_TRAINER_NICE)))
-    .addOption(new Option('--trainer-threads <n>', 'CPU threads per trainer (default: the cores split over --max-sessions, at least 1)').env('TUNEFLEET_TRAINER_THREADS'))
-    .action(async (o: { id?: string; label?: string[]; natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string; advertInterval: string; capacity?: string; maxSessions?: string; heartbeat: string; trainerNice: string; trainerThreads?: string }) => {
-      const cfg = resolveConfig(process.env, { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home }, homedir(), readStack);
-      const agentId = o.id ?? defaultAgentId();
-      if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
-      const interval = Number(o.advertInterval);
-      if (!Number.isInteger(interval) || interval < 100 || interval > ADVERT_TTL_MS / 2) {
-        throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.advertInterval}' must be a whole number of ms from 100 to ${ADVERT_TTL_MS / 2}`, { field: '--advert-interval' });
-      }
-      const maxSessions = o.maxSessions === undefined ? undefined : Number(o.maxSessions);
-      if (maxSessions !== undefined && (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, { field: '--max-sessions' });
-      const heartbeatMs = Number(o.heartbeat);
-      if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`, { field: '--heartbeat' });
-      const trainerNice = parseNice(o.trainerNice);
-      if (trainerNice === null) throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerNice}' must be a whole number from 0 to 19`, { field: '--trainer-nice' });
-      const trainerThreads = o.trainerThreads === undefined ? undefined : Number(o.trainerThreads);
-      if (trainerThreads !== undefined && !(Number.isInteger(trainerThreads) && trainerThreads >= 1 && trainerThreads <= 1024)) {
-        throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerThreads}' must be a whole number from 1 to 1024`, { field: '--trainer-threads' });
-      }
-      const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
-      const agent = await startAgent(cfg, { agentId, labels: parseLabels(o.label ?? []), advertIntervalMs: interval, capacity, maxSessions, heartbeatMs, trainerNice, trainerThreads });
-      const stop = (): void => void agent.stop();
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-      await agent.done;
-    });
+    .addOption(
+      new Option(
+        '--advert-interval <ms>',
+        `how often to advertise (adverts expire ${ADVERT_TTL_MS / 1000} s after the last one)`,
+      ).default(String(ADVERT_INTERVAL_MS)),
+    )
+    .addOption(
+      new Option(
+        '--capacity <bytes>',
+        'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)',
+      ).env('TUNEFLEET_AGENT_CAPACITY'),
+    )
+    .addOption(
+      new Option(
+        '--max-sessions <n>',
+        'training/evaluation sessions at once, when memory allows ' +
+          '(default: 4 with CUDA; on CPU one per 2 cores, 1 to 4)',
+      ).env('TUNEFLEET_AGENT_MAX_SESSIONS'),
+    )
+    .addOption(
+      new Option('--heartbeat <ms>', 'how often a running session heartbeats to Temporal')
+        .env('TUNEFLEET_AGENT_HEARTBEAT_MS')
+        .default('5000'),
+    )
+    .addOption(
+      new Option(
+        '--trainer-nice <n>',
+        'trainers run n nice levels below the agent (0-19; 0: same CPU priority), ' +
+          'so heartbeats and adverts keep their time',
+      )
+        .env('TUNEFLEET_TRAINER_NICE')
+        .default(String(DEFAULT_TRAINER_NICE)),
+    )
+    .addOption(
+      new Option(
+        '--trainer-threads <n>',
+        'CPU threads per trainer (default: the cores split over --max-sessions, at least 1)',
+      ).env('TUNEFLEET_TRAINER_THREADS'),
+    )
+    .action(
+      async (o: {
+        id?: string;
+        label?: string[];
+        natsUrl?: string;
+        temporalAddress?: string;
+        namespace?: string;
+        home?: string;
+        advertInterval: string;
+        capacity?: string;
+        maxSessions?: string;
+        heartbeat: string;
+        trainerNice: string;
+        trainerThreads?: string;
+      }) => {
+        const cfg = resolveConfig(
+          process.env,
+          { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home },
+          homedir(),
+          readStack,
+        );
+        const agentId = o.id ?? defaultAgentId();
+        if (!ID_PATTERN.test(agentId))
+          throw new TunefleetError(
+            ErrorCode.FlagInvalid,
+            `agent id '${agentId}' must be lowercase letters, digits and dashes (at most 63)`,
+            { field: '--id' },
+          );
+        const interval = Number(o.advertInterval);
+        if (!Number.isInteger(interval) || interval < 100 || interval > ADVERT_TTL_MS / 2) {
+          throw new TunefleetError(
+            ErrorCode.FlagInvalid,
+            `'${o.advertInterval}' must be a whole number of ms from 100 to ${ADVERT_TTL_MS / 2}`,
+            { field: '--advert-interval' },
+          );
+        }
+        const maxSessions = o.maxSessions === undefined ? undefined : Number(o.maxSessions);
+        if (maxSessions !== undefined && (!Number.isInteger(maxSessions) || maxSessions < 1 || maxSessions > 64))
+          throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.maxSessions}' must be a whole number from 1 to 64`, {
+            field: '--max-sessions',
+          });
+        const heartbeatMs = Number(o.heartbeat);
+        if (!Number.isInteger(heartbeatMs) || heartbeatMs < 100 || heartbeatMs > 10_000)
+          throw new TunefleetError(
+            ErrorCode.FlagInvalid,
+            `'${o.heartbeat}' must be a whole number of ms from 100 to 10000`,
+            { field: '--heartbeat' },
+          );
+        const trainerNice = parseNice(o.trainerNice);
+        if (trainerNice === null)
+          throw new TunefleetError(ErrorCode.FlagInvalid, `'${o.trainerNice}' must be a whole number from 0 to 19`, {
+            field: '--trainer-nice',
+          });
+        const trainerThreads = o.trainerThreads === undefined ? undefined : Number(o.trainerThreads);
+        if (
+          trainerThreads !== undefined &&
+          !(Number.isInteger(trainerThreads) && trainerThreads >= 1 && trainerThreads <= 1024)
+        ) {
+          throw new TunefleetError(
+            ErrorCode.FlagInvalid,
+            `'${o.trainerThreads}' must be a whole number from 1 to 1024`,
+            { field: '--trainer-threads' },
+          );
+        }
+        const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
+        const agent = await startAgent(cfg, {
+          agentId,
+          labels: parseLabels(o.label ?? []),
+          advertIntervalMs: interval,
+          capacity,
+          maxSessions,
+          heartbeatMs,
+          trainerNice,
+          trainerThreads,
+        });
+        const stop = (): void => void agent.stop();
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+        await agent.done;
+      },
+    );
   return program;
 }
 

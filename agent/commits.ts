@@ -25,29 +25,60 @@ async function cas(kv: KV, jobId: string, rec: CommitRecord, revision: number): 
   }
 }
 
-/** Take the job for `epoch`; returns the record to resume from (its prefix may be null). Throws FENCED if a newer epoch owns it. */
+/**
+ * Take the job for `epoch`; returns the record to resume from (its prefix may be null). Throws FENCED if a newer epoch
+ * owns it.
+ */
 export async function claimEpoch(kv: KV, jobId: string, epoch: number, agentId: string): Promise<CommitRecord> {
   for (let i = 0; i < 50; i++) {
     const { rec, revision } = await current(kv, jobId);
-    if (rec && rec.epoch > epoch) throw new TunefleetError(ErrorCode.Fenced, `${jobId}: epoch ${rec.epoch} owns this job; attempt ${epoch} is stale`);
+    if (rec && rec.epoch > epoch)
+      throw new TunefleetError(
+        ErrorCode.Fenced,
+        `${jobId}: epoch ${rec.epoch} owns this job; attempt ${epoch} is stale`,
+      );
     if (rec && rec.epoch === epoch) return rec;
-    const next: CommitRecord = { epoch, step: rec?.step ?? 0, prefix: rec?.prefix ?? null, manifest_sha256: rec?.manifest_sha256 ?? null, agent_id: rec?.agent_id ?? agentId, time: Date.now(), previous: rec?.previous ?? [] };
+    const next: CommitRecord = {
+      epoch,
+      step: rec?.step ?? 0,
+      prefix: rec?.prefix ?? null,
+      manifest_sha256: rec?.manifest_sha256 ?? null,
+      agent_id: rec?.agent_id ?? agentId,
+      time: Date.now(),
+      previous: rec?.previous ?? [],
+    };
     if (await cas(kv, jobId, next, revision)) return next;
   }
-  throw new TunefleetError(ErrorCode.Fenced, `${jobId}: could not claim epoch ${epoch}: the commit record kept changing`);
+  throw new TunefleetError(
+    ErrorCode.Fenced,
+    `${jobId}: could not claim epoch ${epoch}: the commit record kept changing`,
+  );
 }
 
 /** Make an uploaded checkpoint the job's newest, if `epoch` still owns the job. */
-export async function commitCheckpoint(kv: KV, jobId: string, c: Omit<CommitRecord, 'time' | 'previous'>): Promise<CommitOutcome> {
+export async function commitCheckpoint(
+  kv: KV,
+  jobId: string,
+  c: Omit<CommitRecord, 'time' | 'previous'>,
+): Promise<CommitOutcome> {
   for (let i = 0; i < 50; i++) {
     const { rec, revision } = await current(kv, jobId);
     if (rec && rec.epoch > c.epoch) return 'fenced';
     if (rec && rec.epoch === c.epoch) {
-      if (rec.step === c.step && rec.prefix === c.prefix && rec.manifest_sha256 === c.manifest_sha256) return 'duplicate';
+      if (rec.step === c.step && rec.prefix === c.prefix && rec.manifest_sha256 === c.manifest_sha256)
+        return 'duplicate';
       if (rec.step > c.step) return 'older';
     }
-    const previous = rec?.prefix ? [{ step: rec.step, prefix: rec.prefix, manifest_sha256: rec.manifest_sha256 }, ...(rec.previous ?? [])].slice(0, COMMITS_KEPT) : (rec?.previous ?? []);
+    const previous = rec?.prefix
+      ? [{ step: rec.step, prefix: rec.prefix, manifest_sha256: rec.manifest_sha256 }, ...(rec.previous ?? [])].slice(
+          0,
+          COMMITS_KEPT,
+        )
+      : (rec?.previous ?? []);
     if (await cas(kv, jobId, { ...c, time: Date.now(), previous }, revision)) return 'committed';
   }
-  throw new TunefleetError(ErrorCode.Fenced, `${jobId}: could not commit step ${c.step}: the commit record kept changing`);
+  throw new TunefleetError(
+    ErrorCode.Fenced,
+    `${jobId}: could not commit step ${c.step}: the commit record kept changing`,
+  );
 }

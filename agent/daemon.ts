@@ -6,7 +6,16 @@ import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import si from 'systeminformation';
-import { ADVERT_TTL_MS, ID_PATTERN, PROGRESS_SIGNAL, agentTaskQueue, desiredStateSchema, type AgentState, type Config, type DesiredState } from '../shared';
+import {
+  ADVERT_TTL_MS,
+  ID_PATTERN,
+  PROGRESS_SIGNAL,
+  agentTaskQueue,
+  desiredStateSchema,
+  type AgentState,
+  type Config,
+  type DesiredState,
+} from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { connectAgentNats } from './nats';
@@ -33,8 +42,13 @@ export interface RunningAgent {
   done: Promise<void>;
 }
 
-export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) => void = (m) => console.log(`[agent ${o.agentId}] ${m}`)): Promise<RunningAgent> {
-  if (!ID_PATTERN.test(o.agentId)) throw new Error(`agent id '${o.agentId}' must be lowercase letters, digits and dashes`);
+export async function startAgent(
+  cfg: Config,
+  o: AgentOptions,
+  log: (m: string) => void = (m) => console.log(`[agent ${o.agentId}] ${m}`),
+): Promise<RunningAgent> {
+  if (!ID_PATTERN.test(o.agentId))
+    throw new Error(`agent id '${o.agentId}' must be lowercase letters, digits and dashes`);
   try {
     Runtime.install({ logger: new DefaultLogger((process.env.TUNEFLEET_LOG_LEVEL ?? 'WARN') as LogLevel) });
   } catch {
@@ -57,7 +71,17 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
   const state = (): AgentState => (desired === 'draining' ? (sessions.size === 0 ? 'drained' : 'draining') : desired);
 
   const publish = async (): Promise<void> => {
-    const { advert, gpuNote } = await buildAdvert({ agentId: o.agentId, state: state(), labels: o.labels, host, caps, modelsDir: cfg.modelsDir, sessions: [...sessions.values()], capacity, maxSessions });
+    const { advert, gpuNote } = await buildAdvert({
+      agentId: o.agentId,
+      state: state(),
+      labels: o.labels,
+      host,
+      caps,
+      modelsDir: cfg.modelsDir,
+      sessions: [...sessions.values()],
+      capacity,
+      maxSessions,
+    });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;
     await kv.put(o.agentId, JSON.stringify(advert));
@@ -71,7 +95,15 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     for await (const e of intent) {
       let next: DesiredState = 'ready';
       if (e.operation === 'PUT') {
-        const parsed = desiredStateSchema.safeParse((() => { try { return e.json(); } catch { return null; } })());
+        const parsed = desiredStateSchema.safeParse(
+          (() => {
+            try {
+              return e.json();
+            } catch {
+              return null;
+            }
+          })(),
+        );
         if (!parsed.success) {
           log(`ignored an unreadable desired state for ${o.agentId}`);
           continue;
@@ -110,7 +142,18 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     namespace: cfg.namespace,
     taskQueue: agentTaskQueue(o.agentId),
     activities: createAgentActivities({
-      agentId: o.agentId, nats, python: cfg.python, modelsDir: cfg.modelsDir, judgeDir: cfg.judgeDir, workDir, heartbeatMs, killGraceMs: 120_000, trainerNice, trainerThreads, sessions, log,
+      agentId: o.agentId,
+      nats,
+      python: cfg.python,
+      modelsDir: cfg.modelsDir,
+      judgeDir: cfg.judgeDir,
+      workDir,
+      heartbeatMs,
+      killGraceMs: 120_000,
+      trainerNice,
+      trainerThreads,
+      sessions,
+      log,
       draining: () => desired === 'draining',
       signalProgress: async (workflowId, update) => {
         await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);
@@ -123,7 +166,11 @@ export async function startAgent(cfg: Config, o: AgentOptions, log: (m: string) 
     defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
   });
-  log(`ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ${maxSessions} session(s) at once, ${trainerThreads} CPU thread(s) each`);
+  log(
+    `ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, ` +
+      `trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ` +
+      `${maxSessions} session(s) at once, ${trainerThreads} CPU thread(s) each`,
+  );
   const run = worker.run();
   const done = (async () => {
     await run;

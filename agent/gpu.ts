@@ -7,7 +7,17 @@ import { XMLParser } from 'fast-xml-parser';
 import type { GpuAdvert } from '../shared';
 
 export const NVIDIA_SMI_FIELDS = [
-  'index', 'uuid', 'name', 'memory.total', 'memory.used', 'memory.free', 'utilization.gpu', 'temperature.gpu', 'power.draw', 'compute_cap', 'driver_version',
+  'index',
+  'uuid',
+  'name',
+  'memory.total',
+  'memory.used',
+  'memory.free',
+  'utilization.gpu',
+  'temperature.gpu',
+  'power.draw',
+  'compute_cap',
+  'driver_version',
 ] as const;
 
 const MiB = 2 ** 20;
@@ -28,7 +38,10 @@ function smiText(s: unknown): string | null {
   return t === '' || /N\/A|not supported/i.test(t) ? null : t;
 }
 
-export interface GpuParse { gpus: GpuAdvert[]; errors: string[] }
+export interface GpuParse {
+  gpus: GpuAdvert[];
+  errors: string[];
+}
 
 /** Parse `nvidia-smi --query-gpu=<NVIDIA_SMI_FIELDS> --format=csv,noheader,nounits`. */
 export function parseNvidiaSmiCsv(out: string): GpuParse {
@@ -39,7 +52,9 @@ export function parseNvidiaSmiCsv(out: string): GpuParse {
     if (!line) return;
     const cols = line.split(',').map((c) => c.trim());
     if (cols.length !== NVIDIA_SMI_FIELDS.length) {
-      errors.push(`line ${i + 1}: expected ${NVIDIA_SMI_FIELDS.length} fields, got ${cols.length}: ${line.slice(0, 80)}`);
+      errors.push(
+        `line ${i + 1}: expected ${NVIDIA_SMI_FIELDS.length} fields, got ${cols.length}: ${line.slice(0, 80)}`,
+      );
       return;
     }
     const [index, uuid, name, total, used, free, util, temp, power, cc, driver] = cols;
@@ -83,9 +98,13 @@ export interface XmlGpu {
   ecc_correctable: number | null;
 }
 
-const asArray = <T>(x: T | T[] | undefined | null): T[] => (x === undefined || x === null || x === '' ? [] : Array.isArray(x) ? x : [x]);
+const asArray = <T>(x: T | T[] | undefined | null): T[] =>
+  x === undefined || x === null || x === '' ? [] : Array.isArray(x) ? x : [x];
 
-/** Sum every counter under an ECC block whose path says (un)correctable: new (sram_/dram_) and old (single_bit/double_bit) layouts. */
+/**
+ * Sum every counter under an ECC block whose path says (un)correctable: new (sram_/dram_) and old
+ * (single_bit/double_bit) layouts.
+ */
 function eccSum(block: unknown, kind: 'uncorrectable' | 'correctable'): number | null {
   let sum = 0;
   let seen = false;
@@ -112,7 +131,10 @@ function eccSum(block: unknown, kind: 'uncorrectable' | 'correctable'): number |
 export function parseNvidiaSmiXml(xml: string): { gpus: XmlGpu[]; errors: string[] } {
   let doc: Record<string, unknown>;
   try {
-    doc = new XMLParser({ ignoreAttributes: true, parseTagValue: false, trimValues: true }).parse(xml, true) as Record<string, unknown>;
+    doc = new XMLParser({ ignoreAttributes: true, parseTagValue: false, trimValues: true }).parse(xml, true) as Record<
+      string,
+      unknown
+    >;
   } catch (e) {
     return { gpus: [], errors: [`not XML: ${(e as Error).message.split('\n')[0]}`] };
   }
@@ -123,7 +145,10 @@ export function parseNvidiaSmiXml(xml: string): { gpus: XmlGpu[]; errors: string
   const gpus = asArray(log.gpu as Record<string, unknown> | Record<string, unknown>[]).map((g): XmlGpu => {
     const mig = g.mig_mode as Record<string, unknown> | undefined;
     const current = smiText(mig?.current_mig)?.toLowerCase();
-    const devices = asArray((g.mig_devices as Record<string, unknown> | undefined)?.mig_device as Record<string, unknown> | Record<string, unknown>[]);
+    const devices = asArray(
+      (g.mig_devices as Record<string, unknown> | undefined)?.mig_device as
+        Record<string, unknown> | Record<string, unknown>[],
+    );
     const ecc = g.ecc_errors as Record<string, unknown> | undefined;
     const eccMode = smiText((g.ecc_mode as Record<string, unknown> | undefined)?.current_ecc)?.toLowerCase();
     const eccOn = eccMode === undefined || eccMode === 'enabled';
@@ -140,7 +165,14 @@ export function parseNvidiaSmiXml(xml: string): { gpus: XmlGpu[]; errors: string
         const total = smiNumber(mem?.total);
         const free = smiNumber(mem?.free);
         if (gi === null || ci === null || total === null) return [];
-        return [{ gpu_instance: gi, compute_instance: ci, memory_total: Math.round(total * MiB), memory_free: Math.round((free ?? total) * MiB) }];
+        return [
+          {
+            gpu_instance: gi,
+            compute_instance: ci,
+            memory_total: Math.round(total * MiB),
+            memory_free: Math.round((free ?? total) * MiB),
+          },
+        ];
       }),
       ecc_uncorrectable: eccOn && ecc ? eccSum(ecc.volatile, 'uncorrectable') : null,
       ecc_correctable: eccOn && ecc ? eccSum(ecc.volatile, 'correctable') : null,
@@ -155,18 +187,34 @@ export function mergeGpuViews(csv: GpuAdvert[], xml: XmlGpu[]): GpuAdvert[] {
   return csv.map((g) => {
     const x = byUuid.get(g.uuid);
     if (!x) return g;
-    return { ...g, cuda_version: x.cuda_version, driver_version: g.driver_version ?? x.driver_version, mig_mode: x.mig_mode, mig_instances: x.mig_instances, ecc_uncorrectable: x.ecc_uncorrectable };
+    return {
+      ...g,
+      cuda_version: x.cuda_version,
+      driver_version: g.driver_version ?? x.driver_version,
+      mig_mode: x.mig_mode,
+      mig_instances: x.mig_instances,
+      ecc_uncorrectable: x.ecc_uncorrectable,
+    };
   });
 }
 
-export interface GpuProbe { gpus: GpuAdvert[]; note: string | null }
+export interface GpuProbe {
+  gpus: GpuAdvert[];
+  note: string | null;
+}
 
 function run(bin: string, args: string[]): Promise<{ ok: true; out: string } | { ok: false; why: string }> {
   return new Promise((resolve) => {
     execFile(bin, args, { timeout: 15_000, maxBuffer: 32 * MiB }, (err, stdout, stderr) => {
       if (!err) return resolve({ ok: true, out: stdout });
       const code = (err as NodeJS.ErrnoException).code;
-      resolve({ ok: false, why: code === 'ENOENT' ? 'nvidia-smi not found' : `nvidia-smi failed: ${(stderr || stdout || err.message).trim().split('\n')[0]}` });
+      resolve({
+        ok: false,
+        why:
+          code === 'ENOENT'
+            ? 'nvidia-smi not found'
+            : `nvidia-smi failed: ${(stderr || stdout || err.message).trim().split('\n')[0]}`,
+      });
     });
   });
 }
@@ -176,7 +224,8 @@ export async function probeGpus(bin = 'nvidia-smi'): Promise<GpuProbe> {
   const csv = await run(bin, [`--query-gpu=${NVIDIA_SMI_FIELDS.join(',')}`, '--format=csv,noheader,nounits']);
   if (!csv.ok) return { gpus: [], note: `${csv.why}: CPU agent` };
   const parsed = parseNvidiaSmiCsv(csv.out);
-  if (parsed.gpus.length === 0) return { gpus: [], note: `nvidia-smi output not understood (${parsed.errors[0] ?? 'empty'}): CPU agent` };
+  if (parsed.gpus.length === 0)
+    return { gpus: [], note: `nvidia-smi output not understood (${parsed.errors[0] ?? 'empty'}): CPU agent` };
   const xml = await run(bin, ['-q', '-x']);
   if (!xml.ok) return { gpus: parsed.gpus, note: `${xml.why} (-q -x): no CUDA/MIG/ECC details` };
   const details = parseNvidiaSmiXml(xml.out);

@@ -22,12 +22,19 @@ export class Judge {
   /** Load the exported judge from its directory (model.onnx, tokenizer.json, judge.json). */
   static async load(dir: string, threads = 0): Promise<Judge> {
     for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'judge.json']) {
-      if (!existsSync(join(dir, f))) throw new TunefleetError(ErrorCode.ModelMissing, `the judge model is not installed: ${join(dir, f)} is missing (run 'infra/bootstrap.sh judge')`);
+      if (!existsSync(join(dir, f)))
+        throw new TunefleetError(
+          ErrorCode.ModelMissing,
+          `the judge model is not installed: ${join(dir, f)} is missing (run 'infra/bootstrap.sh judge')`,
+        );
     }
-    const read = (f: string): Record<string, unknown> => JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>;
+    const read = (f: string): Record<string, unknown> =>
+      JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>;
     const tokenizer = new Tokenizer(read('tokenizer.json'), read('tokenizer_config.json'));
     const session = await InferenceSession.create(join(dir, 'model.onnx'), {
-      executionProviders: ['cpu'], graphOptimizationLevel: 'all', ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+      ...(threads > 0 ? { intraOpNumThreads: threads } : {}),
     });
     return new Judge(session, tokenizer, Number(read('judge.json').max_tokens ?? 256), dir);
   }
@@ -47,13 +54,17 @@ export class Judge {
       const width = Math.max(...enc.map((e) => e.length));
       const ids = new BigInt64Array(enc.length * width);
       const mask = new BigInt64Array(enc.length * width);
-      enc.forEach((e, r) => e.forEach((id, c) => {
-        ids[r * width + c] = BigInt(id);
-        mask[r * width + c] = 1n;
-      }));
+      enc.forEach((e, r) =>
+        e.forEach((id, c) => {
+          ids[r * width + c] = BigInt(id);
+          mask[r * width + c] = 1n;
+        }),
+      );
       const dims = [enc.length, width];
       const res = await this.session.run({
-        input_ids: new Tensor('int64', ids, dims), attention_mask: new Tensor('int64', mask, dims), token_type_ids: new Tensor('int64', new BigInt64Array(enc.length * width), dims),
+        input_ids: new Tensor('int64', ids, dims),
+        attention_mask: new Tensor('int64', mask, dims),
+        token_type_ids: new Tensor('int64', new BigInt64Array(enc.length * width), dims),
       });
       const emb = res.sentence_embedding as Tensor;
       const d = emb.dims[1] as number;

@@ -21,7 +21,12 @@ export interface AgentNats {
 export async function connectAgentNats(url: string, agentId: string): Promise<AgentNats> {
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: url, name: `tunefleet-agent-${agentId}`, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    nc = await connect({
+      servers: url,
+      name: `tunefleet-agent-${agentId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
   } catch (cause) {
     throw new TunefleetError(ErrorCode.StackUnavailable, `agent ${agentId} cannot reach NATS at ${url}`, {}, { cause });
   }
@@ -53,7 +58,10 @@ export async function download(store: ObjectStore, name: string, path: string, s
   if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`);
   const digest = h.digest('hex');
   if (sha256 !== null && digest !== sha256) {
-    throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`);
+    throw new TunefleetError(
+      ErrorCode.ChecksumMismatch,
+      `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`,
+    );
   }
   await rename(part, path);
 }
@@ -65,7 +73,12 @@ export async function download(store: ObjectStore, name: string, path: string, s
  * de-duplicates by message id), putting an object under a fixed name, a compare-and-set
  * commit (a repeat of one that landed answers 'duplicate').
  */
-export async function persistently<T>(what: string, fn: () => Promise<T>, log: (m: string) => void, maxMs = 60_000): Promise<T> {
+export async function persistently<T>(
+  what: string,
+  fn: () => Promise<T>,
+  log: (m: string) => void,
+  maxMs = 60_000,
+): Promise<T> {
   const t0 = Date.now();
   let wait = 250;
   for (let n = 1; ; n++) {

@@ -57,12 +57,19 @@ function cachedOnPath(name: string): string | null {
  * in front, or `argv` itself for nice 0 or where `nice` is not installed (the caller logs
  * `note`).
  */
-export function withPriority(argv: readonly string[], p: Priority, find: (name: string) => string | null = cachedOnPath): { argv: string[]; note: string | null } {
+export function withPriority(
+  argv: readonly string[],
+  p: Priority,
+  find: (name: string) => string | null = cachedOnPath,
+): { argv: string[]; note: string | null } {
   if (p.nice === 0) return { argv: [...argv], note: null };
   const nice = find('nice');
   if (!nice) return { argv: [...argv], note: `'nice' is not on PATH: trainers run at the agent's own CPU priority` };
   const ionice = find('ionice');
-  return { argv: [nice, '-n', String(p.nice), ...(ionice ? [ionice, '-c', '2', '-n', '7', '-t'] : []), ...argv], note: null };
+  return {
+    argv: [nice, '-n', String(p.nice), ...(ionice ? [ionice, '-c', '2', '-n', '7', '-t'] : []), ...argv],
+    note: null,
+  };
 }
 
 /**

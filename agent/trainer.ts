@@ -40,7 +40,13 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
   const child = spawn(argv[0] as string, argv.slice(1), {
     cwd: TRAINER_DIR,
     // TUNEFLEET_AGENT_PID: the trainer dies with this process (see die_with_agent in __main__.py)
-    env: { ...process.env, PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1', TUNEFLEET_AGENT_PID: String(process.pid), ...o.env },
+    env: {
+      ...process.env,
+      PYTHONPATH: TRAINER_DIR,
+      PYTHONUNBUFFERED: '1',
+      TUNEFLEET_AGENT_PID: String(process.pid),
+      ...o.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     // its own process group: a kill reaches whatever the trainer started (data loader workers)
     detached: true,

@@ -91,15 +91,29 @@ function main(): void {
   const result = JSON.parse(r.stdout) as JobResult;
   const { base, tuned } = result.evaluation;
   const f = (x: number | null | undefined, d = 4): string => (x === null || x === undefined ? '-' : x.toFixed(d));
-  console.log(`\ndemo job ${jobId} ${result.state} in ${seconds.toFixed(0)} s (${tuned.samples} held-out MIME types); base -> fine-tuned:`);
-  console.log(`  eval loss   ${f(base.eval_loss)} -> ${f(tuned.eval_loss)}    perplexity ${f(base.perplexity, 1)} -> ${f(tuned.perplexity, 1)}`);
-  console.log(`  exact match ${f(base.exact_match, 3)} -> ${f(tuned.exact_match, 3)}    BLEU ${f(base.bleu, 1)} -> ${f(tuned.bleu, 1)}    ROUGE-L ${f(base.rouge_l, 3)} -> ${f(tuned.rouge_l, 3)}`);
-  console.log(`  judge       ${f(base.judge, 3)} -> ${f(tuned.judge, 3)}    (${result.evaluation.judge?.error ?? `all-MiniLM-L6-v2 on onnxruntime-node, ${result.evaluation.judge?.answers ?? 0} answers in ${f(result.evaluation.judge?.seconds, 1)} s`})`);
+  const judge = result.evaluation.judge;
+  const judgeNote =
+    judge?.error ?? `all-MiniLM-L6-v2 on onnxruntime-node, ${judge?.answers ?? 0} answers in ${f(judge?.seconds, 1)} s`;
+  console.log(
+    `\ndemo job ${jobId} ${result.state} in ${seconds.toFixed(0)} s ` +
+      `(${tuned.samples} held-out MIME types); base -> fine-tuned:`,
+  );
+  console.log(
+    `  eval loss   ${f(base.eval_loss)} -> ${f(tuned.eval_loss)}    ` +
+      `perplexity ${f(base.perplexity, 1)} -> ${f(tuned.perplexity, 1)}`,
+  );
+  console.log(
+    `  exact match ${f(base.exact_match, 3)} -> ${f(tuned.exact_match, 3)}    ` +
+      `BLEU ${f(base.bleu, 1)} -> ${f(tuned.bleu, 1)}    ROUGE-L ${f(base.rouge_l, 3)} -> ${f(tuned.rouge_l, 3)}`,
+  );
+  console.log(`  judge       ${f(base.judge, 3)} -> ${f(tuned.judge, 3)}    (${judgeNote})`);
   console.log(`  gates: ${(result.gates ?? []).map((g) => `${g.passed ? 'pass' : 'FAIL'} ${g.gate}`).join('; ')}`);
-  console.log(`  human review: 'tunefleet review export ${jobId}', grade, 'tunefleet review import ${jobId} ${jobId}-review.csv'`);
+  console.log(
+    `  human review: 'tunefleet review export ${jobId}', grade, 'tunefleet review import ${jobId} ${jobId}-review.csv'`,
+  );
   console.log(`  the stack is still up: 'tunefleet status ${jobId}', 'tunefleet download ${jobId}', 'tunefleet down'`);
   if (!(tuned.eval_loss < base.eval_loss)) {
-    console.error('the fine-tuned eval loss is not lower than the base model\'s');
+    console.error("the fine-tuned eval loss is not lower than the base model's");
     process.exit(1);
   }
 }

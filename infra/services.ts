@@ -55,7 +55,12 @@ function launch(name: string, cmd: string, args: string[], logFile: string, deta
   }
 }
 
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number, child?: ChildProcess): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  child?: ChildProcess,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child && child.exitCode !== null) throw new Error(`${what} exited with code ${child.exitCode} while starting`);
@@ -108,7 +113,13 @@ export async function startNats(o: StartOptions): Promise<Service> {
   mkdirSync(storeDir, { recursive: true });
   mkdirSync(o.logDir, { recursive: true });
   const logFile = join(o.logDir, 'nats-server.log');
-  const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)], logFile, o.detached ?? false);
+  const child = launch(
+    'nats-server',
+    binPath(o.home, 'nats-server'),
+    ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)],
+    logFile,
+    o.detached ?? false,
+  );
   const url = `nats://127.0.0.1:${port}`;
   await waitFor(`nats-server on ${url}`, () => natsHealthy(url), 20_000, child).catch(stopAndThrow(child));
   return { name: 'nats-server', address: url, pid: child.pid ?? -1, child, logFile };
@@ -119,17 +130,47 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
   mkdirSync(o.dataDir, { recursive: true });
   mkdirSync(o.logDir, { recursive: true });
   const logFile = join(o.logDir, 'temporal.log');
-  const args = ['server', 'start-dev', '--headless', '--ip', '127.0.0.1', '--port', String(port), '--db-filename', join(o.dataDir, 'temporal.db'), '--log-level', 'warn',
+  const args = [
+    'server',
+    'start-dev',
+    '--headless',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--db-filename',
+    join(o.dataDir, 'temporal.db'),
+    '--log-level',
+    'warn',
     // the fineTune workflow's search attributes (workflows/searchAttributes.ts)
-    ...SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`])];
+    ...SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]),
+  ];
   const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
   const address = `127.0.0.1:${port}`;
-  await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child).catch(stopAndThrow(child));
+  await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child).catch(
+    stopAndThrow(child),
+  );
   // --search-attribute only registers on a new database file: one made before an attribute
   // existed gets it here (creating an existing one is a no-op)
-  await new Promise<void>((res, rej) => execFile(binPath(o.home, 'temporal'), [
-    'operator', 'search-attribute', 'create', '--address', address, '--namespace', 'default', '--type', 'Keyword', ...SEARCH_ATTRIBUTES.flatMap((k) => ['--name', k.name]),
-  ], { timeout: 30_000 }, (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res()))).catch(stopAndThrow(child));
+  await new Promise<void>((res, rej) =>
+    execFile(
+      binPath(o.home, 'temporal'),
+      [
+        'operator',
+        'search-attribute',
+        'create',
+        '--address',
+        address,
+        '--namespace',
+        'default',
+        '--type',
+        'Keyword',
+        ...SEARCH_ATTRIBUTES.flatMap((k) => ['--name', k.name]),
+      ],
+      { timeout: 30_000 },
+      (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res()),
+    ),
+  ).catch(stopAndThrow(child));
   return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
 }
 

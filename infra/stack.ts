@@ -9,13 +9,22 @@ import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect } from 'nats';
 import { Connection } from '@temporalio/client';
-import { ADVERTS_BUCKET, CONTROL_TASK_QUEUE, DEFAULT_NATS_PORT, DEFAULT_TEMPORAL_PORT, agentTaskQueue, type StackFile } from '../shared';
+import {
+  ADVERTS_BUCKET,
+  CONTROL_TASK_QUEUE,
+  DEFAULT_NATS_PORT,
+  DEFAULT_TEMPORAL_PORT,
+  agentTaskQueue,
+  type StackFile,
+} from '../shared';
 import { freePort, portInUse, startNats, startTemporal, stopProcess, waitFor } from './services';
 
 const ROOT = resolve(__dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'tunefleet');
 
-interface Pids { [name: string]: number }
+interface Pids {
+  [name: string]: number;
+}
 
 function home(): string {
   return process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
@@ -54,7 +63,11 @@ async function pickPort(preferred: number): Promise<number> {
 async function pollerCount(address: string, taskQueue: string, kind: 'workflow' | 'activity'): Promise<number> {
   const conn = await Connection.connect({ address, connectTimeout: 1000 });
   try {
-    const r = await conn.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType: kind === 'workflow' ? 1 : 2 });
+    const r = await conn.workflowService.describeTaskQueue({
+      namespace: 'default',
+      taskQueue: { name: taskQueue },
+      taskQueueType: kind === 'workflow' ? 1 : 2,
+    });
     return r.pollers?.length ?? 0;
   } finally {
     await conn.close();
@@ -75,7 +88,11 @@ async function advertPresent(natsUrl: string, agentId: string): Promise<boolean>
 function spawnTunefleet(args: string[], logFile: string, env: Record<string, string>): number {
   const fd = openSync(logFile, 'a');
   try {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      stdio: ['ignore', fd, fd],
+      detached: true,
+      env: { ...process.env, ...env },
+    });
     child.unref();
     return child.pid ?? -1;
   } finally {
@@ -88,7 +105,9 @@ export async function up(): Promise<void> {
   const pids = readPids(h);
   const running = Object.entries(pids).filter(([, pid]) => alive(pid));
   if (running.length === 4) {
-    console.log(`the stack is already up (${running.map(([n, p]) => `${n} ${p}`).join(', ')}); 'tunefleet down' stops it`);
+    console.log(
+      `the stack is already up (${running.map(([n, p]) => `${n} ${p}`).join(', ')}); 'tunefleet down' stops it`,
+    );
     return;
   }
   if (running.length > 0) {
@@ -96,7 +115,8 @@ export async function up(): Promise<void> {
     await down();
   }
   for (const tool of ['nats-server', 'temporal', 'python']) {
-    if (!existsSync(join(h, 'bin', tool))) throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
+    if (!existsSync(join(h, 'bin', tool)))
+      throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
   }
   const logDir = join(h, 'logs');
   const dataDir = join(h, 'data');
@@ -105,18 +125,40 @@ export async function up(): Promise<void> {
   const nats = await startNats({ home: h, dataDir, logDir, port: await pickPort(DEFAULT_NATS_PORT), detached: true });
   const pidsNow: Pids = { 'nats-server': nats.pid };
   writeJson(pidFile(h), pidsNow);
-  const temporal = await startTemporal({ home: h, dataDir, logDir, port: await pickPort(DEFAULT_TEMPORAL_PORT), detached: true });
+  const temporal = await startTemporal({
+    home: h,
+    dataDir,
+    logDir,
+    port: await pickPort(DEFAULT_TEMPORAL_PORT),
+    detached: true,
+  });
   pidsNow.temporal = temporal.pid;
   writeJson(pidFile(h), pidsNow);
   const stack: StackFile = { natsUrl: nats.address, temporalAddress: temporal.address };
   writeJson(join(h, 'stack.json'), stack);
-  const env = { TUNEFLEET_HOME: h, TUNEFLEET_NATS_URL: stack.natsUrl, TUNEFLEET_TEMPORAL_ADDRESS: stack.temporalAddress };
+  const env = {
+    TUNEFLEET_HOME: h,
+    TUNEFLEET_NATS_URL: stack.natsUrl,
+    TUNEFLEET_TEMPORAL_ADDRESS: stack.temporalAddress,
+  };
   pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
-  const agentId = `local-${hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
+  const agentId = `local-${hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
   writeJson(pidFile(h), pidsNow);
-  await waitFor('control worker', async () => (await pollerCount(temporal.address, CONTROL_TASK_QUEUE, 'workflow')) > 0, 90_000);
-  await waitFor(`agent ${agentId}`, async () => (await pollerCount(temporal.address, agentTaskQueue(agentId), 'activity')) > 0 && (await advertPresent(nats.address, agentId)), 120_000);
+  await waitFor(
+    'control worker',
+    async () => (await pollerCount(temporal.address, CONTROL_TASK_QUEUE, 'workflow')) > 0,
+    90_000,
+  );
+  await waitFor(
+    `agent ${agentId}`,
+    async () =>
+      (await pollerCount(temporal.address, agentTaskQueue(agentId), 'activity')) > 0 &&
+      (await advertPresent(nats.address, agentId)),
+    120_000,
+  );
   const rows = [
     ['nats-server', nats.address, `pid ${nats.pid}`, join(dataDir, 'nats')],
     ['temporal', temporal.address, `pid ${temporal.pid}`, join(dataDir, 'temporal.db')],
@@ -124,7 +166,8 @@ export async function up(): Promise<void> {
     ['agent', agentTaskQueue(agentId), `pid ${pidsNow.agent}`, join(logDir, 'agent.log')],
   ];
   console.log(`tunefleet stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s (home ${h})`);
-  for (const r of rows) console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
+  for (const r of rows)
+    console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
 }
 
 export async function down(): Promise<void> {

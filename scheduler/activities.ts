@@ -2,8 +2,24 @@
 // tests can hand in real NATS and a fleet view of their choosing.
 import { ApplicationFailure } from '@temporalio/activity';
 import {
-  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, LEASES_BUCKET, QUEUE_BUCKET, TunefleetError,
-  TunefleetErrors, adapterPrefix, capacityBytes, checkGates, metricValues, resultObjectName, type CommitRecord, type ControlActivities, type JobResult,
+  ADAPTERS_BUCKET,
+  CHECKPOINTS_BUCKET,
+  COMMITS_BUCKET,
+  DATASETS_BUCKET,
+  DECISIONS_BUCKET,
+  ErrorCode,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  TunefleetError,
+  TunefleetErrors,
+  adapterPrefix,
+  capacityBytes,
+  checkGates,
+  metricValues,
+  resultObjectName,
+  type CommitRecord,
+  type ControlActivities,
+  type JobResult,
 } from '../shared';
 import { failpoint } from '../shared/failpoint';
 import { LeaseConflict, ahead, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
@@ -38,7 +54,9 @@ export function newControlStats(): ControlStats {
 export function asFailure(e: unknown): unknown {
   if (e instanceof TunefleetError) {
     const message = e instanceof TunefleetErrors ? e.message : e.describe();
-    return e.retryable ? ApplicationFailure.retryable(message, e.code) : ApplicationFailure.nonRetryable(message, e.code);
+    return e.retryable
+      ? ApplicationFailure.retryable(message, e.code)
+      : ApplicationFailure.nonRetryable(message, e.code);
   }
   return e;
 }
@@ -54,7 +72,12 @@ function wrap<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) =>
 }
 
 /** A placement decision as `tunefleet explain` shows it. */
-export interface DecisionRecord extends Decision { attempt: number; purpose: 'train' | 'evaluate'; time: number; position: number | null }
+export interface DecisionRecord extends Decision {
+  attempt: number;
+  purpose: 'train' | 'evaluate';
+  time: number;
+  position: number | null;
+}
 const KEEP_DECISIONS = 12;
 /** Queued jobs woken when a lease is released. */
 const WAKE_AT_MOST = 8;
@@ -78,13 +101,20 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     prepare: wrap(async (input) => {
       const { prepareDataset } = await import('./prepare');
       const report = await prepareDataset(await nats.objects(DATASETS_BUCKET), input);
-      log(`${input.jobId}: prepared ${report.train_records} train / ${report.eval_records} eval records (${report.format})`);
+      log(
+        `${input.jobId}: prepared ${report.train_records} train / ${report.eval_records} eval records ` +
+          `(${report.format})`,
+      );
       return report;
     }),
 
     place: wrap(async (req) => {
       await fleet.ready;
-      const [leasesKv, queueKv, commitsKv] = await Promise.all([nats.kv(LEASES_BUCKET), nats.kv(QUEUE_BUCKET), nats.kv(COMMITS_BUCKET)]);
+      const [leasesKv, queueKv, commitsKv] = await Promise.all([
+        nats.kv(LEASES_BUCKET),
+        nats.kv(QUEUE_BUCKET),
+        nats.kv(COMMITS_BUCKET),
+      ]);
       const commit = await commitsKv.get(req.jobId);
       const checkpointAgent = commit && commit.operation === 'PUT' ? commit.json<CommitRecord>().agent_id : null;
       const me = { jobId: req.jobId, priority: req.spec.priority, submitted: req.submittedAt };
@@ -94,9 +124,14 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         const adverts = fleet.snapshot().map((e) => e.advert);
         const byId = new Map(adverts.map((a) => [a.agent_id, a]));
         const leases = await readLeases(leasesKv);
-        // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a competitor
-        const reserved = (id: string): { bytes: number; sessions: number } => heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
-        const decision = place({ adverts, reserved, checkpointAgent }, { jobId: req.jobId, spec: req.spec, exclude: req.exclude });
+        // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a
+        // competitor
+        const reserved = (id: string): { bytes: number; sessions: number } =>
+          heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
+        const decision = place(
+          { adverts, reserved, checkpointAgent },
+          { jobId: req.jobId, spec: req.spec, exclude: req.exclude },
+        );
         const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
         if (decision.impossible) {
           await record({ ...base, position: null });
@@ -112,28 +147,63 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
           if (blockers.length === 0) {
             const advert = byId.get(chosen);
             try {
-              await reserve(leasesKv, chosen, leases.get(chosen), { jobId: req.jobId, attempt: req.attempt, bytes: decision.estimate.total, purpose: req.purpose, time: now }, advert ? capacityBytes(advert) : 0, advert);
+              await reserve(
+                leasesKv,
+                chosen,
+                leases.get(chosen),
+                {
+                  jobId: req.jobId,
+                  attempt: req.attempt,
+                  bytes: decision.estimate.total,
+                  purpose: req.purpose,
+                  time: now,
+                },
+                advert ? capacityBytes(advert) : 0,
+                advert,
+              );
             } catch (e) {
               if (!(e instanceof LeaseConflict)) throw e;
               stats.leaseConflicts += 1;
-              log(`${req.jobId} attempt ${req.attempt}: lease write on ${chosen} lost a race (${e.message}); deciding again`);
+              log(
+                `${req.jobId} attempt ${req.attempt}: lease write on ${chosen} lost a race (${e.message}); ` +
+                  'deciding again',
+              );
               continue;
             }
             stats.leasesTaken += 1;
             failpoint('place:after-reserve');
             // an earlier try of this placement that reserved elsewhere and died leaves that lease behind: take it back
             for (const [id, held] of leases) {
-              if (id !== chosen && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt)) await releaseLease(leasesKv, id, req.jobId, req.attempt);
+              if (id !== chosen && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
+                await releaseLease(leasesKv, id, req.jobId, req.attempt);
             }
             await queueKv.delete(req.jobId).catch(() => {});
             await record({ ...base, position: null });
             log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
-            return { placement: { agentId: chosen, attempt: req.attempt, reason: decision.summary, device: advert?.accelerator ?? 'cpu', reservedBytes: decision.estimate.total }, waiting: null, position: null };
+            return {
+              placement: {
+                agentId: chosen,
+                attempt: req.attempt,
+                reason: decision.summary,
+                device: advert?.accelerator ?? 'cpu',
+                reservedBytes: decision.estimate.total,
+              },
+              waiting: null,
+              position: null,
+            };
           }
-          summary = `${chosen} has room, but ${blockers.length} job(s) ahead in the queue (priority, then submit time) can use it first: ${blockers.slice(0, 3).map((b) => b.jobId).join(', ')}`;
+          const first = blockers.slice(0, 3).map((b) => b.jobId);
+          summary =
+            `${chosen} has room, but ${blockers.length} job(s) ahead in the queue (priority, then submit time) ` +
+            `can use it first: ${first.join(', ')}`;
         }
-        const estimates = decision.agents.filter((a) => a.code !== 'never' && a.estimate !== null).map((a) => a.estimate as number);
-        await queueKv.put(req.jobId, JSON.stringify({ ...me, bytes: estimates.length ? Math.min(...estimates) : null, refreshed: now }));
+        const estimates = decision.agents
+          .filter((a) => a.code !== 'never' && a.estimate !== null)
+          .map((a) => a.estimate as number);
+        await queueKv.put(
+          req.jobId,
+          JSON.stringify({ ...me, bytes: estimates.length ? Math.min(...estimates) : null, refreshed: now }),
+        );
         const position = ahead(queue, me).length + 1;
         await record({ ...base, chosen: null, summary, position });
         return { placement: null, waiting: summary, position };
@@ -157,17 +227,39 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       const prefix = adapterPrefix(input.jobId);
       for (const f of training.adapterFiles) {
         const blob = await from.getBlob(`${training.adapterPrefix}${f.name}`);
-        if (!blob) throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file ${f.name} is missing from the checkpoint store`);
-        if (sha256Hex(blob) !== f.sha256) throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file ${f.name} does not match its sha256`);
+        if (!blob)
+          throw new TunefleetError(
+            ErrorCode.ChecksumMismatch,
+            `adapter file ${f.name} is missing from the checkpoint store`,
+          );
+        if (sha256Hex(blob) !== f.sha256)
+          throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file ${f.name} does not match its sha256`);
         await to.putBlob({ name: `${prefix}${f.name}` }, blob);
       }
-      const gates = checkGates(input.spec.evaluation.gates ?? [], metricValues(evaluation.tuned), metricValues(evaluation.base));
+      const gates = checkGates(
+        input.spec.evaluation.gates ?? [],
+        metricValues(evaluation.tuned),
+        metricValues(evaluation.base),
+      );
       const result: JobResult = {
-        jobId: input.jobId, state: gates.every((g) => g.passed) ? 'succeeded' : 'failed_gate', gates, model: input.spec.model, method: input.spec.method, data, training, evaluation,
+        jobId: input.jobId,
+        state: gates.every((g) => g.passed) ? 'succeeded' : 'failed_gate',
+        gates,
+        model: input.spec.model,
+        method: input.spec.method,
+        data,
+        training,
+        evaluation,
         adapter: { bucket: ADAPTERS_BUCKET, prefix, files: training.adapterFiles },
       };
-      await to.putBlob({ name: resultObjectName(input.jobId) }, new TextEncoder().encode(JSON.stringify(result, null, 1)));
-      log(`${input.jobId}: registered adapter (${training.adapterFiles.length} files) and result: ${result.state}${gates.length ? ` (${gates.map((g) => g.message).join('; ')})` : ''}`);
+      await to.putBlob(
+        { name: resultObjectName(input.jobId) },
+        new TextEncoder().encode(JSON.stringify(result, null, 1)),
+      );
+      log(
+        `${input.jobId}: registered adapter (${training.adapterFiles.length} files) and result: ${result.state}` +
+          (gates.length ? ` (${gates.map((g) => g.message).join('; ')})` : ''),
+      );
       return result;
     }),
   };

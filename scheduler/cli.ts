@@ -27,7 +27,10 @@ async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise
   }
 }
 
-/** Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per event. */
+/**
+ * Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per
+ * event.
+ */
 /** A finished job's result with its loss chart; a failed gate exits 3 (the adapter is stored). */
 async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['follow']>>): Promise<void> {
   console.log(`\n${formatResult(r, await stack.lossCurve(r.jobId))}`);
@@ -65,13 +68,16 @@ export function buildProgram(): Command {
     .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'state, binaries and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
     .showHelpAfterError()
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Local stack:
   tunefleet up                 start nats-server, Temporal dev server, a control worker and a local agent
   tunefleet down               stop them
 Agents:
   tunefleet agent start        run an agent daemon on this machine (see 'tunefleet agent start --help')
-Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`);
+Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`,
+    );
 
   program
     .command('submit')
@@ -81,22 +87,35 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .option('-f, --follow', 'show live progress and print the result when the job ends')
     .option('-w, --watch', 'the same as --follow')
     .option('--dry-run', 'only validate the spec and its files')
-    .action(async (specFile: string, opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean }, cmd: Command) => {
-      opts.follow ||= opts.watch;
-      const loaded = await loadSpecFile(specFile);
-      if (opts.dryRun) {
-        const { checkDatasetFile } = await import('./prepare');
-        const { records } = await checkDatasetFile(loaded.datasetPath, loaded.spec.dataset.path, loaded.spec.dataset.policy);
-        console.log(`${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, dataset ${loaded.datasetPath}: ${records} records)`);
-        return;
-      }
-      await withStack(cmd, async (stack) => {
-        const id = await stack.submit(loaded, opts.id);
-        console.log(`submitted job ${id}`);
-        if (!opts.follow) return;
-        await printFinal(stack, await followWithProgress(stack, id));
-      });
-    });
+    .action(
+      async (
+        specFile: string,
+        opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean },
+        cmd: Command,
+      ) => {
+        opts.follow ||= opts.watch;
+        const loaded = await loadSpecFile(specFile);
+        if (opts.dryRun) {
+          const { checkDatasetFile } = await import('./prepare');
+          const { records } = await checkDatasetFile(
+            loaded.datasetPath,
+            loaded.spec.dataset.path,
+            loaded.spec.dataset.policy,
+          );
+          console.log(
+            `${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, ` +
+              `dataset ${loaded.datasetPath}: ${records} records)`,
+          );
+          return;
+        }
+        await withStack(cmd, async (stack) => {
+          const id = await stack.submit(loaded, opts.id);
+          console.log(`submitted job ${id}`);
+          if (!opts.follow) return;
+          await printFinal(stack, await followWithProgress(stack, id));
+        });
+      },
+    );
 
   program
     .command('status')
@@ -108,9 +127,17 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         const d = await stack.describe(job);
         if (opts.json) return void console.log(JSON.stringify(d, null, 1));
         const s = d.status;
-        const step = d.lastStep ? `step ${String(d.lastStep.step)}/${String(d.lastStep.steps_total)}, loss ${Number(d.lastStep.loss).toFixed(4)}` : '-';
+        const last = d.lastStep;
+        const step = last
+          ? `step ${String(last.step)}/${String(last.steps_total)}, loss ${Number(last.loss).toFixed(4)}`
+          : '-';
         const state = s ? `${s.state}${s.queuePosition ? ` (#${s.queuePosition})` : ''}` : '-';
-        console.log(table(['job', 'workflow', 'state', 'attempt/epoch', 'agent', 'progress'], [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', s?.agentId ?? '-', step]]));
+        console.log(
+          table(
+            ['job', 'workflow', 'state', 'attempt/epoch', 'agent', 'progress'],
+            [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', s?.agentId ?? '-', step]],
+          ),
+        );
         if (s?.message) console.log(s.message);
         if (d.failure) console.log(`failed: ${d.failure}`);
         if (d.queryError) console.log(`(no live state: ${d.queryError})`);
@@ -121,20 +148,37 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .command('list')
     .description('all jobs, newest first, with state, queue position and agent')
     .option('--json', 'machine-readable output')
-    .option('--query <visibility query>', "filter by search attributes, e.g. \"TunefleetState='queued'\" (also TunefleetModel, TunefleetMethod, TunefleetJobId)")
+    .option(
+      '--query <visibility query>',
+      'filter by search attributes, e.g. "TunefleetState=\'queued\'" ' +
+        '(also TunefleetModel, TunefleetMethod, TunefleetJobId)',
+    )
     .action(async (opts: { json?: boolean; query?: string }, cmd: Command) => {
       await withStack(cmd, async (stack) => {
         const jobs = await stack.list(opts.query);
         if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
-        console.log(table(['job', 'workflow', 'state', 'queue', 'agent', 'started', 'closed'], jobs.map((j) => [
-          j.jobId, j.status, j.state ?? '-', j.position ? `#${j.position}` : '-', j.agent ?? '-', j.started.toISOString(), j.closed?.toISOString() ?? '-',
-        ])));
+        console.log(
+          table(
+            ['job', 'workflow', 'state', 'queue', 'agent', 'started', 'closed'],
+            jobs.map((j) => [
+              j.jobId,
+              j.status,
+              j.state ?? '-',
+              j.position ? `#${j.position}` : '-',
+              j.agent ?? '-',
+              j.started.toISOString(),
+              j.closed?.toISOString() ?? '-',
+            ]),
+          ),
+        );
       });
     });
 
   program
     .command('cancel')
-    .description('stop a job: its trainer checkpoints and stops (killed after a grace period); its reservations are released')
+    .description(
+      'stop a job: its trainer checkpoints and stops (killed after a grace period); its reservations are released',
+    )
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
       await withStack(cmd, async (stack) => {
@@ -163,7 +207,12 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
       await withStack(cmd, async (stack) => {
         const print = (e: Record<string, unknown>): void => {
-          if (e.type === 'log' || e.type === 'error') console.log(`[${String(e.agent_id ?? '-')} a${String(e.attempt ?? '-')}] ${e.type === 'error' ? `error ${String(e.code)}: ` : ''}${String(e.message)}`);
+          if (e.type === 'log' || e.type === 'error')
+            console.log(
+              `[${String(e.agent_id ?? '-')} a${String(e.attempt ?? '-')}] ` +
+                (e.type === 'error' ? `error ${String(e.code)}: ` : '') +
+                String(e.message),
+            );
         };
         if (opts.follow) await stack.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
         else await stack.events(job, print);
@@ -172,12 +221,21 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('result')
-    .description("a finished job's evaluation: metric, base, fine-tuned, delta (loss, perplexity, exact match, BLEU, ROUGE-L, judge, tool scores, human grades), gates, the data report and a chart of the loss")
+    .description(
+      "a finished job's evaluation: metric, base, fine-tuned, delta " +
+        '(loss, perplexity, exact match, BLEU, ROUGE-L, judge, tool scores, human grades), ' +
+        'gates, the data report and a chart of the loss',
+    )
     .argument('<job>')
     .option('--json', 'machine-readable output (the stored result with the loss curve)')
     .option('--plot <file.svg>', 'also write the train/eval loss curves as an SVG file')
     .action(async (job: string, opts: { json?: boolean; plot?: string }, cmd: Command) => {
-      if (opts.plot && !/\.svg$/i.test(opts.plot)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${opts.plot}': --plot writes SVG; give a file name ending in .svg`, { field: '--plot' });
+      if (opts.plot && !/\.svg$/i.test(opts.plot))
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `'${opts.plot}': --plot writes SVG; give a file name ending in .svg`,
+          { field: '--plot' },
+        );
       await withStack(cmd, async (stack) => {
         const r = await stack.resultWithReview(job);
         const curve = await stack.lossCurve(job);
@@ -190,36 +248,55 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
       });
     });
 
-  const review = program.command('review').description('human review of a finished job\'s answers');
+  const review = program.command('review').description("human review of a finished job's answers");
   review
     .command('export')
-    .description('write a sample of (prompt, reference, base output, fine-tuned output) with empty grade columns for people to fill in (1-5)')
+    .description(
+      'write a sample of (prompt, reference, base output, fine-tuned output) ' +
+        'with empty grade columns for people to fill in (1-5)',
+    )
     .argument('<job>')
     .option('-o, --out <file>', 'output file (.csv or .jsonl; default <job>-review.csv)')
     .option('-n, --sample <n>', 'how many answers (default 50; all when fewer)', '50')
-    .option('--seed <n>', 'the sample\'s seed', '0')
+    .option('--seed <n>', "the sample's seed", '0')
     .action(async (job: string, opts: { out?: string; sample: string; seed: string }, cmd: Command) => {
       const out = opts.out ?? `${job}-review.csv`;
       const format = reviewFormat(out);
       const sample = intFlag(opts.sample, '--sample', 1);
       const seed = intFlag(opts.seed, '--seed', 0);
-      if (existsSync(out)) throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists (it may hold grades); choose another --out`, { field: '--out' });
+      if (existsSync(out))
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `${out} already exists (it may hold grades); choose another --out`,
+          { field: '--out' },
+        );
       await withStack(cmd, async (stack) => {
         const r = await stack.reviewExport(job, { sample, seed, format });
         await writeFile(out, r.text);
-        console.log(`wrote ${r.rows} of ${r.of} answers to ${out}: fill in base_grade and tuned_grade (1-5), then 'tunefleet review import ${job} ${out}'`);
+        console.log(
+          `wrote ${r.rows} of ${r.of} answers to ${out}: fill in base_grade and tuned_grade (1-5), ` +
+            `then 'tunefleet review import ${job} ${out}'`,
+        );
       });
     });
   review
     .command('import')
-    .description('attach the grades of a filled-in review file to the job\'s result (checked row by row first; nothing is stored if a row is wrong)')
+    .description(
+      "attach the grades of a filled-in review file to the job's result " +
+        '(checked row by row first; nothing is stored if a row is wrong)',
+    )
     .argument('<job>')
     .argument('<file>', '.csv or .jsonl from review export')
     .action(async (job: string, file: string, _opts: unknown, cmd: Command) => {
       const format = reviewFormat(file);
       await withStack(cmd, async (stack) => {
         const s = await stack.reviewImport(job, file, format);
-        console.log(`imported ${s.graded} graded answers: base ${s.base_mean?.toFixed(2)}, fine-tuned ${s.tuned_mean?.toFixed(2)} (1-5); fine-tuned better in ${(100 * s.tuned_better).toFixed(0)} %, worse in ${(100 * s.tuned_worse).toFixed(0)} %`);
+        console.log(
+          `imported ${s.graded} graded answers: base ${s.base_mean?.toFixed(2)}, ` +
+            `fine-tuned ${s.tuned_mean?.toFixed(2)} (1-5); ` +
+            `fine-tuned better in ${(100 * s.tuned_better).toFixed(0)} %, ` +
+            `worse in ${(100 * s.tuned_worse).toFixed(0)} %`,
+        );
       });
     });
 
@@ -238,7 +315,10 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
   program
     .command('watch')
-    .description("follow a job until it ends: a live progress bar on a terminal (events from the start, so a late watcher catches up), one line per event otherwise")
+    .description(
+      'follow a job until it ends: a live progress bar on a terminal ' +
+        '(events from the start, so a late watcher catches up), one line per event otherwise',
+    )
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
       await withStack(cmd, async (stack) => {
@@ -270,10 +350,18 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
           view.onChange(() => {
             if (pending) return;
             pending = true;
-            setTimeout(() => { pending = false; draw(); }, 100);
+            setTimeout(() => {
+              pending = false;
+              draw();
+            }, 100);
           });
           const tick = setInterval(draw, 1000); // agents that fall silent expire without an event
-          await new Promise<void>((res) => process.once('SIGINT', () => { clearInterval(tick); res(); }));
+          await new Promise<void>((res) =>
+            process.once('SIGINT', () => {
+              clearInterval(tick);
+              res();
+            }),
+          );
         } finally {
           await view.stop();
         }
@@ -292,7 +380,12 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
       .action(async (agentId: string, _opts: unknown, cmd: Command) => {
         await withStack(cmd, async (stack) => {
           const r = await setAgentState(await stack.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
-          console.log(r.confirmed ? `${agentId}: ${r.confirmed}` : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). Placement honours it already.`);
+          console.log(
+            r.confirmed
+              ? `${agentId}: ${r.confirmed}`
+              : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). ` +
+                  'Placement honours it already.',
+          );
         });
       });
   }
@@ -309,7 +402,8 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
       const { analyse, fileSource } = await import('./prepare');
       const dataset = opts.spec ? (await loadSpecFile(opts.spec)).spec.dataset : datasetSchema.parse({ path: file });
       if (opts.lenient) dataset.policy = 'lenient';
-      if (!existsSync(file)) throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${file}`, { field: 'file' });
+      if (!existsSync(file))
+        throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${file}`, { field: 'file' });
       const { report } = await analyse({ spec: { dataset }, main: { source: fileSource(file), label: file } });
       console.log(opts.json ? JSON.stringify(report, null, 1) : formatDataReport(report));
     });
@@ -338,7 +432,8 @@ function reviewFormat(file: string): 'csv' | 'jsonl' {
 
 function intFlag(v: string, flag: string, min: number): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || n < min) throw new TunefleetError(ErrorCode.FlagInvalid, `${flag} '${v}' must be a whole number ≥ ${min}`, { field: flag });
+  if (!/^\d+$/.test(v.trim()) || n < min)
+    throw new TunefleetError(ErrorCode.FlagInvalid, `${flag} '${v}' must be a whole number ≥ ${min}`, { field: flag });
   return n;
 }
 

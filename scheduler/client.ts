@@ -5,8 +5,27 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import {
-  ADAPTERS_BUCKET, CONTROL_TASK_QUEUE, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode, EVENTS_STREAM, ID_PATTERN, TunefleetError, datasetObjectName,
-  jobEventSubject, jobEventsFilter, parseJobEvent, parseSpec, latestReviewObjectName, reviewObjectPrefix, type ReviewSummary, type Config, type FineTuneInput, type JobResult, type JobSpec, type JobStatus,
+  ADAPTERS_BUCKET,
+  CONTROL_TASK_QUEUE,
+  DATASETS_BUCKET,
+  DECISIONS_BUCKET,
+  ErrorCode,
+  EVENTS_STREAM,
+  ID_PATTERN,
+  TunefleetError,
+  datasetObjectName,
+  jobEventSubject,
+  jobEventsFilter,
+  parseJobEvent,
+  parseSpec,
+  latestReviewObjectName,
+  reviewObjectPrefix,
+  type ReviewSummary,
+  type Config,
+  type FineTuneInput,
+  type JobResult,
+  type JobSpec,
+  type JobStatus,
 } from '../shared';
 import { fineTune, statusQuery } from '../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../workflows/searchAttributes';
@@ -15,7 +34,12 @@ import type { LossCurve } from './format';
 import { readReview, sampleRows, summarise, writeReview, type OutputRow, type ReviewFormat } from './review';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
 
-export interface LoadedSpec { spec: JobSpec; file: string; datasetPath: string; evalPath: string | null }
+export interface LoadedSpec {
+  spec: JobSpec;
+  file: string;
+  datasetPath: string;
+  evalPath: string | null;
+}
 
 /** Parse and check a spec file and the files it names. No stack needed. */
 export async function loadSpecFile(file: string): Promise<LoadedSpec> {
@@ -23,7 +47,11 @@ export async function loadSpecFile(file: string): Promise<LoadedSpec> {
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    throw new TunefleetError(ErrorCode.SpecUnreadable, `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? String(e)})`, { file });
+    throw new TunefleetError(
+      ErrorCode.SpecUnreadable,
+      `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+      { file },
+    );
   }
   const spec = parseSpec(text, file);
   const base = dirname(resolve(file));
@@ -31,22 +59,41 @@ export async function loadSpecFile(file: string): Promise<LoadedSpec> {
   // it, no symlink that leads out of it (a spec from someone else cannot upload ~/.ssh)
   const root = realpathSync(base);
   const local = (p: string, field: string): string => {
-    if (isAbsolute(p)) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' is an absolute path; give a path relative to the spec's directory (${base})`, { file, field });
+    if (isAbsolute(p))
+      throw new TunefleetError(
+        ErrorCode.SpecInvalid,
+        `'${p}' is an absolute path; give a path relative to the spec's directory (${base})`,
+        { file, field },
+      );
     const full = resolve(base, p);
     const rel = relative(base, full);
-    if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' leaves the spec's directory (${base})`, { file, field });
+    if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
+      throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' leaves the spec's directory (${base})`, { file, field });
     if (!existsSync(full)) throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${full}`, { file, field });
     const real = realpathSync(full);
-    if (relative(root, real).startsWith('..')) throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' is a symlink to ${real}, outside the spec's directory (${base})`, { file, field });
-    if (!statSync(real).isFile()) throw new TunefleetError(ErrorCode.DatasetMissing, `not a regular file: ${full}`, { file, field });
+    if (relative(root, real).startsWith('..'))
+      throw new TunefleetError(
+        ErrorCode.SpecInvalid,
+        `'${p}' is a symlink to ${real}, outside the spec's directory (${base})`,
+        { file, field },
+      );
+    if (!statSync(real).isFile())
+      throw new TunefleetError(ErrorCode.DatasetMissing, `not a regular file: ${full}`, { file, field });
     return full;
   };
-  return { spec, file, datasetPath: local(spec.dataset.path, 'dataset.path'), evalPath: spec.dataset.eval_path ? local(spec.dataset.eval_path, 'dataset.eval_path') : null };
+  return {
+    spec,
+    file,
+    datasetPath: local(spec.dataset.path, 'dataset.path'),
+    evalPath: spec.dataset.eval_path ? local(spec.dataset.eval_path, 'dataset.eval_path') : null,
+  };
 }
 
 export function newJobId(name: string, now = new Date()): string {
   const stamp = now.toISOString().replace(/[-:T]/g, '').slice(2, 14);
-  const rand = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
+  const rand = Math.floor(Math.random() * 36 ** 4)
+    .toString(36)
+    .padStart(4, '0');
   return `${name}-${stamp}-${rand}`.slice(0, 63);
 }
 
@@ -63,7 +110,12 @@ export class Stack {
     try {
       connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 3000 });
     } catch (cause) {
-      throw new TunefleetError(ErrorCode.StackUnavailable, `cannot reach Temporal at ${cfg.temporalAddress}: is the stack up? ('tunefleet up')`, {}, { cause });
+      throw new TunefleetError(
+        ErrorCode.StackUnavailable,
+        `cannot reach Temporal at ${cfg.temporalAddress}: is the stack up? ('tunefleet up')`,
+        {},
+        { cause },
+      );
     }
     return new Stack(cfg, new Client({ connection, namespace: cfg.namespace }), connection, null);
   }
@@ -90,11 +142,17 @@ export class Stack {
 
   async submit(loaded: LoadedSpec, jobId?: string): Promise<string> {
     const id = jobId ?? newJobId(loaded.spec.name);
-    if (!ID_PATTERN.test(id)) throw new TunefleetError(ErrorCode.FlagInvalid, `job id '${id}' must be lowercase letters, digits and dashes (at most 63)`, { field: '--id' });
+    if (!ID_PATTERN.test(id))
+      throw new TunefleetError(
+        ErrorCode.FlagInvalid,
+        `job id '${id}' must be lowercase letters, digits and dashes (at most 63)`,
+        { field: '--id' },
+      );
     // malformed or empty data is refused here, before anything is stored
     const { checkDatasetFile } = await import('./prepare');
     await checkDatasetFile(loaded.datasetPath, loaded.spec.dataset.path, loaded.spec.dataset.policy);
-    if (loaded.evalPath) await checkDatasetFile(loaded.evalPath, loaded.spec.dataset.eval_path ?? 'eval', loaded.spec.dataset.policy);
+    if (loaded.evalPath)
+      await checkDatasetFile(loaded.evalPath, loaded.spec.dataset.eval_path ?? 'eval', loaded.spec.dataset.policy);
     await ensureAssets(await this.nats());
     const input: FineTuneInput = {
       jobId: id,
@@ -103,27 +161,45 @@ export class Stack {
       submittedAt: new Date().toISOString(),
       ...(loaded.evalPath ? { evalDataset: await this.uploadDataset(loaded.evalPath) } : {}),
       ...(this.cfg.heartbeatTimeoutS || this.cfg.scheduleToStartS
-        ? { timeouts: { ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}), ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}) } }
+        ? {
+            timeouts: {
+              ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}),
+              ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}),
+            },
+          }
         : {}),
       ...(this.cfg.queue ? { queue: this.cfg.queue } : {}),
     };
     try {
       await this.client.workflow.start(fineTune, {
-        taskQueue: CONTROL_TASK_QUEUE, workflowId: id, args: [input], workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        taskQueue: CONTROL_TASK_QUEUE,
+        workflowId: id,
+        args: [input],
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
         // the job's submit time outlives its runs (a queued job continues as new; visibility's start time is the run's)
         memo: { submittedAt: input.submittedAt },
         typedSearchAttributes: [
-          { key: SA_JOB_ID, value: id }, { key: SA_MODEL, value: loaded.spec.model }, { key: SA_METHOD, value: loaded.spec.method }, { key: SA_STATE, value: 'preparing' },
+          { key: SA_JOB_ID, value: id },
+          { key: SA_MODEL, value: loaded.spec.model },
+          { key: SA_METHOD, value: loaded.spec.method },
+          { key: SA_STATE, value: 'preparing' },
         ],
       });
     } catch (e) {
-      if (e instanceof WorkflowExecutionAlreadyStartedError) throw new TunefleetError(ErrorCode.FlagInvalid, `a job with id '${id}' already exists`, { field: '--id' });
+      if (e instanceof WorkflowExecutionAlreadyStartedError)
+        throw new TunefleetError(ErrorCode.FlagInvalid, `a job with id '${id}' already exists`, { field: '--id' });
       throw e;
     }
     return id;
   }
 
-  async describe(jobId: string): Promise<{ temporal: string; status: JobStatus | null; lastStep: Record<string, unknown> | null; failure: string | null; queryError: string | null }> {
+  async describe(jobId: string): Promise<{
+    temporal: string;
+    status: JobStatus | null;
+    lastStep: Record<string, unknown> | null;
+    failure: string | null;
+    queryError: string | null;
+  }> {
     const handle = this.client.workflow.getHandle(jobId);
     let d;
     try {
@@ -144,7 +220,10 @@ export class Stack {
     }
     let failure: string | null = null;
     if (temporal === 'FAILED' || temporal === 'TERMINATED' || temporal === 'TIMED_OUT') {
-      failure = await handle.result().then(() => null, (e: unknown) => failureMessage(e));
+      failure = await handle.result().then(
+        () => null,
+        (e: unknown) => failureMessage(e),
+      );
     }
     return { temporal, status, lastStep: await this.lastEvent(jobId, 'step'), failure, queryError };
   }
@@ -162,7 +241,17 @@ export class Stack {
   }
 
   /** Jobs, newest first; running ones with their state and queue position (from the workflow's query). */
-  async list(query?: string): Promise<{ jobId: string; status: string; state: string | null; position: number | null; agent: string | null; started: Date; closed: Date | null }[]> {
+  async list(query?: string): Promise<
+    {
+      jobId: string;
+      status: string;
+      state: string | null;
+      position: number | null;
+      agent: string | null;
+      started: Date;
+      closed: Date | null;
+    }[]
+  > {
     const rows = [];
     // a run that continued as new is not a job of its own: its successor (same workflow id) is listed
     const all = `WorkflowType = 'fineTune' AND ExecutionStatus != 'ContinuedAsNew'`;
@@ -170,18 +259,33 @@ export class Stack {
       const submitted = typeof w.memo?.submittedAt === 'string' ? new Date(w.memo.submittedAt) : w.startTime;
       rows.push({ jobId: w.workflowId, status: w.status.name, started: submitted, closed: w.closeTime ?? null });
     }
-    return Promise.all(rows.map(async (r) => {
-      const s = r.status === 'RUNNING' ? await this.client.workflow.getHandle(r.jobId).query(statusQuery).catch(() => null) : null;
-      return { ...r, state: s?.state ?? null, position: s?.queuePosition ?? null, agent: s?.agentId ?? null };
-    }));
+    return Promise.all(
+      rows.map(async (r) => {
+        const s =
+          r.status === 'RUNNING'
+            ? await this.client.workflow
+                .getHandle(r.jobId)
+                .query(statusQuery)
+                .catch(() => null)
+            : null;
+        return { ...r, state: s?.state ?? null, position: s?.queuePosition ?? null, agent: s?.agentId ?? null };
+      }),
+    );
   }
 
-  /** Ask the job to stop: the trainer gets SIGTERM (SIGKILL after the agent's grace), leases and the queue entry are released. */
+  /**
+   * Ask the job to stop: the trainer gets SIGTERM (SIGKILL after the agent's grace), leases and the queue entry are
+   * released.
+   */
   async cancel(jobId: string): Promise<void> {
     const handle = this.client.workflow.getHandle(jobId);
     try {
       const d = await handle.describe();
-      if (d.status.name !== 'RUNNING') throw new TunefleetError(ErrorCode.FlagInvalid, `job '${jobId}' has already ended (${d.status.name.toLowerCase()})`);
+      if (d.status.name !== 'RUNNING')
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `job '${jobId}' has already ended (${d.status.name.toLowerCase()})`,
+        );
       await handle.cancel();
     } catch (e) {
       if (e instanceof WorkflowNotFoundError) throw new TunefleetError(ErrorCode.JobNotFound, `no job '${jobId}'`);
@@ -193,7 +297,11 @@ export class Stack {
   async decisions(jobId: string): Promise<DecisionRecord[]> {
     const kv = await (await this.nats()).kv(DECISIONS_BUCKET);
     const e = await kv.get(jobId);
-    if (!e || e.operation !== 'PUT') throw new TunefleetError(ErrorCode.JobNotFound, `no placement decision recorded for '${jobId}' (not placed yet, or no such job)`);
+    if (!e || e.operation !== 'PUT')
+      throw new TunefleetError(
+        ErrorCode.JobNotFound,
+        `no placement decision recorded for '${jobId}' (not placed yet, or no such job)`,
+      );
     return e.json<{ decisions: DecisionRecord[] }>().decisions;
   }
 
@@ -201,7 +309,11 @@ export class Stack {
     const handle = this.client.workflow.getHandle(jobId);
     try {
       const d = await handle.describe();
-      if (d.status.name === 'RUNNING') throw new TunefleetError(ErrorCode.JobNotFound, `job '${jobId}' is still running ('tunefleet status ${jobId}')`);
+      if (d.status.name === 'RUNNING')
+        throw new TunefleetError(
+          ErrorCode.JobNotFound,
+          `job '${jobId}' is still running ('tunefleet status ${jobId}')`,
+        );
       return (await handle.result()) as JobResult;
     } catch (e) {
       if (e instanceof WorkflowNotFoundError) throw new TunefleetError(ErrorCode.JobNotFound, `no job '${jobId}'`);
@@ -222,13 +334,20 @@ export class Stack {
   async lossCurve(jobId: string): Promise<LossCurve> {
     const train = new Map<number, [number, number]>();
     const evals = new Map<number, [number, number]>();
-    await this.events(jobId, (e) => {
-      const step = Number(e.step);
-      const attempt = Number(e.attempt);
-      if (e.type === 'step' && Number.isFinite(Number(e.loss)) && (train.get(step)?.[0] ?? 0) <= attempt) train.set(step, [attempt, Number(e.loss)]);
-      if (e.type === 'eval' && Number.isFinite(Number(e.eval_loss)) && (evals.get(step)?.[0] ?? 0) <= attempt) evals.set(step, [attempt, Number(e.eval_loss)]);
-    }, () => {});
-    const sorted = (m: Map<number, [number, number]>): [number, number][] => [...m].sort((a, b) => a[0] - b[0]).map(([k, [, v]]) => [k, v]);
+    await this.events(
+      jobId,
+      (e) => {
+        const step = Number(e.step);
+        const attempt = Number(e.attempt);
+        if (e.type === 'step' && Number.isFinite(Number(e.loss)) && (train.get(step)?.[0] ?? 0) <= attempt)
+          train.set(step, [attempt, Number(e.loss)]);
+        if (e.type === 'eval' && Number.isFinite(Number(e.eval_loss)) && (evals.get(step)?.[0] ?? 0) <= attempt)
+          evals.set(step, [attempt, Number(e.eval_loss)]);
+      },
+      () => {},
+    );
+    const sorted = (m: Map<number, [number, number]>): [number, number][] =>
+      [...m].sort((a, b) => a[0] - b[0]).map(([k, [, v]]) => [k, v]);
     return { train: sorted(train), eval: sorted(evals) };
   }
 
@@ -236,13 +355,29 @@ export class Stack {
   async evalOutputs(jobId: string): Promise<OutputRow[]> {
     const r = await this.result(jobId);
     const object = r.evaluation.outputs?.object;
-    if (!object) throw new TunefleetError(ErrorCode.JobNotFound, `job '${jobId}' stored no evaluation generations (evaluation.exact_match off, or a job from before review export existed)`);
+    if (!object)
+      throw new TunefleetError(
+        ErrorCode.JobNotFound,
+        `job '${jobId}' stored no evaluation generations ` +
+          '(evaluation.exact_match off, or a job from before review export existed)',
+      );
     const blob = await (await (await this.nats()).objects(ADAPTERS_BUCKET)).getBlob(object);
-    if (!blob) throw new TunefleetError(ErrorCode.JobNotFound, `the evaluation generations of '${jobId}' (${object}) are missing from the store`);
-    return new TextDecoder().decode(blob).split('\n').filter(Boolean).map((l) => JSON.parse(l) as OutputRow);
+    if (!blob)
+      throw new TunefleetError(
+        ErrorCode.JobNotFound,
+        `the evaluation generations of '${jobId}' (${object}) are missing from the store`,
+      );
+    return new TextDecoder()
+      .decode(blob)
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as OutputRow);
   }
 
-  async reviewExport(jobId: string, o: { sample: number; seed: number; format: ReviewFormat }): Promise<{ text: string; rows: number; of: number }> {
+  async reviewExport(
+    jobId: string,
+    o: { sample: number; seed: number; format: ReviewFormat },
+  ): Promise<{ text: string; rows: number; of: number }> {
     const rows = await this.evalOutputs(jobId);
     const picked = sampleRows(rows, o.sample, o.seed);
     return { text: writeReview(picked, o.format), rows: picked.length, of: rows.length };
@@ -251,7 +386,9 @@ export class Stack {
   /** Check a filled-in review file against the stored generations, then store it (one object per import). */
   async reviewImport(jobId: string, file: string, format: ReviewFormat): Promise<ReviewSummary> {
     const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      throw new TunefleetError(ErrorCode.SpecUnreadable, `cannot read the review file (${e.code ?? String(e)})`, { file });
+      throw new TunefleetError(ErrorCode.SpecUnreadable, `cannot read the review file (${e.code ?? String(e)})`, {
+        file,
+      });
     });
     const graded = readReview(text, format, file, await this.evalOutputs(jobId));
     const now = new Date();
@@ -272,12 +409,19 @@ export class Stack {
     await mkdir(tmp, { recursive: true });
     for (const f of result.adapter.files) {
       const target = join(tmp, f.name);
-      if (!target.startsWith(resolve(tmp) + '/') && !target.startsWith(tmp + '/')) throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file name '${f.name}' leaves the output directory`);
+      if (!target.startsWith(resolve(tmp) + '/') && !target.startsWith(tmp + '/'))
+        throw new TunefleetError(
+          ErrorCode.ChecksumMismatch,
+          `adapter file name '${f.name}' leaves the output directory`,
+        );
       await mkdir(dirname(target), { recursive: true });
       await getFile(store, `${result.adapter.prefix}${f.name}`, target, f.sha256);
     }
     await writeFile(join(tmp, 'tunefleet-result.json'), JSON.stringify(result, null, 1));
-    if (existsSync(out)) throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists; choose another --out`, { field: '--out' });
+    if (existsSync(out))
+      throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists; choose another --out`, {
+        field: '--out',
+      });
     await rename(tmp, out);
     return { dir: out, files: result.adapter.files.length };
   }

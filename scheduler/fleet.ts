@@ -36,9 +36,11 @@ export class FleetView {
       const done = new Promise<void>((r) => (initialized = r));
       const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
       this.watchers.push(w);
-      this.loops.push((async () => {
-        for await (const e of w) apply(e);
-      })());
+      this.loops.push(
+        (async () => {
+          for await (const e of w) apply(e);
+        })(),
+      );
       await done;
     };
     this.ready = Promise.all([

@@ -1,5 +1,13 @@
 // `tunefleet fleet` and `tunefleet cordon|uncordon|drain`: the operator's view and levers.
-import { allocatableBytes, type Advert, type DesiredState, type DesiredStateRecord, ErrorCode, TunefleetError, ID_PATTERN } from '../shared';
+import {
+  allocatableBytes,
+  type Advert,
+  type DesiredState,
+  type DesiredStateRecord,
+  ErrorCode,
+  TunefleetError,
+  ID_PATTERN,
+} from '../shared';
 import { FleetView, type FleetEntry } from './fleet';
 import { ADVERT_TTL_MS, type Nats } from './nats';
 import { table } from './format';
@@ -18,9 +26,27 @@ export function fleetRows(entries: FleetEntry[]): string[][] {
       const util = a.gpus.map((g) => (g.utilization_pct === null ? '-' : `${g.utilization_pct}%`)).join('/');
       const temp = a.gpus.map((g) => (g.temperature_c === null ? '-' : `${g.temperature_c}C`)).join('/');
       const cuda = a.gpus[0]?.cuda_version ?? '-';
-      return [a.agent_id, a.state, `${a.gpus.length}x ${names}`, `${gib(used)}/${gib(total)} GiB`, util, temp, cuda, jobs];
+      return [
+        a.agent_id,
+        a.state,
+        `${a.gpus.length}x ${names}`,
+        `${gib(used)}/${gib(total)} GiB`,
+        util,
+        temp,
+        cuda,
+        jobs,
+      ];
     }
-    return [a.agent_id, a.state, `cpu (${a.cpu.cores} cores)`, `${gib(a.memory.total - a.memory.available)}/${gib(a.memory.total)} GiB`, '-', '-', '-', jobs];
+    return [
+      a.agent_id,
+      a.state,
+      `cpu (${a.cpu.cores} cores)`,
+      `${gib(a.memory.total - a.memory.available)}/${gib(a.memory.total)} GiB`,
+      '-',
+      '-',
+      '-',
+      jobs,
+    ];
   });
 }
 
@@ -30,18 +56,36 @@ export function fleetTable(entries: FleetEntry[]): string {
 }
 
 export function fleetJson(entries: FleetEntry[]): object[] {
-  return entries.map((e) => ({ ...e.advert, allocatable_bytes: allocatableBytes(e.advert), desired_state: e.desired?.state ?? null, last_seen_ms_ago: Date.now() - e.lastSeen }));
+  return entries.map((e) => ({
+    ...e.advert,
+    allocatable_bytes: allocatableBytes(e.advert),
+    desired_state: e.desired?.state ?? null,
+    last_seen_ms_ago: Date.now() - e.lastSeen,
+  }));
 }
 
 export async function openFleet(n: Nats): Promise<FleetView> {
-  const view = new FleetView(await n.adverts(), ADVERT_TTL_MS, (m) => process.stderr.write(`${m}\n`), Date.now, await n.agentStates());
+  const view = new FleetView(
+    await n.adverts(),
+    ADVERT_TTL_MS,
+    (m) => process.stderr.write(`${m}\n`),
+    Date.now,
+    await n.agentStates(),
+  );
   await view.start();
   return view;
 }
 
 /** Record the operator's intent, then wait (briefly) for the agent to confirm in its advert. */
-export async function setAgentState(n: Nats, agentId: string, state: DesiredState, by: string, waitMs = 5000): Promise<{ confirmed: Advert['state'] | null }> {
-  if (!ID_PATTERN.test(agentId)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${agentId}' is not an agent id`, { field: 'agent' });
+export async function setAgentState(
+  n: Nats,
+  agentId: string,
+  state: DesiredState,
+  by: string,
+  waitMs = 5000,
+): Promise<{ confirmed: Advert['state'] | null }> {
+  if (!ID_PATTERN.test(agentId))
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${agentId}' is not an agent id`, { field: 'agent' });
   const states = await n.agentStates();
   const record: DesiredStateRecord = { state, by, time: Date.now() };
   await states.put(agentId, JSON.stringify(record));
@@ -52,7 +96,7 @@ export async function setAgentState(n: Nats, agentId: string, state: DesiredStat
     const e = await adverts.get(agentId);
     if (e && e.operation === 'PUT') {
       try {
-        const s = (e.json<{ state: Advert['state'] }>()).state;
+        const s = e.json<{ state: Advert['state'] }>().state;
         if (accepted.includes(s)) return { confirmed: s };
       } catch {
         // a malformed advert: keep waiting, the agent's next one may be fine

@@ -5,30 +5,57 @@ import type { DecisionRecord } from './activities';
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  return cells.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => (c ?? '').padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 const f4 = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(4));
-const delta = (a: number | null, b: number | null): string => (a === null || b === null ? '-' : `${b - a >= 0 ? '+' : ''}${(b - a).toFixed(4)}`);
+/** 1234567 -> "1,234,567" */
+const count = (x: number): string => x.toLocaleString('en-US');
+/** a fraction as a whole percentage */
+const pct = (x: number): string => (100 * x).toFixed(0);
+/** the first line of a model's answer, quoted */
+const firstLine = (text: string): string => JSON.stringify(text.trim().split('\n')[0] ?? '');
+const delta = (a: number | null, b: number | null): string =>
+  a === null || b === null ? '-' : `${b - a >= 0 ? '+' : ''}${(b - a).toFixed(4)}`;
 
 export function formatDataReport(d: Omit<DataReport, 'train_object' | 'eval_object'>): string {
   const dropped = Object.entries(d.dropped ?? {});
   const lines = [
-    `data: ${d.records_total} records read (${d.format}, policy ${d.policy ?? 'strict'}) → ${d.train_records} train / ${d.eval_records} eval` +
+    `data: ${d.records_total} records read (${d.format}, policy ${d.policy ?? 'strict'}) → ` +
+      `${d.train_records} train / ${d.eval_records} eval` +
       (d.blank_lines ? `; ${d.blank_lines} blank lines skipped` : '') +
       (d.augmented ? `; ${d.augmented} training records added by augmentation` : ''),
   ];
   if (dropped.length) {
-    lines.push(table(['rule', 'dropped'], dropped.map(([k, n]) => [k, n])).split('\n').map((l) => `  ${l}`).join('\n'));
+    lines.push(
+      table(
+        ['rule', 'dropped'],
+        dropped.map(([k, n]) => [k, n]),
+      )
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     for (const [rule, ex] of Object.entries(d.examples ?? {})) {
-      for (const e of ex) lines.push(`  ${rule} ${e.file}:${e.line}: ${e.message} | ${JSON.stringify(e.text.slice(0, 80))}`);
+      for (const e of ex)
+        lines.push(`  ${rule} ${e.file}:${e.line}: ${e.message} | ${JSON.stringify(e.text.slice(0, 80))}`);
     }
   }
   return lines.join('\n');
 }
 
 /** Loss over steps: train (every step) and eval (each evaluation during training). */
-export interface LossCurve { train: [number, number][]; eval: [number, number][] }
+export interface LossCurve {
+  train: [number, number][];
+  eval: [number, number][];
+}
 
 /**
  * A terminal line chart: `width` columns of steps by `height` rows of loss; train loss as
@@ -53,9 +80,17 @@ export function lossChart(c: LossCurve, width = 60, height = 12): string {
   for (const [k, [s0, n]] of sums) (grid[row(s0 / n)] as string[])[k] = '·';
   for (const [x, y] of c.eval) (grid[row(y)] as string[])[col(x)] = 'o';
   const label = (y: number): string => y.toFixed(3).padStart(8);
-  const lines = grid.map((g, i) => `${i === 0 ? label(y1) : i === height - 1 ? label(y0) : i === Math.floor(height / 2) ? label((y0 + y1) / 2) : ' '.repeat(8)} │${g.join('')}`);
+  // the y axis is labelled at the top, the middle and the bottom row
+  const rowLabel = (i: number): string => {
+    if (i === 0) return label(y1);
+    if (i === height - 1) return label(y0);
+    return i === Math.floor(height / 2) ? label((y0 + y1) / 2) : ' '.repeat(8);
+  };
+  const lines = grid.map((g, i) => `${rowLabel(i)} │${g.join('')}`);
   lines.push(`${' '.repeat(8)} └${'─'.repeat(width)}`);
-  lines.push(`${' '.repeat(10)}step ${x0}${' '.repeat(Math.max(1, width - 10 - String(x0).length - String(x1).length))}${x1}`);
+  lines.push(
+    `${' '.repeat(10)}step ${x0}${' '.repeat(Math.max(1, width - 10 - String(x0).length - String(x1).length))}${x1}`,
+  );
   lines.push(`${' '.repeat(10)}· train loss${c.eval.length ? '   o eval loss' : ''}`);
   return lines.join('\n');
 }
@@ -64,41 +99,82 @@ export function formatResult(r: JobResult, curve?: LossCurve | null): string {
   const b = r.evaluation.base;
   const t = r.evaluation.tuned;
   const ev = r.evaluation;
+  const tr = r.training;
   const toolNames = [...new Set([...Object.keys(b.tool ?? {}), ...Object.keys(t.tool ?? {})])].sort();
   const lines = [
     `job ${r.jobId}: ${r.state} — ${r.method} on ${r.model}`,
     formatDataReport(r.data),
-    `training: ${r.training.steps} steps on ${r.training.agentId} (attempt ${r.training.attempt}) in ${r.training.seconds.toFixed(0)} s; ` +
-      `${r.training.trainableParams.toLocaleString('en-US')} trainable of ${r.training.totalParams.toLocaleString('en-US')} parameters; final train loss ${f4(r.training.trainLoss)}`,
+    `training: ${tr.steps} steps on ${tr.agentId} (attempt ${tr.attempt}) in ${tr.seconds.toFixed(0)} s; ` +
+      `${count(tr.trainableParams)} trainable of ${count(tr.totalParams)} parameters; ` +
+      `final train loss ${f4(tr.trainLoss)}`,
     '',
-    table(['metric', 'base', 'fine-tuned', 'delta'], [
-      ['eval loss', f4(b.eval_loss), f4(t.eval_loss), delta(b.eval_loss, t.eval_loss)],
-      ['perplexity', b.perplexity.toFixed(2), t.perplexity.toFixed(2), delta(b.perplexity, t.perplexity)],
-      ['exact match', f4(b.exact_match), f4(t.exact_match), delta(b.exact_match, t.exact_match)],
-      ['BLEU', f4(b.bleu), f4(t.bleu), delta(b.bleu, t.bleu)],
-      ['ROUGE-L', f4(b.rouge_l), f4(t.rouge_l), delta(b.rouge_l, t.rouge_l)],
-      ['judge (similarity)', f4(b.judge), f4(t.judge), delta(b.judge ?? null, t.judge ?? null)],
-      ...toolNames.map((k) => [`tool ${k}`, f4(b.tool?.[k]), f4(t.tool?.[k]), delta(b.tool?.[k] ?? null, t.tool?.[k] ?? null)]),
-      ...(r.review ? [['human grade (1-5)', f4(r.review.base_mean), f4(r.review.tuned_mean), delta(r.review.base_mean, r.review.tuned_mean)]] : []),
-    ]),
+    table(
+      ['metric', 'base', 'fine-tuned', 'delta'],
+      [
+        ['eval loss', f4(b.eval_loss), f4(t.eval_loss), delta(b.eval_loss, t.eval_loss)],
+        ['perplexity', b.perplexity.toFixed(2), t.perplexity.toFixed(2), delta(b.perplexity, t.perplexity)],
+        ['exact match', f4(b.exact_match), f4(t.exact_match), delta(b.exact_match, t.exact_match)],
+        ['BLEU', f4(b.bleu), f4(t.bleu), delta(b.bleu, t.bleu)],
+        ['ROUGE-L', f4(b.rouge_l), f4(t.rouge_l), delta(b.rouge_l, t.rouge_l)],
+        ['judge (similarity)', f4(b.judge), f4(t.judge), delta(b.judge ?? null, t.judge ?? null)],
+        ...toolNames.map((k) => [
+          `tool ${k}`,
+          f4(b.tool?.[k]),
+          f4(t.tool?.[k]),
+          delta(b.tool?.[k] ?? null, t.tool?.[k] ?? null),
+        ]),
+        ...(r.review
+          ? [
+              [
+                'human grade (1-5)',
+                f4(r.review.base_mean),
+                f4(r.review.tuned_mean),
+                delta(r.review.base_mean, r.review.tuned_mean),
+              ],
+            ]
+          : []),
+      ],
+    ),
   ];
-  if (ev.judge) lines.push(`judge: ${ev.judge.model}, ${ev.judge.answers} answers in ${ev.judge.seconds.toFixed(1)} s${ev.judge.error ? ` — not scored: ${ev.judge.error}` : ''}`);
+  if (ev.judge)
+    lines.push(
+      `judge: ${ev.judge.model}, ${ev.judge.answers} answers in ${ev.judge.seconds.toFixed(1)} s` +
+        (ev.judge.error ? ` — not scored: ${ev.judge.error}` : ''),
+    );
   if (ev.tool) {
-    for (const [w, run] of [['base', ev.tool.base], ['fine-tuned', ev.tool.tuned]] as const) {
-      lines.push(`tool ${JSON.stringify(ev.tool.command.join(' '))} on the ${w} outputs: ${run.error ? `failed (${run.error})` : `ok in ${run.seconds.toFixed(1)} s`}`);
+    for (const [w, run] of [
+      ['base', ev.tool.base],
+      ['fine-tuned', ev.tool.tuned],
+    ] as const) {
+      lines.push(
+        `tool ${JSON.stringify(ev.tool.command.join(' '))} on the ${w} outputs: ` +
+          (run.error ? `failed (${run.error})` : `ok in ${run.seconds.toFixed(1)} s`),
+      );
     }
   }
-  if (r.review) lines.push(`human review: ${r.review.graded} answers graded (${r.review.file}, ${r.review.imported_at}); fine-tuned better in ${(100 * r.review.tuned_better).toFixed(0)} %, worse in ${(100 * r.review.tuned_worse).toFixed(0)} %`);
+  if (r.review)
+    lines.push(
+      `human review: ${r.review.graded} answers graded (${r.review.file}, ${r.review.imported_at}); ` +
+        `fine-tuned better in ${pct(r.review.tuned_better)} %, worse in ${pct(r.review.tuned_worse)} %`,
+    );
   if (r.gates?.length) {
     lines.push('', `gates: ${r.gates.filter((g) => g.passed).length} of ${r.gates.length} passed`);
     for (const g of r.gates) lines.push(`  ${g.passed ? 'pass' : 'FAIL'}  ${g.gate.padEnd(32)} ${g.message}`);
   }
   if (curve) lines.push('', lossChart(curve));
-  lines.push('', `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})${r.state === 'failed_gate' ? ' — stored although a gate failed' : ''}`);
+  lines.push(
+    '',
+    `adapter: ${r.adapter.files.map((f) => f.name).join(', ')} (tunefleet download ${r.jobId})` +
+      (r.state === 'failed_gate' ? ' — stored although a gate failed' : ''),
+  );
   const ex = r.evaluation.examples.slice(0, 5);
   if (ex.length) {
     lines.push('', 'examples (prompt → reference | base | fine-tuned):');
-    for (const e of ex) lines.push(`  ${JSON.stringify(e.prompt.slice(-60))} → ${JSON.stringify(e.reference.trim())} | ${JSON.stringify(e.base.trim().split('\n')[0] ?? '')} | ${JSON.stringify(e.tuned.trim().split('\n')[0] ?? '')}`);
+    for (const e of ex)
+      lines.push(
+        `  ${JSON.stringify(e.prompt.slice(-60))} → ${JSON.stringify(e.reference.trim())} | ` +
+          `${firstLine(e.base)} | ${firstLine(e.tuned)}`,
+      );
   }
   return lines.join('\n');
 }
@@ -108,21 +184,39 @@ export function formatEvent(e: Record<string, unknown>): string | null {
   const n = (k: string): number => Number(e[k]);
   switch (e.type) {
     case 'started':
-      return `started on ${String(e.agent_id)} (attempt ${n('attempt')}, ${String(e.device)}, ${String(e.dtype)}): ${n('trainable_params').toLocaleString('en-US')} trainable of ${n('total_params').toLocaleString('en-US')} parameters, ${n('train_records')} records, ${n('steps_total')} steps${n('resumed_from_step') ? `, resumed from step ${n('resumed_from_step')}` : ''}`;
+      return (
+        `started on ${String(e.agent_id)} (attempt ${n('attempt')}, ${String(e.device)}, ${String(e.dtype)}): ` +
+        `${count(n('trainable_params'))} trainable of ${count(n('total_params'))} parameters, ` +
+        `${n('train_records')} records, ${n('steps_total')} steps` +
+        (n('resumed_from_step') ? `, resumed from step ${n('resumed_from_step')}` : '')
+      );
     case 'step':
-      return `step ${String(n('step')).padStart(4)}/${n('steps_total')}  loss ${n('loss').toFixed(4)}  lr ${n('lr').toExponential(2)}  ${n('tokens_per_s').toFixed(0)} tok/s`;
+      return (
+        `step ${String(n('step')).padStart(4)}/${n('steps_total')}  loss ${n('loss').toFixed(4)}  ` +
+        `lr ${n('lr').toExponential(2)}  ${n('tokens_per_s').toFixed(0)} tok/s`
+      );
     case 'checkpoint':
       return `checkpoint at step ${n('step')} (${String(e.reason)})`;
     case 'eval':
-      return `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})${e.best_step !== undefined && e.best_step !== null ? `, best ${n('best_eval_loss').toFixed(4)} at step ${n('best_step')}` : ''}`;
+      return (
+        `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})` +
+        (e.best_step !== undefined && e.best_step !== null
+          ? `, best ${n('best_eval_loss').toFixed(4)} at step ${n('best_step')}`
+          : '')
+      );
     case 'oom':
-      return `out of memory at step ${n('step')} (micro-batch ${n('micro_batch_size')} x ${n('sequence_length')} tokens)`;
+      return (
+        `out of memory at step ${n('step')} ` +
+        `(micro-batch ${n('micro_batch_size')} x ${n('sequence_length')} tokens)`
+      );
     case 'finished':
       return `training ${String(e.stopped)} at step ${n('step')}`;
     case 'error':
       return `trainer error ${String(e.code)}: ${String(e.message)}`;
     case 'log':
-      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(String(e.message)) ? `${String(e.message)}` : null;
+      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(String(e.message))
+        ? `${String(e.message)}`
+        : null;
     default:
       return null;
   }
@@ -173,7 +267,13 @@ export class Progress {
       const perStep = (this.lastAt - this.startedAt) / (done - 1);
       eta = duration(perStep * (this.total - this.step));
     } else if (this.total > 0 && this.step >= this.total) eta = '0s';
-    return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] step ${this.step}/${this.total || '?'}  loss ${this.loss === null ? '-' : this.loss.toFixed(4)}  ${this.rate === null ? '-' : Math.round(this.rate).toLocaleString('en-US')} tok/s  ETA ${eta}  ${this.agent}  attempt ${this.attempt || '-'}`;
+    const bar = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`;
+    const loss = this.loss === null ? '-' : this.loss.toFixed(4);
+    const rate = this.rate === null ? '-' : count(Math.round(this.rate));
+    return (
+      `${bar} step ${this.step}/${this.total || '?'}  loss ${loss}  ${rate} tok/s  ETA ${eta}  ` +
+      `${this.agent}  attempt ${this.attempt || '-'}`
+    );
   }
 }
 
@@ -184,23 +284,46 @@ export function duration(ms: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
+const BREAKDOWN = ['weights', 'adapters', 'gradients', 'optimizer', 'activations', 'logits', 'overhead'] as const;
 const gib = (b: number | null): string => (b === null ? '-' : `${(b / 2 ** 30).toFixed(2)} GiB`);
+
+/** What a placement decided, in a few words. */
+function outcome(d: DecisionRecord): string {
+  if (d.chosen) return `placed on ${d.chosen}`;
+  if (d.impossible) return 'impossible';
+  return `waiting${d.position ? `, position ${d.position} in the queue` : ''}`;
+}
 
 /** `tunefleet explain`: each decision, and for each agent why it was or was not chosen. */
 export function formatDecisions(jobId: string, decisions: DecisionRecord[]): string {
   const out: string[] = [];
   for (const d of decisions) {
-    const head = `${new Date(d.time).toISOString()}  attempt ${d.attempt} (${d.purpose}): ${d.chosen ? `placed on ${d.chosen}` : d.impossible ? 'impossible' : `waiting${d.position ? `, position ${d.position} in the queue` : ''}`}`;
-    out.push(head);
+    out.push(`${new Date(d.time).toISOString()}  attempt ${d.attempt} (${d.purpose}): ${outcome(d)}`);
     if (d.estimate) {
       const b = d.estimate.breakdown;
-      out.push(`  memory estimate ${gib(d.estimate.total)}: weights ${gib(b.weights)}, adapters ${gib(b.adapters)}, gradients ${gib(b.gradients)}, optimizer ${gib(b.optimizer)}, activations ${gib(b.activations)}, logits ${gib(b.logits)}, overhead ${gib(b.overhead)}`);
+      const parts = BREAKDOWN.map((k) => `${k} ${gib(b[k])}`);
+      out.push(`  memory estimate ${gib(d.estimate.total)}: ${parts.join(', ')}`);
     }
     const rows = d.agents
       .slice()
       .sort((x, y) => (y.total ?? -1) - (x.total ?? -1))
-      .map((a) => [a.agentId === d.chosen ? `* ${a.agentId}` : `  ${a.agentId}`, a.code, a.total === null ? '-' : a.total.toFixed(1), Object.entries(a.scores).map(([k, v]) => `${k} ${v}`).join(', ') || '-', gib(a.estimate), gib(a.free), a.reasons.join('; ') || '-']);
-    out.push(table(['agent', 'filter', 'score', 'scores', 'needs', 'free', 'why not'], rows).split('\n').map((l) => `  ${l}`).join('\n'));
+      .map((a) => [
+        a.agentId === d.chosen ? `* ${a.agentId}` : `  ${a.agentId}`,
+        a.code,
+        a.total === null ? '-' : a.total.toFixed(1),
+        Object.entries(a.scores)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ') || '-',
+        gib(a.estimate),
+        gib(a.free),
+        a.reasons.join('; ') || '-',
+      ]);
+    out.push(
+      table(['agent', 'filter', 'score', 'scores', 'needs', 'free', 'why not'], rows)
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     if (!d.chosen) out.push(`  ${d.summary}`);
     out.push('');
   }

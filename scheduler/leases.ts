@@ -22,8 +22,17 @@ export const LEASE_GRACE_MS = 150_000;
 /** A queue entry not refreshed for this long belongs to a job that no longer waits. */
 export const QUEUE_STALE_MS = 30_000;
 
-export interface Lease { jobId: string; attempt: number; bytes: number; purpose: 'train' | 'evaluate'; time: number }
-export interface AgentLeases { revision: number; leases: Lease[] }
+export interface Lease {
+  jobId: string;
+  attempt: number;
+  bytes: number;
+  purpose: 'train' | 'evaluate';
+  time: number;
+}
+export interface AgentLeases {
+  revision: number;
+  leases: Lease[];
+}
 
 export class LeaseConflict extends Error {}
 
@@ -40,7 +49,12 @@ type Attempt = Pick<Lease, 'jobId' | 'attempt'>;
  * advert still reports without a lease. `except` (an earlier try of the placement being
  * made) is not counted.
  */
-export function heldOn(leases: Lease[], advert: Advert | undefined, now: number, except?: Attempt): { bytes: number; sessions: number } {
+export function heldOn(
+  leases: Lease[],
+  advert: Advert | undefined,
+  now: number,
+  except?: Attempt,
+): { bytes: number; sessions: number } {
   const same = (a: Attempt, b: Attempt): boolean => a.jobId === b.jobId && a.attempt === b.attempt;
   const live = leases.filter((l) => leaseLive(l, advert, now) && !(except && same(l, except)));
   const unleased = (advert?.sessions ?? []).filter((s) => {
@@ -60,7 +74,7 @@ export async function readLeases(kv: KV): Promise<Map<string, AgentLeases>> {
   for (const k of keys) {
     const e = await kv.get(k);
     if (!e || e.operation !== 'PUT') continue;
-    out.set(k, { revision: e.revision, leases: (e.json<{ leases: Lease[] }>().leases ?? []) });
+    out.set(k, { revision: e.revision, leases: e.json<{ leases: Lease[] }>().leases ?? [] });
   }
   return out;
 }
@@ -81,12 +95,22 @@ async function writeLeases(kv: KV, agentId: string, leases: Lease[], revision: n
  * the value being replaced, so a stale decision can never overbook. Leaked leases are
  * dropped in the same write. Throws LeaseConflict when the key moved on.
  */
-export async function reserve(kv: KV, agentId: string, current: AgentLeases | undefined, lease: Lease, capacity: number, advert: Advert | undefined): Promise<void> {
+export async function reserve(
+  kv: KV,
+  agentId: string,
+  current: AgentLeases | undefined,
+  lease: Lease,
+  capacity: number,
+  advert: Advert | undefined,
+): Promise<void> {
   const now = Date.now();
   const leases = current?.leases ?? [];
-  const live = leases.filter((l) => leaseLive(l, advert, now) && !(l.jobId === lease.jobId && l.attempt === lease.attempt));
+  const live = leases.filter(
+    (l) => leaseLive(l, advert, now) && !(l.jobId === lease.jobId && l.attempt === lease.attempt),
+  );
   const held = heldOn(leases, advert, now, lease).bytes;
-  if (held + lease.bytes > capacity) throw new LeaseConflict(`${agentId}: ${held} + ${lease.bytes} bytes exceed its capacity ${capacity}`);
+  if (held + lease.bytes > capacity)
+    throw new LeaseConflict(`${agentId}: ${held} + ${lease.bytes} bytes exceed its capacity ${capacity}`);
   await writeLeases(kv, agentId, [...live, lease], current?.revision ?? 0);
 }
 
@@ -108,7 +132,13 @@ export async function releaseLease(kv: KV, agentId: string, jobId: string, attem
   throw new LeaseConflict(`could not release ${jobId} attempt ${attempt} on ${agentId}: the key kept changing`);
 }
 
-export interface QueueEntry { jobId: string; priority: number; submitted: string; bytes: number | null; refreshed: number }
+export interface QueueEntry {
+  jobId: string;
+  priority: number;
+  submitted: string;
+  bytes: number | null;
+  refreshed: number;
+}
 
 export async function readQueue(kv: KV, now = Date.now()): Promise<QueueEntry[]> {
   const out: QueueEntry[] = [];
@@ -124,7 +154,10 @@ export async function readQueue(kv: KV, now = Date.now()): Promise<QueueEntry[]>
 }
 
 /** Higher priority first, then earlier submission, then job id. */
-export function queueOrder(a: Pick<QueueEntry, 'priority' | 'submitted' | 'jobId'>, b: Pick<QueueEntry, 'priority' | 'submitted' | 'jobId'>): number {
+export function queueOrder(
+  a: Pick<QueueEntry, 'priority' | 'submitted' | 'jobId'>,
+  b: Pick<QueueEntry, 'priority' | 'submitted' | 'jobId'>,
+): number {
   return b.priority - a.priority || a.submitted.localeCompare(b.submitted) || a.jobId.localeCompare(b.jobId);
 }
 

@@ -6,7 +6,8 @@
 /** Longest JSONL line (one record) read; the spec's clean.max_chars is far below it by default. */
 export const MAX_LINE_BYTES = 16 * 2 ** 20;
 
-export type Line = { line: Buffer; lineNo: number; oversize?: undefined } | { line: null; lineNo: number; oversize: number };
+export type Line =
+  { line: Buffer; lineNo: number; oversize?: undefined } | { line: null; lineNo: number; oversize: number };
 
 export async function* readLines(source: AsyncIterable<Uint8Array>, maxBytes = MAX_LINE_BYTES): AsyncGenerator<Line> {
   const maxLen = maxBytes + 1; // room for a CR before the newline

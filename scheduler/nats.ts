@@ -5,10 +5,30 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { connect, RetentionPolicy, StorageType, type NatsConnection, type ObjectStore, type JetStreamClient, type KV } from 'nats';
 import {
-  ADAPTERS_BUCKET, ADVERT_TTL_MS, ADVERTS_BUCKET, AGENT_STATES_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, ErrorCode,
-  EVENTS_STREAM, EVENTS_SUBJECTS, LEASES_BUCKET, QUEUE_BUCKET, TunefleetError,
+  connect,
+  RetentionPolicy,
+  StorageType,
+  type NatsConnection,
+  type ObjectStore,
+  type JetStreamClient,
+  type KV,
+} from 'nats';
+import {
+  ADAPTERS_BUCKET,
+  ADVERT_TTL_MS,
+  ADVERTS_BUCKET,
+  AGENT_STATES_BUCKET,
+  CHECKPOINTS_BUCKET,
+  COMMITS_BUCKET,
+  DATASETS_BUCKET,
+  DECISIONS_BUCKET,
+  ErrorCode,
+  EVENTS_STREAM,
+  EVENTS_SUBJECTS,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  TunefleetError,
 } from '../shared';
 
 export { ADVERT_TTL_MS };
@@ -32,7 +52,12 @@ export async function connectNats(url: string, name: string): Promise<Nats> {
   try {
     nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
   } catch (cause) {
-    throw new TunefleetError(ErrorCode.StackUnavailable, `cannot reach NATS at ${url}: is the stack up? ('tunefleet up')`, {}, { cause });
+    throw new TunefleetError(
+      ErrorCode.StackUnavailable,
+      `cannot reach NATS at ${url}: is the stack up? ('tunefleet up')`,
+      {},
+      { cause },
+    );
   }
   const js = nc.jetstream();
   const stores = new Map<string, Promise<ObjectStore>>();
@@ -87,7 +112,10 @@ export async function sha256File(path: string): Promise<string> {
 
 /** Upload a file, streaming. -> bytes written. */
 export async function putFile(store: ObjectStore, name: string, path: string): Promise<number> {
-  const info = await store.put({ name }, Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>);
+  const info = await store.put(
+    { name },
+    Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>,
+  );
   return info.size;
 }
 
@@ -104,7 +132,10 @@ export async function getFile(store: ObjectStore, name: string, path: string, sh
   if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`, {}, { cause: err });
   const digest = h.digest('hex');
   if (sha256 && digest !== sha256) {
-    throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`);
+    throw new TunefleetError(
+      ErrorCode.ChecksumMismatch,
+      `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`,
+    );
   }
   await rename(tmp, path);
 }

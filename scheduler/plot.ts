@@ -27,22 +27,58 @@ export function lossSvg(c: LossCurve, title: string, width = 720, height = 420):
   const X = (x: number): number => m.l + ((x - x0) / (x1 - x0)) * (width - m.l - m.r);
   const Y = (y: number): number => m.t + ((y1 - y) / (y1 - y0)) * (height - m.t - m.b);
   const p = (n: number): string => n.toFixed(1);
+  const svgRoot = { width, height, viewBox: `0 0 ${width} ${height}`, 'font-family': 'sans-serif', 'font-size': 12 };
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${width / 2}" y="20" text-anchor="middle" font-size="14">${esc(title)}</text>`,
-    `<line x1="${m.l}" y1="${height - m.b}" x2="${width - m.r}" y2="${height - m.b}" stroke="black"/>`,
-    `<line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${height - m.b}" stroke="black"/>`,
+    `<svg xmlns="http://www.w3.org/2000/svg"${attrs(svgRoot)}>`,
+    el('rect', { width: '100%', height: '100%', fill: 'white' }),
+    el('text', { x: width / 2, y: 20, 'text-anchor': 'middle', 'font-size': 14 }, esc(title)),
+    el('line', { x1: m.l, y1: height - m.b, x2: width - m.r, y2: height - m.b, stroke: 'black' }),
+    el('line', { x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, stroke: 'black' }),
   ];
-  for (const t of ticks(x0, x1)) parts.push(`<line x1="${p(X(t))}" y1="${height - m.b}" x2="${p(X(t))}" y2="${height - m.b + 4}" stroke="black"/><text x="${p(X(t))}" y="${height - m.b + 18}" text-anchor="middle">${t}</text>`);
-  for (const t of ticks(y0, y1)) parts.push(`<line x1="${m.l - 4}" y1="${p(Y(t))}" x2="${width - m.r}" y2="${p(Y(t))}" stroke="#ddd"/><text x="${m.l - 8}" y="${p(Y(t) + 4)}" text-anchor="end">${t}</text>`);
-  parts.push(`<text x="${(m.l + width - m.r) / 2}" y="${height - 10}" text-anchor="middle">step</text>`);
-  parts.push(`<text x="16" y="${(m.t + height - m.b) / 2}" text-anchor="middle" transform="rotate(-90 16 ${(m.t + height - m.b) / 2})">loss</text>`);
-  if (c.train.length) parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="${c.train.map(([x, y]) => `${p(X(x))},${p(Y(y))}`).join(' ')}"/>`);
-  for (const [x, y] of c.eval) parts.push(`<circle cx="${p(X(x))}" cy="${p(Y(y))}" r="4" fill="#ff7f0e"/>`);
+  for (const t of ticks(x0, x1)) {
+    const x = p(X(t));
+    parts.push(
+      el('line', { x1: x, y1: height - m.b, x2: x, y2: height - m.b + 4, stroke: 'black' }) +
+        el('text', { x, y: height - m.b + 18, 'text-anchor': 'middle' }, String(t)),
+    );
+  }
+  for (const t of ticks(y0, y1)) {
+    parts.push(
+      el('line', { x1: m.l - 4, y1: p(Y(t)), x2: width - m.r, y2: p(Y(t)), stroke: '#ddd' }) +
+        el('text', { x: m.l - 8, y: p(Y(t) + 4), 'text-anchor': 'end' }, String(t)),
+    );
+  }
+  parts.push(el('text', { x: (m.l + width - m.r) / 2, y: height - 10, 'text-anchor': 'middle' }, 'step'));
+  const midY = (m.t + height - m.b) / 2;
+  parts.push(el('text', { x: 16, y: midY, 'text-anchor': 'middle', transform: `rotate(-90 16 ${midY})` }, 'loss'));
+  if (c.train.length) {
+    const points = c.train.map(([x, y]) => `${p(X(x))},${p(Y(y))}`).join(' ');
+    parts.push(el('polyline', { fill: 'none', stroke: '#1f77b4', 'stroke-width': 1.5, points }));
+  }
+  for (const [x, y] of c.eval) parts.push(el('circle', { cx: p(X(x)), cy: p(Y(y)), r: 4, fill: '#ff7f0e' }));
   const lx = width - m.r - 130;
-  parts.push(`<line x1="${lx}" y1="${m.t + 8}" x2="${lx + 24}" y2="${m.t + 8}" stroke="#1f77b4" stroke-width="2"/><text x="${lx + 30}" y="${m.t + 12}">train loss</text>`);
-  if (c.eval.length) parts.push(`<circle cx="${lx + 12}" cy="${m.t + 26}" r="4" fill="#ff7f0e"/><text x="${lx + 30}" y="${m.t + 30}">eval loss</text>`);
+  parts.push(
+    el('line', { x1: lx, y1: m.t + 8, x2: lx + 24, y2: m.t + 8, stroke: '#1f77b4', 'stroke-width': 2 }) +
+      el('text', { x: lx + 30, y: m.t + 12 }, 'train loss'),
+  );
+  if (c.eval.length) {
+    parts.push(
+      el('circle', { cx: lx + 12, cy: m.t + 26, r: 4, fill: '#ff7f0e' }) +
+        el('text', { x: lx + 30, y: m.t + 30 }, 'eval loss'),
+    );
+  }
   parts.push('</svg>');
   return parts.join('\n') + '\n';
+}
+
+/** ` name="value"` for each attribute, in order. */
+function attrs(a: Record<string, string | number>): string {
+  return Object.entries(a)
+    .map(([k, v]) => ` ${k}="${v}"`)
+    .join('');
+}
+
+/** One SVG element: `<tag ...>text</tag>`, or `<tag .../>` without text. */
+function el(tag: string, a: Record<string, string | number>, text?: string): string {
+  return text === undefined ? `<${tag}${attrs(a)}/>` : `<${tag}${attrs(a)}>${text}</${tag}>`;
 }

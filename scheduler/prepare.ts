@@ -10,20 +10,39 @@ import { Readable } from 'node:stream';
 import { once } from 'node:events';
 import type { ObjectStore } from 'nats';
 import {
-  checkLine, cleanRecord, evalIndices, ErrorCode, Pipeline, RULES, TunefleetError, TunefleetErrors, preparedObjectName,
-  type DataReport, type FineTuneInput, type JobSpec, type Rule, type Verdict,
+  checkLine,
+  cleanRecord,
+  evalIndices,
+  ErrorCode,
+  Pipeline,
+  RULES,
+  TunefleetError,
+  TunefleetErrors,
+  preparedObjectName,
+  type DataReport,
+  type FineTuneInput,
+  type JobSpec,
+  type Rule,
+  type Verdict,
 } from '../shared';
 import { MAX_LINE_BYTES, readLines } from './lines';
 import { putFile } from './nats';
 
 const MAX_PROBLEMS = 20;
+
+/** What a strict dataset policy says when it refuses malformed records. */
+function strictRefusal(invalid: number, listed: number): string {
+  const records = `${invalid} malformed record${invalid === 1 ? '' : 's'}`;
+  return `${records} (first ${listed} listed; policy strict): fix them, or set dataset.policy: lenient to drop them`;
+}
 const EXAMPLES_PER_RULE = 3;
 const EXAMPLE_CHARS = 160;
 const MALFORMED: ReadonlySet<Rule> = new Set<Rule>(['invalid_utf8', 'invalid_json', 'invalid_record', 'mixed_format']);
 
 export type Source = () => AsyncIterable<Uint8Array>;
 
-const tooLong = (bytes: number): string => `the line is ${(bytes / 2 ** 20).toFixed(1)} MiB, over the ${MAX_LINE_BYTES / 2 ** 20} MiB limit for one record`;
+const tooLong = (bytes: number): string =>
+  `the line is ${(bytes / 2 ** 20).toFixed(1)} MiB, over the ${MAX_LINE_BYTES / 2 ** 20} MiB limit for one record`;
 
 /**
  * What submit checks on the user's machine before anything is uploaded: every line is
@@ -31,7 +50,11 @@ const tooLong = (bytes: number): string => `the line is ${(bytes / 2 ** 20).toFi
  * least one record is there. One streaming pass, like the sha256 the upload needs anyway;
  * cleaning, dedup and the split stay with the prepare step.
  */
-export async function checkDatasetFile(path: string, label: string, policy: JobSpec['dataset']['policy']): Promise<{ records: number; invalid: number }> {
+export async function checkDatasetFile(
+  path: string,
+  label: string,
+  policy: JobSpec['dataset']['policy'],
+): Promise<{ records: number; invalid: number }> {
   let records = 0;
   const problems: TunefleetError[] = [];
   let invalid = 0;
@@ -41,13 +64,22 @@ export async function checkDatasetFile(path: string, label: string, policy: JobS
     if (c.ok) records += 1;
     else {
       invalid += 1;
-      if (problems.length < MAX_PROBLEMS) problems.push(new TunefleetError(ErrorCode.DatasetInvalid, `${label}:${lineNo}: ${c.message}`));
+      if (problems.length < MAX_PROBLEMS)
+        problems.push(new TunefleetError(ErrorCode.DatasetInvalid, `${label}:${lineNo}: ${c.message}`));
     }
   }
   if (invalid > 0 && policy === 'strict') {
-    throw new TunefleetErrors(ErrorCode.DatasetInvalid, problems, `${invalid} malformed record${invalid === 1 ? '' : 's'} (first ${problems.length} listed; policy strict): fix them, or set dataset.policy: lenient to drop them; nothing was uploaded`);
+    throw new TunefleetErrors(
+      ErrorCode.DatasetInvalid,
+      problems,
+      `${strictRefusal(invalid, problems.length)}; nothing was uploaded`,
+    );
   }
-  if (records === 0) throw new TunefleetError(ErrorCode.DatasetInvalid, `${label}: no record to train on (${invalid} malformed, the rest blank); nothing was uploaded`);
+  if (records === 0)
+    throw new TunefleetError(
+      ErrorCode.DatasetInvalid,
+      `${label}: no record to train on (${invalid} malformed, the rest blank); nothing was uploaded`,
+    );
   return { records, invalid };
 }
 
@@ -117,7 +149,10 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
         continue;
       }
       total += 1;
-      const v: Verdict = line === null ? { keep: false, rule: 'invalid_record', message: tooLong(oversize) } : pipeline.judge(line, register);
+      const v: Verdict =
+        line === null
+          ? { keep: false, rule: 'invalid_record', message: tooLong(oversize) }
+          : pipeline.judge(line, register);
       flags.push(v.keep);
       if (v.keep) {
         if (register) hasSystem.push(v.format === 'messages' && hasSystemMessage(v.record));
@@ -126,10 +161,17 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
       dropped[v.rule] += 1;
       if (MALFORMED.has(v.rule)) {
         invalid += 1;
-        if (problems.length < MAX_PROBLEMS) problems.push({ line: lineNo, message: `${src.label}:${lineNo}: ${v.message}` });
+        if (problems.length < MAX_PROBLEMS)
+          problems.push({ line: lineNo, message: `${src.label}:${lineNo}: ${v.message}` });
       }
       const ex = (examples[v.rule] ??= []);
-      if (ex.length < EXAMPLES_PER_RULE) ex.push({ file: src.label, line: lineNo, message: v.message, text: line === null ? '' : line.toString('utf8').slice(0, EXAMPLE_CHARS) });
+      if (ex.length < EXAMPLES_PER_RULE)
+        ex.push({
+          file: src.label,
+          line: lineNo,
+          message: v.message,
+          text: line === null ? '' : line.toString('utf8').slice(0, EXAMPLE_CHARS),
+        });
     }
   };
 
@@ -143,7 +185,7 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
     throw new TunefleetErrors(
       ErrorCode.DatasetInvalid,
       problems.map((p) => new TunefleetError(ErrorCode.DatasetInvalid, p.message)),
-      `${invalid} malformed record${invalid === 1 ? '' : 's'} (first ${problems.length} listed; policy strict): fix them, or set dataset.policy: lenient to drop them`,
+      strictRefusal(invalid, problems.length),
     );
   }
   const format = pipeline.format;
@@ -151,7 +193,11 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
   for (let i = 0; i < mainFlags.n; i++) if (mainFlags.get(i)) kept += 1;
   let evalKept = 0;
   for (let i = 0; i < evalFlags.n; i++) if (evalFlags.get(i)) evalKept += 1;
-  if (!format || kept === 0) throw new TunefleetError(ErrorCode.DatasetInvalid, `${input.main.label}: no record is left to train on (${total} read, all dropped)`);
+  if (!format || kept === 0)
+    throw new TunefleetError(
+      ErrorCode.DatasetInvalid,
+      `${input.main.label}: no record is left to train on (${total} read, all dropped)`,
+    );
   const held = input.eval ? new Set<number>() : evalIndices(kept, d.eval_fraction, d.seed);
   let augmented = 0;
   if (d.augment.drop_system_prompt) for (let k = 0; k < kept; k++) if (!held.has(k) && hasSystem.get(k)) augmented += 1;
@@ -160,8 +206,18 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
   const nonZero = Object.fromEntries(Object.entries(dropped).filter(([, n]) => n > 0));
 
   const report: PrepareOutput['report'] = {
-    records_total: total, records_valid: total - invalid, records_invalid: invalid, format, policy: d.policy,
-    train_records: trainCount, eval_records: evalCount, dropped: nonZero, examples, blank_lines: blank, augmented, problems,
+    records_total: total,
+    records_valid: total - invalid,
+    records_invalid: invalid,
+    format,
+    policy: d.policy,
+    train_records: trainCount,
+    eval_records: evalCount,
+    dropped: nonZero,
+    examples,
+    blank_lines: blank,
+    augmented,
+    problems,
   };
 
   return {
@@ -169,14 +225,23 @@ export async function analyse(input: PrepareInput): Promise<PrepareOutput> {
     async write(trainPath, evalPath) {
       const trainOut = createWriteStream(trainPath);
       const evalOut = createWriteStream(evalPath);
-      const copy = async (src: { source: Source }, flags: Flags, pick: (keptIndex: number) => NodeJS.WritableStream, augment: boolean): Promise<void> => {
+      const copy = async (
+        src: { source: Source },
+        flags: Flags,
+        pick: (keptIndex: number) => NodeJS.WritableStream,
+        augment: boolean,
+      ): Promise<void> => {
         let i = 0;
         let k = 0;
         for await (const { line } of readLines(src.source())) {
           if (line !== null && (line.length === 0 || line.toString('utf8').trim() === '')) continue;
           if (line !== null && flags.get(i)) {
             const c = checkLine(line);
-            if (!c.ok) throw new TunefleetError(ErrorCode.ChecksumMismatch, `${input.main.label}: the dataset changed between passes`);
+            if (!c.ok)
+              throw new TunefleetError(
+                ErrorCode.ChecksumMismatch,
+                `${input.main.label}: the dataset changed between passes`,
+              );
             const out = pick(k);
             const rec = cleanRecord(c.record as Record<string, unknown>, c.format, d.clean);
             if (!out.write(JSON.stringify(rec) + '\n')) await once(out, 'drain');
@@ -206,7 +271,9 @@ export async function prepareDataset(store: ObjectStore, input: FineTuneInput): 
   const result = await analyse({
     spec,
     main: { source: objectSource(store, input.dataset.object), label: spec.dataset.path },
-    ...(input.evalDataset ? { eval: { source: objectSource(store, input.evalDataset.object), label: spec.dataset.eval_path ?? 'eval' } } : {}),
+    ...(input.evalDataset
+      ? { eval: { source: objectSource(store, input.evalDataset.object), label: spec.dataset.eval_path ?? 'eval' } }
+      : {}),
   });
   const dir = await mkdtemp(join(tmpdir(), 'tunefleet-prepare-'));
   try {

@@ -7,11 +7,30 @@ import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
 import { ErrorCode, TunefleetError, TunefleetErrors, seededRandom, type ReviewSummary } from '../shared';
 
-export interface OutputRow { prompt: string; reference: string; base: string; tuned: string }
+export interface OutputRow {
+  prompt: string;
+  reference: string;
+  base: string;
+  tuned: string;
+}
 export type ReviewFormat = 'csv' | 'jsonl';
-export const REVIEW_COLUMNS = ['id', 'prompt', 'reference', 'base_output', 'tuned_output', 'base_grade', 'tuned_grade', 'comment'] as const;
+export const REVIEW_COLUMNS = [
+  'id',
+  'prompt',
+  'reference',
+  'base_output',
+  'tuned_output',
+  'base_grade',
+  'tuned_grade',
+  'comment',
+] as const;
 
-export interface GradedRow { id: number; base_grade: number; tuned_grade: number; comment: string }
+export interface GradedRow {
+  id: number;
+  base_grade: number;
+  tuned_grade: number;
+  comment: string;
+}
 
 /** `n` rows picked with a seeded shuffle, in id order. */
 export function sampleRows(rows: OutputRow[], n: number, seed: number): { id: number; row: OutputRow }[] {
@@ -21,11 +40,23 @@ export function sampleRows(rows: OutputRow[], n: number, seed: number): { id: nu
     const j = Math.floor(rand() * (i + 1));
     [ids[i], ids[j]] = [ids[j] as number, ids[i] as number];
   }
-  return ids.slice(0, n).sort((a, b) => a - b).map((id) => ({ id, row: rows[id] as OutputRow }));
+  return ids
+    .slice(0, n)
+    .sort((a, b) => a - b)
+    .map((id) => ({ id, row: rows[id] as OutputRow }));
 }
 
 export function writeReview(sample: { id: number; row: OutputRow }[], format: ReviewFormat): string {
-  const records = sample.map(({ id, row }) => ({ id, prompt: row.prompt, reference: row.reference, base_output: row.base, tuned_output: row.tuned, base_grade: '', tuned_grade: '', comment: '' }));
+  const records = sample.map(({ id, row }) => ({
+    id,
+    prompt: row.prompt,
+    reference: row.reference,
+    base_output: row.base,
+    tuned_output: row.tuned,
+    base_grade: '',
+    tuned_grade: '',
+    comment: '',
+  }));
   if (format === 'jsonl') return records.map((r) => JSON.stringify(r)).join('\n') + '\n';
   return stringify(records, { header: true, columns: [...REVIEW_COLUMNS] });
 }
@@ -36,7 +67,8 @@ export function writeReview(sample: { id: number; row: OutputRow }[], format: Re
  */
 export function readReview(text: string, format: ReviewFormat, file: string, stored: OutputRow[]): GradedRow[] {
   const problems: TunefleetError[] = [];
-  const bad = (line: number, msg: string): void => void problems.push(new TunefleetError(ErrorCode.SpecInvalid, msg, { file, line }));
+  const bad = (line: number, msg: string): void =>
+    void problems.push(new TunefleetError(ErrorCode.SpecInvalid, msg, { file, line }));
   let records: { line: number; r: Record<string, unknown> }[] = [];
   if (format === 'jsonl') {
     text.split('\n').forEach((l, i) => {
@@ -51,13 +83,24 @@ export function readReview(text: string, format: ReviewFormat, file: string, sto
     });
   } else {
     try {
-      const rows = parse(text, { columns: true, skip_empty_lines: true, bom: true, info: true }) as { record: Record<string, unknown>; info: { lines: number } }[];
+      const rows = parse(text, { columns: true, skip_empty_lines: true, bom: true, info: true }) as {
+        record: Record<string, unknown>;
+        info: { lines: number };
+      }[];
       records = rows.map((x) => ({ line: x.info.lines, r: x.record }));
     } catch (e) {
-      throw new TunefleetError(ErrorCode.SpecInvalid, `not a CSV file this tool can read: ${(e as Error).message}`, { file });
+      throw new TunefleetError(ErrorCode.SpecInvalid, `not a CSV file this tool can read: ${(e as Error).message}`, {
+        file,
+      });
     }
     const header = text.split('\n', 1)[0] ?? '';
-    for (const c of ['id', 'base_grade', 'tuned_grade']) if (!header.includes(c)) throw new TunefleetError(ErrorCode.SpecInvalid, `the header has no '${c}' column (export a file with 'tunefleet review export')`, { file, line: 1 });
+    for (const c of ['id', 'base_grade', 'tuned_grade'])
+      if (!header.includes(c))
+        throw new TunefleetError(
+          ErrorCode.SpecInvalid,
+          `the header has no '${c}' column (export a file with 'tunefleet review export')`,
+          { file, line: 1 },
+        );
   }
   const grade = (line: number, r: Record<string, unknown>, k: string): number | null => {
     const v = r[k];
@@ -96,17 +139,30 @@ export function readReview(text: string, format: ReviewFormat, file: string, sto
     }
     if (b !== null && t !== null) out.push({ id, base_grade: b, tuned_grade: t, comment: String(r.comment ?? '') });
   }
-  if (problems.length) throw new TunefleetErrors(ErrorCode.SpecInvalid, problems.slice(0, 20), `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}; nothing was imported`);
-  if (out.length === 0) throw new TunefleetError(ErrorCode.SpecInvalid, 'no graded row (fill in base_grade and tuned_grade, 1-5); nothing was imported', { file });
+  if (problems.length)
+    throw new TunefleetErrors(
+      ErrorCode.SpecInvalid,
+      problems.slice(0, 20),
+      `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}; nothing was imported`,
+    );
+  if (out.length === 0)
+    throw new TunefleetError(
+      ErrorCode.SpecInvalid,
+      'no graded row (fill in base_grade and tuned_grade, 1-5); nothing was imported',
+      { file },
+    );
   return out;
 }
 
 export function summarise(rows: GradedRow[], file: string, at: Date): ReviewSummary {
   const mean = (k: 'base_grade' | 'tuned_grade'): number => rows.reduce((s, r) => s + r[k], 0) / rows.length;
   return {
-    graded: rows.length, base_mean: mean('base_grade'), tuned_mean: mean('tuned_grade'),
+    graded: rows.length,
+    base_mean: mean('base_grade'),
+    tuned_mean: mean('tuned_grade'),
     tuned_better: rows.filter((r) => r.tuned_grade > r.base_grade).length / rows.length,
     tuned_worse: rows.filter((r) => r.tuned_grade < r.base_grade).length / rows.length,
-    file, imported_at: at.toISOString(),
+    file,
+    imported_at: at.toISOString(),
   };
 }

@@ -24,8 +24,15 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-/** identity: how Temporal's history names this worker's pollers (default: pid@hostname, the same for every worker of one process) */
-export async function startControlWorker(cfg: Config, log: (m: string) => void = (m) => console.log(`[worker] ${m}`), o: { identity?: string } = {}): Promise<RunningWorker> {
+/**
+ * identity: how Temporal's history names this worker's pollers (default: pid@hostname, the same for every worker of one
+ * process)
+ */
+export async function startControlWorker(
+  cfg: Config,
+  log: (m: string) => void = (m) => console.log(`[worker] ${m}`),
+  o: { identity?: string } = {},
+): Promise<RunningWorker> {
   quietSdkLogs();
   const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
   await ensureAssets(nats);
@@ -41,7 +48,13 @@ export async function startControlWorker(cfg: Config, log: (m: string) => void =
     taskQueue: CONTROL_TASK_QUEUE,
     ...(o.identity ? { identity: o.identity } : {}),
     workflowsPath: require.resolve('../workflows'),
-    activities: createControlActivities({ nats, fleet, log, stats, wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL) }),
+    activities: createControlActivities({
+      nats,
+      fleet,
+      log,
+      stats,
+      wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL),
+    }),
   });
   const run = worker.run();
   return {

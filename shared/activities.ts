@@ -17,7 +17,8 @@ export interface PlaceRequest {
 }
 
 /** null: nothing fits now (the job waits); a placement; or a thrown NO_AGENT_FITS that is final. */
-export type PlaceResult = { placement: Placement; waiting: null; position: null } | { placement: null; waiting: string; position: number };
+export type PlaceResult =
+  { placement: Placement; waiting: null; position: null } | { placement: null; waiting: string; position: number };
 
 export interface TrainRequest {
   jobId: string;
@@ -63,4 +64,10 @@ export interface TrainHeartbeat {
 }
 
 /** Progress from the agent running an attempt, sent to the workflow as the 'progress' signal (throttled). */
-export interface ProgressUpdate { attempt: number; step: number; stepsTotal: number; loss: number | null; checkpoint: TrainHeartbeat['checkpoint'] }
+export interface ProgressUpdate {
+  attempt: number;
+  step: number;
+  stepsTotal: number;
+  loss: number | null;
+  checkpoint: TrainHeartbeat['checkpoint'];
+}

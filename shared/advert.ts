@@ -27,48 +27,76 @@ export const gpuAdvert = z
     cuda_version: z.string().nullable().default(null),
     mig_mode: z.enum(['enabled', 'disabled']).nullable().default(null),
     /** MIG instances when MIG is on: each is a separate placement target */
-    mig_instances: z.array(z.object({ gpu_instance: z.number().int().nonnegative(), compute_instance: z.number().int().nonnegative(), memory_total: bytes, memory_free: bytes })).default([]),
+    mig_instances: z
+      .array(
+        z.object({
+          gpu_instance: z.number().int().nonnegative(),
+          compute_instance: z.number().int().nonnegative(),
+          memory_total: bytes,
+          memory_free: bytes,
+        }),
+      )
+      .default([]),
     /** uncorrectable ECC errors since the driver loaded (volatile); null where ECC is off or unsupported */
     ecc_uncorrectable: z.number().int().nonnegative().nullable().default(null),
   })
-  .refine((g) => g.memory_free <= g.memory_total && g.memory_used <= g.memory_total, 'free and used memory cannot exceed total memory');
+  .refine(
+    (g) => g.memory_free <= g.memory_total && g.memory_used <= g.memory_total,
+    'free and used memory cannot exceed total memory',
+  );
 export type GpuAdvert = z.infer<typeof gpuAdvert>;
 export type GpuAdvertInput = z.input<typeof gpuAdvert>;
 
-const count = z.number().int().positive().max(2 ** 50);
+const count = z
+  .number()
+  .int()
+  .positive()
+  .max(2 ** 50);
 const modelShapeSchema = z.object({
-  params: count, layers: count.max(10_000), hidden: count.max(1_000_000), intermediate: count.max(10_000_000), vocab: count.max(100_000_000),
-  heads: count.max(100_000), kv_heads: count.max(100_000), tied_embeddings: z.boolean(),
+  params: count,
+  layers: count.max(10_000),
+  hidden: count.max(1_000_000),
+  intermediate: count.max(10_000_000),
+  vocab: count.max(100_000_000),
+  heads: count.max(100_000),
+  kv_heads: count.max(100_000),
+  tied_embeddings: z.boolean(),
 });
 
 export const AGENT_STATES = ['ready', 'cordoned', 'draining', 'drained'] as const;
 export type AgentState = (typeof AGENT_STATES)[number];
 
-export const advertSchema = z
-  .object({
-    v: z.literal(ADVERT_PROTOCOL_VERSION),
-    agent_id: z.string().regex(ID_PATTERN),
-    hostname: z.string(),
-    os: z.string().default(''),
-    state: z.enum(AGENT_STATES),
-    labels: z.record(z.string(), z.string()),
-    /** 'cuda' when at least one GPU is usable, else 'cpu' (a valid agent: jobs run on CPU) */
-    accelerator: z.enum(['cuda', 'cpu']),
-    gpus: z.array(gpuAdvert),
-    cpu: z.object({ model: z.string(), cores: z.number().int().positive().max(4096) }),
-    memory: z.object({ total: bytes, available: bytes }).refine((m) => m.available <= m.total, 'available memory cannot exceed total memory'),
-    sessions: z.array(z.object({ job_id: z.string(), attempt: z.number().int().nonnegative(), reserved_bytes: bytes })),
-    models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
-    /** each cached model's shape (from its config.json), for the memory estimate */
-    model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),
-    /** bytes this agent offers to jobs in all: its largest GPU (or MIG instance), or on CPU what the operator set or the RAM available at start */
-    capacity: bytes.optional(),
-    /** sessions the agent runs at once; placement sends no more (absent in adverts of older agents: memory alone decides) */
-    max_sessions: z.number().int().positive().max(1024).optional(),
-    trainer: z.object({ methods: z.array(z.string()), bitsandbytes: z.boolean(), bf16: z.boolean() }),
-    /** wall-clock ms at the agent when written */
-    time: z.number().int().positive(),
-  });
+export const advertSchema = z.object({
+  v: z.literal(ADVERT_PROTOCOL_VERSION),
+  agent_id: z.string().regex(ID_PATTERN),
+  hostname: z.string(),
+  os: z.string().default(''),
+  state: z.enum(AGENT_STATES),
+  labels: z.record(z.string(), z.string()),
+  /** 'cuda' when at least one GPU is usable, else 'cpu' (a valid agent: jobs run on CPU) */
+  accelerator: z.enum(['cuda', 'cpu']),
+  gpus: z.array(gpuAdvert),
+  cpu: z.object({ model: z.string(), cores: z.number().int().positive().max(4096) }),
+  memory: z
+    .object({ total: bytes, available: bytes })
+    .refine((m) => m.available <= m.total, 'available memory cannot exceed total memory'),
+  sessions: z.array(z.object({ job_id: z.string(), attempt: z.number().int().nonnegative(), reserved_bytes: bytes })),
+  models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
+  /** each cached model's shape (from its config.json), for the memory estimate */
+  model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),
+  /**
+   * bytes this agent offers to jobs in all: its largest GPU (or MIG instance), or on CPU what the operator set or the
+   * RAM available at start
+   */
+  capacity: bytes.optional(),
+  /**
+   * sessions the agent runs at once; placement sends no more (absent in adverts of older agents: memory alone decides)
+   */
+  max_sessions: z.number().int().positive().max(1024).optional(),
+  trainer: z.object({ methods: z.array(z.string()), bitsandbytes: z.boolean(), bf16: z.boolean() }),
+  /** wall-clock ms at the agent when written */
+  time: z.number().int().positive(),
+});
 export type Advert = z.infer<typeof advertSchema>;
 
 /** What an operator asks of an agent (KV bucket tunefleet-agent-states, key = agent id). */
@@ -89,10 +117,17 @@ export function parseAdvert(key: string, data: Uint8Array | string): Advert {
   const parsed = advertSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new TunefleetError(ErrorCode.AdvertInvalid, issue?.message ?? 'invalid advert', { file: `advert ${key}`, field: issue?.path.join('.') });
+    throw new TunefleetError(ErrorCode.AdvertInvalid, issue?.message ?? 'invalid advert', {
+      file: `advert ${key}`,
+      field: issue?.path.join('.'),
+    });
   }
   if (parsed.data.agent_id !== key) {
-    throw new TunefleetError(ErrorCode.AdvertInvalid, `advert names agent '${parsed.data.agent_id}' but is stored under '${key}'`, { file: `advert ${key}`, field: 'agent_id' });
+    throw new TunefleetError(
+      ErrorCode.AdvertInvalid,
+      `advert names agent '${parsed.data.agent_id}' but is stored under '${key}'`,
+      { file: `advert ${key}`, field: 'agent_id' },
+    );
   }
   return parsed.data;
 }
@@ -104,7 +139,13 @@ export function parseAdvert(key: string, data: Uint8Array | string): Advert {
 export function capacityBytes(a: Advert): number {
   if (a.capacity !== undefined) return a.capacity;
   if (a.accelerator === 'cuda' && a.gpus.length > 0) {
-    return Math.max(...a.gpus.map((g) => (g.mig_mode === 'enabled' && g.mig_instances.length > 0 ? Math.max(...g.mig_instances.map((m) => m.memory_total)) : g.memory_total)));
+    return Math.max(
+      ...a.gpus.map((g) =>
+        g.mig_mode === 'enabled' && g.mig_instances.length > 0
+          ? Math.max(...g.mig_instances.map((m) => m.memory_total))
+          : g.memory_total,
+      ),
+    );
   }
   return a.memory.available;
 }
@@ -113,7 +154,13 @@ export function capacityBytes(a: Advert): number {
 export function allocatableBytes(a: Advert): number {
   if (a.accelerator === 'cuda' && a.gpus.length > 0) {
     // a MIG-enabled GPU offers its instances, not the whole card
-    return Math.max(...a.gpus.map((g) => (g.mig_mode === 'enabled' && g.mig_instances.length > 0 ? Math.max(...g.mig_instances.map((m) => m.memory_free)) : g.memory_free)));
+    return Math.max(
+      ...a.gpus.map((g) =>
+        g.mig_mode === 'enabled' && g.mig_instances.length > 0
+          ? Math.max(...g.mig_instances.map((m) => m.memory_free))
+          : g.memory_free,
+      ),
+    );
   }
   const reserved = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
   return Math.max(0, a.memory.available - reserved);

@@ -15,10 +15,16 @@ export interface Config {
   modelsDir: string;
   /** the evaluation judge exported to ONNX at bootstrap (model.onnx + tokenizer files) */
   judgeDir: string;
-  /** agent-activity timeouts for new jobs (seconds; null: the workflow's defaults: heartbeat 10 s, 60 s for full fine-tuning; 120 s to start) */
+  /**
+   * agent-activity timeouts for new jobs (seconds; null: the workflow's defaults: heartbeat 10 s, 60 s for full
+   * fine-tuning; 120 s to start)
+   */
   heartbeatTimeoutS: number | null;
   scheduleToStartS: number | null;
-  /** how new jobs poll while queued (FineTuneInput.queue); unset in production, a test shortens it to see a long wait quickly */
+  /**
+   * how new jobs poll while queued (FineTuneInput.queue); unset in production, a test shortens it to see a long wait
+   * quickly
+   */
   queue?: FineTuneInput['queue'];
 }
 
@@ -32,16 +38,29 @@ export const DEFAULT_TEMPORAL_PORT = 7233;
 
 export type Flags = Partial<Pick<Config, 'natsUrl' | 'temporalAddress' | 'namespace' | 'home'>>;
 
-export function resolveConfig(env: Record<string, string | undefined>, flags: Flags, homeDir: string, readStack: (home: string) => StackFile | null): Config {
+export function resolveConfig(
+  env: Record<string, string | undefined>,
+  flags: Flags,
+  homeDir: string,
+  readStack: (home: string) => StackFile | null,
+): Config {
   const home = flags.home ?? env.TUNEFLEET_HOME ?? `${homeDir}/.tunefleet`;
   const stack = readStack(home);
   const natsUrl = flags.natsUrl ?? env.TUNEFLEET_NATS_URL ?? stack?.natsUrl ?? `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
-  const temporalAddress = flags.temporalAddress ?? env.TUNEFLEET_TEMPORAL_ADDRESS ?? stack?.temporalAddress ?? `127.0.0.1:${DEFAULT_TEMPORAL_PORT}`;
+  const temporalAddress =
+    flags.temporalAddress ??
+    env.TUNEFLEET_TEMPORAL_ADDRESS ??
+    stack?.temporalAddress ??
+    `127.0.0.1:${DEFAULT_TEMPORAL_PORT}`;
   if (!/^(nats|tls|wss?):\/\/[^\s/]+$/.test(natsUrl)) {
-    throw new TunefleetError(ErrorCode.FlagInvalid, `'${natsUrl}' is not a NATS URL like nats://127.0.0.1:4222`, { field: 'nats-url' });
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${natsUrl}' is not a NATS URL like nats://127.0.0.1:4222`, {
+      field: 'nats-url',
+    });
   }
   if (!/^[^\s/:]+:\d{1,5}$/.test(temporalAddress)) {
-    throw new TunefleetError(ErrorCode.FlagInvalid, `'${temporalAddress}' is not a host:port address`, { field: 'temporal-address' });
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${temporalAddress}' is not a host:port address`, {
+      field: 'temporal-address',
+    });
   }
   return {
     home,
@@ -59,6 +78,9 @@ export function resolveConfig(env: Record<string, string | undefined>, flags: Fl
 function seconds(v: string | undefined, name: string): number | null {
   if (v === undefined || v === '') return null;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < 1 || n > 86_400) throw new TunefleetError(ErrorCode.FlagInvalid, `${name}='${v}' must be a number of seconds from 1 to 86400`, { field: name });
+  if (!Number.isFinite(n) || n < 1 || n > 86_400)
+    throw new TunefleetError(ErrorCode.FlagInvalid, `${name}='${v}' must be a number of seconds from 1 to 86400`, {
+      field: name,
+    });
   return n;
 }

@@ -21,14 +21,32 @@ export interface DedupOptions {
   threshold: number;
 }
 
-export const RULES = ['invalid_utf8', 'invalid_json', 'invalid_record', 'mixed_format', 'empty', 'too_short', 'too_long', 'exact_duplicate', 'near_duplicate', 'eval_leakage'] as const;
+export const RULES = [
+  'invalid_utf8',
+  'invalid_json',
+  'invalid_record',
+  'mixed_format',
+  'empty',
+  'too_short',
+  'too_long',
+  'exact_duplicate',
+  'near_duplicate',
+  'eval_leakage',
+] as const;
 export type Rule = (typeof RULES)[number];
 
 // --- cleaning ---------------------------------------------------------------------------
 
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u200B-\u200D\u2060\uFEFF]/g;
 const HTML_TAG = /<\/?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?\/?>/g;
-const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#39;': "'", '&nbsp;': ' ' };
+const ENTITIES: Record<string, string> = {
+  '&amp;': '&',
+  '&lt;': '<',
+  '&gt;': '>',
+  '&quot;': '"',
+  '&#39;': "'",
+  '&nbsp;': ' ',
+};
 
 export function cleanText(s: string, o: CleanOptions): string {
   let t = s;
@@ -70,9 +88,12 @@ export function contentOf(rec: Rec, format: DatasetFormat): string {
 /** A record is empty when any field a model must learn from is empty after cleaning. */
 export function isEmpty(rec: Rec, format: DatasetFormat): boolean {
   if (format === 'text') return (rec.text as string).trim() === '';
-  if (format === 'prompt_completion') return (rec.prompt as string).trim() === '' || (rec.completion as string).trim() === '';
+  if (format === 'prompt_completion')
+    return (rec.prompt as string).trim() === '' || (rec.completion as string).trim() === '';
   const msgs = rec.messages as { role: string; content: string }[];
-  return msgs.some((m) => m.role === 'assistant' && m.content.trim() === '') || msgs.every((m) => m.content.trim() === '');
+  return (
+    msgs.some((m) => m.role === 'assistant' && m.content.trim() === '') || msgs.every((m) => m.content.trim() === '')
+  );
 }
 
 // --- exact duplicates: a set of 64-bit hashes in typed arrays (16 bytes per record) ---
@@ -133,7 +154,8 @@ export function hash64(s: string): [number, number] {
 // bucket heads, whatever the size.
 
 export const MINHASH_K = 64;
-export const LSH_BANDS = 8; // 8 bands x 8 rows: a pair at Jaccard 0.85 is a candidate with p = 0.92, at 0.9 with p = 0.99
+// 8 bands x 8 rows: a pair at Jaccard 0.85 is a candidate with p = 0.92, at 0.9 with p = 0.99
+export const LSH_BANDS = 8;
 const ROWS = MINHASH_K / LSH_BANDS;
 const SHINGLE = 5;
 
@@ -150,7 +172,9 @@ function fmix32(h: number): number {
 const A = Uint32Array.from({ length: MINHASH_K }, (_, i) => fmix32(0x9747b28c + i * 0x632be5ab) | 1);
 const B = Uint32Array.from({ length: MINHASH_K }, (_, i) => fmix32(0x1b873593 ^ (i * 0x85ebca6b)));
 
-/** 32-bit hashes of the text's character 5-grams (lower-cased, whitespace collapsed); repeats do not matter to MinHash. */
+/**
+ * 32-bit hashes of the text's character 5-grams (lower-cased, whitespace collapsed); repeats do not matter to MinHash.
+ */
 export function shingles(text: string): Uint32Array {
   const t = text.toLowerCase().replace(/\s+/g, ' ');
   const n = Math.max(1, t.length - SHINGLE + 1);
@@ -251,7 +275,10 @@ function bucket(sig: Uint32Array, b: number): number {
 
 // --- the per-record pipeline -------------------------------------------------------------
 
-export interface PrepOptions { clean: CleanOptions; dedup: DedupOptions }
+export interface PrepOptions {
+  clean: CleanOptions;
+  dedup: DedupOptions;
+}
 
 export type Verdict = { keep: true; record: Rec; format: DatasetFormat } | { keep: false; rule: Rule; message: string };
 
@@ -269,24 +296,54 @@ export class Pipeline {
   judge(line: Uint8Array, register = true): Verdict {
     const c = checkLine(line);
     if (!c.ok) {
-      const rule: Rule = c.message === 'not valid UTF-8' ? 'invalid_utf8' : c.message.startsWith('not JSON') ? 'invalid_json' : 'invalid_record';
+      const rule: Rule =
+        c.message === 'not valid UTF-8'
+          ? 'invalid_utf8'
+          : c.message.startsWith('not JSON')
+            ? 'invalid_json'
+            : 'invalid_record';
       return { keep: false, rule, message: c.message };
     }
-    if (this.format && c.format !== this.format) return { keep: false, rule: 'mixed_format', message: `a ${c.format} record in a ${this.format} file (one format per file)` };
+    if (this.format && c.format !== this.format)
+      return {
+        keep: false,
+        rule: 'mixed_format',
+        message: `a ${c.format} record in a ${this.format} file (one format per file)`,
+      };
     const format = c.format;
     const rec = cleanRecord(c.record as Rec, format, this.o.clean);
     if (isEmpty(rec, format)) return { keep: false, rule: 'empty', message: 'empty after cleaning' };
     const content = contentOf(rec, format);
-    if (content.length < this.o.clean.min_chars) return { keep: false, rule: 'too_short', message: `${content.length} characters, fewer than min_chars ${this.o.clean.min_chars}` };
-    if (content.length > this.o.clean.max_chars) return { keep: false, rule: 'too_long', message: `${content.length} characters, more than max_chars ${this.o.clean.max_chars}` };
+    if (content.length < this.o.clean.min_chars)
+      return {
+        keep: false,
+        rule: 'too_short',
+        message: `${content.length} characters, fewer than min_chars ${this.o.clean.min_chars}`,
+      };
+    if (content.length > this.o.clean.max_chars)
+      return {
+        keep: false,
+        rule: 'too_long',
+        message: `${content.length} characters, more than max_chars ${this.o.clean.max_chars}`,
+      };
     if (this.o.dedup.exact) {
       const [h, l] = hash64(content);
-      if (register ? !this.exact.add(h, l) : this.exact.has(h, l)) return { keep: false, rule: register ? 'exact_duplicate' : 'eval_leakage', message: 'the same content as an earlier record' };
+      if (register ? !this.exact.add(h, l) : this.exact.has(h, l))
+        return {
+          keep: false,
+          rule: register ? 'exact_duplicate' : 'eval_leakage',
+          message: 'the same content as an earlier record',
+        };
     }
     if (this.o.dedup.near) {
       const sig = minhash(shingles(content));
       const hit = this.near.find(sig, this.o.dedup.threshold);
-      if (hit >= 0) return { keep: false, rule: register ? 'near_duplicate' : 'eval_leakage', message: `near duplicate (Jaccard >= ${this.o.dedup.threshold}) of an earlier record` };
+      if (hit >= 0)
+        return {
+          keep: false,
+          rule: register ? 'near_duplicate' : 'eval_leakage',
+          message: `near duplicate (Jaccard >= ${this.o.dedup.threshold}) of an earlier record`,
+        };
       if (register) this.near.add(sig);
     }
     if (register) this.format ??= format;

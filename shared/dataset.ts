@@ -10,7 +10,10 @@ const textRecord = z.strictObject({ text: z.string() });
 const promptRecord = z.strictObject({ prompt: z.string(), completion: z.string() });
 const message = z.strictObject({ role: z.enum(['system', 'user', 'assistant']), content: z.string() });
 const messagesRecord = z.strictObject({
-  messages: z.array(message).min(2).refine((m) => m.some((x) => x.role === 'assistant'), 'needs at least one assistant message'),
+  messages: z
+    .array(message)
+    .min(2)
+    .refine((m) => m.some((x) => x.role === 'assistant'), 'needs at least one assistant message'),
 });
 
 export type CheckedLine = { ok: true; format: DatasetFormat; record: unknown } | { ok: false; message: string };
@@ -38,7 +41,8 @@ export function checkLine(bytes: Uint8Array): CheckedLine {
   } catch (e) {
     return { ok: false, message: `not JSON (${(e as Error).message})` };
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, message: 'a record must be a JSON object' };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    return { ok: false, message: 'a record must be a JSON object' };
   const format = detectFormat(raw as Record<string, unknown>);
   if (!format) return { ok: false, message: 'a record needs "text", "prompt" + "completion", or "messages"' };
   const schema = format === 'text' ? textRecord : format === 'prompt_completion' ? promptRecord : messagesRecord;
@@ -46,7 +50,10 @@ export function checkLine(bytes: Uint8Array): CheckedLine {
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const field = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-    const msg = issue?.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')} in a ${format} record` : `${field}${issue?.message ?? 'invalid'}`;
+    const msg =
+      issue?.code === 'unrecognized_keys'
+        ? `unknown key(s) ${issue.keys.join(', ')} in a ${format} record`
+        : `${field}${issue?.message ?? 'invalid'}`;
     return { ok: false, message: msg };
   }
   return { ok: true, format, record: parsed.data };

@@ -40,7 +40,11 @@ export const stepEvent = z.object({
   tokens_per_s: z.number().nonnegative(),
 });
 
-export const fileEntry = z.object({ name: z.string().min(1), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+export const fileEntry = z.object({
+  name: z.string().min(1),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.number().int().nonnegative(),
+});
 export type FileEntry = z.infer<typeof fileEntry>;
 
 export const checkpointEvent = z.object({
@@ -119,7 +123,9 @@ export const evaluationEvent = z.object({
   type: z.literal('evaluation'),
   base: modelMetrics,
   tuned: modelMetrics,
-  examples: z.array(z.object({ prompt: z.string(), reference: z.string(), base: z.string(), tuned: z.string() })).max(50),
+  examples: z
+    .array(z.object({ prompt: z.string(), reference: z.string(), base: z.string(), tuned: z.string() }))
+    .max(50),
   /** every generation as JSONL (prompt, reference, base, tuned), and how many */
   outputs_path: z.string().optional(),
   outputs: z.number().int().nonnegative().optional(),
@@ -132,13 +138,34 @@ export const errorEvent = z.object({
   message: z.string(),
 });
 
-export const trainerEvent = z.discriminatedUnion('type', [startedEvent, stepEvent, checkpointEvent, evalEvent, oomEvent, logEvent, finishedEvent, evaluationEvent, errorEvent]);
+export const trainerEvent = z.discriminatedUnion('type', [
+  startedEvent,
+  stepEvent,
+  checkpointEvent,
+  evalEvent,
+  oomEvent,
+  logEvent,
+  finishedEvent,
+  evaluationEvent,
+  errorEvent,
+]);
 export type TrainerEvent = z.infer<typeof trainerEvent>;
 export type TrainerEventType = TrainerEvent['type'];
 export type OomEvent = Extract<TrainerEvent, { type: 'oom' }>;
-export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = ['started', 'step', 'checkpoint', 'eval', 'oom', 'log', 'finished', 'evaluation', 'error'];
+export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = [
+  'started',
+  'step',
+  'checkpoint',
+  'eval',
+  'oom',
+  'log',
+  'finished',
+  'evaluation',
+  'error',
+];
 
-export type ParsedLine = { kind: 'event'; event: TrainerEvent } | { kind: 'text'; text: string } | { kind: 'invalid'; error: TunefleetError };
+export type ParsedLine =
+  { kind: 'event'; event: TrainerEvent } | { kind: 'text'; text: string } | { kind: 'invalid'; error: TunefleetError };
 
 /**
  * Read one line of trainer stdout. Lines that are not JSON objects are plain text (a
@@ -157,7 +184,14 @@ export function parseTrainerLine(line: string, lineNo: number): ParsedLine {
   if (typeof raw !== 'object' || raw === null || !('type' in raw)) return { kind: 'text', text: line };
   const type = (raw as { type: unknown }).type;
   if (typeof type === 'string' && !(TRAINER_EVENT_TYPES as readonly string[]).includes(type)) {
-    return { kind: 'invalid', error: new TunefleetError(ErrorCode.TrainerEventInvalid, `unknown event type '${type}' (skipped)`, { file: 'trainer stdout', line: lineNo, field: 'type' }) };
+    return {
+      kind: 'invalid',
+      error: new TunefleetError(ErrorCode.TrainerEventInvalid, `unknown event type '${type}' (skipped)`, {
+        file: 'trainer stdout',
+        line: lineNo,
+        field: 'type',
+      }),
+    };
   }
   const parsed = trainerEvent.safeParse(raw);
   if (parsed.success) return { kind: 'event', event: parsed.data };
@@ -182,7 +216,10 @@ export function trainerEventsJsonSchema(): unknown {
  * job_id, attempt and agent_id. Anyone who can publish on NATS can put anything there, so
  * a reader checks it and skips (with this message) what is not such an event.
  */
-export function parseJobEvent(data: Uint8Array, jobId: string): { ok: true; event: Record<string, unknown> } | { ok: false; message: string } {
+export function parseJobEvent(
+  data: Uint8Array,
+  jobId: string,
+): { ok: true; event: Record<string, unknown> } | { ok: false; message: string } {
   let raw: unknown;
   try {
     raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
@@ -192,11 +229,15 @@ export function parseJobEvent(data: Uint8Array, jobId: string): { ok: true; even
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, message: 'not a JSON object' };
   const r = raw as Record<string, unknown>;
   if (r.job_id !== jobId) return { ok: false, message: `job_id ${JSON.stringify(r.job_id)} is not ${jobId}` };
-  if (!Number.isInteger(r.attempt) || (r.attempt as number) < 1 || typeof r.agent_id !== 'string') return { ok: false, message: 'attempt and agent_id are missing or malformed' };
+  if (!Number.isInteger(r.attempt) || (r.attempt as number) < 1 || typeof r.agent_id !== 'string')
+    return { ok: false, message: 'attempt and agent_id are missing or malformed' };
   const parsed = trainerEvent.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    return { ok: false, message: `${issue ? `${issue.path.join('.') || 'type'}: ` : ''}${issue?.message ?? 'not a trainer event'}` };
+    return {
+      ok: false,
+      message: `${issue ? `${issue.path.join('.') || 'type'}: ` : ''}${issue?.message ?? 'not a trainer event'}`,
+    };
   }
   return { ok: true, event: r };
 }

@@ -32,22 +32,35 @@ export interface GateResult {
   message: string;
 }
 
-const GATE_RE = /^\s*([a-z_][a-z0-9_.-]*)\s*(>=|<=|>|<)\s*(?:(base)\s*(?:([+-])\s*([0-9]*\.?[0-9]+(?:e[+-]?\d+)?))?|(-?[0-9]*\.?[0-9]+(?:e[+-]?\d+)?))\s*$/i;
+const NUMBER = String.raw`[0-9]*\.?[0-9]+(?:e[+-]?\d+)?`;
+// <metric> <op> then either base [+|- <number>] or <number>
+const GATE_RE = new RegExp(
+  String.raw`^\s*([a-z_][a-z0-9_.-]*)\s*(>=|<=|>|<)\s*` +
+    String.raw`(?:(base)\s*(?:([+-])\s*(${NUMBER}))?|(-?${NUMBER}))\s*$`,
+  'i',
+);
 
 /** Parse one gate; throws an Error whose message says what is wrong. */
 export function parseGate(text: string): Gate {
   const m = GATE_RE.exec(text);
-  if (!m) throw new Error(`'${text}' is not a gate: write '<metric> <op> <number>' or '<metric> <op> base [+|- <number>]', op one of ${OPS.join(' ')}`);
+  if (!m)
+    throw new Error(
+      `'${text}' is not a gate: write '<metric> <op> <number>' or '<metric> <op> base [+|- <number>]', ` +
+        `op one of ${OPS.join(' ')}`,
+    );
   const metric = m[1] as string;
   if (!(GATE_METRICS as readonly string[]).includes(metric) && !/^tool\.[a-z0-9_-]+$/i.test(metric)) {
-    throw new Error(`'${text}': unknown metric '${metric}' (one of ${GATE_METRICS.join(', ')}, or tool.<score> from the tool scorer)`);
+    throw new Error(
+      `'${text}': unknown metric '${metric}' (one of ${GATE_METRICS.join(', ')}, or tool.<score> from the tool scorer)`,
+    );
   }
   const relative = m[3] !== undefined;
   const offset = relative ? (m[5] ? Number(m[5]) * (m[4] === '-' ? -1 : 1) : 0) : Number(m[6]);
   return { text: text.trim(), metric, op: m[2] as GateOp, relative, offset };
 }
 
-const compare = (v: number, op: GateOp, t: number): boolean => (op === '>=' ? v >= t : op === '<=' ? v <= t : op === '>' ? v > t : v < t);
+const compare = (v: number, op: GateOp, t: number): boolean =>
+  op === '>=' ? v >= t : op === '<=' ? v <= t : op === '>' ? v > t : v < t;
 const fmt = (x: number): string => (Math.abs(x) >= 100 ? x.toFixed(1) : Math.abs(x) >= 1 ? x.toFixed(3) : x.toFixed(4));
 
 /** Metric values of one model, by gate metric name (tool scores as tool.<name>). */
@@ -59,21 +72,58 @@ export function checkGates(gates: string[], tuned: MetricValues, base: MetricVal
     const value = tuned[g.metric];
     const b = base[g.metric];
     if (value === null || value === undefined || !Number.isFinite(value)) {
-      return { gate: g.text, passed: false, value: null, threshold: null, base: b ?? null, message: `${g.text}: no ${g.metric} value for the fine-tuned model (was it computed?)` };
+      return {
+        gate: g.text,
+        passed: false,
+        value: null,
+        threshold: null,
+        base: b ?? null,
+        message: `${g.text}: no ${g.metric} value for the fine-tuned model (was it computed?)`,
+      };
     }
     if (g.relative && (b === null || b === undefined || !Number.isFinite(b))) {
-      return { gate: g.text, passed: false, value, threshold: null, base: null, message: `${g.text}: no ${g.metric} value for the base model` };
+      return {
+        gate: g.text,
+        passed: false,
+        value,
+        threshold: null,
+        base: null,
+        message: `${g.text}: no ${g.metric} value for the base model`,
+      };
     }
     const threshold = g.relative ? (b as number) + g.offset : g.offset;
     const passed = compare(value, g.op, threshold);
-    const how = g.relative ? `base ${fmt(b as number)}${g.offset ? ` ${g.offset > 0 ? '+' : '-'} ${fmt(Math.abs(g.offset))}` : ''} = ${fmt(threshold)}` : fmt(threshold);
-    return { gate: g.text, passed, value, threshold, base: g.relative ? (b as number) : null, message: `${g.metric} ${fmt(value)} ${g.op} ${how}: ${passed ? 'pass' : 'FAIL'}` };
+    const offset = g.offset ? ` ${g.offset > 0 ? '+' : '-'} ${fmt(Math.abs(g.offset))}` : '';
+    const how = g.relative ? `base ${fmt(b as number)}${offset} = ${fmt(threshold)}` : fmt(threshold);
+    return {
+      gate: g.text,
+      passed,
+      value,
+      threshold,
+      base: g.relative ? (b as number) : null,
+      message: `${g.metric} ${fmt(value)} ${g.op} ${how}: ${passed ? 'pass' : 'FAIL'}`,
+    };
   });
 }
 
 /** A model's metrics by gate name: the trainer's and the judge's, tool scores as tool.<name>. */
-export function metricValues(m: { eval_loss: number; perplexity: number; exact_match: number | null; bleu?: number | null; rouge_l?: number | null; judge?: number | null; tool?: Record<string, number> }): MetricValues {
-  const out: MetricValues = { eval_loss: m.eval_loss, perplexity: m.perplexity, exact_match: m.exact_match, bleu: m.bleu ?? null, rouge_l: m.rouge_l ?? null, judge: m.judge ?? null };
+export function metricValues(m: {
+  eval_loss: number;
+  perplexity: number;
+  exact_match: number | null;
+  bleu?: number | null;
+  rouge_l?: number | null;
+  judge?: number | null;
+  tool?: Record<string, number>;
+}): MetricValues {
+  const out: MetricValues = {
+    eval_loss: m.eval_loss,
+    perplexity: m.perplexity,
+    exact_match: m.exact_match,
+    bleu: m.bleu ?? null,
+    rouge_l: m.rouge_l ?? null,
+    judge: m.judge ?? null,
+  };
   for (const [k, v] of Object.entries(m.tool ?? {})) out[`tool.${k}`] = v;
   return out;
 }

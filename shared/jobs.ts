@@ -11,7 +11,10 @@ export interface FineTuneInput {
   dataset: { object: string; sha256: string; bytes: number };
   evalDataset?: { object: string; sha256: string; bytes: number };
   submittedAt: string;
-  /** agent-activity timeouts (seconds) for this deployment; defaults 120 s to start, heartbeat see workflows/fineTune.ts heartbeatSeconds */
+  /**
+   * agent-activity timeouts (seconds) for this deployment; defaults 120 s to start, heartbeat see workflows/fineTune.ts
+   * heartbeatSeconds
+   */
   timeouts?: { scheduleToStartSeconds?: number; heartbeatSeconds?: number };
   /** how a queued job polls for placement; defaults in workflows/fineTune.ts (a test shortens them) */
   queue?: { pollMs?: number; historyEvents?: number };
@@ -38,7 +41,18 @@ export interface ContinuedRun {
   training: TrainOutcome | null;
 }
 
-export const JOB_STATES = ['preparing', 'placing', 'queued', 'training', 'evaluating', 'registering', 'succeeded', 'failed_gate', 'failed', 'cancelled'] as const;
+export const JOB_STATES = [
+  'preparing',
+  'placing',
+  'queued',
+  'training',
+  'evaluating',
+  'registering',
+  'succeeded',
+  'failed_gate',
+  'failed',
+  'cancelled',
+] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
 export interface DataReport {
@@ -86,7 +100,10 @@ export interface CommitRecord {
   manifest_sha256: string | null;
   agent_id: string;
   time: number;
-  /** the commits before this one, newest first (at most COMMITS_KEPT): where a resume falls back if the newest is damaged */
+  /**
+   * the commits before this one, newest first (at most COMMITS_KEPT): where a resume falls back if the newest is
+   * damaged
+   */
   previous?: { step: number; prefix: string; manifest_sha256: string | null }[];
 }
 

@@ -11,7 +11,8 @@
 // activations and their gradients: twice one layer). The loss keeps about 12 bytes per
 // vocabulary entry per token in bf16 (logits, their fp32 copy, log-softmax, its gradient),
 // 16 in fp32. The reservation adds 15 % for the allocator's fragmentation (measured up to
-// 1.7 GiB above the peak with gradient checkpointing) and 0.5 GiB of CUDA context. Full fine-tuning frees activations while gradients appear, hence
+// 1.7 GiB above the peak with gradient checkpointing) and 0.5 GiB of CUDA context. Full fine-tuning frees activations
+// while gradients appear, hence
 // the max(). Pure: no I/O.
 import type { JobSpec } from './spec';
 
@@ -31,7 +32,10 @@ export interface ModelShape {
 
 /** A model's shape from its Hugging Face config.json; null when the fields are not there. */
 export function shapeFromConfig(config: Record<string, unknown>): ModelShape | null {
-  const num = (k: string): number | null => (typeof config[k] === 'number' && Number.isFinite(config[k]) && (config[k] as number) > 0 ? (config[k] as number) : null);
+  const num = (k: string): number | null =>
+    typeof config[k] === 'number' && Number.isFinite(config[k]) && (config[k] as number) > 0
+      ? (config[k] as number)
+      : null;
   const hidden = num('hidden_size');
   const layers = num('num_hidden_layers');
   const vocab = num('vocab_size');
@@ -61,7 +65,15 @@ export interface EstimateInput {
 export interface MemoryEstimate {
   /** bytes to reserve */
   total: number;
-  breakdown: { weights: number; adapters: number; gradients: number; optimizer: number; activations: number; logits: number; overhead: number };
+  breakdown: {
+    weights: number;
+    adapters: number;
+    gradients: number;
+    optimizer: number;
+    activations: number;
+    logits: number;
+    overhead: number;
+  };
 }
 
 /** Linear-layer parameters in one transformer layer (what LoRA adapts and QLoRA quantizes). */
@@ -93,7 +105,8 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
   let optimizer: number;
   if (i.method === 'full') {
     gradients = s.params * b;
-    optimizer = i.optimizer === 'adamw_8bit' ? 2 * s.params : 2 * s.params * b; // AdamW keeps its states in the weights' dtype
+    // AdamW keeps its states in the weights' dtype
+    optimizer = i.optimizer === 'adamw_8bit' ? 2 * s.params : 2 * s.params * b;
   } else {
     // LoRA family: the measured rank; the prompt/prefix/IA3/adapter methods train far fewer, so this bounds them
     const trainable = loraParams(s, ['lora', 'dora', 'qlora'].includes(i.method) ? i.loraRank : 8);
@@ -103,9 +116,15 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
   }
   const tokens = i.microBatch * i.seqLen;
   const perTokenLayer = b * (10 * s.hidden + 4 * s.intermediate) + 8 * s.hidden;
-  const activations = i.gradientCheckpointing ? tokens * s.layers * s.hidden * b + 2 * tokens * perTokenLayer : tokens * s.layers * perTokenLayer;
+  const activations = i.gradientCheckpointing
+    ? tokens * s.layers * s.hidden * b + 2 * tokens * perTokenLayer
+    : tokens * s.layers * perTokenLayer;
   const logits = tokens * s.vocab * (b === 2 ? 12 : 16);
-  const peak = weights + adapters + optimizer + (i.method === 'full' ? Math.max(activations + logits, gradients) : activations + logits + gradients);
+  const peak =
+    weights +
+    adapters +
+    optimizer +
+    (i.method === 'full' ? Math.max(activations + logits, gradients) : activations + logits + gradients);
   // CUDA: context (~0.5 GiB, outside the allocator's count) + allocator fragmentation;
   // CPU: the Python + torch runtime and the allocator's slack
   const overhead = 0.5 * GiB + 0.15 * peak;
@@ -118,8 +137,15 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
 export function estimateForSpec(spec: JobSpec, shape: ModelShape, device: 'cuda' | 'cpu'): MemoryEstimate {
   const t = spec.training;
   return estimateMemory({
-    shape, method: spec.method, device, precision: t.precision, microBatch: Math.min(t.batch_size, t.micro_batch_size ?? 8), seqLen: t.max_seq_len,
-    gradientCheckpointing: t.gradient_checkpointing, optimizer: t.optimizer, loraRank: spec.lora.r,
+    shape,
+    method: spec.method,
+    device,
+    precision: t.precision,
+    microBatch: Math.min(t.batch_size, t.micro_batch_size ?? 8),
+    seqLen: t.max_seq_len,
+    gradientCheckpointing: t.gradient_checkpointing,
+    optimizer: t.optimizer,
+    loraRank: spec.lora.r,
   });
 }
 

@@ -26,9 +26,11 @@ export const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export const datasetObjectName = (sha256: string): string => `sha256-${sha256}`;
-export const preparedObjectName = (jobId: string, split: 'train' | 'eval'): string => `prepared/${jobId}/${split}.jsonl`;
+export const preparedObjectName = (jobId: string, split: 'train' | 'eval'): string =>
+  `prepared/${jobId}/${split}.jsonl`;
 /** Checkpoints live under their attempt: an older attempt's late writes never mix with a newer one's. */
-export const checkpointPrefix = (jobId: string, attempt: number, step: number): string => `${jobId}/a${attempt}/step-${String(step).padStart(8, '0')}/`;
+export const checkpointPrefix = (jobId: string, attempt: number, step: number): string =>
+  `${jobId}/a${attempt}/step-${String(step).padStart(8, '0')}/`;
 export const trainedAdapterPrefix = (jobId: string, attempt: number): string => `${jobId}/a${attempt}/adapter/`;
 /** The registered adapter, in the adapters bucket. */
 export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;

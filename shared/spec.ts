@@ -84,37 +84,44 @@ export const datasetSchema = z.strictObject({
   augment: augmentSchema.default(() => augmentSchema.parse({})),
 });
 
-export const trainingSchema = z.strictObject({
-  epochs: z.number().positive().max(1000).default(1),
-  /** stop after this many optimizer steps (overrides epochs when set) */
-  max_steps: positiveInt.optional(),
-  learning_rate: z.number().positive().max(1).default(2e-4),
-  /** effective batch size = micro_batch_size x gradient accumulation */
-  batch_size: positiveInt.max(65536).default(32),
-  /** sequences per forward pass; default: the largest power of two whose activations fit in free memory */
-  micro_batch_size: positiveInt.optional(),
-  max_seq_len: positiveInt.max(131072).default(512),
-  warmup_ratio: z.number().min(0).max(1).default(0.05),
-  lr_scheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
-  weight_decay: z.number().min(0).default(0),
-  max_grad_norm: z.number().positive().default(1.0),
-  gradient_checkpointing: z.boolean().default(false),
-  precision: z.enum(['auto', 'bf16', 'fp16', 'fp32']).default('auto'),
-  seed: z.number().int().min(0).default(42),
-  /** save a checkpoint every N optimizer steps (and always at the end and on SIGTERM) */
-  checkpoint_every: positiveInt.default(50),
-  /** adamw, or adamw_8bit (bitsandbytes; CUDA agents only) */
-  optimizer: z.enum(['adamw', 'adamw_8bit']).default('adamw'),
-  /** concatenate training records into max_seq_len blocks */
-  packing: z.boolean().default(false),
-  /** evaluate on the eval split every N steps and export the best adapter (0: only at the end) */
-  eval_every: z.number().int().min(0).default(0),
-  /** early stopping: stop after this many evaluations without improvement (needs eval_every) */
-  patience: positiveInt.optional(),
-}).refine((t) => t.patience === undefined || t.eval_every > 0, { message: 'patience needs eval_every > 0', path: ['patience'] });
+export const trainingSchema = z
+  .strictObject({
+    epochs: z.number().positive().max(1000).default(1),
+    /** stop after this many optimizer steps (overrides epochs when set) */
+    max_steps: positiveInt.optional(),
+    learning_rate: z.number().positive().max(1).default(2e-4),
+    /** effective batch size = micro_batch_size x gradient accumulation */
+    batch_size: positiveInt.max(65536).default(32),
+    /** sequences per forward pass; default: the largest power of two whose activations fit in free memory */
+    micro_batch_size: positiveInt.optional(),
+    max_seq_len: positiveInt.max(131072).default(512),
+    warmup_ratio: z.number().min(0).max(1).default(0.05),
+    lr_scheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
+    weight_decay: z.number().min(0).default(0),
+    max_grad_norm: z.number().positive().default(1.0),
+    gradient_checkpointing: z.boolean().default(false),
+    precision: z.enum(['auto', 'bf16', 'fp16', 'fp32']).default('auto'),
+    seed: z.number().int().min(0).default(42),
+    /** save a checkpoint every N optimizer steps (and always at the end and on SIGTERM) */
+    checkpoint_every: positiveInt.default(50),
+    /** adamw, or adamw_8bit (bitsandbytes; CUDA agents only) */
+    optimizer: z.enum(['adamw', 'adamw_8bit']).default('adamw'),
+    /** concatenate training records into max_seq_len blocks */
+    packing: z.boolean().default(false),
+    /** evaluate on the eval split every N steps and export the best adapter (0: only at the end) */
+    eval_every: z.number().int().min(0).default(0),
+    /** early stopping: stop after this many evaluations without improvement (needs eval_every) */
+    patience: positiveInt.optional(),
+  })
+  .refine((t) => t.patience === undefined || t.eval_every > 0, {
+    message: 'patience needs eval_every > 0',
+    path: ['patience'],
+  });
 
 export const toolSchema = z.strictObject({
-  /** argv of a command on the agent; gets the outputs as JSONL on stdin, prints a JSON object of scores as its last line */
+  /**
+   * argv of a command on the agent; gets the outputs as JSONL on stdin, prints a JSON object of scores as its last line
+   */
   command: z.array(z.string().min(1)).min(1),
   /** seconds per run (base, then fine-tuned) before it is killed */
   timeout_s: positiveInt.max(3600).default(60),
@@ -131,18 +138,24 @@ export const evaluationSchema = z.strictObject({
   /** a tool-based scorer (a JSON-schema check, a compiler, a test runner); its failure is reported, not fatal */
   tool: toolSchema.optional(),
   /** thresholds the fine-tuned model must meet, e.g. 'exact_match >= base + 0.05', 'judge >= 0.8' (see docs/spec.md) */
-  gates: z.array(z.string().superRefine((g, ctx) => {
-    try {
-      parseGate(g);
-    } catch (e) {
-      ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    }
-  })).default([]),
+  gates: z
+    .array(
+      z.string().superRefine((g, ctx) => {
+        try {
+          parseGate(g);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+        }
+      }),
+    )
+    .default([]),
 });
 
 export const jobSpecSchema = z.strictObject({
   /** a label for the job; the job id starts with it */
-  name: z.string().regex(ID_PATTERN, 'lowercase letters, digits and dashes, at most 63, starting with a letter or digit'),
+  name: z
+    .string()
+    .regex(ID_PATTERN, 'lowercase letters, digits and dashes, at most 63, starting with a letter or digit'),
   /** base model: a name in the agents' model store, e.g. SmolLM2-135M-Instruct */
   model: z.string().regex(MODEL_NAME_PATTERN, 'a model name (letters, digits, . _ -), not a path'),
   method: z.enum(METHODS),
@@ -154,7 +167,10 @@ export const jobSpecSchema = z.strictObject({
   evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
   /** higher runs first when the fleet is full */
   priority: z.number().int().min(0).max(100).default(50),
-  /** seconds without a training step (or evaluation progress) before the attempt counts as lost and moves; default 10, 60 for full fine-tuning */
+  /**
+   * seconds without a training step (or evaluation progress) before the attempt counts as lost and moves; default 10,
+   * 60 for full fine-tuning
+   */
   heartbeat_timeout: positiveInt.min(2).max(3600).optional(),
   /** run only on agents whose labels include all of these (agent start --label key=value) */
   selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
@@ -164,7 +180,10 @@ export type JobSpec = z.infer<typeof jobSpecSchema>;
 export type JobSpecInput = z.input<typeof jobSpecSchema>;
 
 function pathToField(path: ReadonlyArray<PropertyKey>): string {
-  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+  return path
+    .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+    .join('.')
+    .replace(/\.\[/g, '[');
 }
 
 /**
@@ -177,13 +196,19 @@ export function parseSpec(text: string, file = '<spec>'): JobSpec {
   if (doc.errors.length > 0) {
     const problems = doc.errors.map((e) => {
       const pos = e.linePos?.[0];
-      return new TunefleetError(ErrorCode.SpecInvalid, e.message.split('\n')[0] ?? e.message, { file, ...(pos ? { line: pos.line } : {}) });
+      return new TunefleetError(ErrorCode.SpecInvalid, e.message.split('\n')[0] ?? e.message, {
+        file,
+        ...(pos ? { line: pos.line } : {}),
+      });
     });
     throw new TunefleetErrors(ErrorCode.SpecInvalid, problems, `${file}: not valid YAML/JSON`);
   }
   const data: unknown = doc.toJS();
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new TunefleetError(ErrorCode.SpecInvalid, 'a job spec must be a mapping of keys to values', { file, line: 1 });
+    throw new TunefleetError(ErrorCode.SpecInvalid, 'a job spec must be a mapping of keys to values', {
+      file,
+      line: 1,
+    });
   }
   const result = jobSpecSchema.safeParse(data);
   if (result.success) return result.data;
@@ -203,11 +228,22 @@ export function parseSpec(text: string, file = '<spec>'): JobSpec {
       const path = key === undefined ? issue.path : [...issue.path, key];
       const field = pathToField(path);
       const line = lineOf(path);
-      const message = issue.code === 'unrecognized_keys' ? `unknown key (allowed: ${allowedKeys(issue.path).join(', ')})` : issue.message;
-      return new TunefleetError(ErrorCode.SpecInvalid, message, { file, ...(line !== undefined ? { line } : {}), field });
+      const message =
+        issue.code === 'unrecognized_keys'
+          ? `unknown key (allowed: ${allowedKeys(issue.path).join(', ')})`
+          : issue.message;
+      return new TunefleetError(ErrorCode.SpecInvalid, message, {
+        file,
+        ...(line !== undefined ? { line } : {}),
+        field,
+      });
     });
   });
-  throw new TunefleetErrors(ErrorCode.SpecInvalid, problems, `${file}: the job spec has ${problems.length} problem${problems.length === 1 ? '' : 's'}`);
+  throw new TunefleetErrors(
+    ErrorCode.SpecInvalid,
+    problems,
+    `${file}: the job spec has ${problems.length} problem${problems.length === 1 ? '' : 's'}`,
+  );
 }
 
 function allowedKeys(path: ReadonlyArray<PropertyKey>): string[] {

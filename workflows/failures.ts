@@ -1,7 +1,16 @@
 // What the fineTune workflow does when an attempt fails: one table, by error class.
 // Pure and deterministic (imported by workflow code).
 
-export type FailureClass = 'lost_agent' | 'agent_draining' | 'oom' | 'trainer_crash' | 'upload_failed' | 'disk_full' | 'fenced' | 'bad_input' | 'cancelled';
+export type FailureClass =
+  | 'lost_agent'
+  | 'agent_draining'
+  | 'oom'
+  | 'trainer_crash'
+  | 'upload_failed'
+  | 'disk_full'
+  | 'fenced'
+  | 'bad_input'
+  | 'cancelled';
 
 export interface FailurePolicy {
   /** try again (a new attempt, a new epoch) */
@@ -13,14 +22,22 @@ export interface FailurePolicy {
 }
 
 export const FAILURE_POLICY: Record<FailureClass, FailurePolicy> = {
-  lost_agent: { retry: true, avoidAgent: true, shrink: false }, //       schedule-to-start or heartbeat timeout: the agent (or its link) is gone
-  agent_draining: { retry: true, avoidAgent: true, shrink: false }, //   an operator drained it; the trainer checkpointed
-  oom: { retry: true, avoidAgent: false, shrink: true }, //              the job did not fit as configured: smaller micro-batch, same agent is fine
-  trainer_crash: { retry: true, avoidAgent: true, shrink: false }, //    the trainer died (signal, crash, CUDA error)
-  upload_failed: { retry: true, avoidAgent: true, shrink: false }, //    checkpoint upload to the store failed
-  disk_full: { retry: true, avoidAgent: true, shrink: false }, //        the agent's disk filled while checkpointing; the previous checkpoint stands
-  fenced: { retry: true, avoidAgent: false, shrink: false }, //          a newer epoch owns the job (should not reach the current attempt)
-  bad_input: { retry: false, avoidAgent: false, shrink: false }, //      dataset, spec or model problems: the same input fails anywhere
+  // schedule-to-start or heartbeat timeout: the agent (or its link) is gone
+  lost_agent: { retry: true, avoidAgent: true, shrink: false },
+  // an operator drained it; the trainer checkpointed
+  agent_draining: { retry: true, avoidAgent: true, shrink: false },
+  // the job did not fit as configured: smaller micro-batch, same agent is fine
+  oom: { retry: true, avoidAgent: false, shrink: true },
+  // the trainer died (signal, crash, CUDA error)
+  trainer_crash: { retry: true, avoidAgent: true, shrink: false },
+  // checkpoint upload to the store failed
+  upload_failed: { retry: true, avoidAgent: true, shrink: false },
+  // the agent's disk filled while checkpointing; the previous checkpoint stands
+  disk_full: { retry: true, avoidAgent: true, shrink: false },
+  // a newer epoch owns the job (should not reach the current attempt)
+  fenced: { retry: true, avoidAgent: false, shrink: false },
+  // dataset, spec or model problems: the same input fails anywhere
+  bad_input: { retry: false, avoidAgent: false, shrink: false },
   cancelled: { retry: false, avoidAgent: false, shrink: false },
 };
 

@@ -14,11 +14,33 @@
 // run that has queued for long continues as new (same workflow id) once its history
 // passes QUEUE_HISTORY_EVENTS, handing over what it had got to (ContinuedRun).
 import {
-  ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, ContinueAsNew, TimeoutFailure, defineQuery, defineSignal, isCancellation,
-  condition, makeContinueAsNewFunc, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo,
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  CancelledFailure,
+  ContinueAsNew,
+  TimeoutFailure,
+  defineQuery,
+  defineSignal,
+  isCancellation,
+  condition,
+  makeContinueAsNewFunc,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { AgentActivities, ControlActivities, ProgressUpdate, TrainHeartbeat } from '../shared/activities';
-import type { DataReport, EvalOutcome, FineTuneInput, JobResult, JobState, JobStatus, Placement, TrainOutcome } from '../shared/jobs';
+import type {
+  DataReport,
+  EvalOutcome,
+  FineTuneInput,
+  JobResult,
+  JobState,
+  JobStatus,
+  Placement,
+  TrainOutcome,
+} from '../shared/jobs';
 import type { JobSpec } from '../shared/spec';
 import type { OomEvent } from '../shared/events';
 import type { RetryPolicy } from '@temporalio/common';
@@ -35,20 +57,38 @@ export const progressSignal = defineSignal<[ProgressUpdate]>(PROGRESS_SIGNAL);
 /** Sent to queued jobs when a lease is released: try placement now instead of at the next poll. */
 export const capacitySignal = defineSignal(CAPACITY_SIGNAL);
 
-/** A queued job asks for placement again after this long, backing off to the maximum (a released lease wakes it sooner). */
+/**
+ * A queued job asks for placement again after this long, backing off to the maximum (a released lease wakes it sooner).
+ */
 const QUEUE_POLL_MS = 2_000;
 const QUEUE_POLL_MAX_MS = 60_000;
 /** A queued run continues as new once its history has this many events (at most one poll's more: about a dozen). */
 export const QUEUE_HISTORY_EVENTS = 1_000;
 
-const controlRetry: RetryPolicy = { maximumAttempts: 5, initialInterval: '1 second', nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'] };
+const controlRetry: RetryPolicy = {
+  maximumAttempts: 5,
+  initialInterval: '1 second',
+  nonRetryableErrorTypes: ['SPEC_INVALID', 'DATASET_INVALID', 'NO_AGENT_FITS'],
+};
 /** prepare (a big dataset takes minutes) and register (copies the adapter) */
-const control = proxyActivities<ControlActivities>({ taskQueue: CONTROL_TASK_QUEUE, startToCloseTimeout: '30 minutes', retry: controlRetry });
+const control = proxyActivities<ControlActivities>({
+  taskQueue: CONTROL_TASK_QUEUE,
+  startToCloseTimeout: '30 minutes',
+  retry: controlRetry,
+});
 /** place and release take milliseconds: a worker killed in the middle is retried on another within 20 s */
-const quick = proxyActivities<ControlActivities>({ taskQueue: CONTROL_TASK_QUEUE, startToCloseTimeout: '20 seconds', retry: controlRetry });
+const quick = proxyActivities<ControlActivities>({
+  taskQueue: CONTROL_TASK_QUEUE,
+  startToCloseTimeout: '20 seconds',
+  retry: controlRetry,
+});
 
-/** Default seconds without step progress before an attempt counts as lost (full fine-tuning saves bigger checkpoints between steps). */
-export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number => spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);
+/**
+ * Default seconds without step progress before an attempt counts as lost (full fine-tuning saves bigger checkpoints
+ * between steps).
+ */
+export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number =>
+  spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);
 
 function agentActivities(agentId: string, t: FineTuneInput['timeouts'], spec: JobSpec): AgentActivities {
   return proxyActivities<AgentActivities>({
@@ -67,10 +107,20 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   const before = input.continued;
   const status: JobStatus = before
     ? { ...before.status }
-    : { jobId: input.jobId, state: 'preparing', attempt: 0, epoch: 0, agentId: null, progress: null, queuePosition: null, message: null };
+    : {
+        jobId: input.jobId,
+        state: 'preparing',
+        attempt: 0,
+        epoch: 0,
+        agentId: null,
+        progress: null,
+        queuePosition: null,
+        message: null,
+      };
   setHandler(statusQuery, () => status);
   setHandler(progressSignal, (p) => {
-    if (p.attempt === status.attempt && status.state === 'training') status.progress = { step: p.step, stepsTotal: p.stepsTotal, loss: p.loss, checkpoint: p.checkpoint };
+    if (p.attempt === status.attempt && status.state === 'training')
+      status.progress = { step: p.step, stepsTotal: p.stepsTotal, loss: p.loss, checkpoint: p.checkpoint };
   });
   let woken = false;
   setHandler(capacitySignal, () => {
@@ -99,19 +149,38 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     if (!data) throw new Error('a job continues as new only once its data is prepared');
     // the memo (submit time) and search attributes (state, model, method) go along explicitly
     const info = workflowInfo();
-    const next = makeContinueAsNewFunc<typeof fineTune>({ memo: info.memo, typedSearchAttributes: info.typedSearchAttributes });
-    return next({ ...input, continued: { runs: (before?.runs ?? 0) + 1, status, spec, exclude, resumeFrom, data, training } });
+    const next = makeContinueAsNewFunc<typeof fineTune>({
+      memo: info.memo,
+      typedSearchAttributes: info.typedSearchAttributes,
+    });
+    return next({
+      ...input,
+      continued: { runs: (before?.runs ?? 0) + 1, status, spec, exclude, resumeFrom, data, training },
+    });
   }
 
   /** Run `work` on a placed agent; on a retryable failure, place again (the failure table decides). */
-  async function onAgent<T>(purpose: 'train' | 'evaluate', work: (agent: AgentActivities, placement: Placement) => Promise<T>): Promise<T> {
+  async function onAgent<T>(
+    purpose: 'train' | 'evaluate',
+    work: (agent: AgentActivities, placement: Placement) => Promise<T>,
+  ): Promise<T> {
     let poll = pollMs;
     for (;;) {
       if (status.attempt >= MAX_ATTEMPTS) {
-        throw ApplicationFailure.nonRetryable(`gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`, 'ATTEMPTS_EXHAUSTED');
+        throw ApplicationFailure.nonRetryable(
+          `gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`,
+          'ATTEMPTS_EXHAUSTED',
+        );
       }
       if (status.state !== 'queued') setState('placing');
-      const placed = await quick.place({ jobId: input.jobId, spec, attempt: status.attempt + 1, submittedAt: input.submittedAt, exclude, purpose });
+      const placed = await quick.place({
+        jobId: input.jobId,
+        spec,
+        attempt: status.attempt + 1,
+        submittedAt: input.submittedAt,
+        exclude,
+        purpose,
+      });
       if (!placed.placement) {
         setState('queued');
         status.queuePosition = placed.position;
@@ -142,10 +211,17 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         if (policy.avoidAgent) exclude.push(placement.agentId);
         if (policy.shrink) {
           const smaller = shrink(spec, f.oom);
-          if (!smaller) throw ApplicationFailure.nonRetryable(`${f.why}; already at micro-batch 1 with gradient checkpointing`, 'OOM');
+          if (!smaller)
+            throw ApplicationFailure.nonRetryable(
+              `${f.why}; already at micro-batch 1 with gradient checkpointing`,
+              'OOM',
+            );
           spec = smaller;
         }
-        status.message = `attempt ${status.attempt} on ${placement.agentId} ended (${f.cls}: ${f.why}); ${policy.shrink ? `retrying with micro-batch ${spec.training.micro_batch_size} and gradient checkpointing` : 'placing again'}`;
+        const next = policy.shrink
+          ? `retrying with micro-batch ${spec.training.micro_batch_size} and gradient checkpointing`
+          : 'placing again';
+        status.message = `attempt ${status.attempt} on ${placement.agentId} ended (${f.cls}: ${f.why}); ${next}`;
       } finally {
         const attempt = status.attempt;
         await CancellationScope.nonCancellable(() => quick.release(input.jobId, attempt, placement.agentId));
@@ -156,20 +232,49 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   try {
     const prepared: DataReport = data ?? (await control.prepare(input));
     data = prepared;
-    const trained: TrainOutcome = training ?? (await onAgent('train', (agent, p) =>
-      agent.train({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data: prepared, resumeFrom }),
-    ));
-    if (!training) status.progress = { step: trained.steps, stepsTotal: trained.steps, loss: trained.trainLoss, checkpoint: status.progress?.checkpoint ?? null };
+    const trained: TrainOutcome =
+      training ??
+      (await onAgent('train', (agent, p) =>
+        agent.train({
+          jobId: input.jobId,
+          spec,
+          attempt: p.attempt,
+          reservedBytes: p.reservedBytes,
+          data: prepared,
+          resumeFrom,
+        }),
+      ));
+    if (!training)
+      status.progress = {
+        step: trained.steps,
+        stepsTotal: trained.steps,
+        loss: trained.trainLoss,
+        checkpoint: status.progress?.checkpoint ?? null,
+      };
     training = trained;
     const evaluation: EvalOutcome = await onAgent('evaluate', (agent, p) =>
-      agent.evaluate({ jobId: input.jobId, spec, attempt: p.attempt, reservedBytes: p.reservedBytes, data: prepared, adapterPrefix: trained.adapterPrefix, adapterFiles: trained.adapterFiles }),
+      agent.evaluate({
+        jobId: input.jobId,
+        spec,
+        attempt: p.attempt,
+        reservedBytes: p.reservedBytes,
+        data: prepared,
+        adapterPrefix: trained.adapterPrefix,
+        adapterFiles: trained.adapterFiles,
+      }),
     );
     setState('registering');
     // register stores the adapter whatever the gates say, and checks them
     const { continued: _continued, ...original } = input;
     const result = await control.register({ ...original, spec }, prepared, trained, evaluation);
     setState(result.state === 'failed_gate' ? 'failed_gate' : 'succeeded');
-    status.message = result.state === 'failed_gate' ? (result.gates ?? []).filter((g) => !g.passed).map((g) => g.message).join('; ') : null;
+    status.message =
+      result.state === 'failed_gate'
+        ? (result.gates ?? [])
+            .filter((g) => !g.passed)
+            .map((g) => g.message)
+            .join('; ')
+        : null;
     return result;
   } catch (err) {
     // handed over to the next run: the job still waits, its queue entry stays
@@ -178,7 +283,13 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     // a queued job leaves the queue however it ends
     await CancellationScope.nonCancellable(() => quick.release(input.jobId, status.attempt, null));
     setState(cancelled ? 'cancelled' : 'failed');
-    status.message = cancelled ? 'cancelled' : err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+    status.message = cancelled
+      ? 'cancelled'
+      : err instanceof Error
+        ? err.cause instanceof Error
+          ? err.cause.message
+          : err.message
+        : String(err);
     throw err;
   }
 }
@@ -188,13 +299,22 @@ export function shrink(spec: JobSpec, oom: OomEvent | null): JobSpec | null {
   const t = spec.training;
   const micro = oom?.micro_batch_size ?? t.micro_batch_size ?? Math.min(t.batch_size, 8);
   if (micro <= 1 && t.gradient_checkpointing) return null;
-  return { ...spec, training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) } };
+  return {
+    ...spec,
+    training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) },
+  };
 }
 
 /** Which row of the failure table an attempt's error belongs to, with what it carried. */
-function classify(err: unknown): { cls: FailureClass; why: string; checkpoint: TrainHeartbeat['checkpoint']; oom: OomEvent | null } {
+function classify(err: unknown): {
+  cls: FailureClass;
+  why: string;
+  checkpoint: TrainHeartbeat['checkpoint'];
+  oom: OomEvent | null;
+} {
   const none = { checkpoint: null, oom: null };
-  if (!(err instanceof ActivityFailure)) return { cls: 'trainer_crash', why: err instanceof Error ? err.message : String(err), ...none };
+  if (!(err instanceof ActivityFailure))
+    return { cls: 'trainer_crash', why: err instanceof Error ? err.message : String(err), ...none };
   const cause = err.cause;
   if (cause instanceof TimeoutFailure) {
     const hb = cause.lastHeartbeatDetails as TrainHeartbeat | undefined;
@@ -205,7 +325,12 @@ function classify(err: unknown): { cls: FailureClass; why: string; checkpoint: T
   if (cause instanceof ApplicationFailure) {
     if (cause.nonRetryable) return { cls: 'bad_input', why: cause.message, ...none };
     const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint']; oom?: OomEvent } | undefined;
-    return { cls: ERROR_TYPE_CLASS[cause.type ?? ''] ?? 'trainer_crash', why: `${cause.type ?? 'error'}: ${cause.message}`, checkpoint: details?.checkpoint ?? null, oom: details?.oom ?? null };
+    return {
+      cls: ERROR_TYPE_CLASS[cause.type ?? ''] ?? 'trainer_crash',
+      why: `${cause.type ?? 'error'}: ${cause.message}`,
+      checkpoint: details?.checkpoint ?? null,
+      oom: details?.oom ?? null,
+    };
   }
   return { cls: 'trainer_crash', why: err.message, ...none };
 }

@@ -47,7 +47,8 @@ export function place(fleet: FleetState, job: Job): Decision {
   // agent failed it once and all are busy now: the job waits; none could ever hold it: it fails).
   if (first.chosen || job.exclude.length === 0) return first;
   const again = decide(fleet, { ...job, exclude: [] });
-  if (again.chosen) return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
+  if (again.chosen)
+    return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
   return { ...first, impossible: again.impossible };
 }
 
@@ -56,13 +57,20 @@ function decide(fleet: FleetState, job: Job): Decision {
     const r = fleet.reserved(advert.agent_id);
     const shape = advert.model_shapes[job.spec.model];
     return {
-      advert, reserved: r.bytes, sessions: r.sessions, holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
+      advert,
+      reserved: r.bytes,
+      sessions: r.sessions,
+      holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
       estimate: shape ? estimateForSpec(job.spec, shape, advert.accelerator) : null,
     };
   });
   const agents: AgentDecision[] = views.map((v) => {
     const results = FILTERS.map(([, f]) => f(v, job));
-    const code: FilterCode = results.some((r) => r.code === 'never') ? 'never' : results.some((r) => r.code === 'not_now') ? 'not_now' : 'fits';
+    const code: FilterCode = results.some((r) => r.code === 'never')
+      ? 'never'
+      : results.some((r) => r.code === 'not_now')
+        ? 'not_now'
+        : 'fits';
     const scores: Record<string, number> = {};
     let total: number | null = null;
     if (code === 'fits') {
@@ -75,20 +83,39 @@ function decide(fleet: FleetState, job: Job): Decision {
       }
       total = sum / weights + tieBreak(job.jobId, v.advert.agent_id);
     }
-    return { agentId: v.advert.agent_id, code, reasons: results.flatMap((r) => r.reasons), scores, total, estimate: v.estimate?.total ?? null, free: capacityBytes(v.advert) - v.reserved };
+    return {
+      agentId: v.advert.agent_id,
+      code,
+      reasons: results.flatMap((r) => r.reasons),
+      scores,
+      total,
+      estimate: v.estimate?.total ?? null,
+      free: capacityBytes(v.advert) - v.reserved,
+    };
   });
   const ranked = agents.filter((d) => d.total !== null).sort((x, y) => (y.total as number) - (x.total as number));
   const chosen = ranked[0]?.agentId ?? null;
   const impossible = agents.length > 0 && agents.every((d) => d.code === 'never');
   let summary: string;
-  if (chosen) summary = `placed on ${chosen} (${ranked.length} of ${agents.length} agents fit; reserves ${formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0)})`;
-  else if (agents.length === 0) summary = 'no agent is advertising';
+  const reasons = agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
+  if (chosen) {
+    const reserves = formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0);
+    summary = `placed on ${chosen} (${ranked.length} of ${agents.length} agents fit; reserves ${reserves})`;
+  } else if (agents.length === 0) summary = 'no agent is advertising';
   else if (impossible) {
     const withEstimate = agents.filter((d) => d.estimate !== null);
-    const largest = views.reduce<AgentView | null>((m, v) => (!m || capacityBytes(v.advert) > capacityBytes(m.advert) ? v : m), null);
+    const largest = views.reduce<AgentView | null>(
+      (m, v) => (!m || capacityBytes(v.advert) > capacityBytes(m.advert) ? v : m),
+      null,
+    );
     const need = withEstimate.length ? Math.min(...withEstimate.map((d) => d.estimate as number)) : null;
-    summary = `no agent can ever run this job${need !== null && largest ? `: needs ${formatBytes(need)}, the largest agent (${largest.advert.agent_id}) offers ${formatBytes(capacityBytes(largest.advert))}` : ''} — ${agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ')}`;
-  } else summary = `no agent fits now: ${agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ')}`;
+    const numbers =
+      need !== null && largest
+        ? `: needs ${formatBytes(need)}, the largest agent (${largest.advert.agent_id}) ` +
+          `offers ${formatBytes(capacityBytes(largest.advert))}`
+        : '';
+    summary = `no agent can ever run this job${numbers} — ${reasons}`;
+  } else summary = `no agent fits now: ${reasons}`;
   const chosenView = views.find((v) => v.advert.agent_id === chosen);
   return { jobId: job.jobId, chosen, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
 }

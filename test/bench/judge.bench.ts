@@ -16,9 +16,12 @@ const THREADS = cpus().length;
 
 /** Answers of the kind an evaluation judges: short labels to a few sentences. */
 function sentences(): string[] {
-  const words = 'model adapter training loss step batch token dataset checkpoint agent GPU memory eval answer reference the a of to and is in for with'.split(' ');
+  const words =
+    'model adapter training loss step batch token dataset checkpoint agent GPU memory eval answer reference the a of to and is in for with'.split(
+      ' ',
+    );
   let x = 12345;
-  const rand = (): number => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rand = (): number => (x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   return Array.from({ length: N }, (_, i) => {
     const len = [3, 8, 16, 32, 64][i % 5] as number;
     return Array.from({ length: len }, () => words[Math.floor(rand() * words.length)]).join(' ') + '.';
@@ -58,7 +61,11 @@ for _ in range(3):
     best = d if best is None else min(best, d)
 print(json.dumps({"seconds": best, "torch": torch.__version__}))
 `;
-  const out = execFileSync(join(installedHome(), 'bin', 'python'), ['-c', py, join(installedHome(), 'judge', 'all-MiniLM-L6-v2-hf')], { input: JSON.stringify(texts), encoding: 'utf8', stdio: ['pipe', 'pipe', 'ignore'], maxBuffer: 1 << 24 });
+  const out = execFileSync(
+    join(installedHome(), 'bin', 'python'),
+    ['-c', py, join(installedHome(), 'judge', 'all-MiniLM-L6-v2-hf')],
+    { input: JSON.stringify(texts), encoding: 'utf8', stdio: ['pipe', 'pipe', 'ignore'], maxBuffer: 1 << 24 },
+  );
   const ref = JSON.parse(out.trim().split('\n').pop() as string) as { seconds: number; torch: string };
   const torchRate = N / ref.seconds;
   const table = [

@@ -10,24 +10,78 @@ import { recordResult } from './results';
 
 const DIR = join(resolve(__dirname, '..', '..', '..'), 'test', 'bench', 'gpu');
 
-interface Row { label: string; note: string; input: Omit<EstimateInput, 'shape'> & { shape: ModelShape }; allocated: number; reserved: number | null }
+interface Row {
+  label: string;
+  note: string;
+  input: Omit<EstimateInput, 'shape'> & { shape: ModelShape };
+  allocated: number;
+  reserved: number | null;
+}
 
 function main(): void {
   const cal = JSON.parse(readFileSync(join(DIR, 'h200-memory-calibration.json'), 'utf8')) as {
-    device: string; rows: { shape: string; model: Record<string, unknown>; method: EstimateInput['method']; micro_batch_size: number; seq_len: number; gradient_checkpointing: boolean; optimizer: EstimateInput['optimizer']; lora_r: number; peak_allocated: number; peak_reserved: number }[];
+    device: string;
+    rows: {
+      shape: string;
+      model: Record<string, unknown>;
+      method: EstimateInput['method'];
+      micro_batch_size: number;
+      seq_len: number;
+      gradient_checkpointing: boolean;
+      optimizer: EstimateInput['optimizer'];
+      lora_r: number;
+      peak_allocated: number;
+      peak_reserved: number;
+    }[];
   };
   const rows: Row[] = cal.rows.map((r) => ({
-    label: r.shape, note: ['lora', 'qlora'].includes(r.method) && !r.gradient_checkpointing ? 'before autocast' : '',
-    input: { shape: shapeFromConfig(r.model) as ModelShape, method: r.method, device: 'cuda', precision: 'bf16', microBatch: r.micro_batch_size, seqLen: r.seq_len, gradientCheckpointing: r.gradient_checkpointing, optimizer: r.optimizer, loraRank: r.lora_r },
-    allocated: r.peak_allocated, reserved: r.peak_reserved,
+    label: r.shape,
+    note: ['lora', 'qlora'].includes(r.method) && !r.gradient_checkpointing ? 'before autocast' : '',
+    input: {
+      shape: shapeFromConfig(r.model) as ModelShape,
+      method: r.method,
+      device: 'cuda',
+      precision: 'bf16',
+      microBatch: r.micro_batch_size,
+      seqLen: r.seq_len,
+      gradientCheckpointing: r.gradient_checkpointing,
+      optimizer: r.optimizer,
+      loraRank: r.lora_r,
+    },
+    allocated: r.peak_allocated,
+    reserved: r.peak_reserved,
   }));
   // the current recipe (autocast), from the GPU benchmark's third run
-  const bench = JSON.parse(readFileSync(join(DIR, 'h200-gpu-bench-3-autocast.json'), 'utf8')) as { micro: number; seq: number; rows: Record<string, { peak_memory: number }> };
+  const bench = JSON.parse(readFileSync(join(DIR, 'h200-gpu-bench-3-autocast.json'), 'utf8')) as {
+    micro: number;
+    seq: number;
+    rows: Record<string, { peak_memory: number }>;
+  };
   const big = cal.rows.find((r) => r.shape === 'llama-1.1b');
   if (big) {
-    for (const [name, method] of [['tunefleet lora', 'lora'], ['tunefleet qlora', 'qlora']] as const) {
+    for (const [name, method] of [
+      ['tunefleet lora', 'lora'],
+      ['tunefleet qlora', 'qlora'],
+    ] as const) {
       const peak = bench.rows[name]?.peak_memory;
-      if (peak) rows.push({ label: 'llama-1.1b', note: 'current recipe (GPU bench run 3)', input: { shape: shapeFromConfig(big.model) as ModelShape, method, device: 'cuda', precision: 'bf16', microBatch: bench.micro, seqLen: bench.seq, gradientCheckpointing: false, optimizer: 'adamw', loraRank: 16 }, allocated: peak, reserved: null });
+      if (peak)
+        rows.push({
+          label: 'llama-1.1b',
+          note: 'current recipe (GPU bench run 3)',
+          input: {
+            shape: shapeFromConfig(big.model) as ModelShape,
+            method,
+            device: 'cuda',
+            precision: 'bf16',
+            microBatch: bench.micro,
+            seqLen: bench.seq,
+            gradientCheckpointing: false,
+            optimizer: 'adamw',
+            loraRank: 16,
+          },
+          allocated: peak,
+          reserved: null,
+        });
     }
   }
   const g = (b: number | null): string => (b === null ? '-' : (b / GiB).toFixed(2));
@@ -36,7 +90,12 @@ function main(): void {
     const peakPart = e.total - e.breakdown.overhead; // what the allocator counts
     const ratio = peakPart / r.allocated;
     const pre = r.note === 'before autocast';
-    return { text: `| ${r.label} | ${r.input.method} | ${r.input.microBatch} × ${r.input.seqLen} | ${r.input.gradientCheckpointing ? 'yes' : 'no'} | ${r.input.optimizer} | ${g(r.allocated)} | ${g(r.reserved)} | ${g(peakPart)} | ${g(e.total)} | ${ratio.toFixed(2)} | ${r.note || '-'} |`, ratio, current: !pre, covers: !pre && e.total >= (r.reserved ?? r.allocated) };
+    return {
+      text: `| ${r.label} | ${r.input.method} | ${r.input.microBatch} × ${r.input.seqLen} | ${r.input.gradientCheckpointing ? 'yes' : 'no'} | ${r.input.optimizer} | ${g(r.allocated)} | ${g(r.reserved)} | ${g(peakPart)} | ${g(e.total)} | ${ratio.toFixed(2)} | ${r.note || '-'} |`,
+      ratio,
+      current: !pre,
+      covers: !pre && e.total >= (r.reserved ?? r.allocated),
+    };
   });
   const current = lines.filter((l) => l.current);
   const table = `### Memory estimate vs measured peak, ${new Date().toISOString().slice(0, 10)} — measurements from ${cal.device} (test/bench/gpu/)

@@ -22,10 +22,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "agent", "trainer"))
 
 SHAPES = {
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, tie_word_embeddings=True),
-    "llama-1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                       num_key_value_heads=8, tie_word_embeddings=False),
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
+    "llama-1.1b": dict(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
 }
 # (shape, method, micro, seq, gradient checkpointing, optimizer)
 GRID = [
@@ -47,15 +61,18 @@ GRID = [
 def make_model(out, shape, smoke):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
     from tunefleet_trainer import tiny
 
     tiny.main(out)  # tokenizer (512 tokens) and a tiny model, replaced below
     kw = dict(SHAPES[shape], max_position_embeddings=4096)
     if smoke:
-        kw.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        kw.update(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        )
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**kw)).to(torch.float32 if smoke else torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    LlamaForCausalLM(LlamaConfig(**kw)).to(torch.float32 if smoke else torch.bfloat16).save_pretrained(
+        out, safe_serialization=True
+    )
     return kw
 
 
@@ -69,7 +86,6 @@ def make_data(path, n):
 
 def run(model_dir, data, out, method, micro, seq, gc, optimizer, smoke):
     import torch
-
     from tunefleet_trainer import config, events, recipe
 
     seen = []
@@ -77,18 +93,39 @@ def run(model_dir, data, out, method, micro, seq, gc, optimizer, smoke):
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    cfg = config.from_dict({
-        "model_path": model_dir, "train_path": data, "output_dir": out, "method": method, "device": "cpu" if smoke else "cuda",
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-        "training": {"max_steps": 4, "batch_size": micro, "micro_batch_size": micro, "learning_rate": 1e-4, "warmup_ratio": 0.0,
-                     "checkpoint_every": 100, "max_seq_len": seq, "packing": True, "gradient_checkpointing": gc, "optimizer": optimizer,
-                     "precision": "fp32" if smoke else "bf16"},
-    })
+    cfg = config.from_dict(
+        {
+            "model_path": model_dir,
+            "train_path": data,
+            "output_dir": out,
+            "method": method,
+            "device": "cpu" if smoke else "cuda",
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+            "training": {
+                "max_steps": 4,
+                "batch_size": micro,
+                "micro_batch_size": micro,
+                "learning_rate": 1e-4,
+                "warmup_ratio": 0.0,
+                "checkpoint_every": 100,
+                "max_seq_len": seq,
+                "packing": True,
+                "gradient_checkpointing": gc,
+                "optimizer": optimizer,
+                "precision": "fp32" if smoke else "bf16",
+            },
+        }
+    )
     code = recipe.main(cfg)
     events.set_sink(None)
     fin = seen[-1]
-    row = {"exit": code, "trainable_params": seen[0].get("trainable_params"), "total_params": seen[0].get("total_params"),
-           "peak_allocated": fin.get("peak_memory"), "event": fin["type"]}
+    row = {
+        "exit": code,
+        "trainable_params": seen[0].get("trainable_params"),
+        "total_params": seen[0].get("total_params"),
+        "peak_allocated": fin.get("peak_memory"),
+        "event": fin["type"],
+    }
     if torch.cuda.is_available():
         row["peak_reserved"] = int(torch.cuda.max_memory_reserved())
     if code != 0:
@@ -115,9 +152,29 @@ def main():
         if shape not in models:
             models[shape] = (os.path.join(work, shape), make_model(os.path.join(work, shape), shape, a.cpu_smoke))
         model_dir, kw = models[shape]
-        r = run(model_dir, data, os.path.join(work, f"run{i}"), method, micro, 64 if a.cpu_smoke else seq, gc, opt, a.cpu_smoke)
-        row = {"shape": shape, "model": kw, "method": method, "precision": "fp32" if a.cpu_smoke else "bf16", "micro_batch_size": micro,
-               "seq_len": 64 if a.cpu_smoke else seq, "gradient_checkpointing": gc, "optimizer": opt, "lora_r": 16, **r}
+        r = run(
+            model_dir,
+            data,
+            os.path.join(work, f"run{i}"),
+            method,
+            micro,
+            64 if a.cpu_smoke else seq,
+            gc,
+            opt,
+            a.cpu_smoke,
+        )
+        row = {
+            "shape": shape,
+            "model": kw,
+            "method": method,
+            "precision": "fp32" if a.cpu_smoke else "bf16",
+            "micro_batch_size": micro,
+            "seq_len": 64 if a.cpu_smoke else seq,
+            "gradient_checkpointing": gc,
+            "optimizer": opt,
+            "lora_r": 16,
+            **r,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"

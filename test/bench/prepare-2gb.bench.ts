@@ -15,11 +15,14 @@ async function generate(path: string): Promise<number> {
   const out = createWriteStream(path);
   let x = 11;
   const rnd = (): number => (x = (Math.imul(x, 1664525) + 1013904223) >>> 0);
-  const vocab = Array.from({ length: 20000 }, () => Array.from({ length: 7 }, () => String.fromCharCode(97 + (rnd() % 26))).join(''));
+  const vocab = Array.from({ length: 20000 }, () =>
+    Array.from({ length: 7 }, () => String.fromCharCode(97 + (rnd() % 26))).join(''),
+  );
   let bytes = 0;
   let n = 0;
   while (bytes < TARGET) {
-    const line = JSON.stringify({ text: Array.from({ length: 250 }, () => vocab[rnd() % vocab.length]).join(' ') }) + '\n';
+    const line =
+      JSON.stringify({ text: Array.from({ length: 250 }, () => vocab[rnd() % vocab.length]).join(' ') }) + '\n';
     bytes += Buffer.byteLength(line);
     n += 1;
     if (!out.write(line)) await once(out, 'drain');
@@ -38,7 +41,10 @@ async function main(): Promise<void> {
     const gen = (Date.now() - t0) / 1000;
     const rssBefore = process.resourceUsage().maxRSS / 1024;
     const t1 = Date.now();
-    const { report, write } = await analyse({ spec: { dataset: datasetSchema.parse({ path: file }) }, main: { source: fileSource(file), label: 'big.jsonl' } });
+    const { report, write } = await analyse({
+      spec: { dataset: datasetSchema.parse({ path: file }) },
+      main: { source: fileSource(file), label: 'big.jsonl' },
+    });
     const written = await write(join(dir, 'train.jsonl'), join(dir, 'eval.jsonl'));
     const secs = (Date.now() - t1) / 1000;
     const peak = process.resourceUsage().maxRSS / 1024;

@@ -32,10 +32,17 @@ async function generate(path: string): Promise<void> {
   for (let i = 0; i < N; i++) {
     let rec: { prompt: string; completion: string };
     const r = rnd() % 100;
-    const pick = (): { prompt: string; completion: string } => recent[rnd() % recent.length] as { prompt: string; completion: string };
-    if (r < 5 && recent.length) rec = pick(); // 5 % exact duplicates of a recent record
-    else if (r < 7 && recent.length) rec = { ...pick(), prompt: pick().prompt.replace(/^\w+/, 'qqqqqq') }; // 2 % near: first word changed
-    else rec = { prompt: Array.from({ length: 30 }, () => vocab[rnd() % vocab.length]).join(' '), completion: ` ${vocab[rnd() % vocab.length]}` };
+    const pick = (): { prompt: string; completion: string } =>
+      recent[rnd() % recent.length] as { prompt: string; completion: string };
+    if (r < 5 && recent.length)
+      rec = pick(); // 5 % exact duplicates of a recent record
+    else if (r < 7 && recent.length)
+      rec = { ...pick(), prompt: pick().prompt.replace(/^\w+/, 'qqqqqq') }; // 2 % near: first word changed
+    else
+      rec = {
+        prompt: Array.from({ length: 30 }, () => vocab[rnd() % vocab.length]).join(' '),
+        completion: ` ${vocab[rnd() % vocab.length]}`,
+      };
     if (recent.length < 1000) recent.push(rec);
     else recent[rnd() % 1000] = rec;
     if (!out.write(JSON.stringify(rec) + '\n')) await once(out, 'drain');
@@ -62,13 +69,23 @@ async function main(): Promise<void> {
   rate.baseline = n / ((Date.now() - t0) / 1000);
   rows.push(`| baseline: split lines + JSON.parse | ${n} | - | ${rate.baseline.toFixed(0)} | ${rss().toFixed(0)} |`);
 
-  for (const [label, near] of [['exact path: validate, clean, exact dedup', false], ['full path: + near-duplicate MinHash/LSH', true]] as const) {
+  for (const [label, near] of [
+    ['exact path: validate, clean, exact dedup', false],
+    ['full path: + near-duplicate MinHash/LSH', true],
+  ] as const) {
     t0 = Date.now();
-    const { report } = await analyse({ spec: { dataset: datasetSchema.parse({ path: file, dedup: { near } }) }, main: { source: fileSource(file), label: 'data.jsonl' } });
+    const { report } = await analyse({
+      spec: { dataset: datasetSchema.parse({ path: file, dedup: { near } }) },
+      main: { source: fileSource(file), label: 'data.jsonl' },
+    });
     const secs = (Date.now() - t0) / 1000;
     rate[label] = report.records_total / secs;
-    const drops = Object.entries(report.dropped).map(([k, v]) => `${k} ${v}`).join(', ');
-    rows.push(`| ${label} | ${report.records_total} | ${drops} | ${(rate[label] as number).toFixed(0)} | ${rss().toFixed(0)} |`);
+    const drops = Object.entries(report.dropped)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    rows.push(
+      `| ${label} | ${report.records_total} | ${drops} | ${(rate[label] as number).toFixed(0)} | ${rss().toFixed(0)} |`,
+    );
   }
   rmSync(dir, { recursive: true, force: true });
   const [, exact, full] = Object.values(rate) as number[];

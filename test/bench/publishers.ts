@@ -8,14 +8,37 @@ export function simulatedAdvert(i: number, seq: number): Advert {
   const GiB = 2 ** 30;
   const id = `sim-${String(i).padStart(4, '0')}`;
   const gpus = Array.from({ length: 8 }, (_, g) => ({
-    index: g, uuid: `GPU-${i}-${g}`, name: 'NVIDIA H100 80GB HBM3', memory_total: 80 * GiB, memory_used: ((seq + g) % 8) * GiB,
-    memory_free: (80 - ((seq + g) % 8)) * GiB, utilization_pct: (seq * 7 + g) % 100, temperature_c: 40 + g, compute_capability: '9.0',
-    power_w: 300, driver_version: '550.54.15', cuda_version: '12.4', mig_mode: 'disabled' as const, mig_instances: [], ecc_uncorrectable: 0,
+    index: g,
+    uuid: `GPU-${i}-${g}`,
+    name: 'NVIDIA H100 80GB HBM3',
+    memory_total: 80 * GiB,
+    memory_used: ((seq + g) % 8) * GiB,
+    memory_free: (80 - ((seq + g) % 8)) * GiB,
+    utilization_pct: (seq * 7 + g) % 100,
+    temperature_c: 40 + g,
+    compute_capability: '9.0',
+    power_w: 300,
+    driver_version: '550.54.15',
+    cuda_version: '12.4',
+    mig_mode: 'disabled' as const,
+    mig_instances: [],
+    ecc_uncorrectable: 0,
   }));
   return {
-    v: 1, agent_id: id, hostname: id, os: 'Linux', state: 'ready', labels: { zone: `z${i % 4}` }, accelerator: 'cuda', gpus,
-    cpu: { model: 'AMD EPYC 9654', cores: 96 }, memory: { total: 2048 * GiB, available: 1500 * GiB }, sessions: [],
-    models: ['SmolLM2-135M-Instruct'], model_shapes: {}, trainer: { methods: ['lora', 'dora', 'qlora', 'ia3', 'full'], bitsandbytes: true, bf16: true },
+    v: 1,
+    agent_id: id,
+    hostname: id,
+    os: 'Linux',
+    state: 'ready',
+    labels: { zone: `z${i % 4}` },
+    accelerator: 'cuda',
+    gpus,
+    cpu: { model: 'AMD EPYC 9654', cores: 96 },
+    memory: { total: 2048 * GiB, available: 1500 * GiB },
+    sessions: [],
+    models: ['SmolLM2-135M-Instruct'],
+    model_shapes: {},
+    trainer: { methods: ['lora', 'dora', 'qlora', 'ia3', 'full'], bitsandbytes: true, bf16: true },
     time: Date.now(),
   };
 }
@@ -24,7 +47,11 @@ async function main(): Promise<void> {
   const [url, n, intervalMs, durationMs, connections] = process.argv.slice(2);
   const agents = Number(n);
   const conns = await Promise.all(Array.from({ length: Number(connections ?? 8) }, () => connect({ servers: url })));
-  const kvs = await Promise.all(conns.map((nc) => nc.jetstream().views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File })));
+  const kvs = await Promise.all(
+    conns.map((nc) =>
+      nc.jetstream().views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File }),
+    ),
+  );
   const end = Date.now() + Number(durationMs);
   const interval = Number(intervalMs);
   let written = 0;

@@ -18,23 +18,43 @@ import { TINY_MODEL, startTestStack } from '../harness/stack';
 import { recordResult } from './results';
 
 type Ev = Record<string, unknown>;
-interface HistEvent { eventType?: unknown; eventTime?: { seconds?: unknown; nanos?: number } | null; activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null; activityTaskStartedEventAttributes?: { scheduledEventId?: unknown } | null; activityTaskCompletedEventAttributes?: { scheduledEventId?: unknown } | null; activityTaskTimedOutEventAttributes?: { scheduledEventId?: unknown } | null; eventId?: unknown }
+interface HistEvent {
+  eventType?: unknown;
+  eventTime?: { seconds?: unknown; nanos?: number } | null;
+  activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null;
+  activityTaskStartedEventAttributes?: { scheduledEventId?: unknown } | null;
+  activityTaskCompletedEventAttributes?: { scheduledEventId?: unknown } | null;
+  activityTaskTimedOutEventAttributes?: { scheduledEventId?: unknown } | null;
+  eventId?: unknown;
+}
 
 const ms = (t: HistEvent['eventTime']): number => Number(t?.seconds ?? 0) * 1000 + Math.round((t?.nanos ?? 0) / 1e6);
 const typeName = (e: HistEvent): string => String(e.eventType).replace(/^EVENT_TYPE_/, '');
 
 /** Scheduled/started/completed/timed-out times of each activity, in order. */
-function activities(events: HistEvent[]): { name: string; scheduled: number; started: number | null; completed: number | null; timedOut: number | null }[] {
-  const byId = new Map<string, { name: string; scheduled: number; started: number | null; completed: number | null; timedOut: number | null }>();
+function activities(
+  events: HistEvent[],
+): { name: string; scheduled: number; started: number | null; completed: number | null; timedOut: number | null }[] {
+  const byId = new Map<
+    string,
+    { name: string; scheduled: number; started: number | null; completed: number | null; timedOut: number | null }
+  >();
   const out = [];
   for (const e of events) {
     const t = typeName(e);
     if (t === 'ACTIVITY_TASK_SCHEDULED' || t === '10') {
-      const a = { name: e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?', scheduled: ms(e.eventTime), started: null, completed: null, timedOut: null };
+      const a = {
+        name: e.activityTaskScheduledEventAttributes?.activityType?.name ?? '?',
+        scheduled: ms(e.eventTime),
+        started: null,
+        completed: null,
+        timedOut: null,
+      };
       byId.set(String(e.eventId), a);
       out.push(a);
     }
-    const ref = (x: { scheduledEventId?: unknown } | null | undefined): ReturnType<typeof byId.get> => (x ? byId.get(String(x.scheduledEventId)) : undefined);
+    const ref = (x: { scheduledEventId?: unknown } | null | undefined): ReturnType<typeof byId.get> =>
+      x ? byId.get(String(x.scheduledEventId)) : undefined;
     const s = ref(e.activityTaskStartedEventAttributes);
     if (s) s.started = ms(e.eventTime);
     const c = ref(e.activityTaskCompletedEventAttributes);
@@ -52,16 +72,29 @@ async function main(): Promise<void> {
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '1000']);
   agents.start('agent-a');
   agents.start('agent-b');
-  const advertising = async (id: string): Promise<boolean> => (await (await client.nats()).adverts()).get(id).then((e) => !!e && e.operation === 'PUT');
+  const advertising = async (id: string): Promise<boolean> =>
+    (await (await client.nats()).adverts()).get(id).then((e) => !!e && e.operation === 'PUT');
   const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bench-recovery-'));
-  writeFileSync(join(dir, 'data.jsonl'), Array.from({ length: 64 }, (_, i) => JSON.stringify({ text: `record ${i} of the recovery benchmark, word ${i * 7}` })).join('\n') + '\n');
+  writeFileSync(
+    join(dir, 'data.jsonl'),
+    Array.from({ length: 64 }, (_, i) =>
+      JSON.stringify({ text: `record ${i} of the recovery benchmark, word ${i * 7}` }),
+    ).join('\n') + '\n',
+  );
   const spec = (steps: number): string => {
     const p = join(dir, `job-${steps}.yaml`);
-    writeFileSync(p, `name: bench\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${steps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: 50}\nevaluation: {exact_match: false}\n`);
+    writeFileSync(
+      p,
+      `name: bench\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${steps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: 50}\nevaluation: {exact_match: false}\n`,
+    );
     return p;
   };
   try {
-    await until('agents advertise', async () => (await advertising('agent-a')) && (await advertising('agent-b')), 120_000);
+    await until(
+      'agents advertise',
+      async () => (await advertising('agent-a')) && (await advertising('agent-b')),
+      120_000,
+    );
     await new Promise((r) => setTimeout(r, 1500));
     // warm-up: the first job on a fresh stack pays for Python imports in the page cache, bucket creation and so on
     await client.follow(await client.submit(await loadSpecFile(spec(4)), 'bench-warmup'), () => {});
@@ -82,11 +115,24 @@ async function main(): Promise<void> {
       const started = Number(events.find((e) => e.type === 'started')?.time) * 1000;
       const step = Number(events.find((e) => e.type === 'step')?.time) * 1000;
       if (!prep?.completed || !place?.completed || !train?.started) throw new Error('history lacks an activity');
-      const data = (prep.completed - prep.scheduled);
-      const control = (wfStart - t0) + (place.scheduled - prep.completed) + (place.completed - place.scheduled) + (train.started - place.completed);
+      const data = prep.completed - prep.scheduled;
+      const control =
+        wfStart -
+        t0 +
+        (place.scheduled - prep.completed) +
+        (place.completed - place.scheduled) +
+        (train.started - place.completed);
       const load = started - train.started;
       const first = step - started;
-      firstRows.push([`${run}`, (control / 1000).toFixed(2), ((place.completed - place.scheduled) / 1000).toFixed(2), (data / 1000).toFixed(2), (load / 1000).toFixed(2), (first / 1000).toFixed(2), ((step - t0) / 1000).toFixed(2)]);
+      firstRows.push([
+        `${run}`,
+        (control / 1000).toFixed(2),
+        ((place.completed - place.scheduled) / 1000).toFixed(2),
+        (data / 1000).toFixed(2),
+        (load / 1000).toFixed(2),
+        (first / 1000).toFixed(2),
+        ((step - t0) / 1000).toFixed(2),
+      ]);
     }
 
     // 2. kill -9 → resumed elsewhere
@@ -96,14 +142,22 @@ async function main(): Promise<void> {
       const id = await client.submit(await loadSpecFile(spec(1500)), `bench-recover-${run}`);
       const done = client.follow(id, (e) => events.push(e)).catch(() => null);
       const commits = await (await client.nats()).kv(COMMITS_BUCKET);
-      await until('first commit', async () => {
-        const e = await commits.get(id);
-        return !!e && e.operation === 'PUT' && e.json<CommitRecord>().step >= 50;
-      }, 120_000);
+      await until(
+        'first commit',
+        async () => {
+          const e = await commits.get(id);
+          return !!e && e.operation === 'PUT' && e.json<CommitRecord>().step >= 50;
+        },
+        120_000,
+      );
       const victim = (await client.describe(id)).status?.agentId as string;
       const killedAt = Date.now();
       agents.get(victim)?.kill('SIGKILL');
-      await until('resumed elsewhere', async () => events.some((e) => e.type === 'step' && e.agent_id !== victim), 120_000);
+      await until(
+        'resumed elsewhere',
+        async () => events.some((e) => e.type === 'step' && e.agent_id !== victim),
+        120_000,
+      );
       const resumedStep = Number(events.find((e) => e.type === 'step' && e.agent_id !== victim)?.time) * 1000;
       const startedAgain = Number(events.find((e) => e.type === 'started' && e.agent_id !== victim)?.time) * 1000;
       await done; // the history records the second attempt's start when it completes
@@ -112,7 +166,14 @@ async function main(): Promise<void> {
       const lost = trains[0];
       const next = trains[1];
       if (!lost?.timedOut || !next?.started) throw new Error(`history: ${JSON.stringify(trains)}`);
-      recRows.push([`${run}`, ((lost.timedOut - killedAt) / 1000).toFixed(2), ((next.started - lost.timedOut) / 1000).toFixed(2), ((startedAgain - next.started) / 1000).toFixed(2), ((resumedStep - startedAgain) / 1000).toFixed(2), ((resumedStep - killedAt) / 1000).toFixed(2)]);
+      recRows.push([
+        `${run}`,
+        ((lost.timedOut - killedAt) / 1000).toFixed(2),
+        ((next.started - lost.timedOut) / 1000).toFixed(2),
+        ((startedAgain - next.started) / 1000).toFixed(2),
+        ((resumedStep - startedAgain) / 1000).toFixed(2),
+        ((resumedStep - killedAt) / 1000).toFixed(2),
+      ]);
       agents.start(victim);
       await until('victim back', async () => advertising(victim), 120_000);
       await new Promise((r) => setTimeout(r, 1500));
@@ -145,7 +206,10 @@ Goals: control plane ≤ 1 s; detection ≤ 10 s; resumed ≤ 30 s after the kil
   }
 }
 
-void main().then(() => process.exit(0), (e: unknown) => {
-  console.error(e);
-  process.exit(1);
-});
+void main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -30,33 +30,58 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
   let stack: TestStack | undefined;
   const workers: RunningWorker[] = [];
   let client: Stack | undefined;
-  const agents = new AgentProcesses(() => stack as TestStack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4', '--trainer-nice', String(nice)]);
+  const agents = new AgentProcesses(
+    () => stack as TestStack,
+    ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4', '--trainer-nice', String(nice)],
+  );
   try {
     stack = await startTestStack();
-    for (let i = 0; i < workerCount; i++) workers.push(await startControlWorker(stack.cfg, () => {}, { identity: `control-${i}@${process.pid}` }));
+    for (let i = 0; i < workerCount; i++)
+      workers.push(await startControlWorker(stack.cfg, () => {}, { identity: `control-${i}@${process.pid}` }));
     client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
     for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
     const c = client;
     await until(`${agentCount} agents advertise`, async () => (await readyAgents(c)).length === agentCount, 120_000);
-    return await runLoad(stack, client, workers, agents, { name: 'soak', jobs, capacity: CAPACITY, maxSteps: 4, trainerNice: nice, trainerThreads: threadsPerSession(availableParallelism(), 4) });
+    return await runLoad(stack, client, workers, agents, {
+      name: 'soak',
+      jobs,
+      capacity: CAPACITY,
+      maxSteps: 4,
+      trainerNice: nice,
+      trainerThreads: threadsPerSession(availableParallelism(), 4),
+    });
   } finally {
-    await stopAll(() => agents.killAll(), () => client?.close(), ...workers.map((w) => () => w.stop()), () => stack?.stop());
+    await stopAll(
+      () => agents.killAll(),
+      () => client?.close(),
+      ...workers.map((w) => () => w.stop()),
+      () => stack?.stop(),
+    );
   }
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      jobs: { type: 'string', default: '30' }, agents: { type: 'string', default: '3' }, workers: { type: 'string', default: '2' },
-      'trainer-nice': { type: 'string', default: String(DEFAULT_TRAINER_NICE) }, compare: { type: 'boolean', default: false },
+      jobs: { type: 'string', default: '30' },
+      agents: { type: 'string', default: '3' },
+      workers: { type: 'string', default: '2' },
+      'trainer-nice': { type: 'string', default: String(DEFAULT_TRAINER_NICE) },
+      compare: { type: 'boolean', default: false },
     },
   });
   const n = (k: 'jobs' | 'agents' | 'workers' | 'trainer-nice', lo: number, hi: number): number => {
     const v = Number(values[k]);
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`--${k} '${values[k]}' must be a whole number from ${lo} to ${hi}`);
+    if (!Number.isInteger(v) || v < lo || v > hi)
+      throw new Error(`--${k} '${values[k]}' must be a whole number from ${lo} to ${hi}`);
     return v;
   };
-  const [jobs, agents, workers, nice] = [n('jobs', 1, 200), n('agents', 1, 26), n('workers', 1, 8), n('trainer-nice', 0, 19)];
+  const [jobs, agents, workers, nice] = [
+    n('jobs', 1, 200),
+    n('agents', 1, 26),
+    n('workers', 1, 8),
+    n('trainer-nice', 0, 19),
+  ];
   const runs: { nice: number; f: LoadFigures; load: number }[] = [];
   for (const runNice of values.compare && nice !== 0 ? [nice, 0] : [nice]) {
     console.log(`soak: ${jobs} jobs, ${agents} agents, ${workers} control workers, trainers at nice +${runNice} ...`);
@@ -73,9 +98,10 @@ async function main(): Promise<void> {
   };
   const base = runs.find((r) => r.nice === 0 && runs.length > 1);
   const tuned = runs[0] as (typeof runs)[number];
-  const ratio = base && tuned.f.longestCompletedTaskMs > 0
-    ? `\n\nLongest workflow task with trainers at the agents' priority ÷ with trainers at nice +${tuned.nice}: ${(base.f.longestCompletedTaskMs / tuned.f.longestCompletedTaskMs).toFixed(2)}x; wall time ${(base.f.wallS / tuned.f.wallS).toFixed(2)}x.`
-    : '';
+  const ratio =
+    base && tuned.f.longestCompletedTaskMs > 0
+      ? `\n\nLongest workflow task with trainers at the agents' priority ÷ with trainers at nice +${tuned.nice}: ${(base.f.longestCompletedTaskMs / tuned.f.longestCompletedTaskMs).toFixed(2)}x; wall time ${(base.f.wallS / tuned.f.wallS).toFixed(2)}x.`
+      : '';
   recordResult(`### Soak, ${new Date().toISOString().slice(0, 10)} — ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'CPU'}, node ${process.version} (\`npm run soak${values.compare ? ' -- --compare' : ''}\`)
 
 Tiny CPU jobs (4 steps, then evaluation) submitted at once; each agent offers ${(CAPACITY / GiB).toFixed(1)} GiB (two jobs). Longest workflow task: WorkflowTaskStarted → Completed in each job's history, the longest and the p99 over every task a worker answered (the target is under 5 s; Temporal's timeout is 10 s). Started, never answered: tasks that Temporal recorded as started and that timed out after 10 s with no reply from any worker (the soak prints each one with its job, time and the poller that took it). CPU seconds during the run by role (trainers: the agents' finished children). Load: 1-minute load average at the end.
@@ -83,7 +109,11 @@ Tiny CPU jobs (4 steps, then evaluation) submitted at once; each agent offers ${
 | trainers | finished | agents | control workers | most reserved on one agent | most running (adverts) | highest queue position | lease CAS conflicts | longest workflow task | p99 | started, never answered | wall | CPU s: workers+test / agents / trainers / nats / Temporal | load |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 ${runs.map(row).join('\n')}${ratio}`);
-  const bad = runs.flatMap((r) => [...r.f.failed, ...(r.f.overbooked ? [r.f.overbooked] : []), ...(r.f.overrun ? [r.f.overrun] : [])]);
+  const bad = runs.flatMap((r) => [
+    ...r.f.failed,
+    ...(r.f.overbooked ? [r.f.overbooked] : []),
+    ...(r.f.overrun ? [r.f.overrun] : []),
+  ]);
   if (bad.length) {
     console.error(`soak failed:\n${bad.map((b) => `  ${b}`).join('\n')}`);
     process.exitCode = 1;

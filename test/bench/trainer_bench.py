@@ -46,12 +46,25 @@ def run_ours(data_path, out_dir, steps, micro):
 
     seen = []
     events.set_sink(seen.append)
-    cfg = config.from_dict({
-        "model_path": MODEL, "train_path": data_path, "output_dir": out_dir, "method": "lora",
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.05},
-        "training": {"max_steps": steps, "batch_size": micro, "micro_batch_size": micro, "learning_rate": 1e-3,
-                     "warmup_ratio": 0.0, "checkpoint_every": 10**9, "max_seq_len": 128, "precision": "fp32"},
-    })
+    cfg = config.from_dict(
+        {
+            "model_path": MODEL,
+            "train_path": data_path,
+            "output_dir": out_dir,
+            "method": "lora",
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.05},
+            "training": {
+                "max_steps": steps,
+                "batch_size": micro,
+                "micro_batch_size": micro,
+                "learning_rate": 1e-3,
+                "warmup_ratio": 0.0,
+                "checkpoint_every": 10**9,
+                "max_seq_len": 128,
+                "precision": "fp32",
+            },
+        }
+    )
     recipe.main(cfg)
     events.set_sink(None)
     step_times = [e["time"] for e in seen if e["type"] == "step"]
@@ -73,7 +86,7 @@ def run_hf(data_path, out_dir, steps, micro):
     tok = AutoTokenizer.from_pretrained(MODEL)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    rows = [json.loads(l) for l in open(data_path)]
+    rows = [json.loads(row) for row in open(data_path)]
     data = []
     for r in rows:  # the same encoding: prompt masked, completion + EOS learned
         p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
@@ -94,16 +107,32 @@ def run_hf(data_path, out_dir, steps, micro):
         return {"input_ids": ids, "labels": lab, "attention_mask": att}
 
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear"))
+    model = get_peft_model(
+        model,
+        LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear"),
+    )
     times = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             times.append(time.time())
 
-    args = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=micro, gradient_accumulation_steps=1, max_steps=steps,
-                             learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=0, logging_steps=10**9, save_strategy="no",
-                             report_to="none", use_cpu=True, dataloader_num_workers=0, seed=42, remove_unused_columns=False)
+    args = TrainingArguments(
+        output_dir=out_dir,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=1,
+        max_steps=steps,
+        learning_rate=1e-3,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        logging_steps=10**9,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        seed=42,
+        remove_unused_columns=False,
+    )
     Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Clock()]).train()
     return times, step_tokens[: len(times)]
 
@@ -133,32 +162,62 @@ def main():
             f.write(json.dumps(r) + "\n")
     results = {}
     for which in ("hf", "ours"):  # baseline first
-        p = subprocess.run([sys.executable, __file__, "--child", which, "--data", data, "--steps", str(a.steps), "--micro", str(a.micro)],
-                           capture_output=True, text=True, cwd=TRAINER, env={**os.environ, "PYTHONPATH": TRAINER})
-        line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+        p = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                which,
+                "--data",
+                data,
+                "--steps",
+                str(a.steps),
+                "--micro",
+                str(a.micro),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=TRAINER,
+            env={**os.environ, "PYTHONPATH": TRAINER},
+        )
+        line = next((out for out in p.stdout.splitlines() if out.startswith("RESULT ")), None)
         if p.returncode != 0 or not line:
             sys.exit(f"{which} failed:\n{p.stderr[-3000:]}")
         r = json.loads(line[7:])
         t, tok = r["times"], r["tokens"]
         w = a.warmup
         secs = t[-1] - t[w - 1]
-        results[which] = {"tokens_per_s": sum(tok[w:]) / secs, "s_per_step": secs / (len(t) - w), "peak_rss": r["peak_rss"]}
+        results[which] = {
+            "tokens_per_s": sum(tok[w:]) / secs,
+            "s_per_step": secs / (len(t) - w),
+            "peak_rss": r["peak_rss"],
+        }
     o, h = results["ours"], results["hf"]
-    import torch, transformers, peft
+    import peft
+    import torch
+    import transformers
 
-    machine = f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}"
-    table = "\n".join([
-        f"### Trainer on CPU, {datetime.date.today()} — {machine}",
-        "",
-        f"SmolLM2-135M-Instruct, LoRA r=8 on all linear layers, fp32, micro-batch {a.micro}, {a.steps} steps ({a.warmup} warm-up steps not timed), 400 MIME-type records.",
-        "",
-        "| run | tokens/s | s/step | peak RSS MiB |",
-        "|---|---|---|---|",
-        f"| HF Trainer + PEFT (baseline) | {h['tokens_per_s']:.0f} | {h['s_per_step']:.2f} | {h['peak_rss'] / 2**20:.0f} |",
-        f"| tunefleet recipe | {o['tokens_per_s']:.0f} | {o['s_per_step']:.2f} | {o['peak_rss'] / 2**20:.0f} |",
-        "",
-        f"Ratio tunefleet / baseline: tokens/s {o['tokens_per_s'] / h['tokens_per_s']:.2f}x (goal >= 1.0x), peak RSS {o['peak_rss'] / h['peak_rss']:.2f}x.",
-    ])
+    machine = (
+        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, peft {peft.__version__}"
+    )
+    table = "\n".join(
+        [
+            f"### Trainer on CPU, {datetime.date.today()} — {machine}",
+            "",
+            f"SmolLM2-135M-Instruct, LoRA r=8 on all linear layers, fp32, micro-batch {a.micro}, "
+            f"{a.steps} steps ({a.warmup} warm-up steps not timed), 400 MIME-type records.",
+            "",
+            "| run | tokens/s | s/step | peak RSS MiB |",
+            "|---|---|---|---|",
+            f"| HF Trainer + PEFT (baseline) | {h['tokens_per_s']:.0f} | {h['s_per_step']:.2f} "
+            f"| {h['peak_rss'] / 2**20:.0f} |",
+            f"| tunefleet recipe | {o['tokens_per_s']:.0f} | {o['s_per_step']:.2f} | {o['peak_rss'] / 2**20:.0f} |",
+            "",
+            f"Ratio tunefleet / baseline: tokens/s {o['tokens_per_s'] / h['tokens_per_s']:.2f}x (goal >= 1.0x), "
+            f"peak RSS {o['peak_rss'] / h['peak_rss']:.2f}x.",
+        ]
+    )
     print(table)
     path = os.path.join(ROOT, "test", "bench", "RESULTS.md")
     head = open(path).read() if os.path.exists(path) else "# Benchmark results\n"

@@ -9,11 +9,32 @@
 // Scenario 7 uses the failpoint place:after-reserve (shared/failpoint.ts).
 import { expect } from 'chai';
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import {
-  ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, COMMITS_BUCKET, DATASETS_BUCKET, DECISIONS_BUCKET, EVENTS_STREAM, LEASES_BUCKET, QUEUE_BUCKET,
-  jobEventSubject, type CommitRecord, type JobResult,
+  ADAPTERS_BUCKET,
+  CHECKPOINTS_BUCKET,
+  COMMITS_BUCKET,
+  DATASETS_BUCKET,
+  DECISIONS_BUCKET,
+  EVENTS_STREAM,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  jobEventSubject,
+  type CommitRecord,
+  type JobResult,
 } from '../../shared';
 import { claimEpoch, commitCheckpoint } from '../../agent/commits';
 import { readLeases } from '../../scheduler/leases';
@@ -22,11 +43,34 @@ import { processAlive, startNats, startTemporal, stopProcess } from '../../infra
 import { join } from 'node:path';
 import { Stack, loadSpecFile } from '../../scheduler/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { AgentProcesses, adapterDiff, readyAgents, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
-import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
+import {
+  AgentProcesses,
+  adapterDiff,
+  readyAgents,
+  assertMonotonic,
+  commitHistory,
+  commitOf,
+  tinyJob,
+  until,
+} from '../harness/fleet';
+import {
+  ROOT,
+  TINY_MODEL,
+  cliEnv,
+  recordHistory,
+  runCli,
+  startTestStack,
+  stopAll,
+  type TestStack,
+} from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
-interface Row { scenario: string; outcome: string; stepsLost: number | string; recoverS: string }
+interface Row {
+  scenario: string;
+  outcome: string;
+  stepsLost: number | string;
+  recoverS: string;
+}
 
 describe('chaos - faults injected into running jobs', function () {
   this.timeout(600_000);
@@ -40,16 +84,21 @@ describe('chaos - faults injected into running jobs', function () {
   /** pid of the trainer process running this job's given attempt */
   const trainerPid = (jobId: string, attempt: number): number => {
     const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
-    const line = ps.split('\n').find((l) => l.includes('tunefleet_trainer train') && l.includes(`/jobs/${jobId}/attempt-${attempt}/run.json`));
+    const line = ps
+      .split('\n')
+      .find((l) => l.includes('tunefleet_trainer train') && l.includes(`/jobs/${jobId}/attempt-${attempt}/run.json`));
     if (!line) throw new Error(`no trainer process for ${jobId} attempt ${attempt}`);
     return Number(line.trim().split(/\s+/)[0]);
   };
   /** This job's leases, over all agents. */
   const leasesOf = async (jobId: string): Promise<{ agentId: string; attempt: number }[]> => {
     const all = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
-    return [...all].flatMap(([agentId, a]) => a.leases.filter((l) => l.jobId === jobId).map((l) => ({ agentId, attempt: l.attempt })));
+    return [...all].flatMap(([agentId, a]) =>
+      a.leases.filter((l) => l.jobId === jobId).map((l) => ({ agentId, attempt: l.attempt })),
+    );
   };
-  const stepsOf = (events: Record<string, unknown>[], pred: (e: Record<string, unknown>) => boolean): number[] => events.filter((e) => e.type === 'step' && pred(e)).map((e) => Number(e.step));
+  const stepsOf = (events: Record<string, unknown>[], pred: (e: Record<string, unknown>) => boolean): number[] =>
+    events.filter((e) => e.type === 'step' && pred(e)).map((e) => Number(e.step));
 
   before(async () => {
     stack = await startTestStack();
@@ -64,9 +113,16 @@ describe('chaos - faults injected into running jobs', function () {
     if (rows.length) {
       const w = [40, 60, 10, 12];
       const line = (c: (string | number)[]): string => c.map((x, i) => String(x).padEnd(w[i] ?? 10)).join(' | ');
-      console.log(`\n${line(['scenario', 'outcome', 'steps lost', 'recover s'])}\n${w.map((n) => '-'.repeat(n)).join('-|-')}\n${rows.map((r) => line([r.scenario, r.outcome, r.stepsLost, r.recoverS])).join('\n')}`);
+      console.log(
+        `\n${line(['scenario', 'outcome', 'steps lost', 'recover s'])}\n${w.map((n) => '-'.repeat(n)).join('-|-')}\n${rows.map((r) => line([r.scenario, r.outcome, r.stepsLost, r.recoverS])).join('\n')}`,
+      );
     }
-    await stopAll(() => agents.killAll(), () => client?.close(), () => worker?.stop(), () => stack?.stop());
+    await stopAll(
+      () => agents.killAll(),
+      () => client?.close(),
+      () => worker?.stop(),
+      () => stack?.stop(),
+    );
   });
 
   it('chaos [ci] 1 - kill -9 of the trainer only: the agent reports it, the job resumes from the newest committed checkpoint', async () => {
@@ -88,7 +144,12 @@ describe('chaos - faults injected into running jobs', function () {
     const d = await client.describe(id);
     expect(d.temporal).to.equal('COMPLETED');
     const firstNew = events.find((e) => e.type === 'step' && Number(e.attempt) > committed.epoch);
-    rows.push({ scenario: '1 kill -9 trainer', outcome: `resumed at step ${resumed} on ${String(second?.agent_id)}`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1) });
+    rows.push({
+      scenario: '1 kill -9 trainer',
+      outcome: `resumed at step ${resumed} on ${String(second?.agent_id)}`,
+      stepsLost: reached - resumed,
+      recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
+    });
   });
 
   it('chaos [ci] 9 - the newest checkpoint damaged in the store: sha256 refuses it and the job resumes from the one before', async () => {
@@ -117,7 +178,12 @@ describe('chaos - faults injected into running jobs', function () {
     expect(agents.log(other)).to.match(new RegExp(`checkpoint step ${rec.step} is unusable`));
     const reached = Math.max(...stepsOf(events, (e) => e.agent_id === victim));
     const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
-    rows.push({ scenario: '9 damaged newest checkpoint', outcome: `step ${rec.step} refused (sha256), resumed at ${previous}`, stepsLost: reached - previous, recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1) });
+    rows.push({
+      scenario: '9 damaged newest checkpoint',
+      outcome: `step ${rec.step} refused (sha256), resumed at ${previous}`,
+      stepsLost: reached - previous,
+      recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
+    });
     agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
@@ -139,7 +205,12 @@ describe('chaos - faults injected into running jobs', function () {
     expect(resumed).to.equal(reached);
     expect(result.training.agentId).to.not.equal(victim);
     const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
-    rows.push({ scenario: '3 SIGTERM agent', outcome: `checkpointed at ${resumed}, resumed on ${result.training.agentId}`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - stoppedAt) / 1000).toFixed(1) });
+    rows.push({
+      scenario: '3 SIGTERM agent',
+      outcome: `checkpointed at ${resumed}, resumed on ${result.training.agentId}`,
+      stepsLost: reached - resumed,
+      recoverS: ((Number(firstNew?.time) * 1000 - stoppedAt) / 1000).toFixed(1),
+    });
     agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
@@ -148,24 +219,39 @@ describe('chaos - faults injected into running jobs', function () {
     const kv = await (await client.nats()).kv(COMMITS_BUCKET);
     const jobId = 'chaos-lost-reply';
     await claimEpoch(kv, jobId, 1, 'agent-x');
-    const c = { epoch: 1, step: 10, prefix: `${jobId}/a1/step-00000010/`, manifest_sha256: 'ab'.repeat(32), agent_id: 'agent-x' };
+    const c = {
+      epoch: 1,
+      step: 10,
+      prefix: `${jobId}/a1/step-00000010/`,
+      manifest_sha256: 'ab'.repeat(32),
+      agent_id: 'agent-x',
+    };
     expect(await commitCheckpoint(kv, jobId, c)).to.equal('committed');
     const before = await kv.get(jobId);
     expect(await commitCheckpoint(kv, jobId, c), 'the retry').to.equal('duplicate');
     expect((await kv.get(jobId))?.revision, 'nothing written by the retry').to.equal(before?.revision);
     // a newer epoch claims the job: the old epoch's retry, or a later step from it, is refused
     await claimEpoch(kv, jobId, 2, 'agent-y');
-    expect(await commitCheckpoint(kv, jobId, { ...c, step: 20, prefix: `${jobId}/a1/step-00000020/` })).to.equal('fenced');
+    expect(await commitCheckpoint(kv, jobId, { ...c, step: 20, prefix: `${jobId}/a1/step-00000020/` })).to.equal(
+      'fenced',
+    );
     const rec = (await commitOf(client, jobId)) as CommitRecord;
     expect([rec.epoch, rec.step, rec.prefix]).to.deep.equal([2, 10, c.prefix]);
-    rows.push({ scenario: '8 lost commit reply', outcome: 'retry is a no-op; old epoch refused', stepsLost: 0, recoverS: '-' });
+    rows.push({
+      scenario: '8 lost commit reply',
+      outcome: 'retry is a no-op; old epoch refused',
+      stepsLost: 0,
+      recoverS: '-',
+    });
   });
 
   it('chaos 11 - the same job submitted twice with the same id: one workflow, one lease', async () => {
     const spec = await loadSpecFile(tinyJob('twice', 200, 1000));
     const tries = await Promise.allSettled([client.submit(spec, 'chaos-twice'), client.submit(spec, 'chaos-twice')]);
     expect(tries.filter((t) => t.status === 'fulfilled')).to.have.length(1);
-    expect(String((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason)).to.match(/already exists/);
+    expect(String((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason)).to.match(
+      /already exists/,
+    );
     await until('training', async () => (await client.describe('chaos-twice')).status?.state === 'training', 120_000);
     const leases = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
     const mine = [...leases.values()].flatMap((a) => a.leases).filter((l) => l.jobId === 'chaos-twice');
@@ -173,7 +259,12 @@ describe('chaos - faults injected into running jobs', function () {
     const runs = (await client.list("TunefleetJobId='chaos-twice'")).length;
     expect(runs).to.equal(1);
     await client.follow('chaos-twice', () => {});
-    rows.push({ scenario: '11 same id twice', outcome: 'one workflow, one lease; second submit refused', stepsLost: 0, recoverS: '-' });
+    rows.push({
+      scenario: '11 same id twice',
+      outcome: 'one workflow, one lease; second submit refused',
+      stepsLost: 0,
+      recoverS: '-',
+    });
   });
 
   it('chaos 5 - nats-server restarted mid-job (file store): the job continues; no checkpoint, dataset or event is lost; agents re-advertise', async () => {
@@ -183,32 +274,56 @@ describe('chaos - faults injected into running jobs', function () {
     await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 100, 120_000);
     const before = (await commitOf(client, id)) as CommitRecord;
     const n = await client.nats();
-    const manifestBefore = await (await n.objects(CHECKPOINTS_BUCKET)).getBlob(`${before.prefix as string}manifest.json`);
+    const manifestBefore = await (
+      await n.objects(CHECKPOINTS_BUCKET)
+    ).getBlob(`${before.prefix as string}manifest.json`);
     const datasetName = `sha256-${await sha256File(spec.datasetPath)}`;
     const t0 = Date.now();
     await stopProcess(stack.nats.pid, 10_000);
     await new Promise((r) => setTimeout(r, 2000));
     const port = Number(new URL(stack.nats.address).port);
-    stack.nats = await startNats({ home: stack.home, dataDir: join(stack.home, 'data'), logDir: join(stack.home, 'logs'), port });
+    stack.nats = await startNats({
+      home: stack.home,
+      dataDir: join(stack.home, 'data'),
+      logDir: join(stack.home, 'logs'),
+      port,
+    });
     const down = (Date.now() - t0) / 1000;
     // JetStream recovers its streams from the file store before it answers again
     // (no API check when making the manager: the client may not have reconnected yet)
     const jsm = await n.nc.jetstreamManager({ checkAPI: false });
-    await until('JetStream answers again', async () => jsm.streams.info(EVENTS_STREAM).then(() => true, () => false), 60_000);
+    await until(
+      'JetStream answers again',
+      async () =>
+        jsm.streams.info(EVENTS_STREAM).then(
+          () => true,
+          () => false,
+        ),
+      60_000,
+    );
     // the client reconnects by itself; follow replays the job's stored events from the start
     const events: Record<string, unknown>[] = [];
     const result = await client.follow(id, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
     // what was stored before the restart is still there, byte for byte
-    const manifestAfter = await (await n.objects(CHECKPOINTS_BUCKET)).getBlob(`${before.prefix as string}manifest.json`);
+    const manifestAfter = await (
+      await n.objects(CHECKPOINTS_BUCKET)
+    ).getBlob(`${before.prefix as string}manifest.json`);
     expect(Buffer.from(manifestAfter as Uint8Array).equals(Buffer.from(manifestBefore as Uint8Array))).to.equal(true);
     expect(await (await n.objects(DATASETS_BUCKET)).info(datasetName)).to.not.equal(null);
     // every step event of the attempt that finished is stored once: none lost, none doubled
     const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
-    const from = Number(events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0);
+    const from = Number(
+      events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0,
+    );
     expect(last).to.deep.equal(Array.from({ length: steps - from }, (_, i) => from + 1 + i));
     await until('both agents advertise again', async () => (await ready()).length === 2, 30_000);
-    rows.push({ scenario: '5 nats-server restart', outcome: `down ${down.toFixed(1)} s; finished on attempt ${result.training.attempt}, every event stored once`, stepsLost: result.training.attempt > 1 ? `${before.step}→${from}` : 0, recoverS: '-' });
+    rows.push({
+      scenario: '5 nats-server restart',
+      outcome: `down ${down.toFixed(1)} s; finished on attempt ${result.training.attempt}, every event stored once`,
+      stepsLost: result.training.attempt > 1 ? `${before.step}→${from}` : 0,
+      recoverS: '-',
+    });
   });
 
   it('chaos 12 - a trainer alive but stuck (SIGSTOP): the progress watchdog fails the attempt within the heartbeat timeout', async () => {
@@ -221,14 +336,25 @@ describe('chaos - faults injected into running jobs', function () {
     const pid = trainerPid(id, rec.epoch);
     const stoppedAt = Date.now();
     process.kill(pid, 'SIGSTOP');
-    await until('the watchdog kills it', async () => agents.log(agentId).includes(`${id} attempt ${rec.epoch}: no progress from the trainer`), (HEARTBEAT_TIMEOUT_S + 5) * 1000);
+    await until(
+      'the watchdog kills it',
+      async () => agents.log(agentId).includes(`${id} attempt ${rec.epoch}: no progress from the trainer`),
+      (HEARTBEAT_TIMEOUT_S + 5) * 1000,
+    );
     const detected = (Date.now() - stoppedAt) / 1000;
     await until('the stuck trainer is gone (killed and reaped)', async () => !processAlive(pid), 5_000);
     const result = await done;
     expect(result.training.attempt).to.be.greaterThan(rec.epoch);
-    const resumed = Number(events.find((e) => e.type === 'started' && Number(e.attempt) > rec.epoch)?.resumed_from_step);
+    const resumed = Number(
+      events.find((e) => e.type === 'started' && Number(e.attempt) > rec.epoch)?.resumed_from_step,
+    );
     const reached = Math.max(...stepsOf(events, (e) => Number(e.attempt) === rec.epoch));
-    rows.push({ scenario: '12 stuck trainer (SIGSTOP)', outcome: `watchdog killed it after ${detected.toFixed(1)} s; resumed at ${resumed}`, stepsLost: reached - resumed, recoverS: detected.toFixed(1) });
+    rows.push({
+      scenario: '12 stuck trainer (SIGSTOP)',
+      outcome: `watchdog killed it after ${detected.toFixed(1)} s; resumed at ${resumed}`,
+      stepsLost: reached - resumed,
+      recoverS: detected.toFixed(1),
+    });
   });
   it('chaos [ci] 2 - kill -9 of the agent: placed again elsewhere, at most one checkpoint interval lost, never two trainers committing, adapter equal to an uninterrupted run', async () => {
     const every = 100;
@@ -244,7 +370,10 @@ describe('chaos - faults injected into running jobs', function () {
     // meanwhile, the uninterrupted run of the same job (same data, seed and settings) on the
     // surviving agent: the selector only steers placement
     const survivor = victim === 'agent-a' ? 'agent-b' : 'agent-a';
-    const baselineId = await client.submit({ ...spec, spec: { ...spec.spec, selector: { host: survivor } } }, 'chaos-kill9-baseline');
+    const baselineId = await client.submit(
+      { ...spec, spec: { ...spec.spec, selector: { host: survivor } } },
+      'chaos-kill9-baseline',
+    );
     const [result, baseline] = await Promise.all([done, client.follow(baselineId, () => {})]);
     expect(baseline.training.attempt, 'the baseline ran uninterrupted').to.equal(1);
     expect(result.training.agentId).to.not.equal(victim);
@@ -267,7 +396,12 @@ describe('chaos - faults injected into running jobs', function () {
     expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
     await recordHistory(client.client, id, 'recovered-after-kill9');
     const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
-    rows.push({ scenario: '2 kill -9 agent', outcome: `resumed at ${resumed} on ${result.training.agentId}; adapter max diff ${diff.toExponential(0)} vs uninterrupted`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1) });
+    rows.push({
+      scenario: '2 kill -9 agent',
+      outcome: `resumed at ${resumed} on ${result.training.agentId}; adapter max diff ${diff.toExponential(0)} vs uninterrupted`,
+      stepsLost: reached - resumed,
+      recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
+    });
     agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
@@ -283,35 +417,59 @@ describe('chaos - faults injected into running jobs', function () {
     const stoppedAt = Date.now();
     proc.kill('SIGSTOP');
     // a new epoch claims the job and commits elsewhere
-    await until('a newer epoch commits', async () => {
-      const c = await commitOf(client, id);
-      return !!c && c.epoch >= 2 && c.agent_id !== frozen && c.step > 0;
-    }, 120_000);
+    await until(
+      'a newer epoch commits',
+      async () => {
+        const c = await commitOf(client, id);
+        return !!c && c.epoch >= 2 && c.agent_id !== frozen && c.step > 0;
+      },
+      120_000,
+    );
     proc.kill('SIGCONT');
     const result = await done;
     expect(result.training.agentId).to.not.equal(frozen);
     const history = await commitHistory(client, id);
     assertMonotonic(history);
     const firstNew = history.findIndex((c) => c.epoch >= 2);
-    expect(history.slice(firstNew).every((c) => c.epoch >= 2), 'no epoch-1 write after epoch 2 claimed the job').to.equal(true);
+    expect(
+      history.slice(firstNew).every((c) => c.epoch >= 2),
+      'no epoch-1 write after epoch 2 claimed the job',
+    ).to.equal(true);
     // the thawed agent saw that it lost the job and stopped its trainer
-    await until('the zombie noticed', async () => /refused: a newer attempt owns|the server dropped this attempt/.test(agents.log(frozen)), 30_000);
+    await until(
+      'the zombie noticed',
+      async () => /refused: a newer attempt owns|the server dropped this attempt/.test(agents.log(frozen)),
+      30_000,
+    );
     const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== frozen)?.resumed_from_step);
     const reached = Math.max(...stepsOf(events, (e) => e.agent_id === frozen));
     const firstStep = events.find((e) => e.type === 'step' && e.agent_id !== frozen);
-    rows.push({ scenario: '4 SIGSTOP agent, then SIGCONT', outcome: `zombie refused; ${history.length} commits, monotonic; resumed at ${resumed}`, stepsLost: reached - resumed, recoverS: ((Number(firstStep?.time) * 1000 - stoppedAt) / 1000).toFixed(1) });
+    rows.push({
+      scenario: '4 SIGSTOP agent, then SIGCONT',
+      outcome: `zombie refused; ${history.length} commits, monotonic; resumed at ${resumed}`,
+      stepsLost: reached - resumed,
+      recoverS: ((Number(firstStep?.time) * 1000 - stoppedAt) / 1000).toFixed(1),
+    });
   });
 
   it('chaos 6 - Temporal dev server restarted mid-job (SQLite file): the workflow continues', async () => {
     const steps = 2500;
-    const id = await client.submit(await loadSpecFile(tinyJob('temporal-restart', steps, 100)), 'chaos-temporal-restart');
+    const id = await client.submit(
+      await loadSpecFile(tinyJob('temporal-restart', steps, 100)),
+      'chaos-temporal-restart',
+    );
     await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 100, 120_000);
     const before = (await commitOf(client, id)) as CommitRecord;
     const t0 = Date.now();
     await stopProcess(stack.temporal.pid, 10_000);
     await new Promise((r) => setTimeout(r, 2000));
     const port = Number(stack.temporal.address.split(':').pop());
-    stack.temporal = await startTemporal({ home: stack.home, dataDir: join(stack.home, 'data'), logDir: join(stack.home, 'logs'), port });
+    stack.temporal = await startTemporal({
+      home: stack.home,
+      dataDir: join(stack.home, 'data'),
+      logDir: join(stack.home, 'logs'),
+      port,
+    });
     const down = (Date.now() - t0) / 1000;
     // the workers and this client reconnect by themselves; the history is in the SQLite file
     const events: Record<string, unknown>[] = [];
@@ -320,16 +478,26 @@ describe('chaos - faults injected into running jobs', function () {
     expect((await client.describe(id)).temporal).to.equal('COMPLETED');
     assertMonotonic(await commitHistory(client, id));
     const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
-    const from = Number(events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0);
+    const from = Number(
+      events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0,
+    );
     expect(last).to.deep.equal(Array.from({ length: steps - from }, (_, i) => from + 1 + i));
     await until('both agents advertise', async () => (await ready()).length === 2, 60_000);
-    rows.push({ scenario: '6 Temporal dev server restart', outcome: `down ${down.toFixed(1)} s; finished on attempt ${result.training.attempt}`, stepsLost: result.training.attempt > 1 ? `${before.step}→${from}` : 0, recoverS: '-' });
+    rows.push({
+      scenario: '6 Temporal dev server restart',
+      outcome: `down ${down.toFixed(1)} s; finished on attempt ${result.training.attempt}`,
+      stepsLost: result.training.attempt > 1 ? `${before.step}→${from}` : 0,
+      recoverS: '-',
+    });
   });
 
   it('chaos 7 - kill -9 of the control worker right after it reserved a lease: another worker completes the placement; no lease leaks', async () => {
     // the only control worker is one that dies at the worst moment: lease written, reply not sent
     await worker.stop();
-    const doomed = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'worker'], { env: { ...cliEnv(stack), TUNEFLEET_FAILPOINT: 'place:after-reserve' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const doomed = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'worker'], {
+      env: { ...cliEnv(stack), TUNEFLEET_FAILPOINT: 'place:after-reserve' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let doomedLog = '';
     for (const st of [doomed.stdout, doomed.stderr]) st?.on('data', (b: Buffer) => (doomedLog += b.toString()));
     const gone = new Promise<NodeJS.Signals | null>((res) => doomed.on('exit', (_c, sig) => res(sig)));
@@ -349,7 +517,12 @@ describe('chaos - faults injected into running jobs', function () {
     const result = await client.follow(id, () => {});
     expect(result.training.attempt).to.equal(1);
     expect(await leasesOf(id), 'released when the job ended').to.deep.equal([]);
-    rows.push({ scenario: '7 kill -9 worker mid-placement', outcome: `orphan on ${orphan[0]?.agentId}; placed on ${agentId} by the new worker; 0 leases left`, stepsLost: 0, recoverS: recover.toFixed(1) });
+    rows.push({
+      scenario: '7 kill -9 worker mid-placement',
+      outcome: `orphan on ${orphan[0]?.agentId}; placed on ${agentId} by the new worker; 0 leases left`,
+      stepsLost: 0,
+      recoverS: recover.toFixed(1),
+    });
   });
 
   it('chaos 10 - disk full on the agent during a checkpoint: a typed error, the previous checkpoint intact, no empty "latest"', async function () {
@@ -358,7 +531,9 @@ describe('chaos - faults injected into running jobs', function () {
     try {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tunefleet-chaos', agentDir], { stdio: 'pipe' });
     } catch (e) {
-      console.log(`      skipped: cannot mount a tmpfs here (${String((e as { stderr?: Buffer }).stderr ?? e).trim()})`);
+      console.log(
+        `      skipped: cannot mount a tmpfs here (${String((e as { stderr?: Buffer }).stderr ?? e).trim()})`,
+      );
       this.skip();
     }
     try {
@@ -392,18 +567,29 @@ describe('chaos - faults injected into running jobs', function () {
       const err = events.find((e) => e.type === 'error' && e.agent_id === 'agent-disk');
       expect(err?.code, 'the trainer says what happened').to.equal('DISK_FULL');
       expect(result.training.agentId).to.not.equal('agent-disk');
-      const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== 'agent-disk')?.resumed_from_step);
+      const resumed = Number(
+        events.find((e) => e.type === 'started' && e.agent_id !== 'agent-disk')?.resumed_from_step,
+      );
       expect(resumed, 'resumed from the checkpoint committed before the disk filled').to.be.at.least(rec.step);
       // on the full disk: no half-written checkpoint, and every step-* directory has its manifest
       const ckpts = join(agentDir, 'jobs', id, `attempt-${rec.epoch}`, 'out', 'checkpoints');
       const names = existsSync(ckpts) ? readdirSync(ckpts) : [];
-      expect(names.filter((n) => n.endsWith('.tmp')), 'no temporary checkpoint left').to.deep.equal([]);
-      for (const n of names) expect(existsSync(join(ckpts, n, 'manifest.json')), `${n} has its manifest`).to.equal(true);
+      expect(
+        names.filter((n) => n.endsWith('.tmp')),
+        'no temporary checkpoint left',
+      ).to.deep.equal([]);
+      for (const n of names)
+        expect(existsSync(join(ckpts, n, 'manifest.json')), `${n} has its manifest`).to.equal(true);
       expect(names.length, `checkpoints kept under ${ckpts}`).to.be.at.least(1);
       expect(agents.get('agent-disk')?.exitCode, 'the agent is still running').to.equal(null);
       const reached = Math.max(...stepsOf(events, (e) => e.agent_id === 'agent-disk'));
       const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== 'agent-disk');
-      rows.push({ scenario: '10 disk full during a checkpoint', outcome: `DISK_FULL at step ${reached}; step ${rec.step} intact; resumed at ${resumed} on ${result.training.agentId}`, stepsLost: reached - resumed, recoverS: ((Number(firstNew?.time) * 1000 - filledAt) / 1000).toFixed(1) });
+      rows.push({
+        scenario: '10 disk full during a checkpoint',
+        outcome: `DISK_FULL at step ${reached}; step ${rec.step} intact; resumed at ${resumed} on ${result.training.agentId}`,
+        stepsLost: reached - resumed,
+        recoverS: ((Number(firstNew?.time) * 1000 - filledAt) / 1000).toFixed(1),
+      });
     } finally {
       agents.get('agent-disk')?.kill('SIGKILL');
       await new Promise((r) => setTimeout(r, 500));
@@ -419,14 +605,22 @@ describe('chaos - faults injected into running jobs', function () {
     const target = await client.submit(await loadSpecFile(tinyJob('forged-events', 200, 1000)), 'chaos-forged-events');
     const events: Record<string, unknown>[] = [];
     const warnings: string[] = [];
-    const done = client.follow(target, (e) => events.push(e), (w) => warnings.push(w));
+    const done = client.follow(
+      target,
+      (e) => events.push(e),
+      (w) => warnings.push(w),
+    );
     const forged = [
       '{"type": "finished", "job_id": "chaos-forged-events"',
       JSON.stringify({ type: 'step', step: 'many', job_id: target, attempt: 1, agent_id: 'agent-a' }),
       JSON.stringify({ type: 'finished', step: 200, job_id: 'someone-else', attempt: 1, agent_id: 'agent-a' }),
       '\xff\xfe',
     ];
-    for (const f of forged) await n.js.publish(jobEventSubject(target, 'step'), typeof f === 'string' && f === '\xff\xfe' ? new Uint8Array([0xff, 0xfe]) : new TextEncoder().encode(f));
+    for (const f of forged)
+      await n.js.publish(
+        jobEventSubject(target, 'step'),
+        typeof f === 'string' && f === '\xff\xfe' ? new Uint8Array([0xff, 0xfe]) : new TextEncoder().encode(f),
+      );
     const ok = await done;
     expect(ok.state).to.equal('succeeded');
     expect(warnings.filter((w) => w.startsWith('skipped a malformed event'))).to.have.length(forged.length);
@@ -441,7 +635,8 @@ describe('chaos - faults injected into running jobs', function () {
         const kv = await n.kv(b);
         for await (const k of await kv.keys()) out[`${b}/${k}`] = String((await kv.get(k))?.revision);
       }
-      for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) for (const i of await (await n.objects(b)).list()) out[`${b}/${i.name}`] = i.digest;
+      for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET])
+        for (const i of await (await n.objects(b)).list()) out[`${b}/${i.name}`] = i.digest;
       out.workflows = String((await client.list()).length);
       return out;
     };
@@ -449,7 +644,10 @@ describe('chaos - faults injected into running jobs', function () {
 
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bad-'));
     writeFileSync(join(dir, 'data.jsonl'), '{"text": "a good record"}\n');
-    writeFileSync(join(dir, 'bad-utf8.jsonl'), Buffer.concat([Buffer.from('{"text": "fine"}\n{"text": "bad '), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]));
+    writeFileSync(
+      join(dir, 'bad-utf8.jsonl'),
+      Buffer.concat([Buffer.from('{"text": "fine"}\n{"text": "bad '), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]),
+    );
     writeFileSync(join(dir, 'empty.jsonl'), '\n\n');
     const huge = openSync(join(dir, 'huge.jsonl'), 'w');
     writeSync(huge, '{"text": "');
@@ -471,18 +669,54 @@ describe('chaos - faults injected into running jobs', function () {
     const cases: [string, string[], RegExp][] = [
       ['YAML syntax error', ['submit', spec(`${head}dataset: {path: data.jsonl\n`)], /bad-\d+\.yaml:\d+/],
       ['unknown key', ['submit', spec(`${head}dataset: {path: data.jsonl}\ntrainig: {max_steps: 5}\n`)], /trainig/],
-      ['wrong type', ['submit', spec(`${head}dataset: {path: data.jsonl}\ntraining: {learning_rate: fast}\n`)], /learning_rate/],
-      ['duplicate key', ['submit', spec(`${head}method: qlora\ndataset: {path: data.jsonl}\n`)], /bad-\d+\.yaml:4: Map keys must be unique/],
+      [
+        'wrong type',
+        ['submit', spec(`${head}dataset: {path: data.jsonl}\ntraining: {learning_rate: fast}\n`)],
+        /learning_rate/,
+      ],
+      [
+        'duplicate key',
+        ['submit', spec(`${head}method: qlora\ndataset: {path: data.jsonl}\n`)],
+        /bad-\d+\.yaml:4: Map keys must be unique/,
+      ],
       ['not a mapping', ['submit', spec('- just\n- a list\n')], /bad-\d+\.yaml/],
       ['job id with ../', ['submit', good, '--id', '../../etc'], /job id/],
       ['dataset ../', ['submit', spec(`${head}dataset: {path: ../data.jsonl}\n`)], /leaves the spec's directory/],
-      ['dataset absolute path', ['submit', spec(`${head}dataset: {path: ${join(outside, 'secret.jsonl')}}\n`)], /absolute path/],
-      ['dataset symlink out of the data root', ['submit', spec(`${head}dataset: {path: link.jsonl}\n`)], /symlink to .*outside the spec's directory/],
-      ['model name ../', ['submit', spec(`name: bad\nmodel: ../../etc/passwd\nmethod: lora\ndataset: {path: data.jsonl}\n`)], /model: a model name/],
-      ['model absolute path', ['submit', spec(`name: bad\nmodel: /etc\nmethod: lora\ndataset: {path: data.jsonl}\n`)], /model: a model name/],
-      ['invalid UTF-8', ['submit', spec(`${head}dataset: {path: bad-utf8.jsonl}\n`)], /bad-utf8\.jsonl:2: not valid UTF-8/],
-      ['a 100 MB JSONL line', ['submit', spec(`${head}dataset: {path: huge.jsonl}\n`)], /huge\.jsonl:1: the line is 100\.0 MiB, over the 16 MiB limit/],
-      ['empty dataset', ['submit', spec(`${head}dataset: {path: empty.jsonl}\n`)], /empty\.jsonl: no record to train on/],
+      [
+        'dataset absolute path',
+        ['submit', spec(`${head}dataset: {path: ${join(outside, 'secret.jsonl')}}\n`)],
+        /absolute path/,
+      ],
+      [
+        'dataset symlink out of the data root',
+        ['submit', spec(`${head}dataset: {path: link.jsonl}\n`)],
+        /symlink to .*outside the spec's directory/,
+      ],
+      [
+        'model name ../',
+        ['submit', spec(`name: bad\nmodel: ../../etc/passwd\nmethod: lora\ndataset: {path: data.jsonl}\n`)],
+        /model: a model name/,
+      ],
+      [
+        'model absolute path',
+        ['submit', spec(`name: bad\nmodel: /etc\nmethod: lora\ndataset: {path: data.jsonl}\n`)],
+        /model: a model name/,
+      ],
+      [
+        'invalid UTF-8',
+        ['submit', spec(`${head}dataset: {path: bad-utf8.jsonl}\n`)],
+        /bad-utf8\.jsonl:2: not valid UTF-8/,
+      ],
+      [
+        'a 100 MB JSONL line',
+        ['submit', spec(`${head}dataset: {path: huge.jsonl}\n`)],
+        /huge\.jsonl:1: the line is 100\.0 MiB, over the 16 MiB limit/,
+      ],
+      [
+        'empty dataset',
+        ['submit', spec(`${head}dataset: {path: empty.jsonl}\n`)],
+        /empty\.jsonl: no record to train on/,
+      ],
       ['unknown flag', ['submit', good, '--gpus', '8'], /unknown option '--gpus'/],
     ];
     for (const [what, args, why] of cases) {
@@ -495,13 +729,24 @@ describe('chaos - faults injected into running jobs', function () {
     // straight onto NATS: forged adverts (impossible numbers, not JSON) are skipped by the scheduler
     const adverts = await n.adverts();
     const real = (await adverts.get('agent-a'))?.json<Record<string, unknown>>() as Record<string, unknown>;
-    await adverts.put('agent-forged', JSON.stringify({ ...real, agent_id: 'agent-forged', memory: { total: 1, available: 2 ** 60 }, capacity: 2 ** 70, time: Date.now() }));
+    await adverts.put(
+      'agent-forged',
+      JSON.stringify({
+        ...real,
+        agent_id: 'agent-forged',
+        memory: { total: 1, available: 2 ** 60 },
+        capacity: 2 ** 70,
+        time: Date.now(),
+      }),
+    );
     await adverts.put('agent-junk', 'not JSON {');
     await new Promise((r) => setTimeout(r, 1500));
     const fleet = await runCli(stack, 'fleet', '--json');
     expect(fleet.status, fleet.stderr).to.equal(0);
     const ids = (JSON.parse(fleet.stdout) as { agent_id: string }[]).map((a) => a.agent_id);
-    expect(ids, 'the forged adverts are not in the fleet').to.include.members(['agent-a', 'agent-b']).and.not.include.members(['agent-forged']);
+    expect(ids, 'the forged adverts are not in the fleet')
+      .to.include.members(['agent-a', 'agent-b'])
+      .and.not.include.members(['agent-forged']);
     expect(ids).to.not.include('agent-junk');
     await adverts.delete('agent-forged');
     await adverts.delete('agent-junk');
@@ -516,10 +761,23 @@ describe('chaos - faults injected into running jobs', function () {
     copyFileSync(join(stack.home, 'models', TINY_MODEL, 'config.json'), join(pickled, 'config.json'));
     writeFileSync(join(pickled, 'pytorch_model.bin'), Buffer.from('not really a pickle'));
     await new Promise((r) => setTimeout(r, 1500)); // a re-advert or two
-    const pj = await client.submit(await loadSpecFile(spec(`name: bad\nmodel: pickle-only\nmethod: lora\ndataset: {path: data.jsonl}\n`)), 'chaos-pickle-only');
-    const failed = await client.follow(pj, () => {}).then(() => null, (e: unknown) => String(e));
+    const pj = await client.submit(
+      await loadSpecFile(spec(`name: bad\nmodel: pickle-only\nmethod: lora\ndataset: {path: data.jsonl}\n`)),
+      'chaos-pickle-only',
+    );
+    const failed = await client
+      .follow(pj, () => {})
+      .then(
+        () => null,
+        (e: unknown) => String(e),
+      );
     expect(failed).to.match(/pickle-only/);
     rmSync(pickled, { recursive: true, force: true });
-    rows.push({ scenario: '13 bad input (CLI and NATS)', outcome: `${cases.length} CLI inputs, 4 forged events, 2 forged adverts, a pickle-only model: all refused`, stepsLost: 0, recoverS: '-' });
+    rows.push({
+      scenario: '13 bad input (CLI and NATS)',
+      outcome: `${cases.length} CLI inputs, 4 forged events, 2 forged adverts, a pickle-only model: all refused`,
+      stepsLost: 0,
+      recoverS: '-',
+    });
   });
 });

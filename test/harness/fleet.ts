@@ -43,16 +43,36 @@ export async function readyAgents(client: Stack): Promise<string[]> {
 export class AgentProcesses {
   readonly procs = new Map<string, ChildProcess>();
   readonly logs = new Map<string, string[]>();
-  constructor(private readonly stack: () => TestStack, private readonly args: string[] = []) {}
+  constructor(
+    private readonly stack: () => TestStack,
+    private readonly args: string[] = [],
+  ) {}
 
   /** Starts agent `id`, labelled host=<id> (a spec's `selector: {host: ...}` pins a job to it). */
   start(id: string): ChildProcess {
-    const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--id', id, '--label', `host=${id}`, '--advert-interval', '500', ...this.args], {
-      env: cliEnv(this.stack()), stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin', 'tunefleet'),
+        'agent',
+        'start',
+        '--id',
+        id,
+        '--label',
+        `host=${id}`,
+        '--advert-interval',
+        '500',
+        ...this.args,
+      ],
+      {
+        env: cliEnv(this.stack()),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const lines: string[] = [];
     this.logs.set(id, lines);
-    for (const s of [child.stdout, child.stderr]) s?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
+    for (const s of [child.stdout, child.stderr])
+      s?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
     this.procs.set(id, child);
     return child;
   }
@@ -77,8 +97,16 @@ export class AgentProcesses {
 /** A LoRA job on the tiny model over `records` short text records, in a new directory; returns the spec path. */
 export function tinyJob(name: string, maxSteps: number, checkpointEvery: number, records = 48): string {
   const dir = mkdtempSync(join(tmpdir(), `tunefleet-${name}-`));
-  writeFileSync(join(dir, 'data.jsonl'), Array.from({ length: records }, (_, i) => JSON.stringify({ text: `record ${i} of the ${name} test, word ${i * 7}` })).join('\n') + '\n');
-  writeFileSync(join(dir, 'job.yaml'), `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}}\nevaluation: {exact_match: false}\n`);
+  writeFileSync(
+    join(dir, 'data.jsonl'),
+    Array.from({ length: records }, (_, i) =>
+      JSON.stringify({ text: `record ${i} of the ${name} test, word ${i * 7}` }),
+    ).join('\n') + '\n',
+  );
+  writeFileSync(
+    join(dir, 'job.yaml'),
+    `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}}\nevaluation: {exact_match: false}\n`,
+  );
   return join(dir, 'job.yaml');
 }
 
@@ -107,11 +135,20 @@ export function assertMonotonic(h: CommitRecord[]): void {
 /** Max |a - b| over the tensors of two downloaded adapters, by the trainer's Python. */
 export function adapterDiff(a: string, b: string): number {
   const py = join(installedHome(), 'bin', 'python');
-  const out = execFileSync(py, ['-c', `
+  const out = execFileSync(
+    py,
+    [
+      '-c',
+      `
 import sys
 from safetensors.torch import load_file
 x, y = (load_file(p + "/adapter_model.safetensors") for p in sys.argv[1:3])
 assert x.keys() == y.keys(), (sorted(x), sorted(y))
-print(max(float((x[k] - y[k]).abs().max()) for k in x))`, a, b], { encoding: 'utf8' });
+print(max(float((x[k] - y[k]).abs().max()) for k in x))`,
+      a,
+      b,
+    ],
+    { encoding: 'utf8' },
+  );
   return Number(out.trim());
 }

@@ -18,12 +18,16 @@ export const mochaHooks = {
   async afterAll(this: Mocha.Context): Promise<void> {
     this.timeout(60_000);
     setTimeout(() => {
-      console.error(`[harness] mocha is still running 20 s after its last hook; kept alive by: ${process.getActiveResourcesInfo().join(', ')}`);
+      console.error(
+        `[harness] mocha is still running 20 s after its last hook; kept alive by: ${process.getActiveResourcesInfo().join(', ')}`,
+      );
       process.exit(1);
     }, 20_000).unref();
     const left = await stopMarked(MARK_VAR, mark);
     if (left.length > 0) {
-      throw new Error(`the tests left ${left.length} process(es) running (now stopped):\n${left.map((p) => `  ${p.pid} ${p.command.slice(0, 160)}`).join('\n')}`);
+      throw new Error(
+        `the tests left ${left.length} process(es) running (now stopped):\n${left.map((p) => `  ${p.pid} ${p.command.slice(0, 160)}`).join('\n')}`,
+      );
     }
   },
 };

@@ -94,7 +94,13 @@ const niceOf = (statPath: string): number | null => statFields(statPath)?.[16] ?
 const parentOf = (pid: number): number | null => statFields(`/proc/${pid}/stat`)?.[1] ?? null;
 
 /** Trainers of this stack now running: every thread of each must be `nice` below its parent agent, and held to `threads` CPU threads. */
-export function checkTrainerPriority(home: string, nice: number, threads: number, seen: Set<number>, violations: string[]): void {
+export function checkTrainerPriority(
+  home: string,
+  nice: number,
+  threads: number,
+  seen: Set<number>,
+  violations: string[],
+): void {
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
@@ -123,10 +129,12 @@ export function checkTrainerPriority(home: string, nice: number, threads: number
     }
     seen.add(pid);
     const omp = environ.split('\0').find((v) => v.startsWith('OMP_NUM_THREADS='));
-    if (omp !== `OMP_NUM_THREADS=${threads}` && violations.length < 10) violations.push(`trainer ${pid}: ${omp ?? 'no OMP_NUM_THREADS'}, expected ${threads}`);
+    if (omp !== `OMP_NUM_THREADS=${threads}` && violations.length < 10)
+      violations.push(`trainer ${pid}: ${omp ?? 'no OMP_NUM_THREADS'}, expected ${threads}`);
     for (const t of tasks) {
       const n = niceOf(`/proc/${pid}/task/${t}/stat`);
-      if (n !== null && n !== Math.min(19, agentNice + nice) && violations.length < 10) violations.push(`trainer ${pid} thread ${t}: nice ${n}, its agent ${agent} ${agentNice}`);
+      if (n !== null && n !== Math.min(19, agentNice + nice) && violations.length < 10)
+        violations.push(`trainer ${pid} thread ${t}: nice ${n}, its agent ${agent} ${agentNice}`);
     }
   }
 }
@@ -148,7 +156,8 @@ export interface WorkflowTask {
 export async function workflowTasks(client: Client, workflowId: string): Promise<WorkflowTask[]> {
   const T = temporal.api.enums.v1.EventType;
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
+  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
+    Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
   let scheduled: number | null = null;
   let started: number | null = null;
   let identity: string | null = null;
@@ -156,14 +165,38 @@ export async function workflowTasks(client: Client, workflowId: string): Promise
   for (const e of history.events ?? []) {
     const at = ms(e.eventTime);
     if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED) [scheduled, started] = [at, null];
-    else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_STARTED) [started, identity] = [at, e.workflowTaskStartedEventAttributes?.identity ?? null];
-    else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED || e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT || e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_FAILED) {
-      const outcome = e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED ? 'completed' : e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT ? 'timed_out' : 'failed';
+    else if (e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+      [started, identity] = [at, e.workflowTaskStartedEventAttributes?.identity ?? null];
+    else if (
+      e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED ||
+      e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT ||
+      e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ) {
+      const outcome =
+        e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+          ? 'completed'
+          : e.eventType === T.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+            ? 'timed_out'
+            : 'failed';
       const timeoutType = e.workflowTaskTimedOutEventAttributes?.timeoutType;
       const cause = e.workflowTaskFailedEventAttributes?.cause;
-      const why = outcome === 'timed_out' ? String(temporal.api.enums.v1.TimeoutType[timeoutType ?? 0]).replace(/^TIMEOUT_TYPE_/, '')
-        : outcome === 'failed' ? String(temporal.api.enums.v1.WorkflowTaskFailedCause[cause ?? 0]).replace(/^WORKFLOW_TASK_FAILED_CAUSE_/, '') : null;
-      out.push({ ms: started === null ? null : at - started, waitMs: started === null || scheduled === null ? null : started - scheduled, outcome, why, identity, at: new Date(at).toISOString() });
+      const why =
+        outcome === 'timed_out'
+          ? String(temporal.api.enums.v1.TimeoutType[timeoutType ?? 0]).replace(/^TIMEOUT_TYPE_/, '')
+          : outcome === 'failed'
+            ? String(temporal.api.enums.v1.WorkflowTaskFailedCause[cause ?? 0]).replace(
+                /^WORKFLOW_TASK_FAILED_CAUSE_/,
+                '',
+              )
+            : null;
+      out.push({
+        ms: started === null ? null : at - started,
+        waitMs: started === null || scheduled === null ? null : started - scheduled,
+        outcome,
+        why,
+        identity,
+        at: new Date(at).toISOString(),
+      });
       [scheduled, started] = [null, null];
     }
   }
@@ -178,7 +211,13 @@ const percentile = (xs: number[], p: number): number => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Submit `o.jobs` tiny jobs at once and measure; the stack, workers and agents are the caller's. */
-export async function runLoad(stack: TestStack, client: Stack, workers: RunningWorker[], agentProcs: AgentProcesses, o: LoadOptions): Promise<LoadFigures> {
+export async function runLoad(
+  stack: TestStack,
+  client: Stack,
+  workers: RunningWorker[],
+  agentProcs: AgentProcesses,
+  o: LoadOptions,
+): Promise<LoadFigures> {
   const t0 = Date.now();
   const agentPids = [...agentProcs.procs.values()].map((c) => c.pid ?? -1);
   const agents = agentPids.length;
@@ -207,14 +246,18 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   const watchingAdverts = (async () => {
     for await (const e of advertWatch) {
       if (e.operation !== 'PUT') continue;
-      const running = e.json<{ sessions: { reserved_bytes: number }[] }>().sessions.reduce((s, x) => s + x.reserved_bytes, 0);
+      const running = e
+        .json<{ sessions: { reserved_bytes: number }[] }>()
+        .sessions.reduce((s, x) => s + x.reserved_bytes, 0);
       maxRunningBytes = Math.max(maxRunningBytes, running);
       if (running > o.capacity) overrun ??= `${e.key}: sessions hold ${running} > ${o.capacity}`;
     }
   })();
 
   const spec = await loadSpecFile(tinyJob(o.name, o.maxSteps, 1000));
-  const ids = await Promise.all(Array.from({ length: o.jobs }, (_, i) => client.submit(spec, `${o.name}-${String(i).padStart(2, '0')}`)));
+  const ids = await Promise.all(
+    Array.from({ length: o.jobs }, (_, i) => client.submit(spec, `${o.name}-${String(i).padStart(2, '0')}`)),
+  );
   const results = Promise.allSettled(ids.map((id) => client.follow(id, () => {})));
   let settled = false;
   void results.then(() => (settled = true));
@@ -224,14 +267,18 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   const priorityViolations: string[] = [];
   while (!settled) {
     const rows = await client.list().catch(() => []);
-    for (const r of rows) if (r.jobId.startsWith(`${o.name}-`) && r.state === 'queued') maxQueuePosition = Math.max(maxQueuePosition, r.position ?? 0);
+    for (const r of rows)
+      if (r.jobId.startsWith(`${o.name}-`) && r.state === 'queued')
+        maxQueuePosition = Math.max(maxQueuePosition, r.position ?? 0);
     checkTrainerPriority(stack.home, o.trainerNice, o.trainerThreads, trainers, priorityViolations);
     await Promise.race([results, sleep(2000)]);
   }
   const failed = (await results).flatMap((r, i) => (r.status === 'rejected' ? [`${ids[i]}: ${String(r.reason)}`] : []));
   const wallS = (Date.now() - t0) / 1000;
   const cpu1 = cpuByRole(stack, agentPids);
-  const cpuSeconds = Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, v - (cpu0[k as keyof typeof cpu0] ?? 0)])) as Record<keyof typeof cpu1, number>;
+  const cpuSeconds = Object.fromEntries(
+    Object.entries(cpu1).map(([k, v]) => [k, v - (cpu0[k as keyof typeof cpu0] ?? 0)]),
+  ) as Record<keyof typeof cpu1, number>;
   loopDelay.disable();
   watch.stop();
   advertWatch.stop();
@@ -245,7 +292,10 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
     const t = await workflowTasks(client.client, id);
     for (const x of t) {
       if (x.ms !== null && x.ms > longestWorkflowTaskMs) [longestWorkflowTaskMs, longestWorkflowTaskJob] = [x.ms, id];
-      if (x.outcome !== 'completed') workflowTaskProblemDetails.push(`${id} ${x.outcome} ${x.why} at ${x.at}, taken by ${x.identity ?? 'no poller'}`);
+      if (x.outcome !== 'completed')
+        workflowTaskProblemDetails.push(
+          `${id} ${x.outcome} ${x.why} at ${x.at}, taken by ${x.identity ?? 'no poller'}`,
+        );
     }
     tasks.push(...t);
   }
@@ -253,14 +303,36 @@ export async function runLoad(stack: TestStack, client: Stack, workers: RunningW
   const waits = tasks.filter((t) => t.waitMs !== null).map((t) => t.waitMs as number);
   const notDone = tasks.filter((t) => t.outcome !== 'completed');
   const workflowTaskTimeouts = notDone.length;
-  const workflowTaskProblems = [...new Set(notDone.map((t) => `${t.outcome} ${t.why}`))].map((k) => `${notDone.filter((t) => `${t.outcome} ${t.why}` === k).length} ${k}`);
+  const workflowTaskProblems = [...new Set(notDone.map((t) => `${t.outcome} ${t.why}`))].map(
+    (k) => `${notDone.filter((t) => `${t.outcome} ${t.why}` === k).length} ${k}`,
+  );
   return {
-    jobs: o.jobs, agents, workers: workers.length, failed, maxHeldBytes, overbooked, maxRunningBytes, overrun, maxQueuePosition,
+    jobs: o.jobs,
+    agents,
+    workers: workers.length,
+    failed,
+    maxHeldBytes,
+    overbooked,
+    maxRunningBytes,
+    overrun,
+    maxQueuePosition,
     leaseConflicts: workers.reduce((s, w) => s + w.stats.leaseConflicts, 0) - conflicts0,
     leasesTaken: workers.reduce((s, w) => s + w.stats.leasesTaken, 0) - taken0,
-    cpuSeconds, longestWorkflowTaskMs, longestWorkflowTaskJob, workflowTasks: tasks.length, workflowTaskTimeouts, workflowTaskProblems, workflowTaskProblemDetails,
+    cpuSeconds,
+    longestWorkflowTaskMs,
+    longestWorkflowTaskJob,
+    workflowTasks: tasks.length,
+    workflowTaskTimeouts,
+    workflowTaskProblems,
+    workflowTaskProblemDetails,
     eventLoopMaxMs: loopDelay.max / 1e6,
-    p99CompletedTaskMs: percentile(done, 99), longestCompletedTaskMs: Math.max(0, ...done), p99TaskWaitMs: percentile(waits, 99), longestTaskWaitMs: Math.max(0, ...waits), trainersSeen: trainers.size, priorityViolations, wallS,
+    p99CompletedTaskMs: percentile(done, 99),
+    longestCompletedTaskMs: Math.max(0, ...done),
+    p99TaskWaitMs: percentile(waits, 99),
+    longestTaskWaitMs: Math.max(0, ...waits),
+    trainersSeen: trainers.size,
+    priorityViolations,
+    wallS,
   };
 }
 

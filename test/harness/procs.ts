@@ -9,7 +9,11 @@ import { readFileSync, readdirSync } from 'node:fs';
 export const RUN_VAR = 'TUNEFLEET_TEST_RUN';
 export const MARK_VAR = 'TUNEFLEET_TEST_MARK';
 
-export interface Proc { pid: number; ppid: number; command: string }
+export interface Proc {
+  pid: number;
+  ppid: number;
+  command: string;
+}
 
 /**
  * The numeric fields of a /proc/<pid>/stat (or /proc/<pid>/task/<tid>/stat) line after
@@ -19,7 +23,10 @@ export interface Proc { pid: number; ppid: number; command: string }
 export function statFields(path: string): number[] | null {
   try {
     const stat = readFileSync(path, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number);
   } catch {
     return null;
   }
@@ -40,7 +47,7 @@ function readProc(pid: number): { environ: string; command: string; ppid: number
 /** The pid and its ancestors: a run's own shell, npm and mocha carry the marker too. */
 function ancestors(pid: number): Set<number> {
   const out = new Set<number>();
-  for (let p = pid; p > 1 && !out.has(p); ) {
+  for (let p = pid; p > 1 && !out.has(p);) {
     out.add(p);
     p = readProc(p)?.ppid ?? 0;
   }

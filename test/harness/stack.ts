@@ -28,7 +28,8 @@ export function installedHome(): string {
 export async function startTestStack(): Promise<TestStack> {
   const real = installedHome();
   for (const b of ['nats-server', 'temporal', 'python']) {
-    if (!existsSync(join(real, 'bin', b))) throw new Error(`${join(real, 'bin', b)} missing: run infra/bootstrap.sh first`);
+    if (!existsSync(join(real, 'bin', b)))
+      throw new Error(`${join(real, 'bin', b)} missing: run infra/bootstrap.sh first`);
   }
   const home = mkdtempSync(join(tmpdir(), 'tunefleet-test-'));
   mkdirSync(join(home, 'bin'));
@@ -47,7 +48,12 @@ export async function startTestStack(): Promise<TestStack> {
     await stopProcess(nats.pid, 10_000);
     throw e;
   });
-  const cfg = resolveConfig({}, { natsUrl: nats.address, temporalAddress: temporal.address, home }, homedir(), () => null);
+  const cfg = resolveConfig(
+    {},
+    { natsUrl: nats.address, temporalAddress: temporal.address, home },
+    homedir(),
+    () => null,
+  );
   const stack: TestStack = {
     home,
     cfg,
@@ -63,7 +69,11 @@ export async function startTestStack(): Promise<TestStack> {
   return stack;
 }
 
-export interface CliResult { status: number | null; stdout: string; stderr: string }
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /**
  * Run bin/tunefleet against a test stack, asynchronously: a control worker answering the
@@ -82,7 +92,12 @@ export function runCli(s: TestStack, ...args: string[]): Promise<CliResult> {
 
 /** Environment for running bin/tunefleet against a test stack. */
 export function cliEnv(s: TestStack): NodeJS.ProcessEnv {
-  return { ...process.env, TUNEFLEET_HOME: s.home, TUNEFLEET_NATS_URL: s.cfg.natsUrl, TUNEFLEET_TEMPORAL_ADDRESS: s.cfg.temporalAddress };
+  return {
+    ...process.env,
+    TUNEFLEET_HOME: s.home,
+    TUNEFLEET_NATS_URL: s.cfg.natsUrl,
+    TUNEFLEET_TEMPORAL_ADDRESS: s.cfg.temporalAddress,
+  };
 }
 
 /**

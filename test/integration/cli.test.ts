@@ -12,11 +12,20 @@ function submit(spec: string, withData = true): { status: number | null; stderr:
   if (withData) writeFileSync(join(dir, 'data.jsonl'), '{"text":"x"}\n');
   writeFileSync(join(dir, 'job.yaml'), spec);
   // addresses where nothing listens: the spec must be refused before any connection
-  const env = { ...process.env, TUNEFLEET_HOME: dir, TUNEFLEET_NATS_URL: 'nats://127.0.0.1:1', TUNEFLEET_TEMPORAL_ADDRESS: '127.0.0.1:1' };
-  return spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'submit', join(dir, 'job.yaml')], { env, encoding: 'utf8' });
+  const env = {
+    ...process.env,
+    TUNEFLEET_HOME: dir,
+    TUNEFLEET_NATS_URL: 'nats://127.0.0.1:1',
+    TUNEFLEET_TEMPORAL_ADDRESS: '127.0.0.1:1',
+  };
+  return spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'submit', join(dir, 'job.yaml')], {
+    env,
+    encoding: 'utf8',
+  });
 }
 
-const good = 'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset:\n  path: data.jsonl\ntraining:\n  learning_rate: 0.001\n';
+const good =
+  'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset:\n  path: data.jsonl\ntraining:\n  learning_rate: 0.001\n';
 
 describe('cli - bad specs are refused before anything starts', function () {
   this.timeout(30_000);
@@ -48,8 +57,29 @@ describe('cli - bad specs are refused before anything starts', function () {
 
   it('cli - --help lists the commands', () => {
     const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), '--help'], { encoding: 'utf8' });
-    for (const c of ['submit', 'status', 'list', 'result', 'download', 'watch', 'logs', 'explain', 'cancel', 'fleet', 'cordon', 'uncordon', 'drain', 'data', 'worker', 'tunefleet up', 'tunefleet agent start']) expect(r.stdout).to.include(c);
-    const agent = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--help'], { encoding: 'utf8' });
+    for (const c of [
+      'submit',
+      'status',
+      'list',
+      'result',
+      'download',
+      'watch',
+      'logs',
+      'explain',
+      'cancel',
+      'fleet',
+      'cordon',
+      'uncordon',
+      'drain',
+      'data',
+      'worker',
+      'tunefleet up',
+      'tunefleet agent start',
+    ])
+      expect(r.stdout).to.include(c);
+    const agent = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'agent', 'start', '--help'], {
+      encoding: 'utf8',
+    });
     for (const f of ['--capacity', '--max-sessions', '--heartbeat', '--label']) expect(agent.stdout).to.include(f);
   });
 });

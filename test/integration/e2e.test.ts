@@ -12,15 +12,31 @@ import { Stack, loadSpecFile } from '../../scheduler/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
-import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
+import {
+  ROOT,
+  TINY_MODEL,
+  cliEnv,
+  recordHistory,
+  runCli,
+  startTestStack,
+  stopAll,
+  type TestStack,
+} from '../harness/stack';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
 /** The tool scorer of the e2e job: the share of non-empty answers and how many it saw. */
-const TOOL = ['python3', '-c', 'import sys, json\nrows = [json.loads(l) for l in sys.stdin]\nprint(json.dumps({"nonempty": sum(1 for r in rows if r["output"].strip()) / len(rows), "answers": len(rows)}))'];
+const TOOL = [
+  'python3',
+  '-c',
+  'import sys, json\nrows = [json.loads(l) for l in sys.stdin]\nprint(json.dumps({"nonempty": sum(1 for r in rows if r["output"].strip()) / len(rows), "answers": len(rows)}))',
+];
 
 function writeJob(dir: string, extra = '', evaluation = ''): string {
-  const records = Array.from({ length: 60 }, (_, i) => ({ prompt: `MIME type application/${EXTS[i % 8]} number ${i} has extension`, completion: ` ${EXTS[i % 8]}` }));
+  const records = Array.from({ length: 60 }, (_, i) => ({
+    prompt: `MIME type application/${EXTS[i % 8]} number ${i} has extension`,
+    completion: ` ${EXTS[i % 8]}`,
+  }));
   writeFileSync(join(dir, 'data.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
   const spec = `name: e2e
 model: ${TINY_MODEL}
@@ -57,26 +73,51 @@ describe('e2e - one LoRA job through the real stack', function () {
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, (m) => logs.push(`[worker] ${m}`));
-    agent = await startAgent(stack.cfg, { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 }, (m) => logs.push(`[agent] ${m}`));
+    agent = await startAgent(
+      stack.cfg,
+      { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 },
+      (m) => logs.push(`[agent] ${m}`),
+    );
     client = await Stack.connect(stack.cfg);
   });
 
-  after(() => stopAll(() => client?.close(), () => agent?.stop(), () => worker?.stop(), () => stack?.stop()));
+  after(() =>
+    stopAll(
+      () => client?.close(),
+      () => agent?.stop(),
+      () => worker?.stop(),
+      () => stack?.stop(),
+    ),
+  );
 
   it('e2e - submit, train, evaluate and register', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const loaded = await loadSpecFile(writeJob(dir, '', `  tool: {command: ${JSON.stringify(TOOL)}, timeout_s: 30}\n  gates: ["eval_loss <= base", "judge >= -1", "tool.answers >= 12"]\n`));
+    const loaded = await loadSpecFile(
+      writeJob(
+        dir,
+        '',
+        `  tool: {command: ${JSON.stringify(TOOL)}, timeout_s: 30}\n  gates: ["eval_loss <= base", "judge >= -1", "tool.answers >= 12"]\n`,
+      ),
+    );
     jobId = await client.submit(loaded, 'e2e-job-1');
     result = await client.follow(jobId, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
-    expect(result.data).to.include({ records_total: 60, eval_records: 12, train_records: 48, format: 'prompt_completion' });
+    expect(result.data).to.include({
+      records_total: 60,
+      eval_records: 12,
+      train_records: 48,
+      format: 'prompt_completion',
+    });
     expect(result.training.steps).to.equal(6);
     expect(result.training.agentId).to.equal('test-agent');
     const { base, tuned } = result.evaluation;
     expect(tuned.eval_loss).to.be.lessThan(base.eval_loss);
     expect(tuned.samples).to.equal(12);
     expect(tuned.exact_match).to.be.within(0, 1);
-    expect(result.adapter.files.map((f) => f.name)).to.include.members(['adapter_config.json', 'adapter_model.safetensors']);
+    expect(result.adapter.files.map((f) => f.name)).to.include.members([
+      'adapter_config.json',
+      'adapter_model.safetensors',
+    ]);
     await recordHistory(client.client, jobId, 'succeeded');
   });
 
@@ -98,7 +139,10 @@ describe('e2e - one LoRA job through the real stack', function () {
 
   it('e2e - a gate that fails ends the job failed_gate with the numbers; the adapter is stored all the same', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const id = await client.submit(await loadSpecFile(writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n')), 'e2e-gate-fail');
+    const id = await client.submit(
+      await loadSpecFile(writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n')),
+      'e2e-gate-fail',
+    );
     const r = await client.follow(id, () => {});
     expect(r.state).to.equal('failed_gate');
     expect(r.gates?.map((g) => g.passed)).to.deep.equal([true, false]);
@@ -106,12 +150,16 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(failed?.threshold).to.be.closeTo((r.evaluation.base.exact_match as number) + 2, 1e-9);
     expect(failed?.message).to.match(/^exact_match \d\.\d{4} >= base \d\.\d{4} \+ 2\.000 = \d\.\d{3,4}: FAIL$/);
     const store = await (await client.nats()).objects(ADAPTERS_BUCKET);
-    for (const f of r.adapter.files) expect(await store.info(`${r.adapter.prefix}${f.name}`), f.name).to.not.equal(null);
+    for (const f of r.adapter.files)
+      expect(await store.info(`${r.adapter.prefix}${f.name}`), f.name).to.not.equal(null);
     const status = await runCli(stack, 'status', id);
     expect(status.stdout).to.match(/failed_gate/);
     const res = await runCli(stack, 'result', id);
     expect(res.status, res.stderr).to.equal(0);
-    expect(res.stdout).to.match(/gates: 1 of 2 passed/).and.match(/FAIL {2}exact_match >= base \+ 2/).and.match(/stored although a gate failed/);
+    expect(res.stdout)
+      .to.match(/gates: 1 of 2 passed/)
+      .and.match(/FAIL {2}exact_match >= base \+ 2/)
+      .and.match(/stored although a gate failed/);
   });
 
   it('e2e - review export, grading and import attach human grades to the result; a bad file stores nothing', async () => {
@@ -121,14 +169,33 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(ex.status, ex.stderr).to.equal(0);
     expect(ex.stdout).to.match(/wrote 5 of 12 answers/);
     const rows = parse(readFileSync(file, 'utf8'), { columns: true }) as Record<string, string>[];
-    expect(Object.keys(rows[0] ?? {})).to.deep.equal(['id', 'prompt', 'reference', 'base_output', 'tuned_output', 'base_grade', 'tuned_grade', 'comment']);
+    expect(Object.keys(rows[0] ?? {})).to.deep.equal([
+      'id',
+      'prompt',
+      'reference',
+      'base_output',
+      'tuned_output',
+      'base_grade',
+      'tuned_grade',
+      'comment',
+    ]);
     // a person grades four of the five
     rows.slice(0, 4).forEach((r, i) => Object.assign(r, { base_grade: '2', tuned_grade: i === 0 ? '1' : '5' }));
-    writeFileSync(join(dir, 'bad.csv'), stringify(rows.map((r, i) => (i === 2 ? { ...r, tuned_grade: 'great' } : r)), { header: true }));
+    writeFileSync(
+      join(dir, 'bad.csv'),
+      stringify(
+        rows.map((r, i) => (i === 2 ? { ...r, tuned_grade: 'great' } : r)),
+        { header: true },
+      ),
+    );
     const bad = await runCli(stack, 'review', 'import', jobId, join(dir, 'bad.csv'));
     expect(bad.status).to.equal(2);
-    expect(bad.stderr).to.match(/bad\.csv:\d+: tuned_grade "great" is not a whole number from 1 to 5/).and.match(/nothing was imported/);
-    expect((await client.resultWithReview(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(null);
+    expect(bad.stderr)
+      .to.match(/bad\.csv:\d+: tuned_grade "great" is not a whole number from 1 to 5/)
+      .and.match(/nothing was imported/);
+    expect((await client.resultWithReview(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(
+      null,
+    );
     writeFileSync(file, stringify(rows, { header: true }));
     const im = await runCli(stack, 'review', 'import', jobId, file);
     expect(im.status, im.stderr).to.equal(0);
@@ -136,9 +203,18 @@ describe('e2e - one LoRA job through the real stack', function () {
     const res = await runCli(stack, 'result', jobId, '--json', '--plot', join(dir, 'loss.svg'));
     expect(res.status, res.stderr).to.equal(0);
     const json = JSON.parse(res.stdout) as JobResult & { loss_curve: { train: [number, number][] } };
-    expect(json.review).to.include({ graded: 4, base_mean: 2, tuned_mean: 4, tuned_better: 0.75, tuned_worse: 0.25, file: 'review.csv' });
+    expect(json.review).to.include({
+      graded: 4,
+      base_mean: 2,
+      tuned_mean: 4,
+      tuned_better: 0.75,
+      tuned_worse: 0.25,
+      file: 'review.csv',
+    });
     expect(json.loss_curve.train.map(([s]) => s)).to.deep.equal([1, 2, 3, 4, 5, 6]);
-    expect(readFileSync(join(dir, 'loss.svg'), 'utf8')).to.match(/^<svg/).and.include('<polyline');
+    expect(readFileSync(join(dir, 'loss.svg'), 'utf8'))
+      .to.match(/^<svg/)
+      .and.include('<polyline');
   });
 
   it('e2e - the job stream carries every step, both checkpoints and the evaluation', () => {
@@ -147,7 +223,9 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(events.filter((e) => e.type === 'checkpoint').map((e) => e.step)).to.deep.equal([3, 6]);
     expect(events.some((e) => e.type === 'evaluation')).to.equal(true);
     expect(events.every((e) => e.job_id === jobId)).to.equal(true);
-    expect(events.filter((e) => e.type === 'step' || e.type === 'checkpoint').every((e) => e.attempt === 1)).to.equal(true);
+    expect(events.filter((e) => e.type === 'step' || e.type === 'checkpoint').every((e) => e.attempt === 1)).to.equal(
+      true,
+    );
   });
 
   it('e2e - checkpoints are in the object store with their manifest', async () => {
@@ -155,20 +233,31 @@ describe('e2e - one LoRA job through the real stack', function () {
     const store = await n.objects(CHECKPOINTS_BUCKET);
     const manifest = await store.getBlob(`${jobId}/a1/step-00000003/manifest.json`);
     expect(manifest).to.not.equal(null);
-    const m = JSON.parse(new TextDecoder().decode(manifest as Uint8Array)) as { step: number; files: { name: string }[] };
+    const m = JSON.parse(new TextDecoder().decode(manifest as Uint8Array)) as {
+      step: number;
+      files: { name: string }[];
+    };
     expect(m.step).to.equal(3);
     for (const f of m.files) expect(await store.info(`${jobId}/a1/step-00000003/${f.name}`), f.name).to.not.equal(null);
   });
 
   it('e2e - the real temporal CLI lists the workflow', () => {
-    const out = execFileSync(join(stack.home, 'bin', 'temporal'), ['workflow', 'list', '--address', stack.cfg.temporalAddress], { encoding: 'utf8' });
+    const out = execFileSync(
+      join(stack.home, 'bin', 'temporal'),
+      ['workflow', 'list', '--address', stack.cfg.temporalAddress],
+      { encoding: 'utf8' },
+    );
     expect(out).to.include(jobId);
     expect(out).to.match(/Completed/);
   });
 
   it('e2e - the downloaded adapter loads in stock PEFT and gives the reported eval loss', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-dl-'));
-    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'download', jobId, '--out', join(dir, 'adapter')], { env: cliEnv(stack), encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [join(ROOT, 'bin', 'tunefleet'), 'download', jobId, '--out', join(dir, 'adapter')],
+      { env: cliEnv(stack), encoding: 'utf8' },
+    );
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/wrote \d+ adapter files/);
     const n = await client.nats();
@@ -194,7 +283,11 @@ for line in open(data):
     total += float(loss); count += int((labels[:, 1:] != -100).sum())
 print(json.dumps({"eval_loss": total / count}))
 `;
-    const out = execFileSync(join(stack.home, 'bin', 'python'), ['-c', script, join(stack.home, 'models', TINY_MODEL), join(dir, 'adapter'), join(dir, 'eval.jsonl')], { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(
+      join(stack.home, 'bin', 'python'),
+      ['-c', script, join(stack.home, 'models', TINY_MODEL), join(dir, 'adapter'), join(dir, 'eval.jsonl')],
+      { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     const measured = (JSON.parse(out.trim().split('\n').pop() as string) as { eval_loss: number }).eval_loss;
     expect(measured).to.be.closeTo(result.evaluation.tuned.eval_loss, 1e-4);
     const saved = JSON.parse(readFileSync(join(dir, 'adapter', 'tunefleet-result.json'), 'utf8')) as JobResult;
@@ -206,13 +299,23 @@ print(json.dumps({"eval_loss": total / count}))
     const status = await run('status', jobId);
     expect(status.status, status.stderr).to.equal(0);
     expect(status.stdout, status.stdout).to.not.match(/no live state/);
-    expect(status.stdout).to.match(/COMPLETED/).and.match(/succeeded/).and.match(/step 6\/6/);
+    expect(status.stdout)
+      .to.match(/COMPLETED/)
+      .and.match(/succeeded/)
+      .and.match(/step 6\/6/);
     const list = await run('list', '--json');
     expect((JSON.parse(list.stdout) as { jobId: string }[]).map((j) => j.jobId)).to.include(jobId);
     const res = await run('result', jobId);
-    expect(res.stdout).to.match(/eval loss/).and.match(/exact match/).and.match(/fine-tuned/);
-    for (const row of ['perplexity', 'BLEU', 'ROUGE-L', 'judge \\(similarity\\)', 'tool answers', 'tool nonempty']) expect(res.stdout).to.match(new RegExp(`\\n${row} +-?\\d`));
-    expect(res.stdout).to.match(/gates: 3 of 3 passed/).and.match(/· train loss/).and.match(/step 1 +6/);
+    expect(res.stdout)
+      .to.match(/eval loss/)
+      .and.match(/exact match/)
+      .and.match(/fine-tuned/);
+    for (const row of ['perplexity', 'BLEU', 'ROUGE-L', 'judge \\(similarity\\)', 'tool answers', 'tool nonempty'])
+      expect(res.stdout).to.match(new RegExp(`\\n${row} +-?\\d`));
+    expect(res.stdout)
+      .to.match(/gates: 3 of 3 passed/)
+      .and.match(/· train loss/)
+      .and.match(/step 1 +6/);
   });
 
   it('e2e - the same job id twice starts no second workflow', async () => {

@@ -14,7 +14,9 @@ describe('fleet - two real agents', function () {
   const agents = new AgentProcesses(() => stack);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
-  const fleet = async (): Promise<{ agent_id: string; state: string; memory: { total: number }; cpu: { cores: number }; sessions: unknown[] }[]> => {
+  const fleet = async (): Promise<
+    { agent_id: string; state: string; memory: { total: number }; cpu: { cores: number }; sessions: unknown[] }[]
+  > => {
     const r = await cli('fleet', '--json');
     expect(r.status, r.stderr).to.equal(0);
     return JSON.parse(r.stdout) as never;
@@ -28,7 +30,14 @@ describe('fleet - two real agents', function () {
     await until('both agents advertise', async () => (await readyAgents(client)).length === 2, 60_000);
   });
 
-  after(() => stopAll(() => agents.killAll(), () => client?.close(), () => worker?.stop(), () => stack?.stop()));
+  after(() =>
+    stopAll(
+      () => agents.killAll(),
+      () => client?.close(),
+      () => worker?.stop(),
+      () => stack?.stop(),
+    ),
+  );
 
   it('fleet - fleet --json lists both agents with their capacity', async () => {
     const f = await fleet();
@@ -48,7 +57,9 @@ describe('fleet - two real agents', function () {
     expect((await fleet()).find((a) => a.agent_id === 'agent-b')?.state).to.equal('cordoned');
     // three at once: agent-b has room for them, and still none goes there
     const spec = await loadSpecFile(tinyJob('cordon', 2, 1000, 40));
-    const results: JobResult[] = await Promise.all([1, 2, 3].map(async (n) => client.follow(await client.submit(spec, `cordon-job-${n}`), () => {})));
+    const results: JobResult[] = await Promise.all(
+      [1, 2, 3].map(async (n) => client.follow(await client.submit(spec, `cordon-job-${n}`), () => {})),
+    );
     results.forEach((r, i) => expect(r.training.agentId, `job ${i + 1}`).to.equal('agent-a'));
     expect((await cli('uncordon', 'agent-b')).stdout.trim()).to.equal('agent-b: ready');
   });
@@ -75,7 +86,11 @@ describe('fleet - two real agents', function () {
     expect(Number(resumed?.resumed_from_step)).to.equal(Number(signalCkpt?.step));
     const steps = events.filter((e) => e.type === 'step').map((e) => Number(e.step));
     expect(steps[steps.length - 1]).to.equal(1000);
-    await until('drained', async () => (await fleetStates(client)).get(drained as unknown as string) === 'drained', 10_000);
+    await until(
+      'drained',
+      async () => (await fleetStates(client)).get(drained as unknown as string) === 'drained',
+      10_000,
+    );
     await cli('uncordon', drained as unknown as string);
   });
 

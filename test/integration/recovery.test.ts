@@ -25,7 +25,10 @@ describe('recovery - three real agents', function () {
   let worker: RunningWorker;
   let worker2: RunningWorker;
   let client: Stack;
-  const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4']);
+  const agents = new AgentProcesses(
+    () => stack,
+    ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4'],
+  );
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
   const fleetIds = (): Promise<string[]> => readyAgents(client);
@@ -39,7 +42,15 @@ describe('recovery - three real agents', function () {
     await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
   });
 
-  after(() => stopAll(() => agents.killAll(), () => client?.close(), () => worker2?.stop(), () => worker?.stop(), () => stack?.stop()));
+  after(() =>
+    stopAll(
+      () => agents.killAll(),
+      () => client?.close(),
+      () => worker2?.stop(),
+      () => worker?.stop(),
+      () => stack?.stop(),
+    ),
+  );
 
   it('recovery - cancel stops the trainer and releases the lease; explain says why the job went where it did', async () => {
     const id = await client.submit(await loadSpecFile(tinyJob('cancel', 100000, 1000)), 'cancel-job');
@@ -47,47 +58,79 @@ describe('recovery - three real agents', function () {
     const explain = await cli('explain', id);
     expect(explain.status, explain.stderr).to.equal(0);
     const agentId = (await client.describe(id)).status?.agentId as string;
-    expect(explain.stdout).to.contain(`* ${agentId}`).and.match(/memory estimate [\d.]+ GiB: weights/).and.match(/best_fit/);
+    expect(explain.stdout)
+      .to.contain(`* ${agentId}`)
+      .and.match(/memory estimate [\d.]+ GiB: weights/)
+      .and.match(/best_fit/);
     const r = await cli('cancel', id);
     expect(r.status, r.stderr).to.equal(0);
     await until('cancelled', async () => (await client.describe(id)).temporal === 'CANCELLED', 60_000);
     const leases = await (await client.nats()).kv(LEASES_BUCKET);
-    await until('lease released', async () => {
-      const e = await leases.get(agentId);
-      return !e || e.operation !== 'PUT' || !e.json<{ leases: Lease[] }>().leases.some((l) => l.jobId === id);
-    }, 30_000);
+    await until(
+      'lease released',
+      async () => {
+        const e = await leases.get(agentId);
+        return !e || e.operation !== 'PUT' || !e.json<{ leases: Lease[] }>().leases.some((l) => l.jobId === id);
+      },
+      30_000,
+    );
     const adverts = await (await client.nats()).adverts();
-    await until('session gone from the advert', async () => {
-      const e = await adverts.get(agentId);
-      return !!e && e.operation === 'PUT' && !e.json<{ sessions: { job_id: string }[] }>().sessions.some((s) => s.job_id === id);
-    }, 30_000);
+    await until(
+      'session gone from the advert',
+      async () => {
+        const e = await adverts.get(agentId);
+        return (
+          !!e &&
+          e.operation === 'PUT' &&
+          !e.json<{ sessions: { job_id: string }[] }>().sessions.some((s) => s.job_id === id)
+        );
+      },
+      30_000,
+    );
     await recordHistory(client.client, id, 'cancelled');
     const q = await cli('list', '--query', "TunefleetState='cancelled'");
     expect(q.status, q.stderr).to.equal(0);
     expect(q.stdout).to.contain(id);
   });
 
-  it('recovery - two placements decided on the same revision of an agent\'s leases: one write wins, the other gets a conflict, nothing is overbooked', async () => {
+  it("recovery - two placements decided on the same revision of an agent's leases: one write wins, the other gets a conflict, nothing is overbooked", async () => {
     const kv = await (await client.nats()).kv(LEASES_BUCKET);
     const agent = 'race-agent';
-    const lease = (jobId: string): Lease => ({ jobId, attempt: 1, bytes: 0.5 * GiB, purpose: 'train', time: Date.now() });
+    const lease = (jobId: string): Lease => ({
+      jobId,
+      attempt: 1,
+      bytes: 0.5 * GiB,
+      purpose: 'train',
+      time: Date.now(),
+    });
     for (const round of [1, 2]) {
       // both read the same state (round 1: no key yet; round 2: one lease), both write at once
       const seen = (await readLeases(kv)).get(agent);
-      const tries = await Promise.allSettled([reserve(kv, agent, seen, lease(`race-${round}-x`), GiB, undefined), reserve(kv, agent, seen, lease(`race-${round}-y`), GiB, undefined)]);
-      expect(tries.filter((t) => t.status === 'fulfilled'), `round ${round}`).to.have.length(1);
-      expect((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason).to.be.instanceOf(LeaseConflict);
+      const tries = await Promise.allSettled([
+        reserve(kv, agent, seen, lease(`race-${round}-x`), GiB, undefined),
+        reserve(kv, agent, seen, lease(`race-${round}-y`), GiB, undefined),
+      ]);
+      expect(
+        tries.filter((t) => t.status === 'fulfilled'),
+        `round ${round}`,
+      ).to.have.length(1);
+      expect((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason).to.be.instanceOf(
+        LeaseConflict,
+      );
     }
     const held = (await readLeases(kv)).get(agent)?.leases ?? [];
     expect(held.map((l) => l.jobId)).to.have.length(2);
     expect(held.reduce((s, l) => s + l.bytes, 0)).to.be.at.most(GiB);
     // deciding again on the fresh value: the agent is full, so the loser's third lease is refused
-    await reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined).then(() => expect.fail('overbooked'), (e: unknown) => expect(e).to.be.instanceOf(LeaseConflict));
+    await reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined).then(
+      () => expect.fail('overbooked'),
+      (e: unknown) => expect(e).to.be.instanceOf(LeaseConflict),
+    );
     for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
   });
 
-  it('recovery - a job queued through many polls continues as new, keeps its place, submit time and priority, and runs when its agent frees up; each run\'s history stays bounded', async () => {
+  it("recovery - a job queued through many polls continues as new, keeps its place, submit time and priority, and runs when its agent frees up; each run's history stays bounded", async () => {
     // the job may only run on agent-c, and agent-c is cordoned: it waits, polling every 100 ms
     expect((await cli('cordon', 'agent-c')).status).to.equal(0);
     const HISTORY = 80;
@@ -98,7 +141,10 @@ describe('recovery - three real agents', function () {
       const id = await waiter.submit(await loadSpecFile(specPath), 'long-wait');
       const runs = async (status: string): Promise<string[]> => {
         const out: string[] = [];
-        for await (const w of client.client.workflow.list({ query: `WorkflowId = '${id}' AND ExecutionStatus = '${status}'` })) out.push(w.runId);
+        for await (const w of client.client.workflow.list({
+          query: `WorkflowId = '${id}' AND ExecutionStatus = '${status}'`,
+        }))
+          out.push(w.runId);
         return out;
       };
       await until('two hand-overs to a new run', async () => (await runs('ContinuedAsNew')).length >= 2, 240_000);
@@ -113,7 +159,9 @@ describe('recovery - three real agents', function () {
       const described = await client.client.workflow.getHandle(id).describe();
       expect(entry?.submitted, 'the queue keeps the original submit time').to.equal(described.memo?.submittedAt);
       expect(rows[0]?.started.toISOString()).to.equal(described.memo?.submittedAt);
-      expect(described.runId, 'the list and the status follow the newest run').to.not.be.oneOf(await runs('ContinuedAsNew'));
+      expect(described.runId, 'the list and the status follow the newest run').to.not.be.oneOf(
+        await runs('ContinuedAsNew'),
+      );
 
       expect((await cli('uncordon', 'agent-c')).status).to.equal(0);
       const result = await client.follow(id, () => {});
@@ -134,7 +182,14 @@ describe('recovery - three real agents', function () {
   });
 
   it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 9 finish', async () => {
-    const f = await runLoad(stack, client, [worker, worker2], agents, { name: 'many', jobs: 9, capacity: CAPACITY, maxSteps: 4, trainerNice: DEFAULT_TRAINER_NICE, trainerThreads: threadsPerSession(availableParallelism(), 4) });
+    const f = await runLoad(stack, client, [worker, worker2], agents, {
+      name: 'many',
+      jobs: 9,
+      capacity: CAPACITY,
+      maxSteps: 4,
+      trainerNice: DEFAULT_TRAINER_NICE,
+      trainerThreads: threadsPerSession(availableParallelism(), 4),
+    });
     for (const line of describeLoad(f, CAPACITY)) console.log(`      ${line}`);
     await recordHistory(client.client, 'many-08', 'queued-then-placed');
     expect(f.failed).to.deep.equal([]);

@@ -7,8 +7,13 @@ const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 describe('dataset - record checks', () => {
   it('dataset - the three formats are recognised', () => {
     expect(checkLine(enc('{"text":"hello"}'))).to.deep.include({ ok: true, format: 'text' });
-    expect(checkLine(enc('{"prompt":"a","completion":"b"}'))).to.deep.include({ ok: true, format: 'prompt_completion' });
-    expect(checkLine(enc('{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}'))).to.deep.include({ ok: true, format: 'messages' });
+    expect(checkLine(enc('{"prompt":"a","completion":"b"}'))).to.deep.include({
+      ok: true,
+      format: 'prompt_completion',
+    });
+    expect(
+      checkLine(enc('{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}')),
+    ).to.deep.include({ ok: true, format: 'messages' });
   });
 
   it('dataset - invalid UTF-8 is named', () => {
@@ -61,13 +66,29 @@ describe('dataset - line reader', () => {
   }
   it('dataset - lines split across chunks, CRLF and a last line without newline', async () => {
     const out: [string, number][] = [];
-    for await (const { line, lineNo } of readLines(chunks(['{"a":', '1}\r\n{"b"', ':2}\n\n{"c":3}']))) out.push([String(line), lineNo]);
-    expect(out).to.deep.equal([['{"a":1}', 1], ['{"b":2}', 2], ['', 3], ['{"c":3}', 4]]);
+    for await (const { line, lineNo } of readLines(chunks(['{"a":', '1}\r\n{"b"', ':2}\n\n{"c":3}'])))
+      out.push([String(line), lineNo]);
+    expect(out).to.deep.equal([
+      ['{"a":1}', 1],
+      ['{"b":2}', 2],
+      ['', 3],
+      ['{"c":3}', 4],
+    ]);
   });
   it('dataset - a line over the limit comes out as its size and reading goes on at the next line', async () => {
     const out: [string | null, number, number | undefined][] = [];
     const long = 'x'.repeat(25);
-    for await (const l of readLines(chunks(['{"a":1}\n', long.slice(0, 10), long.slice(10), '\n{"b":2}\n', long, '\r\n', 'y'.repeat(30)]), 20)) out.push([l.line?.toString() ?? null, l.lineNo, l.oversize]);
-    expect(out).to.deep.equal([['{"a":1}', 1, undefined], [null, 2, 25], ['{"b":2}', 3, undefined], [null, 4, 26], [null, 5, 30]]);
+    for await (const l of readLines(
+      chunks(['{"a":1}\n', long.slice(0, 10), long.slice(10), '\n{"b":2}\n', long, '\r\n', 'y'.repeat(30)]),
+      20,
+    ))
+      out.push([l.line?.toString() ?? null, l.lineNo, l.oversize]);
+    expect(out).to.deep.equal([
+      ['{"a":1}', 1, undefined],
+      [null, 2, 25],
+      ['{"b":2}', 3, undefined],
+      [null, 4, 26],
+      [null, 5, 30],
+    ]);
   });
 });

@@ -12,22 +12,54 @@ import { lossSvg } from '../../scheduler/plot';
 import { runTool } from '../../agent/tool';
 
 const metrics = (o: Partial<Record<string, number | null>>): ReturnType<typeof metricValues> =>
-  metricValues({ eval_loss: 2, perplexity: 7.39, exact_match: 0.1, bleu: 10, rouge_l: 0.2, judge: 0.5, ...o } as Parameters<typeof metricValues>[0]);
+  metricValues({
+    eval_loss: 2,
+    perplexity: 7.39,
+    exact_match: 0.1,
+    bleu: 10,
+    rouge_l: 0.2,
+    judge: 0.5,
+    ...o,
+  } as Parameters<typeof metricValues>[0]);
 
 describe('evaluation - gates', () => {
   it('evaluation - gates parse absolute and relative thresholds, and refuse what they cannot read', () => {
-    expect(parseGate('exact_match >= base + 0.05')).to.include({ metric: 'exact_match', op: '>=', relative: true, offset: 0.05 });
-    expect(parseGate('eval_loss<=base-0.1')).to.include({ metric: 'eval_loss', op: '<=', relative: true, offset: -0.1 });
+    expect(parseGate('exact_match >= base + 0.05')).to.include({
+      metric: 'exact_match',
+      op: '>=',
+      relative: true,
+      offset: 0.05,
+    });
+    expect(parseGate('eval_loss<=base-0.1')).to.include({
+      metric: 'eval_loss',
+      op: '<=',
+      relative: true,
+      offset: -0.1,
+    });
     expect(parseGate('judge >= 0.8')).to.include({ metric: 'judge', relative: false, offset: 0.8 });
     expect(parseGate('tool.valid_json > 0.9')).to.include({ metric: 'tool.valid_json', op: '>' });
     expect(() => parseGate('accuracy >= 0.5')).to.throw(/unknown metric 'accuracy'/);
     expect(() => parseGate('judge => 0.5')).to.throw(/is not a gate/);
-    expect(() => parseSpec('name: j\nmodel: m\nmethod: lora\ndataset: {path: d.jsonl}\nevaluation: {gates: ["judge >= high"]}\n', 'job.yaml')).to.throw(TunefleetErrors).that.satisfies((e: TunefleetErrors) => /evaluation\.gates\.0/.test(e.problems.map((p) => p.describe()).join()) || /gates/.test(e.message));
+    expect(() =>
+      parseSpec(
+        'name: j\nmodel: m\nmethod: lora\ndataset: {path: d.jsonl}\nevaluation: {gates: ["judge >= high"]}\n',
+        'job.yaml',
+      ),
+    )
+      .to.throw(TunefleetErrors)
+      .that.satisfies(
+        (e: TunefleetErrors) =>
+          /evaluation\.gates\.0/.test(e.problems.map((p) => p.describe()).join()) || /gates/.test(e.message),
+      );
   });
 
   it('evaluation - a gate passes or fails with the numbers; a missing value fails the gate', () => {
     const base = metrics({ exact_match: 0.1 });
-    const [pass, fail, missing] = checkGates(['exact_match >= base + 0.05', 'judge >= 0.8', 'tool.valid > 0.5'], metrics({ exact_match: 0.3, judge: 0.6 }), base);
+    const [pass, fail, missing] = checkGates(
+      ['exact_match >= base + 0.05', 'judge >= 0.8', 'tool.valid > 0.5'],
+      metrics({ exact_match: 0.3, judge: 0.6 }),
+      base,
+    );
     expect(pass).to.include({ passed: true, value: 0.3, base: 0.1 });
     expect(pass?.threshold).to.be.closeTo(0.15, 1e-12);
     expect(pass?.message).to.equal('exact_match 0.3000 >= base 0.1000 + 0.0500 = 0.1500: pass');
@@ -41,7 +73,12 @@ describe('evaluation - gates', () => {
 });
 
 describe('evaluation - human review files', () => {
-  const stored: OutputRow[] = Array.from({ length: 30 }, (_, i) => ({ prompt: `prompt ${i}, with "quotes",\nand a newline`, reference: `ref ${i}`, base: `b${i}`, tuned: `t${i}` }));
+  const stored: OutputRow[] = Array.from({ length: 30 }, (_, i) => ({
+    prompt: `prompt ${i}, with "quotes",\nand a newline`,
+    reference: `ref ${i}`,
+    base: `b${i}`,
+    tuned: `t${i}`,
+  }));
 
   it('evaluation - a seeded sample is the same every time and in id order', () => {
     const a = sampleRows(stored, 10, 7).map((x) => x.id);
@@ -65,7 +102,10 @@ describe('evaluation - human review files', () => {
   });
 
   it('evaluation - a bad review row is refused with its line and nothing is imported', () => {
-    const jsonl = writeReview(sampleRows(stored, 3, 1), 'jsonl').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const jsonl = writeReview(sampleRows(stored, 3, 1), 'jsonl')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     const fill = (o: Record<string, unknown>[]): string => o.map((r) => JSON.stringify(r)).join('\n');
     const ok = jsonl.map((r) => ({ ...r, base_grade: 3, tuned_grade: 4 }));
     expect(readReview(fill(ok), 'jsonl', 'r.jsonl', stored)).to.have.length(3);
@@ -83,7 +123,10 @@ describe('evaluation - human review files', () => {
         expect.fail(`accepted ${JSON.stringify(rows)}`);
       } catch (e) {
         expect(e).to.be.instanceOf(TunefleetError);
-        const text = e instanceof TunefleetErrors ? `${e.message}\n${e.problems.map((p) => p.describe()).join('\n')}` : (e as TunefleetError).describe();
+        const text =
+          e instanceof TunefleetErrors
+            ? `${e.message}\n${e.problems.map((p) => p.describe()).join('\n')}`
+            : (e as TunefleetError).describe();
         expect(text).to.match(why);
       }
     }
@@ -92,52 +135,79 @@ describe('evaluation - human review files', () => {
 });
 
 describe('evaluation - loss chart and plot', () => {
-  const curve = { train: Array.from({ length: 100 }, (_, i): [number, number] => [i + 1, 3 * Math.exp(-i / 30) + 0.5]), eval: [[50, 1.2], [100, 0.9]] as [number, number][] };
+  const curve = {
+    train: Array.from({ length: 100 }, (_, i): [number, number] => [i + 1, 3 * Math.exp(-i / 30) + 0.5]),
+    eval: [
+      [50, 1.2],
+      [100, 0.9],
+    ] as [number, number][],
+  };
   it('evaluation - the terminal chart spans the steps and the loss range, eval points marked', () => {
     const c = lossChart(curve, 40, 8);
     const lines = c.split('\n');
     expect(lines[0]).to.match(/^ +3\.\d{3} │/);
-    expect(c).to.include('o').and.include('·').and.match(/step 1 +100/);
+    expect(c)
+      .to.include('o')
+      .and.include('·')
+      .and.match(/step 1 +100/);
     expect(lines.slice(0, 8).every((l) => l.length <= 9 + 1 + 40)).to.equal(true);
     expect(lossChart({ train: [], eval: [] })).to.match(/no loss curve/);
   });
   it('evaluation - the SVG has a polyline for train loss and a point per eval', () => {
     const svg = lossSvg(curve, 'job <x> & y');
-    expect(svg).to.match(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/).and.include('<polyline').and.include('job &lt;x&gt; &amp; y');
+    expect(svg)
+      .to.match(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/)
+      .and.include('<polyline')
+      .and.include('job &lt;x&gt; &amp; y');
     expect(svg.match(/<circle/g)).to.have.length(3); // two evals and the legend
   });
 });
 
 describe('evaluation - the tool scorer sandbox (real processes)', function () {
   this.timeout(30_000);
-  const rows = [{ prompt: 'p', reference: '{"a": 1}', output: '{"a": 1}' }, { prompt: 'p', reference: '{}', output: 'not json' }];
+  const rows = [
+    { prompt: 'p', reference: '{"a": 1}', output: '{"a": 1}' },
+    { prompt: 'p', reference: '{}', output: 'not json' },
+  ];
   const py = (src: string): string[] => ['python3', '-c', src];
 
   it('evaluation - scores come from the last line; the tool runs in an empty temporary directory', async () => {
-    const r = await runTool(py('import sys, json, os\nrows = [json.loads(l) for l in sys.stdin]\nok = 0\nfor r in rows:\n    try: json.loads(r["output"]); ok += 1\n    except ValueError: pass\nprint("checking")\nprint(json.dumps({"valid_json": ok / len(rows), "files_here": len(os.listdir("."))}))'), 10, rows);
+    const r = await runTool(
+      py(
+        'import sys, json, os\nrows = [json.loads(l) for l in sys.stdin]\nok = 0\nfor r in rows:\n    try: json.loads(r["output"]); ok += 1\n    except ValueError: pass\nprint("checking")\nprint(json.dumps({"valid_json": ok / len(rows), "files_here": len(os.listdir("."))}))',
+      ),
+      10,
+      rows,
+    );
     expect(r.error).to.equal(null);
     expect(r.scores).to.deep.equal({ valid_json: 0.5, files_here: 0 });
   });
 
   it('evaluation - a timeout, a crash and unreadable output are reported, not thrown', async () => {
     expect((await runTool(py('import time; time.sleep(30)'), 1, rows)).error).to.match(/timed out after 1 s/);
-    expect((await runTool(py('import sys; sys.stderr.write("boom"); sys.exit(3)'), 5, rows)).error).to.match(/exited with 3: boom/);
+    expect((await runTool(py('import sys; sys.stderr.write("boom"); sys.exit(3)'), 5, rows)).error).to.match(
+      /exited with 3: boom/,
+    );
     expect((await runTool(py('print("0.5")'), 5, rows)).error).to.match(/must be a JSON object/);
     expect((await runTool(py('print(\'{"s": "high"}\')'), 5, rows)).error).to.match(/score s is not a finite number/);
     expect((await runTool(['/no/such/tool'], 5, rows)).error).to.match(/exited with|could not start/);
   });
 
-  it('evaluation - the tool has no network, not even this machine\'s loopback', async () => {
+  it("evaluation - the tool has no network, not even this machine's loopback", async () => {
     const server = createServer((s) => s.on('error', () => {}).end('hello')).listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     const port = (server.address() as { port: number }).port;
-    const probe = py(`import socket, json\ntry:\n    socket.create_connection(("127.0.0.1", ${port}), timeout=2); ok = 1\nexcept OSError:\n    ok = 0\nprint(json.dumps({"connected": ok}))`);
+    const probe = py(
+      `import socket, json\ntry:\n    socket.create_connection(("127.0.0.1", ${port}), timeout=2); ok = 1\nexcept OSError:\n    ok = 0\nprint(json.dumps({"connected": ok}))`,
+    );
     try {
       const r = await runTool(probe, 10, rows);
       expect(r.error).to.equal(null);
       expect(r.scores.connected, 'a connection from inside the sandbox').to.equal(0);
       // the same probe outside the sandbox does connect, so the check above can fail
-      const outside = await new Promise<string>((res, rej) => execFile(probe[0] as string, probe.slice(1), (e, out) => (e ? rej(e) : res(out))));
+      const outside = await new Promise<string>((res, rej) =>
+        execFile(probe[0] as string, probe.slice(1), (e, out) => (e ? rej(e) : res(out))),
+      );
       expect(JSON.parse(outside.trim()), 'the probe run directly').to.deep.equal({ connected: 1 });
     } finally {
       server.close();

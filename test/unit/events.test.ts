@@ -6,7 +6,18 @@ import { parseTrainerLine, trainerEventsJsonSchema } from '../../shared';
 const ROOT = join(__dirname, '..', '..', '..');
 
 describe('events - trainer protocol', () => {
-  const step = { v: 1, type: 'step', time: 1, step: 3, steps_total: 10, epoch: 0.3, loss: 2.5, lr: 1e-4, grad_norm: 0.7, tokens_per_s: 100 };
+  const step = {
+    v: 1,
+    type: 'step',
+    time: 1,
+    step: 3,
+    steps_total: 10,
+    epoch: 0.3,
+    loss: 2.5,
+    lr: 1e-4,
+    grad_norm: 0.7,
+    tokens_per_s: 100,
+  };
 
   it('events - a valid step event parses', () => {
     const r = parseTrainerLine(JSON.stringify(step), 1);
@@ -44,7 +55,9 @@ describe('events - trainer protocol', () => {
   });
 
   it('events - the JSON Schema the trainer tests use is the one generated from these types', () => {
-    const committed = JSON.parse(readFileSync(join(ROOT, 'agent/trainer/tunefleet_trainer/events.schema.json'), 'utf8')) as unknown;
+    const committed = JSON.parse(
+      readFileSync(join(ROOT, 'agent/trainer/tunefleet_trainer/events.schema.json'), 'utf8'),
+    ) as unknown;
     expect(committed).to.deep.equal(JSON.parse(JSON.stringify(trainerEventsJsonSchema())));
   });
 });

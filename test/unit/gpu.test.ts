@@ -30,23 +30,58 @@ describe('gpu - nvidia-smi parsing', () => {
   it('gpu - H100 SXM: every number in bytes, CUDA and driver from the XML', () => {
     const [g] = both('h100-sxm');
     expect(g).to.deep.equal({
-      index: 0, uuid: 'GPU-5f1d0a2c-3b7e-4c59-9a47-0d2b6e1f8c31', name: 'NVIDIA H100 80GB HBM3',
-      memory_total: 81559 * MiB, memory_used: 4 * MiB, memory_free: (81559 - 4 - 475) * MiB, utilization_pct: 0, temperature_c: 31,
-      compute_capability: '9.0', power_w: 70.1, driver_version: '550.54.15', cuda_version: '12.4', mig_mode: 'disabled', mig_instances: [], ecc_uncorrectable: 0,
+      index: 0,
+      uuid: 'GPU-5f1d0a2c-3b7e-4c59-9a47-0d2b6e1f8c31',
+      name: 'NVIDIA H100 80GB HBM3',
+      memory_total: 81559 * MiB,
+      memory_used: 4 * MiB,
+      memory_free: (81559 - 4 - 475) * MiB,
+      utilization_pct: 0,
+      temperature_c: 31,
+      compute_capability: '9.0',
+      power_w: 70.1,
+      driver_version: '550.54.15',
+      cuda_version: '12.4',
+      mig_mode: 'disabled',
+      mig_instances: [],
+      ecc_uncorrectable: 0,
     });
   });
 
   it('gpu - recorded on a real H200 (nvidia-smi 580.159.04): both outputs parse and agree', () => {
     const [g] = both('recorded-h200');
     expect(g).to.deep.equal({
-      index: 0, uuid: 'GPU-74423cb5-e90b-9e17-0cac-cb6c187dc3db', name: 'NVIDIA H200',
-      memory_total: 143771 * MiB, memory_used: 0, memory_free: 143156 * MiB, utilization_pct: 0, temperature_c: 38,
-      compute_capability: '9.0', power_w: 80.35, driver_version: '580.159.04', cuda_version: '13.0', mig_mode: 'disabled', mig_instances: [], ecc_uncorrectable: 0,
+      index: 0,
+      uuid: 'GPU-74423cb5-e90b-9e17-0cac-cb6c187dc3db',
+      name: 'NVIDIA H200',
+      memory_total: 143771 * MiB,
+      memory_used: 0,
+      memory_free: 143156 * MiB,
+      utilization_pct: 0,
+      temperature_c: 38,
+      compute_capability: '9.0',
+      power_w: 80.35,
+      driver_version: '580.159.04',
+      cuda_version: '13.0',
+      mig_mode: 'disabled',
+      mig_instances: [],
+      ecc_uncorrectable: 0,
     });
     // the driver keeps 615 MiB for itself on an idle H200 (the written fixtures assumed 475): free is what placement may use
     const advert = advertSchema.parse({
-      v: 1, agent_id: 'a', hostname: 'a', state: 'ready', labels: {}, accelerator: 'cuda', gpus: [g], cpu: { model: 'x', cores: 16 },
-      memory: { total: 2 ** 37, available: 2 ** 36 }, sessions: [], models: [], trainer: { methods: [], bitsandbytes: true, bf16: true }, time: 1,
+      v: 1,
+      agent_id: 'a',
+      hostname: 'a',
+      state: 'ready',
+      labels: {},
+      accelerator: 'cuda',
+      gpus: [g],
+      cpu: { model: 'x', cores: 16 },
+      memory: { total: 2 ** 37, available: 2 ** 36 },
+      sessions: [],
+      models: [],
+      trainer: { methods: [], bitsandbytes: true, bf16: true },
+      time: 1,
     });
     expect(allocatableBytes(advert)).to.equal(143156 * MiB);
   });
@@ -71,8 +106,19 @@ describe('gpu - nvidia-smi parsing', () => {
       { gpu_instance: 2, compute_instance: 0, memory_total: 40192 * MiB, memory_free: (40192 - 30500) * MiB },
     ]);
     const advert = advertSchema.parse({
-      v: 1, agent_id: 'a', hostname: 'a', state: 'ready', labels: {}, accelerator: 'cuda', gpus: [g], cpu: { model: 'x', cores: 8 },
-      memory: { total: 2 ** 40, available: 2 ** 39 }, sessions: [], models: [], trainer: { methods: [], bitsandbytes: true, bf16: true }, time: 1,
+      v: 1,
+      agent_id: 'a',
+      hostname: 'a',
+      state: 'ready',
+      labels: {},
+      accelerator: 'cuda',
+      gpus: [g],
+      cpu: { model: 'x', cores: 8 },
+      memory: { total: 2 ** 40, available: 2 ** 39 },
+      sessions: [],
+      models: [],
+      trainer: { methods: [], bitsandbytes: true, bf16: true },
+      time: 1,
     });
     expect(allocatableBytes(advert)).to.equal((40192 - 37) * MiB);
   });
@@ -132,7 +178,9 @@ describe('gpu - running nvidia-smi', function () {
   });
 
   it('gpu - both queries run and are merged', async () => {
-    const r = await probeGpus(fakeSmi(`if [ "$1" = "-q" ]; then cat '${join(DIR, 'a100-8x.xml')}'; else cat '${join(DIR, 'a100-8x.csv')}'; fi`));
+    const r = await probeGpus(
+      fakeSmi(`if [ "$1" = "-q" ]; then cat '${join(DIR, 'a100-8x.xml')}'; else cat '${join(DIR, 'a100-8x.csv')}'; fi`),
+    );
     expect(r.note).to.equal(null);
     expect(r.gpus).to.have.length(8);
     expect(r.gpus[6]?.ecc_uncorrectable).to.equal(1);

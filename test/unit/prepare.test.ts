@@ -20,7 +20,9 @@ function words(seed: number, n: number): string {
   return out.join(' ');
 }
 
-const dataset = (over: Record<string, unknown> = {}): { spec: Pick<JobSpec, 'dataset'> } => ({ spec: { dataset: datasetSchema.parse({ path: 'x.jsonl', ...over }) } });
+const dataset = (over: Record<string, unknown> = {}): { spec: Pick<JobSpec, 'dataset'> } => ({
+  spec: { dataset: datasetSchema.parse({ path: 'x.jsonl', ...over }) },
+});
 
 describe('prepare - counts per rule', () => {
   it('prepare - known numbers of each fault give exactly those counts', async () => {
@@ -36,15 +38,26 @@ describe('prepare - counts per rule', () => {
       w[10] = 'zzzzzz';
       lines.push(Buffer.from(JSON.stringify({ text: w.join(' ') }))); // near duplicates: one word of 60 changed
     }
-    for (let i = 0; i < 3; i++) lines.push(Buffer.concat([Buffer.from('{"text":"bad '), Buffer.from([0xff, 0xfe, 0x80 + i]), Buffer.from('"}')]));
+    for (let i = 0; i < 3; i++)
+      lines.push(Buffer.concat([Buffer.from('{"text":"bad '), Buffer.from([0xff, 0xfe, 0x80 + i]), Buffer.from('"}')]));
     for (let i = 0; i < 4; i++) lines.push(Buffer.from(`{"text": "unterminated ${i}`));
     for (let i = 0; i < 6; i++) lines.push(Buffer.from(JSON.stringify({ text: i % 2 ? '   ' : '\u200b\n\t' })));
     for (let i = 0; i < 2; i++) lines.push(Buffer.from(JSON.stringify({ text: words(1000 + i, 2000) })));
     lines.push(Buffer.from(''));
     writeFileSync(join(dir, 'd.jsonl'), Buffer.concat(lines.flatMap((l) => [l, Buffer.from('\n')])));
 
-    const { report, write } = await analyse({ ...dataset({ policy: 'lenient', clean: { max_chars: 5000 } }), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd.jsonl' } });
-    expect(report.dropped).to.deep.equal({ invalid_utf8: 3, invalid_json: 4, empty: 6, too_long: 2, exact_duplicate: 8, near_duplicate: 5 });
+    const { report, write } = await analyse({
+      ...dataset({ policy: 'lenient', clean: { max_chars: 5000 } }),
+      main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd.jsonl' },
+    });
+    expect(report.dropped).to.deep.equal({
+      invalid_utf8: 3,
+      invalid_json: 4,
+      empty: 6,
+      too_long: 2,
+      exact_duplicate: 8,
+      near_duplicate: 5,
+    });
     expect(report.records_total).to.equal(200 + 8 + 5 + 3 + 4 + 6 + 2);
     expect(report.records_invalid).to.equal(7);
     expect(report.train_records + report.eval_records).to.equal(200);
@@ -66,7 +79,10 @@ describe('prepare - counts per rule', () => {
       expect.fail('accepted');
     } catch (e) {
       expect(e).to.be.instanceOf(TunefleetErrors);
-      expect((e as Error).message).to.match(/d\.jsonl:2: not JSON/).and.match(/d\.jsonl:3: a prompt_completion record in a text file/).and.match(/lenient/);
+      expect((e as Error).message)
+        .to.match(/d\.jsonl:2: not JSON/)
+        .and.match(/d\.jsonl:3: a prompt_completion record in a text file/)
+        .and.match(/lenient/);
     }
   });
 
@@ -76,7 +92,11 @@ describe('prepare - counts per rule', () => {
     writeFileSync(join(dir, 't.jsonl'), train.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
     const evals = [train[3], train[4]?.replace(/^\w+/, 'qqqqqq'), words(500, 40), words(501, 40)];
     writeFileSync(join(dir, 'e.jsonl'), evals.map((t) => JSON.stringify({ text: t })).join('\n') + '\n');
-    const { report } = await analyse({ ...dataset({ eval_path: 'e.jsonl' }), main: { source: fileSource(join(dir, 't.jsonl')), label: 't.jsonl' }, eval: { source: fileSource(join(dir, 'e.jsonl')), label: 'e.jsonl' } });
+    const { report } = await analyse({
+      ...dataset({ eval_path: 'e.jsonl' }),
+      main: { source: fileSource(join(dir, 't.jsonl')), label: 't.jsonl' },
+      eval: { source: fileSource(join(dir, 'e.jsonl')), label: 'e.jsonl' },
+    });
     expect(report.dropped).to.deep.equal({ eval_leakage: 2 });
     expect(report.train_records).to.equal(30);
     expect(report.eval_records).to.equal(2);
@@ -85,11 +105,20 @@ describe('prepare - counts per rule', () => {
   it('prepare - no dedup keeps duplicates; a higher threshold keeps near ones', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'prep-'));
     const a = words(1, 60);
-    const near = a.split(' ').map((w, i) => (i % 30 === 0 ? 'zzzzzz' : w)).join(' '); // 2 of 60 words: Jaccard about 0.9
+    const near = a
+      .split(' ')
+      .map((w, i) => (i % 30 === 0 ? 'zzzzzz' : w))
+      .join(' '); // 2 of 60 words: Jaccard about 0.9
     writeFileSync(join(dir, 'd.jsonl'), [a, a, near, words(2, 60)].map((t) => JSON.stringify({ text: t })).join('\n'));
-    const off = await analyse({ ...dataset({ dedup: { exact: false, near: false } }), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd' } });
+    const off = await analyse({
+      ...dataset({ dedup: { exact: false, near: false } }),
+      main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd' },
+    });
     expect(off.report.dropped).to.deep.equal({});
-    const strictSim = await analyse({ ...dataset({ dedup: { threshold: 0.99 } }), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd' } });
+    const strictSim = await analyse({
+      ...dataset({ dedup: { threshold: 0.99 } }),
+      main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd' },
+    });
     expect(strictSim.report.dropped).to.deep.equal({ exact_duplicate: 1 });
     const loose = await analyse({ ...dataset(), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd' } });
     expect(loose.report.dropped).to.deep.equal({ exact_duplicate: 1, near_duplicate: 1 });
@@ -108,7 +137,10 @@ describe('prepare - cleaning rules', () => {
 
   it('prepare - MinHash estimates Jaccard similarity', () => {
     const a = words(7, 80);
-    const b = a.split(' ').map((w, i) => (i < 4 ? 'zzzzzz' : w)).join(' ');
+    const b = a
+      .split(' ')
+      .map((w, i) => (i < 4 ? 'zzzzzz' : w))
+      .join(' ');
     const s = similarity(minhash(shingles(a)), minhash(shingles(b)));
     expect(s).to.be.within(0.8, 1);
     expect(similarity(minhash(shingles(a)), minhash(shingles(words(8, 80))))).to.be.below(0.1);
@@ -126,9 +158,15 @@ describe('prepare - augmentation', () => {
       ],
     }));
     writeFileSync(join(dir, 'c.jsonl'), recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    const { report, write } = await analyse({ ...dataset({ eval_fraction: 0.2, augment: { drop_system_prompt: true } }), main: { source: fileSource(join(dir, 'c.jsonl')), label: 'c.jsonl' } });
+    const { report, write } = await analyse({
+      ...dataset({ eval_fraction: 0.2, augment: { drop_system_prompt: true } }),
+      main: { source: fileSource(join(dir, 'c.jsonl')), label: 'c.jsonl' },
+    });
     const w = await write(join(dir, 'train.jsonl'), join(dir, 'eval.jsonl'));
-    const train = readFileSync(join(dir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { messages: { role: string }[] });
+    const train = readFileSync(join(dir, 'train.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { messages: { role: string }[] });
     const evalRecs = readFileSync(join(dir, 'eval.jsonl'), 'utf8').trim().split('\n');
     expect(evalRecs).to.have.length(4);
     const withSystem = train.filter((r) => r.messages.some((m) => m.role === 'system')).length;

@@ -12,19 +12,28 @@ const DIR = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'histories');
 
 describe('replay - recorded workflow histories', function () {
   this.timeout(120_000);
-  const files = readdirSync(DIR).filter((f) => f.endsWith('.pb')).sort();
+  const files = readdirSync(DIR)
+    .filter((f) => f.endsWith('.pb'))
+    .sort();
 
   it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new', () => {
     expect(files).to.include.members([
-      'succeeded.pb', 'recovered-after-kill9.pb', 'cancelled.pb', 'queued-then-placed.pb',
+      'succeeded.pb',
+      'recovered-after-kill9.pb',
+      'cancelled.pb',
+      'queued-then-placed.pb',
       // the run that handed over (ends ContinuedAsNew) and the run that took over and finished
-      'queued-continued-as-new.pb', 'queued-after-continue-as-new.pb',
+      'queued-continued-as-new.pb',
+      'queued-after-continue-as-new.pb',
     ]);
   });
 
   it('replay - every history replays on the current workflow code', async () => {
     quietSdkLogs();
-    const histories = files.map((f) => ({ workflowId: f.replace(/\.pb$/, ''), history: temporal.api.history.v1.History.decode(readFileSync(join(DIR, f))) }));
+    const histories = files.map((f) => ({
+      workflowId: f.replace(/\.pb$/, ''),
+      history: temporal.api.history.v1.History.decode(readFileSync(join(DIR, f))),
+    }));
     const failures: string[] = [];
     for await (const r of Worker.runReplayHistories({ workflowsPath: require.resolve('../../workflows') }, histories)) {
       if (r.error) failures.push(`${r.workflowId}: ${r.error.message}`);

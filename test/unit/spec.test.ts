@@ -34,7 +34,10 @@ describe('spec - parsing and validation', () => {
   });
 
   it('spec - JSON is accepted too', () => {
-    const s = parseSpec(JSON.stringify({ name: 'j', model: 'm', method: 'dora', dataset: { path: 'd.jsonl' } }), 'job.json');
+    const s = parseSpec(
+      JSON.stringify({ name: 'j', model: 'm', method: 'dora', dataset: { path: 'd.jsonl' } }),
+      'job.json',
+    );
     expect(s.method).to.equal('dora');
   });
 
@@ -56,7 +59,9 @@ describe('spec - parsing and validation', () => {
     const [p] = problems(good.replace('  max_steps: 10', '  max_step: 10'));
     expect(p?.where.field).to.equal('training.max_step');
     expect(p?.where.line).to.equal(7);
-    expect(p?.message).to.match(/unknown key/).and.match(/max_steps/);
+    expect(p?.message)
+      .to.match(/unknown key/)
+      .and.match(/max_steps/);
   });
 
   it('spec - a wrong type names the field', () => {

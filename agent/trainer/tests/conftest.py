@@ -30,8 +30,14 @@ def write_jsonl(path, records):
 
 @pytest.fixture
 def dataset(tmp_path):
-    train = [{"prompt": f"MIME type application/{EXTS[i % 8]} number {i} has extension", "completion": " " + EXTS[i % 8]} for i in range(48)]
-    evals = [{"prompt": f"MIME type application/{EXTS[i % 8]} number {i} has extension", "completion": " " + EXTS[i % 8]} for i in range(48, 56)]
+    train = [
+        {"prompt": f"MIME type application/{EXTS[i % 8]} number {i} has extension", "completion": " " + EXTS[i % 8]}
+        for i in range(48)
+    ]
+    evals = [
+        {"prompt": f"MIME type application/{EXTS[i % 8]} number {i} has extension", "completion": " " + EXTS[i % 8]}
+        for i in range(48, 56)
+    ]
     return write_jsonl(tmp_path / "train.jsonl", train), write_jsonl(tmp_path / "eval.jsonl", evals)
 
 
@@ -42,7 +48,14 @@ def run_config(tmp_path, model, train, evals, **training):
         "eval_path": evals,
         "output_dir": str(tmp_path / "out"),
         "method": training.pop("method", "lora"),
-        "training": {"max_steps": 6, "batch_size": 8, "micro_batch_size": 4, "learning_rate": 0.01, "checkpoint_every": 3, **training},
+        "training": {
+            "max_steps": 6,
+            "batch_size": 8,
+            "micro_batch_size": 4,
+            "learning_rate": 0.01,
+            "checkpoint_every": 3,
+            **training,
+        },
         "evaluation": {"max_new_tokens": 4},
     }
     return cfg
@@ -78,7 +91,10 @@ def run_trainer_process(cfg, tmp_path, command="train", name="run.json", timeout
     path.write_text(json.dumps(cfg))
     proc = subprocess.run(
         [sys.executable, "-m", "tunefleet_trainer", command, "--config", str(path)],
-        cwd=TRAINER_DIR, capture_output=True, text=True, timeout=timeout,
+        cwd=TRAINER_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": TRAINER_DIR},
     )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

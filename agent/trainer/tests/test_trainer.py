@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import TRAINER_DIR, run_config, run_trainer, run_trainer_process, write_jsonl
 
 SCHEMA = json.load(open(os.path.join(TRAINER_DIR, "tunefleet_trainer", "events.schema.json")))
@@ -95,8 +94,14 @@ def test_sigterm_checkpoints_and_exits(tiny_model, dataset, tmp_path):
     cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=100000, checkpoint_every=100000)
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)], cwd=TRAINER_DIR,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": TRAINER_DIR})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)],
+        cwd=TRAINER_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
+    )
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
@@ -141,7 +146,15 @@ METHOD_LR = {"lora": 0.01, "dora": 0.01, "ia3": 0.05, "prefix": 0.05, "prompt": 
 
 @pytest.mark.parametrize("method", list(METHOD_LR))
 def test_every_method_lowers_the_loss_and_loads_in_stock_peft(tiny_model, dataset, tmp_path, method):
-    cfg = run_config(tmp_path, tiny_model, *dataset, method=method, max_steps=10, checkpoint_every=100, learning_rate=METHOD_LR[method])
+    cfg = run_config(
+        tmp_path,
+        tiny_model,
+        *dataset,
+        method=method,
+        max_steps=10,
+        checkpoint_every=100,
+        learning_rate=METHOD_LR[method],
+    )
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 0, events[-1]
     assert_valid(events)
@@ -157,7 +170,6 @@ def test_every_method_lowers_the_loss_and_loads_in_stock_peft(tiny_model, datase
         return
     assert 0 < started["trainable_params"] < started["total_params"]
     from peft import PeftModel
-
     from safetensors.torch import load_file
 
     # what PEFT saved is exactly what was trained, and it equals the reported count
@@ -213,13 +225,17 @@ def test_loss_is_only_on_the_completion(tiny_model):
     from tunefleet_trainer.modeling import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
-    ids, labels = encode({"prompt": "MIME type text/plain has extension", "completion": " plain"}, "prompt_completion", tok)
+    ids, labels = encode(
+        {"prompt": "MIME type text/plain has extension", "completion": " plain"}, "prompt_completion", tok
+    )
     prompt_len = len(tok("MIME type text/plain has extension", add_special_tokens=False)["input_ids"])
     assert labels[:prompt_len] == [IGNORE] * prompt_len
     assert labels[prompt_len:] == ids[prompt_len:]
     assert ids[-1] == tok.eos_token_id
-    ids, labels = encode({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}, "messages", tok)
-    learned = tok.decode([i for i, l in zip(ids, labels) if l != IGNORE])
+    ids, labels = encode(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}, "messages", tok
+    )
+    learned = tok.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
     assert "hello" in learned and "hi" not in learned.replace("hello", "")
 
 
@@ -230,8 +246,14 @@ def test_kill9_then_resume_is_exact_and_gives_the_same_adapter(tiny_model, datas
     _, full = run_trainer(dict(cfg, output_dir=str(tmp_path / "full")), tmp_path, name="full.json")
     path = tmp_path / "killed.json"
     path.write_text(json.dumps(dict(cfg, output_dir=str(tmp_path / "killed"))))
-    proc = subprocess.Popen([sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)], cwd=TRAINER_DIR,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": TRAINER_DIR})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)],
+        cwd=TRAINER_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
+    )
     ckpt = None
     for line in proc.stdout:
         e = json.loads(line)
@@ -241,7 +263,9 @@ def test_kill9_then_resume_is_exact_and_gives_the_same_adapter(tiny_model, datas
             break
     proc.wait(timeout=60)
     assert ckpt and proc.returncode == -signal.SIGKILL
-    _, resumed = run_trainer(dict(cfg, output_dir=str(tmp_path / "resumed"), resume_from=ckpt), tmp_path, name="resumed.json")
+    _, resumed = run_trainer(
+        dict(cfg, output_dir=str(tmp_path / "resumed"), resume_from=ckpt), tmp_path, name="resumed.json"
+    )
     a = [e["loss"] for e in steps(full)][3:]
     b = [e["loss"] for e in steps(resumed)]
     assert [e["step"] for e in steps(resumed)] == [4, 5, 6, 7, 8]
@@ -268,7 +292,9 @@ def test_periodic_eval_exports_the_best_adapter(tiny_model, dataset, tmp_path):
 
 def test_early_stopping_stops_after_patience(tiny_model, dataset, tmp_path):
     # a learning rate far too high: the eval loss soon stops improving
-    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=60, checkpoint_every=100, eval_every=1, patience=2, learning_rate=3.0)
+    cfg = run_config(
+        tmp_path, tiny_model, *dataset, max_steps=60, checkpoint_every=100, eval_every=1, patience=2, learning_rate=3.0
+    )
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 0, events[-1]
     fin = events[-1]
@@ -288,7 +314,9 @@ def test_packing_fills_blocks(tiny_model, dataset, tmp_path):
 
 
 def test_micro_batch_is_chosen_from_free_memory(tiny_model, dataset, tmp_path):
-    cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=1, checkpoint_every=100, micro_batch_size=None, batch_size=16)
+    cfg = run_config(
+        tmp_path, tiny_model, *dataset, max_steps=1, checkpoint_every=100, micro_batch_size=None, batch_size=16
+    )
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 0, events[-1]
     assert events[0]["micro_batch_size"] == 16 and events[0]["grad_accum"] == 1  # a tiny model fits whole
@@ -296,6 +324,7 @@ def test_micro_batch_is_chosen_from_free_memory(tiny_model, dataset, tmp_path):
 
     class Cfg:
         num_hidden_layers, hidden_size, vocab_size = 32, 4096, 32000
+
     m, per_seq = auto_micro_batch(Cfg, 2048, 32, 24 * 2**30, 2, False)
     assert per_seq == (32 * 4096 * 34 * 2 + 32000 * 12) * 2048
     assert m == 1  # a 7B-shaped model at 2k tokens without checkpointing: one sequence at a time
@@ -322,7 +351,6 @@ def test_adamw_8bit_on_cpu_says_why(tiny_model, dataset, tmp_path):
 
 def test_out_of_memory_is_an_event_with_the_numbers(tiny_model, dataset, tmp_path, monkeypatch):
     import torch
-
     from tunefleet_trainer import recipe
 
     calls = {"n": 0}
@@ -356,7 +384,15 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model, dataset, tmp_p
 
 @pytest.mark.parametrize("method", ["dora", "ia3", "prefix", "prompt", "adapter", "full"])
 def test_evaluate_works_for_every_method(tiny_model, dataset, tmp_path, method):
-    cfg = run_config(tmp_path, tiny_model, *dataset, method=method, max_steps=3, checkpoint_every=100, learning_rate=METHOD_LR[method])
+    cfg = run_config(
+        tmp_path,
+        tiny_model,
+        *dataset,
+        method=method,
+        max_steps=3,
+        checkpoint_every=100,
+        learning_rate=METHOD_LR[method],
+    )
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 0, events[-1]
     trained_eval = [e for e in events if e["type"] == "eval"][-1]
@@ -381,7 +417,16 @@ def _cuda():
 
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU (runs on the GPU machine: test/bench/gpu_device_run.sh)")
 def test_qlora_with_8bit_adamw_trains_on_cuda_and_loads_in_stock_peft(tiny_model, dataset, tmp_path):
-    cfg = run_config(tmp_path, tiny_model, *dataset, method="qlora", max_steps=10, checkpoint_every=5, learning_rate=0.01, optimizer="adamw_8bit")
+    cfg = run_config(
+        tmp_path,
+        tiny_model,
+        *dataset,
+        method="qlora",
+        max_steps=10,
+        checkpoint_every=5,
+        learning_rate=0.01,
+        optimizer="adamw_8bit",
+    )
     cfg["device"] = "cuda"
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 0, events[-1]
@@ -392,7 +437,9 @@ def test_qlora_with_8bit_adamw_trains_on_cuda_and_loads_in_stock_peft(tiny_model
     assert events[-1]["peak_memory"] > 0
     # resume from the step-5 checkpoint reproduces steps 6-10 (bitsandbytes kernels on CUDA: close, not bit-equal)
     ckpt = next(e["path"] for e in events if e["type"] == "checkpoint" and e["step"] == 5)
-    proc, resumed = run_trainer(dict(cfg, resume_from=ckpt, output_dir=str(tmp_path / "resumed")), tmp_path, name="resumed.json")
+    proc, resumed = run_trainer(
+        dict(cfg, resume_from=ckpt, output_dir=str(tmp_path / "resumed")), tmp_path, name="resumed.json"
+    )
     assert proc.returncode == 0, resumed[-1]
     assert [e["step"] for e in steps(resumed)] == [6, 7, 8, 9, 10]
     for a, b in zip([e["loss"] for e in steps(resumed)], losses[5:]):
@@ -421,10 +468,13 @@ def test_a_session_dies_with_its_agent(tmp_path):
     )
     agent = (
         "import os, subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-c', {session!r}], env={{**os.environ, 'TUNEFLEET_AGENT_PID': str(os.getpid())}}); "
+        f"subprocess.Popen([sys.executable, '-c', {session!r}], "
+        f"env={{**os.environ, 'TUNEFLEET_AGENT_PID': str(os.getpid())}}); "
         "time.sleep(120)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", agent], cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR})
+    parent = subprocess.Popen(
+        [sys.executable, "-c", agent], cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR}
+    )
     try:
         for _ in range(300):
             if pid_file.exists() and pid_file.read_text():
@@ -449,8 +499,13 @@ def test_a_session_dies_with_its_agent(tmp_path):
 
 
 def test_a_session_whose_agent_is_already_gone_exits(tmp_path):
-    r = subprocess.run([sys.executable, "-c", "from tunefleet_trainer.__main__ import die_with_agent; die_with_agent(); print('ran')"],
-                       cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR, "TUNEFLEET_AGENT_PID": "1"},
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", "from tunefleet_trainer.__main__ import die_with_agent; die_with_agent(); print('ran')"],
+        cwd=TRAINER_DIR,
+        env={**os.environ, "PYTHONPATH": TRAINER_DIR, "TUNEFLEET_AGENT_PID": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and "ran" not in r.stdout
     assert "is gone" in r.stderr

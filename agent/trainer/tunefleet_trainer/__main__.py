@@ -12,13 +12,18 @@ import os
 import sys
 
 # offline and quiet: models come from local directories only; progress bars are noise
-for _k, _v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-               "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_k, _v)
-import traceback
+import traceback  # noqa: E402  (the environment above is set before anything imports torch)
 
-from .errors import TrainerError
-from .events import claim_stdout, emit
+from .errors import TrainerError  # noqa: E402
+from .events import claim_stdout, emit  # noqa: E402
 
 
 def die_with_agent(env=os.environ):

@@ -49,7 +49,10 @@ def list_files(root):
 
 
 def file_entries(root):
-    return [{"name": rel, "sha256": sha256_file(os.path.join(root, rel)), "bytes": os.path.getsize(os.path.join(root, rel))} for rel in list_files(root)]
+    return [
+        {"name": rel, "sha256": sha256_file(os.path.join(root, rel)), "bytes": os.path.getsize(os.path.join(root, rel))}
+        for rel in list_files(root)
+    ]
 
 
 def commit(tmp_dir, final_dir, step):
@@ -95,7 +98,10 @@ def verify(ckpt_dir):
             raise TrainerError("CHECKPOINT_CORRUPT", f"{ckpt_dir}: {name} is missing")
         digest = sha256_file(full)
         if digest != entry["sha256"]:
-            raise TrainerError("CHECKPOINT_CORRUPT", f"{ckpt_dir}: {name} has sha256 {digest[:12]}…, manifest says {entry['sha256'][:12]}…")
+            raise TrainerError(
+                "CHECKPOINT_CORRUPT",
+                f"{ckpt_dir}: {name} has sha256 {digest[:12]}…, manifest says {entry['sha256'][:12]}…",
+            )
     return manifest
 
 

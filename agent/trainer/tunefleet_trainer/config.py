@@ -74,7 +74,9 @@ class RunConfig:
     adapter_path: Optional[str] = None  # evaluate: the adapter to compare with the base
     device: str = "auto"  # auto | cpu | cuda
     job_id: str = "local"
-    memory_budget: Optional[int] = None  # bytes placement reserved for this session: the automatic micro-batch stays inside it
+    memory_budget: Optional[int] = (
+        None  # bytes placement reserved for this session: the automatic micro-batch stays inside it
+    )
     lora: LoraConfig = field(default_factory=LoraConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -82,7 +84,13 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
-SECTIONS = {"lora": LoraConfig, "prompt": PromptConfig, "adapter": AdapterConfig, "training": TrainingConfig, "evaluation": EvaluationConfig}
+SECTIONS = {
+    "lora": LoraConfig,
+    "prompt": PromptConfig,
+    "adapter": AdapterConfig,
+    "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+}
 
 
 def _build(cls, data, where):
@@ -91,7 +99,9 @@ def _build(cls, data, where):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise TrainerError("CONFIG_INVALID", f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
+        raise TrainerError(
+            "CONFIG_INVALID", f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(fields)})"
+        )
     kwargs = {}
     for name, value in data.items():
         sub = SECTIONS.get(name) if cls is RunConfig else None

@@ -34,7 +34,9 @@ def read_jsonl(path):
                 raise TrainerError("DATASET_INVALID", f"{path}:{lineno}: not a JSON line ({e})") from e
             kind = detect_format(rec) if isinstance(rec, dict) else None
             if kind is None:
-                raise TrainerError("DATASET_INVALID", f"{path}:{lineno}: a record needs text, prompt+completion or messages")
+                raise TrainerError(
+                    "DATASET_INVALID", f"{path}:{lineno}: a record needs text, prompt+completion or messages"
+                )
             if fmt is None:
                 fmt = kind
             elif kind != fmt:
@@ -80,7 +82,7 @@ def encode(record, fmt, tokenizer):
     for i, m in enumerate(msgs):
         upto = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
         full = _ids(tokenizer, upto)
-        new = full[len(ids):]
+        new = full[len(ids) :]
         ids = full
         labels += list(new) if m.get("role") == "assistant" else [IGNORE] * len(new)
     return ids, labels
@@ -93,7 +95,7 @@ def tokenize_all(records, fmt, tokenizer, max_len):
         if len(ids) > max_len:
             truncated += 1
             ids, labels = ids[:max_len], labels[:max_len]
-        if any(l != IGNORE for l in labels[1:]):
+        if any(lab != IGNORE for lab in labels[1:]):
             out.append((ids, labels))
     return out, truncated
 
@@ -106,13 +108,13 @@ def pack(examples, max_len):
     usual naive packing): use it for many short records, not where cross-talk matters.
     """
     ids, labels, blocks = [], [], []
-    for i, l in examples:
-        ids.extend(i)
-        labels.extend(l)
+    for example_ids, example_labels in examples:
+        ids.extend(example_ids)
+        labels.extend(example_labels)
         while len(ids) >= max_len:
             blocks.append((ids[:max_len], labels[:max_len]))
             ids, labels = ids[max_len:], labels[max_len:]
-    if ids and any(l != IGNORE for l in labels[1:]):
+    if ids and any(lab != IGNORE for lab in labels[1:]):
         blocks.append((ids, labels))
     return blocks
 

@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-from .data import encode, prompt_of, read_jsonl, tokenize_all
+from .data import prompt_of, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
 from .modeling import check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype
@@ -37,8 +37,10 @@ def generate(model, tokenizer, prompts, max_new_tokens, micro, device):
             chunk = prompts[i : i + micro]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            for row in gen[:, enc["input_ids"].shape[1]:]:
+                gen = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+            for row in gen[:, enc["input_ids"].shape[1] :]:
                 outs.append(tokenizer.decode(row, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
@@ -56,8 +58,14 @@ def _metrics(model, tokenizer, examples, pairs, cfg, device, amp):
         hyps = [out.lstrip().split("\n", 1)[0] if "\n" not in ref.strip() else out for ref, out in zip(refs, outputs)]
         em = sum(normalise(h) == normalise(r) for h, r in zip(hyps, refs)) / len(pairs)
         bleu, rouge_l = text_metrics(hyps, refs)
-    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "exact_match": em, "bleu": bleu, "rouge_l": rouge_l,
-            "samples": len(examples)}, hyps
+    return {
+        "eval_loss": loss,
+        "perplexity": math.exp(min(loss, 50)),
+        "exact_match": em,
+        "bleu": bleu,
+        "rouge_l": rouge_l,
+        "samples": len(examples),
+    }, hyps
 
 
 def text_metrics(hyps, refs):
@@ -91,7 +99,10 @@ def main(cfg):
     base_method = "qlora" if cfg.method == "qlora" else "lora"
     model = load_base(cfg.model_path, dtype, device, base_method)
     base, base_out = _metrics(model, tokenizer, examples, pairs, cfg, device, amp_dtype(dtype))
-    log(f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}, BLEU {base['bleu']}, ROUGE-L {base['rouge_l']}")
+    log(
+        f"base: eval loss {base['eval_loss']:.4f}, exact match {base['exact_match']}, "
+        f"BLEU {base['bleu']}, ROUGE-L {base['rouge_l']}"
+    )
     if cfg.method == "full":
         del model
         model = load_base(cfg.adapter_path, dtype, device, "full")
@@ -101,7 +112,10 @@ def main(cfg):
         model = PeftModel.from_pretrained(model, cfg.adapter_path)
         model.to(device)
     tuned, tuned_out = _metrics(model, tokenizer, examples, pairs, cfg, device, amp_dtype(dtype))
-    log(f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}, BLEU {tuned['bleu']}, ROUGE-L {tuned['rouge_l']}")
+    log(
+        f"fine-tuned: eval loss {tuned['eval_loss']:.4f}, exact match {tuned['exact_match']}, "
+        f"BLEU {tuned['bleu']}, ROUGE-L {tuned['rouge_l']}"
+    )
     rows = [{"prompt": p, "reference": r, "base": b, "tuned": t} for (p, r), b, t in zip(pairs, base_out, tuned_out)]
     # every generation, for the agent's judge and tool scorer and for human review
     outputs_path = os.path.join(cfg.output_dir, "outputs.jsonl")
@@ -109,5 +123,12 @@ def main(cfg):
     with open(outputs_path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    emit("evaluation", base=base, tuned=tuned, examples=rows[:20], outputs_path=os.path.abspath(outputs_path), outputs=len(rows))
+    emit(
+        "evaluation",
+        base=base,
+        tuned=tuned,
+        examples=rows[:20],
+        outputs_path=os.path.abspath(outputs_path),
+        outputs=len(rows),
+    )
     return 0

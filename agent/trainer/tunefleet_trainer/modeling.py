@@ -48,14 +48,16 @@ def load_tokenizer(path):
 
 
 def load_base(path, dtype, device, method="lora"):
-    import torch
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
     kwargs = {"dtype": dtype, "use_safetensors": True}
     if method == "qlora":
         if device.type != "cuda":
-            raise TrainerError("QLORA_UNAVAILABLE", "qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not train on CPU; use lora on this agent")
+            raise TrainerError(
+                "QLORA_UNAVAILABLE",
+                "qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not train on CPU; use lora on this agent",
+            )
         try:
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
@@ -95,8 +97,16 @@ def wrap(model, cfg):
             p.requires_grad_(True)
         n = sum(p.numel() for p in model.parameters())
         return model, n, n
-    from peft import (AdaptionPromptConfig, IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, PromptTuningInit,
-                      TaskType, get_peft_model)
+    from peft import (
+        AdaptionPromptConfig,
+        IA3Config,
+        LoraConfig,
+        PrefixTuningConfig,
+        PromptTuningConfig,
+        PromptTuningInit,
+        TaskType,
+        get_peft_model,
+    )
 
     if method == "qlora":
         prepare_quantized(model)
@@ -114,11 +124,19 @@ def wrap(model, cfg):
     elif method == "prefix":
         pc = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.prompt.num_virtual_tokens)
     elif method == "prompt":
-        pc = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=cfg.prompt.num_virtual_tokens, prompt_tuning_init=PromptTuningInit.RANDOM)
+        pc = PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=cfg.prompt.num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.RANDOM,
+        )
     elif method == "adapter":
         # LLaMA-Adapter through PEFT (AdaptionPrompt): Llama-family models only
         layers = getattr(model.config, "num_hidden_layers", cfg.adapter.adapter_layers)
-        pc = AdaptionPromptConfig(task_type=TaskType.CAUSAL_LM, adapter_len=cfg.adapter.adapter_len, adapter_layers=min(cfg.adapter.adapter_layers, layers))
+        pc = AdaptionPromptConfig(
+            task_type=TaskType.CAUSAL_LM,
+            adapter_len=cfg.adapter.adapter_len,
+            adapter_layers=min(cfg.adapter.adapter_layers, layers),
+        )
     else:
         raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' is not supported")
     try:
@@ -170,9 +188,8 @@ def batch_loss(model, input_ids, labels, mask, amp=None):
     mask None means no padding: the model then runs plain causal attention (SDPA's flash
     kernel); a materialised all-ones mask sent it to a slower kernel that stores the
     attention weights (measured on an H200: 26.3 vs 20.9 GiB peak for the HF baseline)."""
-    import torch.nn.functional as F
-
     import torch
+    import torch.nn.functional as F
 
     # amp (bf16/fp16): run the forward under autocast, as HF Trainer does. Without it the fp32
     # LoRA weights pull every adapted layer's input up to fp32 (measured on an H200: 1.2x the
@@ -181,7 +198,9 @@ def batch_loss(model, input_ids, labels, mask, amp=None):
         logits = model(input_ids=input_ids, attention_mask=mask).logits
     # prompt tuning prepends virtual tokens to the sequence: keep the positions of real tokens
     if logits.size(1) > input_ids.size(1):
-        logits = logits[:, -input_ids.size(1):, :]
+        logits = logits[:, -input_ids.size(1) :, :]
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )

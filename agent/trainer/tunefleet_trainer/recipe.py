@@ -11,15 +11,25 @@ import json
 import math
 import os
 import random
-import signal
 import shutil
+import signal
 import time
 
 from . import checkpoint as ckpt
 from .data import IGNORE, device_batch, pack, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
-from .modeling import auto_micro_batch, batch_loss, check_model_dir, load_base, load_tokenizer, memory_free, pick_device, pick_dtype, wrap
+from .modeling import (
+    auto_micro_batch,
+    batch_loss,
+    check_model_dir,
+    load_base,
+    load_tokenizer,
+    memory_free,
+    pick_device,
+    pick_dtype,
+    wrap,
+)
 
 
 class _Stop:
@@ -91,7 +101,10 @@ def _rng_state():
             tensors[f"torch_cuda_{i}"] = s
     py = random.getstate()
     npst = np.random.get_state()
-    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+    }
     return tensors, meta
 
 
@@ -148,23 +161,36 @@ def setup(cfg):
         free = memory_free(device)
         if cfg.memory_budget:
             free = min(free, cfg.memory_budget)  # other sessions may share this device: stay inside the reservation
-        micro, per_seq = auto_micro_batch(model.config, longest, t.batch_size, free, torch.finfo(dtype).bits // 8, t.gradient_checkpointing)
-        micro_note = f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free ({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
+        micro, per_seq = auto_micro_batch(
+            model.config, longest, t.batch_size, free, torch.finfo(dtype).bits // 8, t.gradient_checkpointing
+        )
+        micro_note = (
+            f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free "
+            f"({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
+        )
     accum = max(1, t.batch_size // micro)
     batch = micro * accum
     steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / batch))
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "adamw_8bit":
         if device.type != "cuda":
-            raise TrainerError("OPTIMIZER_UNAVAILABLE", "adamw_8bit needs a CUDA GPU (bitsandbytes 8-bit optimizer states); use adamw on this agent")
+            raise TrainerError(
+                "OPTIMIZER_UNAVAILABLE",
+                "adamw_8bit needs a CUDA GPU (bitsandbytes 8-bit optimizer states); use adamw on this agent",
+            )
         try:
             import bitsandbytes as bnb
         except Exception as e:  # pragma: no cover - depends on the host
-            raise TrainerError("OPTIMIZER_UNAVAILABLE", f"adamw_8bit needs bitsandbytes, which failed to import: {e}") from e
+            raise TrainerError(
+                "OPTIMIZER_UNAVAILABLE", f"adamw_8bit needs bitsandbytes, which failed to import: {e}"
+            ) from e
         optimizer = bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     else:
-        # fused: one kernel for the whole update on CUDA (the state dict is the same, so checkpoints move between agents)
-        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=device.type == "cuda" or None)
+        # fused: one kernel for the whole update on CUDA (the state dict is the same, so
+        # checkpoints move between agents)
+        optimizer = torch.optim.AdamW(
+            params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=device.type == "cuda" or None
+        )
     warmup = int(round(t.warmup_ratio * steps_total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_scheduler, warmup, steps_total))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
@@ -178,10 +204,28 @@ def setup(cfg):
             shutil.copytree(best, os.path.join(cfg.output_dir, "best"))
 
     return {
-        "cfg": cfg, "device": device, "dtype": dtype, "tokenizer": tokenizer, "model": model, "fmt": fmt,
-        "train": train, "eval": evals, "truncated": truncated, "optimizer": optimizer, "scheduler": scheduler,
-        "scaler": scaler, "amp": amp_dtype(dtype), "micro": micro, "accum": accum, "batch": batch, "steps_total": steps_total,
-        "trainable": trainable, "total": total, "state": state, "records_used": records_used, "micro_note": micro_note,
+        "cfg": cfg,
+        "device": device,
+        "dtype": dtype,
+        "tokenizer": tokenizer,
+        "model": model,
+        "fmt": fmt,
+        "train": train,
+        "eval": evals,
+        "truncated": truncated,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "amp": amp_dtype(dtype),
+        "micro": micro,
+        "accum": accum,
+        "batch": batch,
+        "steps_total": steps_total,
+        "trainable": trainable,
+        "total": total,
+        "state": state,
+        "records_used": records_used,
+        "micro_note": micro_note,
     }
 
 
@@ -207,16 +251,25 @@ def _restore(path, model, optimizer, scheduler, state, method):
         weights = load_file(os.path.join(path, "adapter", "adapter_model.safetensors"))
         result = set_peft_model_state_dict(model, weights)
         if getattr(result, "unexpected_keys", None):
-            raise TrainerError("CHECKPOINT_MISMATCH", f"{path}: adapter keys do not match the model: {result.unexpected_keys[:3]}")
+            raise TrainerError(
+                "CHECKPOINT_MISMATCH", f"{path}: adapter keys do not match the model: {result.unexpected_keys[:3]}"
+            )
     optimizer.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu"))
     with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
         saved = json.load(f)
     scheduler.load_state_dict(saved["scheduler"])
     _set_rng_state(load_file(os.path.join(path, "rng.safetensors")), saved["rng"])
-    state.update(step=saved["step"], best_eval_loss=saved.get("best_eval_loss"), best_step=saved.get("best_step"),
-                 evals_without_improvement=saved.get("evals_without_improvement", 0), losses=saved.get("losses", []))
+    state.update(
+        step=saved["step"],
+        best_eval_loss=saved.get("best_eval_loss"),
+        best_step=saved.get("best_step"),
+        evals_without_improvement=saved.get("evals_without_improvement", 0),
+        losses=saved.get("losses", []),
+    )
     if saved["step"] != manifest["step"]:
-        raise TrainerError("CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}")
+        raise TrainerError(
+            "CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}"
+        )
 
 
 def _write_checkpoint_files(run, tmp):
@@ -237,11 +290,18 @@ def _write_checkpoint_files(run, tmp):
     if os.path.isdir(best):
         shutil.copytree(best, os.path.join(tmp, "best"))
     saved = {
-        "step": state["step"], "steps_total": run["steps_total"], "batch_size": run["batch"],
-        "data_position": state["step"] * run["batch"], "best_eval_loss": state["best_eval_loss"],
-        "best_step": state["best_step"], "evals_without_improvement": state["evals_without_improvement"],
-        "losses": state["losses"], "scheduler": run["scheduler"].state_dict(), "rng": meta,
-        "method": cfg.method, "seed": cfg.training.seed,
+        "step": state["step"],
+        "steps_total": run["steps_total"],
+        "batch_size": run["batch"],
+        "data_position": state["step"] * run["batch"],
+        "best_eval_loss": state["best_eval_loss"],
+        "best_step": state["best_step"],
+        "evals_without_improvement": state["evals_without_improvement"],
+        "losses": state["losses"],
+        "scheduler": run["scheduler"].state_dict(),
+        "rng": meta,
+        "method": cfg.method,
+        "seed": cfg.training.seed,
     }
     with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as f:
         json.dump(saved, f)
@@ -251,7 +311,11 @@ def _no_space(e, root):
     """Did this write fail for want of disk space? (torch and safetensors wrap the OSError)"""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return "No space left" in str(e) or "file write failed" in str(e) or (os.path.isdir(root) and shutil.disk_usage(root).free < 2**20)
+    return (
+        "No space left" in str(e)
+        or "file write failed" in str(e)
+        or (os.path.isdir(root) and shutil.disk_usage(root).free < 2**20)
+    )
 
 
 def save_checkpoint(run, reason):
@@ -276,11 +340,17 @@ def save_checkpoint(run, reason):
             shutil.rmtree(final, ignore_errors=True)  # renamed but its manifest never written: not a checkpoint
         if _no_space(e, root):
             free = shutil.disk_usage(root).free
-            raise TrainerError("DISK_FULL", f"no space left for checkpoint step {state['step']} under {root} ({free / 2**20:.1f} MiB free); the previous checkpoint is intact") from e
+            raise TrainerError(
+                "DISK_FULL",
+                f"no space left for checkpoint step {state['step']} under {root} ({free / 2**20:.1f} MiB free); "
+                "the previous checkpoint is intact",
+            ) from e
         if not isinstance(e, OSError):
             raise
         raise TrainerError("CHECKPOINT_WRITE_FAILED", f"{final}: {e.strerror or e}") from e
-    emit("checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason, save_seconds=seconds)
+    emit(
+        "checkpoint", step=state["step"], path=os.path.abspath(final), files=files, reason=reason, save_seconds=seconds
+    )
     return final
 
 
@@ -298,7 +368,7 @@ def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
             chunk = examples[i : i + micro]
             ids, labels, mask, _ = device_batch(chunk, pad_id, device)
             total += float(batch_loss(model, ids, labels, mask, amp))
-            count += sum(sum(1 for l in lab[1:] if l != IGNORE) for _, lab in chunk)
+            count += sum(sum(1 for x in lab[1:] if x != IGNORE) for _, lab in chunk)
     model.train()
     return total / max(1, count)
 
@@ -320,7 +390,7 @@ def train(run, stop):
         t0 = time.time()
         idx = examples_for_step(state["step"], run["batch"], n, t.seed)
         batch = [run["train"][i] for i in idx]
-        tokens_in_step = sum(sum(1 for l in lab[1:] if l != -100) for _, lab in batch)
+        tokens_in_step = sum(sum(1 for x in lab[1:] if x != IGNORE) for _, lab in batch)
         opt.zero_grad(set_to_none=True)
         # the step's loss and gradient norm stay on the device until the step is queued: one host sync per step
         loss_sum = None
@@ -336,7 +406,7 @@ def train(run, stop):
                 (scaler.scale(loss) if scaler else loss).backward()
             except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
                 _report_oom(run, state["step"] + 1, ids.shape)
-                raise OutOfMemory()
+                raise OutOfMemory() from None
             loss_sum = s.detach() if loss_sum is None else loss_sum + s.detach()
             seen_tokens += tokens
         if scaler:
@@ -353,11 +423,22 @@ def train(run, stop):
         state["step"] += 1
         step_loss = float(loss_sum) / max(1, tokens_in_step)
         if not math.isfinite(step_loss):
-            raise TrainerError("LOSS_NOT_FINITE", f"loss became {step_loss} at step {state['step']}; lower the learning rate or use fp32")
+            raise TrainerError(
+                "LOSS_NOT_FINITE",
+                f"loss became {step_loss} at step {state['step']}; lower the learning rate or use fp32",
+            )
         state["losses"].append(round(step_loss, 6))
         dt = max(1e-9, time.time() - t0)
-        emit("step", step=state["step"], steps_total=run["steps_total"], epoch=state["step"] * run["batch"] / n,
-             loss=step_loss, lr=lr, grad_norm=grad_norm if math.isfinite(grad_norm) else None, tokens_per_s=seen_tokens / dt)
+        emit(
+            "step",
+            step=state["step"],
+            steps_total=run["steps_total"],
+            epoch=state["step"] * run["batch"] / n,
+            loss=step_loss,
+            lr=lr,
+            grad_norm=grad_norm if math.isfinite(grad_norm) else None,
+            tokens_per_s=seen_tokens / dt,
+        )
         if t.eval_every and state["step"] % t.eval_every == 0 and state["step"] < run["steps_total"] and run["eval"]:
             if _evaluate_and_track(run):
                 save_checkpoint(run, "final")
@@ -375,12 +456,21 @@ def _report_oom(run, step, shape):
     import torch
 
     device = run["device"]
-    fields = {"step": step, "micro_batch_size": run["micro"], "sequence_length": int(shape[1]),
-              "gradient_checkpointing": bool(run["cfg"].training.gradient_checkpointing), "device": str(device)}
+    fields = {
+        "step": step,
+        "micro_batch_size": run["micro"],
+        "sequence_length": int(shape[1]),
+        "gradient_checkpointing": bool(run["cfg"].training.gradient_checkpointing),
+        "device": str(device),
+    }
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        fields.update(memory_total=int(total), memory_free=int(free), memory_allocated=int(torch.cuda.memory_allocated(device)),
-                      memory_peak=int(torch.cuda.max_memory_allocated(device)))
+        fields.update(
+            memory_total=int(total),
+            memory_free=int(free),
+            memory_allocated=int(torch.cuda.memory_allocated(device)),
+            memory_peak=int(torch.cuda.max_memory_allocated(device)),
+        )
     else:
         fields.update(memory_total=None, memory_free=memory_free(device), memory_allocated=None, memory_peak=None)
     emit("oom", **fields)
@@ -407,8 +497,14 @@ def _evaluate_and_track(run):
         os.rename(tmp, best)
     else:
         state["evals_without_improvement"] += 1
-    emit("eval", step=state["step"], eval_loss=el, perplexity=math.exp(min(el, 50)),
-         best_eval_loss=state["best_eval_loss"], best_step=state["best_step"])
+    emit(
+        "eval",
+        step=state["step"],
+        eval_loss=el,
+        perplexity=math.exp(min(el, 50)),
+        best_eval_loss=state["best_eval_loss"],
+        best_step=state["best_step"],
+    )
     patience = cfg.training.patience
     return bool(patience and state["evals_without_improvement"] >= patience)
 
@@ -457,13 +553,27 @@ def main(cfg):
 
 def _main(cfg, stop):
     run = setup(cfg)
-    emit("started", method=cfg.method, device=str(run["device"]), dtype=str(run["dtype"]).replace("torch.", ""),
-         trainable_params=run["trainable"], total_params=run["total"], train_records=len(run["train"]),
-         eval_records=len(run["eval"]), steps_total=run["steps_total"], micro_batch_size=run["micro"],
-         grad_accum=run["accum"], truncated_records=run["truncated"], resumed_from_step=run["state"]["step"])
-    log(f"{run['trainable']:,} trainable of {run['total']:,} parameters ({100 * run['trainable'] / run['total']:.3f}%); "
+    emit(
+        "started",
+        method=cfg.method,
+        device=str(run["device"]),
+        dtype=str(run["dtype"]).replace("torch.", ""),
+        trainable_params=run["trainable"],
+        total_params=run["total"],
+        train_records=len(run["train"]),
+        eval_records=len(run["eval"]),
+        steps_total=run["steps_total"],
+        micro_batch_size=run["micro"],
+        grad_accum=run["accum"],
+        truncated_records=run["truncated"],
+        resumed_from_step=run["state"]["step"],
+    )
+    log(
+        f"{run['trainable']:,} trainable of {run['total']:,} parameters "
+        f"({100 * run['trainable'] / run['total']:.3f}%); "
         f"{run['batch']} sequences per step ({run['micro']} x {run['accum']} accumulation); {run['steps_total']} steps"
-        + (f"; {run['records_used']} records packed into {len(run['train'])} blocks" if cfg.training.packing else ""))
+        + (f"; {run['records_used']} records packed into {len(run['train'])} blocks" if cfg.training.packing else "")
+    )
     if run["micro_note"]:
         log(run["micro_note"])
     try:
@@ -480,9 +590,17 @@ def _main(cfg, stop):
         _load_best(run)
         log(f"exporting the best adapter: step {state['best_step']}, eval loss {state['best_eval_loss']:.4f}")
     if outcome in ("completed", "early") and run["eval"]:
-        el = evaluate_loss(run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"], run["amp"])
-        emit("eval", step=state["step"], eval_loss=el, perplexity=math.exp(min(el, 50)),
-             best_eval_loss=state["best_eval_loss"], best_step=state["best_step"])
+        el = evaluate_loss(
+            run["model"], run["eval"], run["micro"], run["tokenizer"].pad_token_id, run["device"], run["amp"]
+        )
+        emit(
+            "eval",
+            step=state["step"],
+            eval_loss=el,
+            perplexity=math.exp(min(el, 50)),
+            best_eval_loss=state["best_eval_loss"],
+            best_step=state["best_step"],
+        )
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     tmp = adapter_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -492,7 +610,15 @@ def _main(cfg, stop):
     shutil.rmtree(adapter_dir, ignore_errors=True)
     os.rename(tmp, adapter_dir)
     losses = run["state"]["losses"]
-    emit("finished", step=run["state"]["step"], adapter_path=os.path.abspath(adapter_dir), adapter_files=ckpt.file_entries(adapter_dir),
-         train_loss=losses[-1] if losses else None, stopped=outcome, best_step=state["best_step"], peak_memory=peak_memory(run["device"]))
+    emit(
+        "finished",
+        step=run["state"]["step"],
+        adapter_path=os.path.abspath(adapter_dir),
+        adapter_files=ckpt.file_entries(adapter_dir),
+        train_loss=losses[-1] if losses else None,
+        stopped=outcome,
+        best_step=state["best_step"],
+        peak_memory=peak_memory(run["device"]),
+    )
     cleanup(run)
     return 0

@@ -1,9 +1,10 @@
 // npm run demo (after infra/bootstrap.sh): build a small real domain dataset from a file
 // a Debian package ships (/etc/mime.types, package media-types: MIME type → file
 // extension), start the local stack, fine-tune SmolLM2-135M-Instruct with LoRA on it,
-// follow the job live and print base vs fine-tuned eval loss and exact match.
+// follow the job live and print base vs fine-tuned eval loss and exact match. The job is
+// examples/mime-extensions.yaml.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { JobResult } from '../shared';
@@ -27,37 +28,8 @@ export function mimeRecords(text: string): { prompt: string; completion: string 
   return out;
 }
 
-export const DEMO_SPEC = `# The demo job: LoRA on SmolLM2-135M-Instruct, MIME type -> file extension.
-name: mime-extensions
-model: SmolLM2-135M-Instruct
-method: lora
-dataset:
-  path: mime-extensions.jsonl
-  eval_fraction: 0.05      # about 60 held-out MIME types
-  seed: 7
-  dedup:
-    near: false            # every record is the same template around a short label: character
-                           # shingles would call distinct types (atom+xml, atomcat+xml) near duplicates
-lora:
-  r: 8
-  alpha: 16
-  dropout: 0.05
-training:
-  max_steps: 60
-  batch_size: 16
-  max_seq_len: 128         # every record is far shorter; placement reserves memory for this length
-  learning_rate: 0.001
-  warmup_ratio: 0.05
-  checkpoint_every: 20
-evaluation:
-  exact_match: true
-  max_new_tokens: 8
-  judge: true              # all-MiniLM-L6-v2 on onnxruntime: similarity of each answer to its reference
-  gates:                   # the job ends succeeded only if the fine-tune helped
-    - eval_loss <= base - 1
-    - exact_match >= base + 0.1
-    - judge >= base + 0.1
-`;
+/** The demo's job spec: a file a user can read and copy (examples/mime-extensions.yaml). */
+export const DEMO_SPEC_FILE = join(ROOT, 'examples', 'mime-extensions.yaml');
 
 function run(args: string[]): number {
   const r = spawnSync(process.execPath, [BIN, ...args], { stdio: 'inherit' });
@@ -74,7 +46,7 @@ function main(): void {
   mkdirSync(dir, { recursive: true });
   const records = mimeRecords(readFileSync(MIME_TYPES, 'utf8'));
   writeFileSync(join(dir, 'mime-extensions.jsonl'), records.map((r) => JSON.stringify(r)).join('\n') + '\n');
-  writeFileSync(join(dir, 'job.yaml'), DEMO_SPEC);
+  copyFileSync(DEMO_SPEC_FILE, join(dir, 'job.yaml'));
   console.log(`demo dataset: ${records.length} records from ${MIME_TYPES} -> ${join(dir, 'mime-extensions.jsonl')}`);
 
   if (run(['up']) !== 0) process.exit(1);

@@ -12,6 +12,8 @@ import {
   CHECKPOINTS_BUCKET,
   DATASETS_BUCKET,
   ErrorCode,
+  attemptErrorClass,
+  type AttemptError,
   ID_PATTERN,
   evalOutputsObjectName,
   MODEL_NAME_PATTERN,
@@ -72,16 +74,13 @@ export interface Session {
 }
 
 /** Input errors: the job cannot succeed anywhere, so it fails instead of moving agents. */
-const INPUT_ERRORS = new Set([
-  'CONFIG_INVALID',
-  'DATASET_INVALID',
-  'DATASET_EMPTY',
-  'MODEL_UNSAFE',
-  'METHOD_UNSUPPORTED',
-  'QLORA_UNAVAILABLE',
-  'PRECISION_UNSUPPORTED',
-  'LOSS_NOT_FINITE',
-]);
+/** The trainer's error says the input is wrong: the same job fails on any agent. */
+const inputError = (code: string): boolean => attemptErrorClass(code) === 'bad_input';
+
+/** A retryable activity failure typed with a shared attempt-error code (the workflow's failure table reads it). */
+function attemptFailure(message: string, code: AttemptError, ...details: unknown[]): ApplicationFailure {
+  return ApplicationFailure.retryable(message, code, ...details);
+}
 
 /** How often at most a session signals its progress to the workflow. */
 const PROGRESS_EVERY_MS = 2_000;
@@ -237,7 +236,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       checkJobId(req.jobId);
       const ctx = Context.current();
       if (deps.draining())
-        throw ApplicationFailure.retryable(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', {
+        throw attemptFailure(`agent ${agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', {
           checkpoint: req.resumeFrom,
         });
       const started = Date.now();
@@ -282,8 +281,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     try {
       claim = await claimEpoch(commits, req.jobId, req.attempt, agentId);
     } catch (e) {
-      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced)
-        throw ApplicationFailure.retryable(e.message, 'FENCED');
+      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw attemptFailure(e.message, 'FENCED');
       throw e;
     }
     // the commit record is the truth about the newest checkpoint (the workflow's is a hint);
@@ -307,7 +305,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       } catch (e) {
         if (
           !(e instanceof TunefleetError) ||
-          (e.code !== ErrorCode.ChecksumMismatch && e.code !== ErrorCode.JobNotFound)
+          (e.code !== ErrorCode.ChecksumMismatch && e.code !== ErrorCode.ObjectMissing)
         )
           throw e;
         log(`${req.jobId}: checkpoint step ${c.step} is unusable (${e.message}); trying the one before it`);
@@ -469,14 +467,12 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       ctx.cancellationSignal.removeEventListener('abort', onCancel);
     }
     if (watchdog) clearInterval(watchdog);
-    if (fenced) throw ApplicationFailure.retryable(fenced, 'FENCED');
-    if (stuck) throw ApplicationFailure.retryable(stuck, 'TRAINER_STUCK', { checkpoint: hb.checkpoint });
+    if (fenced) throw attemptFailure(fenced, 'FENCED');
+    if (stuck) throw attemptFailure(stuck, 'TRAINER_STUCK', { checkpoint: hb.checkpoint });
     if (uploadError)
-      throw ApplicationFailure.retryable(
-        `checkpoint upload failed: ${String(uploadError)}`,
-        'CHECKPOINT_UPLOAD_FAILED',
-        { checkpoint: hb.checkpoint },
-      );
+      throw attemptFailure(`checkpoint upload failed: ${String(uploadError)}`, 'CHECKPOINT_UPLOAD_FAILED', {
+        checkpoint: hb.checkpoint,
+      });
     if (ctx.cancellationSignal.aborted) throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
     const fin = finished as Extract<TrainerEvent, { type: 'finished' }> | null;
     const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
@@ -506,10 +502,10 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         seconds: (Date.now() - started) / 1000,
       };
     }
-    if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+    if (err && inputError(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
     const o = oom as Extract<TrainerEvent, { type: 'oom' }> | null;
     if (o) {
-      throw ApplicationFailure.retryable(
+      throw attemptFailure(
         `out of memory at step ${o.step} with micro-batch ${o.micro_batch_size} x ${o.sequence_length} tokens` +
           (o.memory_total ? ` (${(o.memory_total / 2 ** 30).toFixed(1)} GiB device)` : ''),
         'OOM',
@@ -517,14 +513,14 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       );
     }
     if (session.stopping) {
-      throw ApplicationFailure.retryable(
+      throw attemptFailure(
         `agent ${agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`,
         'AGENT_DRAINING',
         { checkpoint: hb.checkpoint },
       );
     }
-    if (err?.code === 'DISK_FULL')
-      throw ApplicationFailure.retryable(`agent ${agentId}: ${err.message}`, 'DISK_FULL', {
+    if (err && attemptErrorClass(err.code) === 'disk_full')
+      throw attemptFailure(`agent ${agentId}: ${err.message}`, 'DISK_FULL', {
         checkpoint: hb.checkpoint,
       });
     const why = err
@@ -532,7 +528,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       : fin?.stopped === 'signal'
         ? 'the trainer was stopped by a signal'
         : `the trainer exited with ${exit.code ?? exit.signal}\n${proc.stderrTail()}`;
-    throw ApplicationFailure.retryable(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
+    throw attemptFailure(why, 'TRAINER_FAILED', { checkpoint: hb.checkpoint });
   }
 
   /** The judge and the tool scorer over every generation; the generations go to the store for review. */
@@ -672,8 +668,8 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
       deps.sessions.delete(key);
     }
     const err = failure as Extract<TrainerEvent, { type: 'error' }> | null;
-    if (err && INPUT_ERRORS.has(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
-    throw ApplicationFailure.retryable(
+    if (err && inputError(err.code)) throw ApplicationFailure.nonRetryable(err.message, err.code);
+    throw attemptFailure(
       err ? `${err.code}: ${err.message}` : `evaluation exited with ${exit.code}\n${proc.stderrTail()}`,
       'TRAINER_FAILED',
     );

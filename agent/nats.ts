@@ -48,7 +48,7 @@ export async function upload(store: ObjectStore, name: string, path: string): Pr
 /** Download to `path` via a temporary name; refuse it unless the sha256 matches. */
 export async function download(store: ObjectStore, name: string, path: string, sha256: string | null): Promise<void> {
   const obj = await store.get(name);
-  if (!obj) throw new TunefleetError(ErrorCode.JobNotFound, `object '${name}' is missing from the store`);
+  if (!obj) throw new TunefleetError(ErrorCode.ObjectMissing, `object '${name}' is missing from the store`);
   const h = createHash('sha256');
   const part = `${path}.part`;
   const src = Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);

@@ -310,10 +310,7 @@ export class Stack {
     try {
       const d = await handle.describe();
       if (d.status.name === 'RUNNING')
-        throw new TunefleetError(
-          ErrorCode.JobNotFound,
-          `job '${jobId}' is still running ('tunefleet status ${jobId}')`,
-        );
+        throw new TunefleetError(ErrorCode.JobRunning, `job '${jobId}' is still running ('tunefleet status ${jobId}')`);
       return (await handle.result()) as JobResult;
     } catch (e) {
       if (e instanceof WorkflowNotFoundError) throw new TunefleetError(ErrorCode.JobNotFound, `no job '${jobId}'`);
@@ -357,14 +354,14 @@ export class Stack {
     const object = r.evaluation.outputs?.object;
     if (!object)
       throw new TunefleetError(
-        ErrorCode.JobNotFound,
+        ErrorCode.ObjectMissing,
         `job '${jobId}' stored no evaluation generations ` +
           '(evaluation.exact_match off, or a job from before review export existed)',
       );
     const blob = await (await (await this.nats()).objects(ADAPTERS_BUCKET)).getBlob(object);
     if (!blob)
       throw new TunefleetError(
-        ErrorCode.JobNotFound,
+        ErrorCode.ObjectMissing,
         `the evaluation generations of '${jobId}' (${object}) are missing from the store`,
       );
     return new TextDecoder()
@@ -459,7 +456,7 @@ export class Stack {
     })();
     try {
       return await this.result(jobId).catch(async (e: unknown) => {
-        if (e instanceof TunefleetError && e.code === ErrorCode.JobNotFound && /still running/.test(e.message)) {
+        if (e instanceof TunefleetError && e.code === ErrorCode.JobRunning) {
           try {
             return (await this.client.workflow.getHandle(jobId).result()) as JobResult;
           } catch (err) {

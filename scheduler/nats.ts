@@ -122,7 +122,7 @@ export async function putFile(store: ObjectStore, name: string, path: string): P
 /** Stream an object to a file (temporary name, renamed when the sha256 matches). */
 export async function getFile(store: ObjectStore, name: string, path: string, sha256?: string): Promise<void> {
   const obj = await store.get(name);
-  if (!obj) throw new TunefleetError(ErrorCode.JobNotFound, `object '${name}' is not in the store`);
+  if (!obj) throw new TunefleetError(ErrorCode.ObjectMissing, `object '${name}' is not in the store`);
   const tmp = `${path}.part`;
   const h = createHash('sha256');
   const src = Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);

@@ -4,7 +4,7 @@
 // prints against it. Readers are tolerant: unknown keys are ignored, so a newer trainer
 // does not break an older agent; unknown event types are skipped with a log line.
 import { z } from 'zod';
-import { ErrorCode, TunefleetError } from './errors';
+import { ErrorCode, TRAINER_ERROR_CODES, TunefleetError } from './errors';
 
 export const TRAINER_PROTOCOL_VERSION = 1;
 
@@ -134,7 +134,8 @@ export const evaluationEvent = z.object({
 export const errorEvent = z.object({
   ...base,
   type: z.literal('error'),
-  code: z.string(),
+  /** one of the shared attempt-error codes the trainer reports (shared/errors.ts) */
+  code: z.enum(TRAINER_ERROR_CODES),
   message: z.string(),
 });
 

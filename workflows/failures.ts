@@ -1,16 +1,9 @@
 // What the fineTune workflow does when an attempt fails: one table, by error class.
 // Pure and deterministic (imported by workflow code).
 
-export type FailureClass =
-  | 'lost_agent'
-  | 'agent_draining'
-  | 'oom'
-  | 'trainer_crash'
-  | 'upload_failed'
-  | 'disk_full'
-  | 'fenced'
-  | 'bad_input'
-  | 'cancelled';
+import { ATTEMPT_ERRORS, attemptErrorClass, type FailureClass } from '../shared/errors';
+
+export type { FailureClass };
 
 export interface FailurePolicy {
   /** try again (a new attempt, a new epoch) */
@@ -41,16 +34,10 @@ export const FAILURE_POLICY: Record<FailureClass, FailurePolicy> = {
   cancelled: { retry: false, avoidAgent: false, shrink: false },
 };
 
-/** Error types (ApplicationFailure.type) the agent raises, by class; unknown retryable types are crashes. */
-export const ERROR_TYPE_CLASS: Record<string, FailureClass> = {
-  AGENT_DRAINING: 'agent_draining',
-  OOM: 'oom',
-  TRAINER_FAILED: 'trainer_crash',
-  TRAINER_STUCK: 'trainer_crash', // the agent's progress watchdog killed a silent trainer
-  CHECKPOINT_UPLOAD_FAILED: 'upload_failed',
-  DISK_FULL: 'disk_full',
-  FENCED: 'fenced',
-};
+// Error types (ApplicationFailure.type) an attempt ends with come from one shared
+// vocabulary, each with its class (shared/errors.ts ATTEMPT_ERRORS); an unknown retryable
+// type is a crash.
+export { ATTEMPT_ERRORS, attemptErrorClass };
 
 /** How many attempts (epochs) a job gets before it fails. */
 export const MAX_ATTEMPTS = 6;

@@ -45,7 +45,7 @@ import type { JobSpec } from '../shared/spec';
 import type { OomEvent } from '../shared/events';
 import type { RetryPolicy } from '@temporalio/common';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
-import { ERROR_TYPE_CLASS, FAILURE_POLICY, MAX_ATTEMPTS, type FailureClass } from './failures';
+import { FAILURE_POLICY, MAX_ATTEMPTS, attemptErrorClass, type FailureClass } from './failures';
 import { SA_STATE } from './searchAttributes';
 
 export { MAX_ATTEMPTS };
@@ -326,7 +326,7 @@ function classify(err: unknown): {
     if (cause.nonRetryable) return { cls: 'bad_input', why: cause.message, ...none };
     const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint']; oom?: OomEvent } | undefined;
     return {
-      cls: ERROR_TYPE_CLASS[cause.type ?? ''] ?? 'trainer_crash',
+      cls: attemptErrorClass(cause.type ?? ''),
       why: `${cause.type ?? 'error'}: ${cause.message}`,
       checkpoint: details?.checkpoint ?? null,
       oom: details?.oom ?? null,

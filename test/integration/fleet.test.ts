@@ -11,7 +11,9 @@ describe('fleet - two real agents', function () {
   let stack: TestStack;
   let worker: RunningWorker;
   let client: Stack;
-  const agents = new AgentProcesses(() => stack);
+  // three sessions at once (a CPU agent on 2 cores defaults to one): the cordon test's three
+  // tiny jobs run side by side on the one ready agent instead of one after another
+  const agents = new AgentProcesses(() => stack, ['--max-sessions', '3']);
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
   const fleet = async (): Promise<

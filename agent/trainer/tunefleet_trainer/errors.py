@@ -1,7 +1,36 @@
+# The trainer's error codes: the same names as TRAINER_ERROR_CODES in shared/errors.ts,
+# where each has its failure class (what the workflow does when an attempt ends with it).
+# test/unit/errors.test.ts fails when a code is on one side only, or when the trainer
+# raises a code that is not listed here.
+CODES = frozenset(
+    {
+        "CONFIG_INVALID",
+        "DATASET_INVALID",
+        "DATASET_EMPTY",
+        "MODEL_UNSAFE",
+        "METHOD_UNSUPPORTED",
+        "QLORA_UNAVAILABLE",
+        "PRECISION_UNSUPPORTED",
+        "LOSS_NOT_FINITE",
+        "MODEL_MISSING",
+        "DEVICE_UNAVAILABLE",
+        "OPTIMIZER_UNAVAILABLE",
+        "CHECKPOINT_CORRUPT",
+        "CHECKPOINT_INCOMPLETE",
+        "CHECKPOINT_MISMATCH",
+        "CHECKPOINT_WRITE_FAILED",
+        "TRAINER_CRASHED",
+        "DISK_FULL",
+    }
+)
+
+
 class TrainerError(Exception):
     """An error with a code and a message a person understands; printed as an `error` event."""
 
     def __init__(self, code, message):
+        if code not in CODES:
+            raise ValueError(f"unknown trainer error code {code!r} (add it to CODES and to shared/errors.ts)")
         super().__init__(message)
         self.code = code
         self.message = message

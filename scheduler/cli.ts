@@ -5,7 +5,7 @@ import { hostname, userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags } from '../shared';
+import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags, type JobEvent } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
 import { Progress, formatDataReport, formatDecisions, formatEvent, formatResult, table } from './format';
@@ -128,9 +128,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
         if (opts.json) return void console.log(JSON.stringify(d, null, 1));
         const s = d.status;
         const last = d.lastStep;
-        const step = last
-          ? `step ${String(last.step)}/${String(last.steps_total)}, loss ${Number(last.loss).toFixed(4)}`
-          : '-';
+        const step = last ? `step ${last.step}/${last.steps_total}, loss ${last.loss.toFixed(4)}` : '-';
         const state = s ? `${s.state}${s.queuePosition ? ` (#${s.queuePosition})` : ''}` : '-';
         console.log(
           table(
@@ -206,13 +204,9 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
     .option('-f, --follow', 'keep following until the job ends')
     .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
       await withStack(cmd, async (stack) => {
-        const print = (e: Record<string, unknown>): void => {
+        const print = (e: JobEvent): void => {
           if (e.type === 'log' || e.type === 'error')
-            console.log(
-              `[${String(e.agent_id ?? '-')} a${String(e.attempt ?? '-')}] ` +
-                (e.type === 'error' ? `error ${String(e.code)}: ` : '') +
-                String(e.message),
-            );
+            console.log(`[${e.agent_id} a${e.attempt}] ` + (e.type === 'error' ? `error ${e.code}: ` : '') + e.message);
         };
         if (opts.follow) await stack.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
         else await stack.events(job, print);

@@ -25,7 +25,10 @@ import {
   type FineTuneInput,
   type JobResult,
   type JobSpec,
+  type JobEvent,
+  type JobEventOf,
   type JobStatus,
+  type TrainerEventType,
 } from '../shared';
 import { fineTune, statusQuery } from '../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../workflows/searchAttributes';
@@ -196,7 +199,7 @@ export class Stack {
   async describe(jobId: string): Promise<{
     temporal: string;
     status: JobStatus | null;
-    lastStep: Record<string, unknown> | null;
+    lastStep: JobEventOf<'step'> | null;
     failure: string | null;
     queryError: string | null;
   }> {
@@ -228,13 +231,13 @@ export class Stack {
     return { temporal, status, lastStep: await this.lastEvent(jobId, 'step'), failure, queryError };
   }
 
-  async lastEvent(jobId: string, type: string): Promise<Record<string, unknown> | null> {
+  async lastEvent<T extends TrainerEventType>(jobId: string, type: T): Promise<JobEventOf<T> | null> {
     const n = await this.nats();
     const jsm = await n.nc.jetstreamManager();
     try {
       const m = await jsm.streams.getMessage(EVENTS_STREAM, { last_by_subj: jobEventSubject(jobId, type) });
       const e = parseJobEvent(m.data, jobId);
-      return e.ok ? e.event : null;
+      return e.ok && e.event.type === type ? (e.event as JobEventOf<T>) : null;
     } catch {
       return null;
     }
@@ -334,12 +337,10 @@ export class Stack {
     await this.events(
       jobId,
       (e) => {
-        const step = Number(e.step);
-        const attempt = Number(e.attempt);
-        if (e.type === 'step' && Number.isFinite(Number(e.loss)) && (train.get(step)?.[0] ?? 0) <= attempt)
-          train.set(step, [attempt, Number(e.loss)]);
-        if (e.type === 'eval' && Number.isFinite(Number(e.eval_loss)) && (evals.get(step)?.[0] ?? 0) <= attempt)
-          evals.set(step, [attempt, Number(e.eval_loss)]);
+        // a later attempt's value for a step replaces an earlier attempt's
+        if (e.type === 'step' && (train.get(e.step)?.[0] ?? 0) <= e.attempt) train.set(e.step, [e.attempt, e.loss]);
+        if (e.type === 'eval' && (evals.get(e.step)?.[0] ?? 0) <= e.attempt)
+          evals.set(e.step, [e.attempt, e.eval_loss]);
       },
       () => {},
     );
@@ -424,7 +425,7 @@ export class Stack {
   }
 
   /** Every event of a job stored so far, in order (no waiting for new ones). */
-  async events(jobId: string, print: (e: Record<string, unknown>) => void, warn = stderrWarn): Promise<number> {
+  async events(jobId: string, print: (e: JobEvent) => void, warn = stderrWarn): Promise<number> {
     const n = await this.nats();
     const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
     let count = 0;
@@ -443,7 +444,7 @@ export class Stack {
   }
 
   /** Print a job's events as they come (from the beginning), until the job ends. */
-  async follow(jobId: string, print: (e: Record<string, unknown>) => void, warn = stderrWarn): Promise<JobResult> {
+  async follow(jobId: string, print: (e: JobEvent) => void, warn = stderrWarn): Promise<JobResult> {
     const n = await this.nats();
     const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
     const messages = await consumer.consume();

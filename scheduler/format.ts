@@ -1,5 +1,5 @@
 // Human output: tables and one-line event renderings.
-import type { DataReport, JobResult } from '../shared';
+import type { DataReport, JobEvent, JobResult } from '../shared';
 import type { DecisionRecord } from './activities';
 
 export function table(headers: string[], rows: (string | number)[][]): string {
@@ -180,42 +180,38 @@ export function formatResult(r: JobResult, curve?: LossCurve | null): string {
 }
 
 /** One line per event worth a person's attention; null for the rest. */
-export function formatEvent(e: Record<string, unknown>): string | null {
-  const n = (k: string): number => Number(e[k]);
+export function formatEvent(e: JobEvent): string | null {
   switch (e.type) {
     case 'started':
       return (
-        `started on ${String(e.agent_id)} (attempt ${n('attempt')}, ${String(e.device)}, ${String(e.dtype)}): ` +
-        `${count(n('trainable_params'))} trainable of ${count(n('total_params'))} parameters, ` +
-        `${n('train_records')} records, ${n('steps_total')} steps` +
-        (n('resumed_from_step') ? `, resumed from step ${n('resumed_from_step')}` : '')
+        `started on ${e.agent_id} (attempt ${e.attempt}, ${e.device}, ${e.dtype}): ` +
+        `${count(e.trainable_params)} trainable of ${count(e.total_params)} parameters, ` +
+        `${e.train_records} records, ${e.steps_total} steps` +
+        (e.resumed_from_step ? `, resumed from step ${e.resumed_from_step}` : '')
       );
     case 'step':
       return (
-        `step ${String(n('step')).padStart(4)}/${n('steps_total')}  loss ${n('loss').toFixed(4)}  ` +
-        `lr ${n('lr').toExponential(2)}  ${n('tokens_per_s').toFixed(0)} tok/s`
+        `step ${String(e.step).padStart(4)}/${e.steps_total}  loss ${e.loss.toFixed(4)}  ` +
+        `lr ${e.lr.toExponential(2)}  ${e.tokens_per_s.toFixed(0)} tok/s`
       );
     case 'checkpoint':
-      return `checkpoint at step ${n('step')} (${String(e.reason)})`;
+      return `checkpoint at step ${e.step} (${e.reason})`;
     case 'eval':
       return (
-        `eval loss ${n('eval_loss').toFixed(4)} (perplexity ${n('perplexity').toFixed(2)})` +
+        `eval loss ${e.eval_loss.toFixed(4)} (perplexity ${e.perplexity.toFixed(2)})` +
         (e.best_step !== undefined && e.best_step !== null
-          ? `, best ${n('best_eval_loss').toFixed(4)} at step ${n('best_step')}`
+          ? `, best ${f4(e.best_eval_loss)} at step ${e.best_step}`
           : '')
       );
     case 'oom':
-      return (
-        `out of memory at step ${n('step')} ` +
-        `(micro-batch ${n('micro_batch_size')} x ${n('sequence_length')} tokens)`
-      );
+      return `out of memory at step ${e.step} (micro-batch ${e.micro_batch_size} x ${e.sequence_length} tokens)`;
     case 'finished':
-      return `training ${String(e.stopped)} at step ${n('step')}`;
+      return `training ${e.stopped} at step ${e.step}`;
     case 'error':
-      return `trainer error ${String(e.code)}: ${String(e.message)}`;
+      return `trainer error ${e.code}: ${e.message}`;
     case 'log':
-      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(String(e.message))
-        ? `${String(e.message)}`
+      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(e.message)
+        ? e.message
         : null;
     default:
       return null;
@@ -235,24 +231,24 @@ export class Progress {
   private lastAt: number | null = null;
 
   /** true when the line changed */
-  update(e: Record<string, unknown>): boolean {
+  update(e: JobEvent): boolean {
     if (e.type === 'started') {
-      this.total = Number(e.steps_total) || this.total;
-      this.agent = String(e.agent_id ?? '-');
-      this.attempt = Number(e.attempt) || this.attempt;
-      this.startStep = Number(e.resumed_from_step) || 0;
+      this.total = e.steps_total || this.total;
+      this.agent = e.agent_id;
+      this.attempt = e.attempt || this.attempt;
+      this.startStep = e.resumed_from_step;
       this.step = this.startStep;
       this.startedAt = null;
       return true;
     }
     if (e.type !== 'step') return false;
-    this.step = Number(e.step);
-    this.total = Number(e.steps_total) || this.total;
-    this.loss = Number(e.loss);
-    this.rate = Number(e.tokens_per_s);
-    this.agent = String(e.agent_id ?? this.agent);
-    this.attempt = Number(e.attempt) || this.attempt;
-    const t = typeof e.time === 'number' ? e.time * 1000 : Date.now();
+    this.step = e.step;
+    this.total = e.steps_total || this.total;
+    this.loss = e.loss;
+    this.rate = e.tokens_per_s;
+    this.agent = e.agent_id;
+    this.attempt = e.attempt || this.attempt;
+    const t = e.time * 1000;
     this.startedAt ??= t;
     this.lastAt = t;
     return true;

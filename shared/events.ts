@@ -153,6 +153,15 @@ export const trainerEvent = z.discriminatedUnion('type', [
 export type TrainerEvent = z.infer<typeof trainerEvent>;
 export type TrainerEventType = TrainerEvent['type'];
 export type OomEvent = Extract<TrainerEvent, { type: 'oom' }>;
+
+/** A trainer event as the agent publishes it on the job's subjects: with the job, attempt and agent. */
+export type JobEvent = TrainerEvent & { job_id: string; attempt: number; agent_id: string };
+/** One type of job event, e.g. JobEventOf<'step'>. */
+export type JobEventOf<T extends TrainerEventType> = Extract<TrainerEvent, { type: T }> & {
+  job_id: string;
+  attempt: number;
+  agent_id: string;
+};
 export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = [
   'started',
   'step',
@@ -220,7 +229,7 @@ export function trainerEventsJsonSchema(): unknown {
 export function parseJobEvent(
   data: Uint8Array,
   jobId: string,
-): { ok: true; event: Record<string, unknown> } | { ok: false; message: string } {
+): { ok: true; event: JobEvent } | { ok: false; message: string } {
   let raw: unknown;
   try {
     raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
@@ -240,5 +249,5 @@ export function parseJobEvent(
       message: `${issue ? `${issue.path.join('.') || 'type'}: ` : ''}${issue?.message ?? 'not a trainer event'}`,
     };
   }
-  return { ok: true, event: r };
+  return { ok: true, event: { ...parsed.data, job_id: jobId, attempt: r.attempt as number, agent_id: r.agent_id } };
 }

@@ -8,6 +8,7 @@ import {
   estimateMemory,
   shapeFromConfig,
   type Advert,
+  type JobEvent,
   type ModelShape,
 } from '../../shared';
 import { place, type Job } from '../../scheduler/placement';
@@ -372,30 +373,41 @@ describe('fleet - adverts in, snapshot out', () => {
 
 describe('progress bar', () => {
   it('progress - step/total, loss, tokens/s, ETA from the step times, agent and attempt; resumed attempts count from their start', () => {
+    const from = { v: 1 as const, job_id: 'j', agent_id: 'agent-a', attempt: 2 };
+    const step = (n: number, loss: number, tokensPerS: number, time: number): JobEvent => ({
+      ...from,
+      type: 'step',
+      time,
+      step: n,
+      steps_total: 100,
+      epoch: 0,
+      loss,
+      lr: 0.001,
+      grad_norm: null,
+      tokens_per_s: tokensPerS,
+    });
     const p = new Progress();
-    p.update({ type: 'started', steps_total: 100, agent_id: 'agent-a', attempt: 2, resumed_from_step: 40 });
     p.update({
-      type: 'step',
-      step: 41,
+      ...from,
+      type: 'started',
+      time: 990,
+      method: 'lora',
+      device: 'cpu',
+      dtype: 'fp32',
+      trainable_params: 10,
+      total_params: 100,
+      train_records: 40,
+      eval_records: 4,
       steps_total: 100,
-      loss: 2.5,
-      tokens_per_s: 1234.4,
-      time: 1000,
-      agent_id: 'agent-a',
-      attempt: 2,
+      micro_batch_size: 4,
+      grad_accum: 1,
+      truncated_records: 0,
+      resumed_from_step: 40,
     });
-    p.update({
-      type: 'step',
-      step: 51,
-      steps_total: 100,
-      loss: 2.25,
-      tokens_per_s: 1500,
-      time: 1010,
-      agent_id: 'agent-a',
-      attempt: 2,
-    });
+    p.update(step(41, 2.5, 1234.4, 1000));
+    p.update(step(51, 2.25, 1500, 1010));
     // 10 steps in 10 s, 49 to go
     expect(p.line(10)).to.equal('[#####-----] step 51/100  loss 2.2500  1,500 tok/s  ETA 49s  agent-a  attempt 2');
-    expect(p.update({ type: 'log', message: 'x' })).to.equal(false);
+    expect(p.update({ ...from, type: 'log', time: 1011, level: 'info', message: 'x' })).to.equal(false);
   });
 });

@@ -8,7 +8,8 @@ import { writeFile } from 'node:fs/promises';
 import { ErrorCode, TunefleetError, datasetSchema, type Config, type Flags, type JobEvent } from '../shared';
 import { Stack, loadSpecFile, failureMessage } from './client';
 import { loadConfig } from './config';
-import { Progress, formatDataReport, formatDecisions, formatEvent, formatResult, table } from './format';
+import { formatDataReport, formatDecisions, formatResult, table } from './format';
+import { Progress, formatEvent } from './progress';
 import { fleetJson, fleetTable, openFleet, setAgentState } from './fleetcmd';
 import { startControlWorker } from './worker';
 

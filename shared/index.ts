@@ -8,5 +8,6 @@ export * from './config';
 export * from './activities';
 export * from './dataset';
 export * from './dataprep';
+export * from './dedup';
 export * from './memory';
 export * from './gates';

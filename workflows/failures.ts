@@ -1,7 +1,12 @@
-// What the fineTune workflow does when an attempt fails: one table, by error class.
+// What the fineTune workflow does when an attempt fails: one table, by error class, and
+// which row an error belongs to (classify) and how an out-of-memory retry shrinks the job.
 // Pure and deterministic (imported by workflow code).
 
+import { ActivityFailure, ApplicationFailure, CancelledFailure, TimeoutFailure } from '@temporalio/workflow';
+import type { TrainHeartbeat } from '../shared/activities';
 import { ATTEMPT_ERRORS, attemptErrorClass, type FailureClass } from '../shared/errors';
+import type { OomEvent } from '../shared/events';
+import type { JobSpec } from '../shared/spec';
 
 export type { FailureClass };
 
@@ -41,3 +46,44 @@ export { ATTEMPT_ERRORS, attemptErrorClass };
 
 /** How many attempts (epochs) a job gets before it fails. */
 export const MAX_ATTEMPTS = 6;
+
+/** Half the micro-batch with gradient checkpointing on, same effective batch; null when nothing is left to shrink. */
+export function shrink(spec: JobSpec, oom: OomEvent | null): JobSpec | null {
+  const t = spec.training;
+  const micro = oom?.micro_batch_size ?? t.micro_batch_size ?? Math.min(t.batch_size, 8);
+  if (micro <= 1 && t.gradient_checkpointing) return null;
+  return {
+    ...spec,
+    training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) },
+  };
+}
+
+/** Which row of the failure table an attempt's error belongs to, with what it carried. */
+export function classify(err: unknown): {
+  cls: FailureClass;
+  why: string;
+  checkpoint: TrainHeartbeat['checkpoint'];
+  oom: OomEvent | null;
+} {
+  const none = { checkpoint: null, oom: null };
+  if (!(err instanceof ActivityFailure))
+    return { cls: 'trainer_crash', why: err instanceof Error ? err.message : String(err), ...none };
+  const cause = err.cause;
+  if (cause instanceof TimeoutFailure) {
+    const hb = cause.lastHeartbeatDetails as TrainHeartbeat | undefined;
+    return { cls: 'lost_agent', why: `${cause.timeoutType} timeout`, checkpoint: hb?.checkpoint ?? null, oom: null };
+  }
+  // the workflow itself was not cancelled (that is caught before): the agent's worker went away
+  if (cause instanceof CancelledFailure) return { cls: 'lost_agent', why: 'the agent cancelled the activity', ...none };
+  if (cause instanceof ApplicationFailure) {
+    if (cause.nonRetryable) return { cls: 'bad_input', why: cause.message, ...none };
+    const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint']; oom?: OomEvent } | undefined;
+    return {
+      cls: attemptErrorClass(cause.type ?? ''),
+      why: `${cause.type ?? 'error'}: ${cause.message}`,
+      checkpoint: details?.checkpoint ?? null,
+      oom: details?.oom ?? null,
+    };
+  }
+  return { cls: 'trainer_crash', why: err.message, ...none };
+}

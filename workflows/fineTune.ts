@@ -14,12 +14,9 @@
 // run that has queued for long continues as new (same workflow id) once its history
 // passes QUEUE_HISTORY_EVENTS, handing over what it had got to (ContinuedRun).
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
-  CancelledFailure,
   ContinueAsNew,
-  TimeoutFailure,
   defineQuery,
   defineSignal,
   isCancellation,
@@ -42,10 +39,9 @@ import type {
   TrainOutcome,
 } from '../shared/jobs';
 import type { JobSpec } from '../shared/spec';
-import type { OomEvent } from '../shared/events';
 import type { RetryPolicy } from '@temporalio/common';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
-import { FAILURE_POLICY, MAX_ATTEMPTS, attemptErrorClass, type FailureClass } from './failures';
+import { FAILURE_POLICY, MAX_ATTEMPTS, classify, shrink } from './failures';
 import { SA_STATE } from './searchAttributes';
 
 export { MAX_ATTEMPTS };
@@ -292,45 +288,4 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         : String(err);
     throw err;
   }
-}
-
-/** Half the micro-batch with gradient checkpointing on, same effective batch; null when nothing is left to shrink. */
-export function shrink(spec: JobSpec, oom: OomEvent | null): JobSpec | null {
-  const t = spec.training;
-  const micro = oom?.micro_batch_size ?? t.micro_batch_size ?? Math.min(t.batch_size, 8);
-  if (micro <= 1 && t.gradient_checkpointing) return null;
-  return {
-    ...spec,
-    training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) },
-  };
-}
-
-/** Which row of the failure table an attempt's error belongs to, with what it carried. */
-function classify(err: unknown): {
-  cls: FailureClass;
-  why: string;
-  checkpoint: TrainHeartbeat['checkpoint'];
-  oom: OomEvent | null;
-} {
-  const none = { checkpoint: null, oom: null };
-  if (!(err instanceof ActivityFailure))
-    return { cls: 'trainer_crash', why: err instanceof Error ? err.message : String(err), ...none };
-  const cause = err.cause;
-  if (cause instanceof TimeoutFailure) {
-    const hb = cause.lastHeartbeatDetails as TrainHeartbeat | undefined;
-    return { cls: 'lost_agent', why: `${cause.timeoutType} timeout`, checkpoint: hb?.checkpoint ?? null, oom: null };
-  }
-  // the workflow itself was not cancelled (that is caught before): the agent's worker went away
-  if (cause instanceof CancelledFailure) return { cls: 'lost_agent', why: 'the agent cancelled the activity', ...none };
-  if (cause instanceof ApplicationFailure) {
-    if (cause.nonRetryable) return { cls: 'bad_input', why: cause.message, ...none };
-    const details = cause.details?.[0] as { checkpoint?: TrainHeartbeat['checkpoint']; oom?: OomEvent } | undefined;
-    return {
-      cls: attemptErrorClass(cause.type ?? ''),
-      why: `${cause.type ?? 'error'}: ${cause.message}`,
-      checkpoint: details?.checkpoint ?? null,
-      oom: details?.oom ?? null,
-    };
-  }
-  return { cls: 'trainer_crash', why: err.message, ...none };
 }

@@ -14,8 +14,8 @@ import {
 import { place, type Job } from '../../scheduler/placement';
 import { FleetView } from '../../scheduler/fleet';
 import { ahead, heldOn, leaseLive, queueOrder, type QueueEntry } from '../../scheduler/leases';
-import { shrink } from '../../workflows/fineTune';
-import { Progress } from '../../scheduler/format';
+import { shrink } from '../../workflows/failures';
+import { Progress } from '../../scheduler/progress';
 import { FAILURE_POLICY } from '../../workflows/failures';
 
 const GiB = 2 ** 30;

@@ -1,0 +1,69 @@
+// What the command groups share: global flags, a connected client for the command's
+// run, following a job with a progress line, and flag parsing.
+import { Command } from 'commander';
+import { ErrorCode, TunefleetError, type Config, type Flags } from '../../shared';
+import { Stack } from '../client';
+import { loadConfig } from '../config';
+import { formatResult } from '../format';
+import { Progress, formatEvent } from '../progress';
+
+export function globalFlags(cmd: Command): Flags {
+  const o = cmd.optsWithGlobals<{ natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string }>();
+  return { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home };
+}
+
+export async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = loadConfig(globalFlags(cmd));
+  const stack = await Stack.connect(cfg);
+  try {
+    return await fn(stack, cfg);
+  } finally {
+    await stack.close();
+  }
+}
+
+/** A finished job's result with its loss chart; a failed gate exits 3 (the adapter is stored). */
+export async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['follow']>>): Promise<void> {
+  console.log(`\n${formatResult(r, await stack.lossCurve(r.jobId))}`);
+  if (r.state === 'failed_gate') process.exitCode = 3;
+}
+
+/**
+ * Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per
+ * event.
+ */
+export async function followWithProgress(stack: Stack, jobId: string): Promise<Awaited<ReturnType<Stack['follow']>>> {
+  const tty = process.stdout.isTTY === true;
+  const bar = new Progress();
+  let drawn = false;
+  try {
+    return await stack.follow(jobId, (e) => {
+      const changed = bar.update(e);
+      const line = formatEvent(e);
+      if (!tty) {
+        if (line) console.log(e.type === 'step' ? `${line}  | ${bar.line(16)}` : line);
+        return;
+      }
+      if (line && e.type !== 'step') process.stdout.write(`${drawn ? '\r\x1b[2K' : ''}${line}\n`);
+      if (changed || (line && e.type !== 'step')) {
+        process.stdout.write(`\r\x1b[2K${bar.line()}`);
+        drawn = true;
+      }
+    });
+  } finally {
+    if (drawn) process.stdout.write('\n');
+  }
+}
+
+export function reviewFormat(file: string): 'csv' | 'jsonl' {
+  if (/\.csv$/i.test(file)) return 'csv';
+  if (/\.jsonl$/i.test(file)) return 'jsonl';
+  throw new TunefleetError(ErrorCode.FlagInvalid, `'${file}': a review file is .csv or .jsonl`, { field: 'file' });
+}
+
+export function intFlag(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < min)
+    throw new TunefleetError(ErrorCode.FlagInvalid, `${flag} '${v}' must be a whole number ≥ ${min}`, { field: flag });
+  return n;
+}

@@ -1,0 +1,86 @@
+// The operator's commands: fleet (view), cordon, uncordon, drain, and running a control worker.
+import { Command } from 'commander';
+import { hostname, userInfo } from 'node:os';
+import { loadConfig } from '../config';
+import { fleetJson, fleetTable, openFleet, setAgentState } from '../fleetcmd';
+import { startControlWorker } from '../worker';
+import { globalFlags, withStack } from './common';
+
+export function fleetCommands(program: Command): void {
+  program
+    .command('fleet')
+    .description('every live agent: state, GPUs, memory, utilisation, temperature, CUDA, jobs')
+    .option('--json', 'machine-readable output (the adverts, with allocatable bytes)')
+    .option('--watch', 'redraw in place as adverts change (Ctrl-C to stop)')
+    .action(async (opts: { json?: boolean; watch?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const view = await openFleet(await stack.nats());
+        try {
+          if (!opts.watch) {
+            const entries = view.snapshot();
+            console.log(opts.json ? JSON.stringify(fleetJson(entries), null, 1) : fleetTable(entries));
+            return;
+          }
+          const draw = (): void => {
+            const entries = view.snapshot();
+            const body = opts.json ? JSON.stringify(fleetJson(entries)) : fleetTable(entries);
+            process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  ${entries.length} agents\n\n${body}\n`);
+          };
+          draw();
+          let pending = false;
+          view.onChange(() => {
+            if (pending) return;
+            pending = true;
+            setTimeout(() => {
+              pending = false;
+              draw();
+            }, 100);
+          });
+          const tick = setInterval(draw, 1000); // agents that fall silent expire without an event
+          await new Promise<void>((res) =>
+            process.once('SIGINT', () => {
+              clearInterval(tick);
+              res();
+            }),
+          );
+        } finally {
+          await view.stop();
+        }
+      });
+    });
+
+  for (const [name, state, what] of [
+    ['cordon', 'cordoned', 'take no new jobs; running ones continue'],
+    ['uncordon', 'ready', 'take new jobs again (also ends a drain)'],
+    ['drain', 'draining', 'take no new jobs; running jobs checkpoint now and move to other agents; then drained'],
+  ] as const) {
+    program
+      .command(name)
+      .description(what)
+      .argument('<agent>')
+      .action(async (agentId: string, _opts: unknown, cmd: Command) => {
+        await withStack(cmd, async (stack) => {
+          const r = await setAgentState(await stack.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
+          console.log(
+            r.confirmed
+              ? `${agentId}: ${r.confirmed}`
+              : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). ` +
+                  'Placement honours it already.',
+          );
+        });
+      });
+  }
+
+  program
+    .command('worker')
+    .description('run a control worker (workflows, placement, data preparation) until SIGTERM')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const cfg = loadConfig(globalFlags(cmd));
+      const w = await startControlWorker(cfg);
+      console.log(`[worker] polling tunefleet-control on ${cfg.temporalAddress}; NATS ${cfg.natsUrl}`);
+      const stop = (): void => void w.stop();
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      await w.run;
+    });
+}

@@ -1,0 +1,155 @@
+// Job commands: submit, status, list, cancel, explain, logs, watch.
+import { Command } from 'commander';
+import { type JobEvent } from '../../shared';
+import { loadSpecFile, failureMessage } from '../client';
+import { formatDecisions, table } from '../format';
+import { followWithProgress, printFinal, withStack } from './common';
+
+export function jobCommands(program: Command): void {
+  program
+    .command('submit')
+    .description('validate a job spec, upload its dataset and start the job')
+    .argument('<spec>', 'job spec, YAML or JSON (see docs/spec.md)')
+    .option('--id <jobId>', 'job id (default: <name>-<timestamp>-<random>)')
+    .option('-f, --follow', 'show live progress and print the result when the job ends')
+    .option('-w, --watch', 'the same as --follow')
+    .option('--dry-run', 'only validate the spec and its files')
+    .action(
+      async (
+        specFile: string,
+        opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean },
+        cmd: Command,
+      ) => {
+        opts.follow ||= opts.watch;
+        const loaded = await loadSpecFile(specFile);
+        if (opts.dryRun) {
+          const { checkDatasetFile } = await import('../prepare');
+          const { records } = await checkDatasetFile(
+            loaded.datasetPath,
+            loaded.spec.dataset.path,
+            loaded.spec.dataset.policy,
+          );
+          console.log(
+            `${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, ` +
+              `dataset ${loaded.datasetPath}: ${records} records)`,
+          );
+          return;
+        }
+        await withStack(cmd, async (stack) => {
+          const id = await stack.submit(loaded, opts.id);
+          console.log(`submitted job ${id}`);
+          if (!opts.follow) return;
+          await printFinal(stack, await followWithProgress(stack, id));
+        });
+      },
+    );
+
+  program
+    .command('status')
+    .description("a job's state (with its queue position), attempt/epoch, agent and latest step")
+    .argument('<job>')
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const d = await stack.describe(job);
+        if (opts.json) return void console.log(JSON.stringify(d, null, 1));
+        const s = d.status;
+        const last = d.lastStep;
+        const step = last ? `step ${last.step}/${last.steps_total}, loss ${last.loss.toFixed(4)}` : '-';
+        const state = s ? `${s.state}${s.queuePosition ? ` (#${s.queuePosition})` : ''}` : '-';
+        console.log(
+          table(
+            ['job', 'workflow', 'state', 'attempt/epoch', 'agent', 'progress'],
+            [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', s?.agentId ?? '-', step]],
+          ),
+        );
+        if (s?.message) console.log(s.message);
+        if (d.failure) console.log(`failed: ${d.failure}`);
+        if (d.queryError) console.log(`(no live state: ${d.queryError})`);
+      });
+    });
+
+  program
+    .command('list')
+    .description('all jobs, newest first, with state, queue position and agent')
+    .option('--json', 'machine-readable output')
+    .option(
+      '--query <visibility query>',
+      'filter by search attributes, e.g. "TunefleetState=\'queued\'" ' +
+        '(also TunefleetModel, TunefleetMethod, TunefleetJobId)',
+    )
+    .action(async (opts: { json?: boolean; query?: string }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const jobs = await stack.list(opts.query);
+        if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
+        console.log(
+          table(
+            ['job', 'workflow', 'state', 'queue', 'agent', 'started', 'closed'],
+            jobs.map((j) => [
+              j.jobId,
+              j.status,
+              j.state ?? '-',
+              j.position ? `#${j.position}` : '-',
+              j.agent ?? '-',
+              j.started.toISOString(),
+              j.closed?.toISOString() ?? '-',
+            ]),
+          ),
+        );
+      });
+    });
+
+  program
+    .command('cancel')
+    .description(
+      'stop a job: its trainer checkpoints and stops (killed after a grace period); its reservations are released',
+    )
+    .argument('<job>')
+    .action(async (job: string, _opts: unknown, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        await stack.cancel(job);
+        console.log(`cancel requested for ${job}`);
+      });
+    });
+
+  program
+    .command('explain')
+    .description('why a job was placed where it was (or is still waiting): every agent, every filter reason and score')
+    .argument('<job>')
+    .option('--json', 'machine-readable output')
+    .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const d = await stack.decisions(job);
+        console.log(opts.json ? JSON.stringify(d, null, 1) : formatDecisions(job, d));
+      });
+    });
+
+  program
+    .command('logs')
+    .description("a job's trainer log lines (from its event stream, every attempt)")
+    .argument('<job>')
+    .option('-f, --follow', 'keep following until the job ends')
+    .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const print = (e: JobEvent): void => {
+          if (e.type === 'log' || e.type === 'error')
+            console.log(`[${e.agent_id} a${e.attempt}] ` + (e.type === 'error' ? `error ${e.code}: ` : '') + e.message);
+        };
+        if (opts.follow) await stack.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
+        else await stack.events(job, print);
+      });
+    });
+
+  program
+    .command('watch')
+    .description(
+      'follow a job until it ends: a live progress bar on a terminal ' +
+        '(events from the start, so a late watcher catches up), one line per event otherwise',
+    )
+    .argument('<job>')
+    .action(async (job: string, _opts: unknown, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        await printFinal(stack, await followWithProgress(stack, job));
+      });
+    });
+}

@@ -1,0 +1,104 @@
+// A finished job's outputs: result (table, chart, plot), human review export/import, download.
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { ErrorCode, TunefleetError } from '../../shared';
+import { formatResult } from '../format';
+import { intFlag, reviewFormat, withStack } from './common';
+
+export function resultCommands(program: Command): void {
+  program
+    .command('result')
+    .description(
+      "a finished job's evaluation: metric, base, fine-tuned, delta " +
+        '(loss, perplexity, exact match, BLEU, ROUGE-L, judge, tool scores, human grades), ' +
+        'gates, the data report and a chart of the loss',
+    )
+    .argument('<job>')
+    .option('--json', 'machine-readable output (the stored result with the loss curve)')
+    .option('--plot <file.svg>', 'also write the train/eval loss curves as an SVG file')
+    .action(async (job: string, opts: { json?: boolean; plot?: string }, cmd: Command) => {
+      if (opts.plot && !/\.svg$/i.test(opts.plot))
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `'${opts.plot}': --plot writes SVG; give a file name ending in .svg`,
+          { field: '--plot' },
+        );
+      await withStack(cmd, async (stack) => {
+        const r = await stack.resultWithReview(job);
+        const curve = await stack.lossCurve(job);
+        if (opts.plot) {
+          const { lossSvg } = await import('../plot');
+          await writeFile(opts.plot, lossSvg(curve, `${r.jobId}: ${r.method} on ${r.model}`));
+        }
+        console.log(opts.json ? JSON.stringify({ ...r, loss_curve: curve }, null, 1) : formatResult(r, curve));
+        if (opts.plot) console.error(`wrote ${opts.plot}`);
+      });
+    });
+
+  const review = program.command('review').description("human review of a finished job's answers");
+  review
+    .command('export')
+    .description(
+      'write a sample of (prompt, reference, base output, fine-tuned output) ' +
+        'with empty grade columns for people to fill in (1-5)',
+    )
+    .argument('<job>')
+    .option('-o, --out <file>', 'output file (.csv or .jsonl; default <job>-review.csv)')
+    .option('-n, --sample <n>', 'how many answers (default 50; all when fewer)', '50')
+    .option('--seed <n>', "the sample's seed", '0')
+    .action(async (job: string, opts: { out?: string; sample: string; seed: string }, cmd: Command) => {
+      const out = opts.out ?? `${job}-review.csv`;
+      const format = reviewFormat(out);
+      const sample = intFlag(opts.sample, '--sample', 1);
+      const seed = intFlag(opts.seed, '--seed', 0);
+      if (existsSync(out))
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `${out} already exists (it may hold grades); choose another --out`,
+          { field: '--out' },
+        );
+      await withStack(cmd, async (stack) => {
+        const r = await stack.reviewExport(job, { sample, seed, format });
+        await writeFile(out, r.text);
+        console.log(
+          `wrote ${r.rows} of ${r.of} answers to ${out}: fill in base_grade and tuned_grade (1-5), ` +
+            `then 'tunefleet review import ${job} ${out}'`,
+        );
+      });
+    });
+  review
+    .command('import')
+    .description(
+      "attach the grades of a filled-in review file to the job's result " +
+        '(checked row by row first; nothing is stored if a row is wrong)',
+    )
+    .argument('<job>')
+    .argument('<file>', '.csv or .jsonl from review export')
+    .action(async (job: string, file: string, _opts: unknown, cmd: Command) => {
+      const format = reviewFormat(file);
+      await withStack(cmd, async (stack) => {
+        const s = await stack.reviewImport(job, file, format);
+        console.log(
+          `imported ${s.graded} graded answers: base ${s.base_mean?.toFixed(2)}, ` +
+            `fine-tuned ${s.tuned_mean?.toFixed(2)} (1-5); ` +
+            `fine-tuned better in ${(100 * s.tuned_better).toFixed(0)} %, ` +
+            `worse in ${(100 * s.tuned_worse).toFixed(0)} %`,
+        );
+      });
+    });
+
+  program
+    .command('download')
+    .description("write a finished job's adapter (PEFT format) to a directory")
+    .argument('<job>')
+    .option('-o, --out <dir>', 'output directory (default ./<job>-adapter)')
+    .action(async (job: string, opts: { out?: string }, cmd: Command) => {
+      await withStack(cmd, async (stack) => {
+        const out = resolve(opts.out ?? `${job}-adapter`);
+        const r = await stack.download(job, out);
+        console.log(`wrote ${r.files} adapter files to ${r.dir}`);
+      });
+    });
+}

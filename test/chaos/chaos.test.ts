@@ -349,6 +349,11 @@ describe('chaos - faults injected into running jobs', function () {
       events.find((e) => e.type === 'started' && Number(e.attempt) > rec.epoch)?.resumed_from_step,
     );
     const reached = Math.max(...stepsOf(events, (e) => Number(e.attempt) === rec.epoch));
+    // the next attempt resumed from a committed checkpoint no older than the one seen before
+    // the stop, losing at most one checkpoint interval
+    expect(resumed, 'the next attempt resumed from a checkpoint').to.be.at.least(rec.step);
+    expect(resumed % 50, 'a checkpoint step').to.equal(0);
+    expect(reached - resumed).to.be.at.most(50);
     rows.push({
       scenario: '12 stuck trainer (SIGSTOP)',
       outcome: `watchdog killed it after ${detected.toFixed(1)} s; resumed at ${resumed}`,

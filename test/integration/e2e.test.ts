@@ -22,6 +22,7 @@ import {
   stopAll,
   type TestStack,
 } from '../harness/stack';
+import { rejection } from '../harness/expect';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -321,31 +322,19 @@ print(json.dumps({"eval_loss": total / count}))
   it('e2e - the same job id twice starts no second workflow', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
     const loaded = await loadSpecFile(writeJob(dir));
-    try {
-      await client.submit(loaded, jobId);
-      expect.fail('a duplicate id was accepted');
-    } catch (e) {
-      expect((e as Error).message).to.match(/already exists/);
-    }
+    const e = await rejection(client.submit(loaded, jobId), 'submitting a duplicate id');
+    expect(e.message).to.match(/already exists/);
   });
 
   it('e2e - a dataset with a bad record is refused at submit, naming the line; no job starts', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
     const spec = writeJob(dir);
     writeFileSync(join(dir, 'data.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt": 3}\n{"text":"mixed"}\n');
-    try {
-      await client.submit(await loadSpecFile(spec), 'e2e-bad-data');
-      expect.fail('bad data was accepted');
-    } catch (e) {
-      expect(e).to.be.instanceOf(TunefleetErrors);
-      expect((e as TunefleetErrors).problems.map((p) => p.message).join('\n')).to.match(/data\.jsonl:2/);
-      expect((e as Error).message).to.match(/nothing was uploaded/);
-    }
-    try {
-      await client.describe('e2e-bad-data');
-      expect.fail('a workflow was started');
-    } catch (e) {
-      expect((e as Error).message).to.match(/no job 'e2e-bad-data'/);
-    }
+    const bad = await rejection(client.submit(await loadSpecFile(spec), 'e2e-bad-data'), 'submitting bad data');
+    expect(bad).to.be.instanceOf(TunefleetErrors);
+    expect((bad as TunefleetErrors).problems.map((p) => p.message).join('\n')).to.match(/data\.jsonl:2/);
+    expect(bad.message).to.match(/nothing was uploaded/);
+    const none = await rejection(client.describe('e2e-bad-data'), 'describing a job that should not exist');
+    expect(none.message).to.match(/no job 'e2e-bad-data'/);
   });
 });

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Judge, dot } from '../../agent/judge';
 import { ROOT, installedHome } from '../harness/stack';
+import { rejection } from '../harness/expect';
 
 export const JUDGE_SENTENCES = [
   'The adapter was trained for 1,200 steps on a single GPU.',
@@ -75,11 +76,7 @@ describe('judge - the ONNX export agrees with PyTorch', function () {
   });
 
   it('judge - a missing export is a clear error naming the file and the fix', async () => {
-    try {
-      await Judge.load(join(tmpdir(), 'no-judge-here'));
-      expect.fail('loaded a judge from nowhere');
-    } catch (e) {
-      expect((e as Error).message).to.match(/model\.onnx is missing \(run 'infra\/bootstrap\.sh judge'\)/);
-    }
+    const e = await rejection(Judge.load(join(tmpdir(), 'no-judge-here')), 'loading a judge from nowhere');
+    expect(e.message).to.match(/model\.onnx is missing \(run 'infra\/bootstrap\.sh judge'\)/);
   });
 });

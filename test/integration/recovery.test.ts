@@ -13,6 +13,7 @@ import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
 import { describeLoad, runLoad } from '../harness/load';
 import { recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
+import { rejection } from '../harness/expect';
 
 const GiB = 2 ** 30;
 /** Each agent offers this much: two tiny CPU jobs (about 0.55 GiB each) at a time. */
@@ -122,10 +123,8 @@ describe('recovery - three real agents', function () {
     expect(held.map((l) => l.jobId)).to.have.length(2);
     expect(held.reduce((s, l) => s + l.bytes, 0)).to.be.at.most(GiB);
     // deciding again on the fresh value: the agent is full, so the loser's third lease is refused
-    await reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined).then(
-      () => expect.fail('overbooked'),
-      (e: unknown) => expect(e).to.be.instanceOf(LeaseConflict),
-    );
+    const full = reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined);
+    expect(await rejection(full, 'a third lease on a full agent')).to.be.instanceOf(LeaseConflict);
     for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
   });

@@ -10,6 +10,7 @@ import { readReview, sampleRows, summarise, writeReview, type OutputRow } from '
 import { lossChart } from '../../scheduler/format';
 import { lossSvg } from '../../scheduler/plot';
 import { runTool } from '../../agent/tool';
+import { thrown } from '../harness/expect';
 
 const metrics = (o: Partial<Record<string, number | null>>): ReturnType<typeof metricValues> =>
   metricValues({
@@ -118,17 +119,13 @@ describe('evaluation - human review files', () => {
       [[{ ...ok[0], base_grade: '', tuned_grade: '' }], /no graded row/],
     ];
     for (const [rows, why] of cases) {
-      try {
-        readReview(fill(rows), 'jsonl', 'r.jsonl', stored);
-        expect.fail(`accepted ${JSON.stringify(rows)}`);
-      } catch (e) {
-        expect(e).to.be.instanceOf(TunefleetError);
-        const text =
-          e instanceof TunefleetErrors
-            ? `${e.message}\n${e.problems.map((p) => p.describe()).join('\n')}`
-            : (e as TunefleetError).describe();
-        expect(text).to.match(why);
-      }
+      const e = thrown(() => readReview(fill(rows), 'jsonl', 'r.jsonl', stored), `rows ${JSON.stringify(rows)}`);
+      expect(e).to.be.instanceOf(TunefleetError);
+      const text =
+        e instanceof TunefleetErrors
+          ? `${e.message}\n${e.problems.map((p) => p.describe()).join('\n')}`
+          : (e as TunefleetError).describe();
+      expect(text).to.match(why);
     }
     expect(() => readReview('id,prompt\n1,x\n', 'csv', 'r.csv', stored)).to.throw(/no 'base_grade' column/);
   });

@@ -17,6 +17,7 @@ import { ahead, heldOn, leaseLive, queueOrder, type QueueEntry } from '../../sch
 import { shrink } from '../../workflows/failures';
 import { Progress } from '../../scheduler/progress';
 import { FAILURE_POLICY } from '../../workflows/failures';
+import { thrown } from '../harness/expect';
 
 const GiB = 2 ** 30;
 // SmolLM2-135M's config.json fields
@@ -361,12 +362,9 @@ describe('fleet - adverts in, snapshot out', () => {
       { total: 2 ** 60, available: 1 },
       { total: 100, available: -1 },
     ]) {
-      try {
-        parseAdvert('a', JSON.stringify(advert('a', { memory })));
-        expect.fail('accepted an impossible advert');
-      } catch (e) {
-        expect((e as TunefleetError).describe()).to.match(/^advert a: memory\.(total|available): /);
-      }
+      const e = thrown(() => parseAdvert('a', JSON.stringify(advert('a', { memory }))), 'an impossible advert');
+      expect(e).to.be.instanceOf(TunefleetError);
+      expect((e as TunefleetError).describe()).to.match(/^advert a: memory\.(total|available): /);
     }
   });
 });

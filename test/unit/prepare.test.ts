@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanText, datasetSchema, minhash, shingles, similarity, TunefleetErrors, type JobSpec } from '../../shared';
 import { analyse, fileSource } from '../../scheduler/prepare';
+import { rejection } from '../harness/expect';
 
 /** Deterministic random words: distinct records share almost no 5-grams. */
 function words(seed: number, n: number): string {
@@ -74,16 +75,15 @@ describe('prepare - counts per rule', () => {
   it('prepare - strict policy fails on malformed records, listing them with line numbers', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'prep-'));
     writeFileSync(join(dir, 'd.jsonl'), '{"text":"one"}\n{"text":\n{"prompt":"p","completion":"c"}\n{"text":"two"}\n');
-    try {
-      await analyse({ ...dataset(), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd.jsonl' } });
-      expect.fail('accepted');
-    } catch (e) {
-      expect(e).to.be.instanceOf(TunefleetErrors);
-      expect((e as Error).message)
-        .to.match(/d\.jsonl:2: not JSON/)
-        .and.match(/d\.jsonl:3: a prompt_completion record in a text file/)
-        .and.match(/lenient/);
-    }
+    const e = await rejection(
+      analyse({ ...dataset(), main: { source: fileSource(join(dir, 'd.jsonl')), label: 'd.jsonl' } }),
+      'malformed records under policy strict',
+    );
+    expect(e).to.be.instanceOf(TunefleetErrors);
+    expect(e.message)
+      .to.match(/d\.jsonl:2: not JSON/)
+      .and.match(/d\.jsonl:3: a prompt_completion record in a text file/)
+      .and.match(/lenient/);
   });
 
   it('prepare - eval records that repeat or nearly repeat training records are removed as leakage', async () => {

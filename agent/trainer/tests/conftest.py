@@ -67,22 +67,27 @@ class Result:
         self.stderr = stderr
 
 
-def run_trainer(cfg, tmp_path, command="train", name="run.json", timeout=300):
-    """Run the recipe in this process (imports once: fast); same events, same exit codes."""
-    from tunefleet_trainer import config, evaluate, events, recipe
-    from tunefleet_trainer.errors import TrainerError
+def run_trainer(cfg, tmp_path, command="train", name="run.json"):
+    """Run a session in this process through the trainer's own entry (imports once: fast):
+    the same config file, error mapping, events and exit codes as `python -m
+    tunefleet_trainer`; stderr is kept on the result."""
+    import contextlib
+    import io
 
+    from tunefleet_trainer import events
+    from tunefleet_trainer.__main__ import run_session
+
+    path = tmp_path / name
+    path.write_text(json.dumps(cfg))
     got = []
+    err = io.StringIO()
     events.set_sink(got.append)
     try:
-        c = config.from_dict(json.loads(json.dumps(cfg)))
-        code = recipe.main(c) if command == "train" else evaluate.main(c)
-    except TrainerError as e:
-        events.emit("error", code=e.code, message=e.message)
-        code = 2
+        with contextlib.redirect_stderr(err):
+            code = run_session(command, str(path))
     finally:
         events.set_sink(None)
-    return Result(code), got
+    return Result(code, err.getvalue()), got
 
 
 def run_trainer_process(cfg, tmp_path, command="train", name="run.json", timeout=300):

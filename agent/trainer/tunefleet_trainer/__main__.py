@@ -72,46 +72,67 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    return guarded(lambda: _dispatch(args))
+
+
+def guarded(fn):
+    """Run fn() and return its exit code. A TrainerError becomes an `error` event with its
+    code and exit 2; any other exception (a bug, an environment fault) an `error` event
+    TRAINER_CRASHED with the traceback on stderr and exit 1."""
     try:
-        if args.cmd in ("train", "evaluate"):
-            from . import config
-
-            cfg = config.load(args.config)
-            if args.cmd == "train":
-                from . import recipe
-
-                return recipe.main(cfg)
-            from . import evaluate
-
-            return evaluate.main(cfg)
-        if args.cmd == "export-judge":
-            from . import judge
-
-            return judge.export(args.src, args.out)
-        if args.cmd == "judge-embed":
-            import json
-
-            from . import judge
-
-            with open(args.sentences, encoding="utf-8") as f:
-                vectors = judge.embed(args.src, json.load(f))
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(vectors, f)
-            return 0
-        if args.cmd == "convert-gguf":
-            from . import convert
-
-            return convert.main(args.gguf, args.out)
-        from . import tiny
-
-        return tiny.main(args.out, args.seed)
+        return fn()
     except TrainerError as e:
         emit("error", code=e.code, message=e.message)
         return 2
-    except Exception as e:  # a bug or an environment fault: say what, keep the traceback on stderr
+    except Exception as e:
         traceback.print_exc()
         emit("error", code="TRAINER_CRASHED", message=f"{type(e).__name__}: {e}")
         return 1
+
+
+def run_session(command, config_path):
+    """`train` or `evaluate` one session from its run.json, as `python -m tunefleet_trainer`
+    does (the tests run sessions in-process through this)."""
+    return guarded(lambda: _session(command, config_path))
+
+
+def _session(command, config_path):
+    from . import config
+
+    cfg = config.load(config_path)
+    if command == "train":
+        from . import recipe
+
+        return recipe.main(cfg)
+    from . import evaluate
+
+    return evaluate.main(cfg)
+
+
+def _dispatch(args):
+    if args.cmd in ("train", "evaluate"):
+        return _session(args.cmd, args.config)
+    if args.cmd == "export-judge":
+        from . import judge
+
+        return judge.export(args.src, args.out)
+    if args.cmd == "judge-embed":
+        import json
+
+        from . import judge
+
+        with open(args.sentences, encoding="utf-8") as f:
+            vectors = judge.embed(args.src, json.load(f))
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(vectors, f)
+        return 0
+    if args.cmd == "convert-gguf":
+        from . import convert
+
+        return convert.main(args.gguf, args.out)
+    from . import tiny
+
+    return tiny.main(args.out, args.seed)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import si from 'systeminformation';
 import {
-  ADVERT_TTL_MS,
   ID_PATTERN,
   PROGRESS_SIGNAL,
   agentTaskQueue,
@@ -55,7 +54,7 @@ export async function startAgent(
     // already installed in this process
   }
   const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
-  const kv = await nats.adverts(ADVERT_TTL_MS);
+  const kv = await nats.adverts();
   const [host, caps, mem] = await Promise.all([hostFacts(), probeTrainer(cfg.python), si.mem()]);
   // a CPU agent offers the RAM available when it started (what jobs use later must not shrink the offer)
   const capacity = o.capacity ?? (caps.cuda ? undefined : Math.min(mem.total, mem.available));

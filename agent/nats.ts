@@ -1,18 +1,14 @@
 // The agent's NATS: adverts KV, job events, and object transfers (datasets and adapters
 // down, checkpoints and adapters up), every download checked against its sha256.
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { connect, StorageType, type JetStreamClient, type KV, type NatsConnection, type ObjectStore } from 'nats';
 import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, COMMITS_BUCKET, ErrorCode, TunefleetError } from '../shared';
+import { getFile, openKv, putFile } from '../shared/objects';
 
 export interface AgentNats {
   nc: NatsConnection;
   js: JetStreamClient;
   store(bucket: string): Promise<ObjectStore>;
-  adverts(ttlMs: number): Promise<KV>;
+  adverts(): Promise<KV>;
   agentStates(): Promise<KV>;
   /** the job → newest committed checkpoint bucket (epoch-fenced writes) */
   commits(): Promise<KV>;
@@ -35,36 +31,20 @@ export async function connectAgentNats(url: string, agentId: string): Promise<Ag
     nc,
     js,
     store: (bucket) => js.views.os(bucket, { storage: StorageType.File }),
-    adverts: (ttlMs) => js.views.kv(ADVERTS_BUCKET, { ttl: ttlMs, history: 1, storage: StorageType.File }),
-    agentStates: () => js.views.kv(AGENT_STATES_BUCKET, { history: 5, storage: StorageType.File }),
-    commits: () => js.views.kv(COMMITS_BUCKET, { history: 64, storage: StorageType.File }),
+    adverts: () => openKv(js, ADVERTS_BUCKET),
+    agentStates: () => openKv(js, AGENT_STATES_BUCKET),
+    commits: () => openKv(js, COMMITS_BUCKET),
   };
 }
 
+/** Upload a file to the store, streaming. */
 export async function upload(store: ObjectStore, name: string, path: string): Promise<void> {
-  await store.put({ name }, Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>);
+  await putFile(store, name, path);
 }
 
-/** Download to `path` via a temporary name; refuse it unless the sha256 matches. */
-export async function download(store: ObjectStore, name: string, path: string, sha256: string | null): Promise<void> {
-  const obj = await store.get(name);
-  if (!obj) throw new TunefleetError(ErrorCode.ObjectMissing, `object '${name}' is missing from the store`);
-  const h = createHash('sha256');
-  const part = `${path}.part`;
-  const src = Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
-  src.on('data', (c: Buffer) => h.update(c));
-  await pipeline(src, createWriteStream(part));
-  const err = await obj.error;
-  if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`);
-  const digest = h.digest('hex');
-  if (sha256 !== null && digest !== sha256) {
-    throw new TunefleetError(
-      ErrorCode.ChecksumMismatch,
-      `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`,
-    );
-  }
-  await rename(part, path);
-}
+/** Download to `path` via a temporary name; refuse it unless the sha256 matches (null: no check). */
+export const download = (store: ObjectStore, name: string, path: string, sha256: string | null): Promise<void> =>
+  getFile(store, name, path, sha256);
 
 /**
  * Run a NATS operation until it succeeds, backing off from 250 ms to 4 s, for at most

@@ -1,9 +1,8 @@
 // The control plane's NATS: connection, the JetStream assets it owns (events stream,
-// object stores, adverts bucket), and object-store transfers with sha256 checks.
+// object stores, adverts bucket); object transfers with sha256 checks are shared/objects.ts.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, stat } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import {
   connect,
@@ -30,11 +29,11 @@ import {
   QUEUE_BUCKET,
   TunefleetError,
 } from '../shared';
+import { getFile, openKv, putFile } from '../shared/objects';
 
 export { ADVERT_TTL_MS };
 
-/** History kept per key: commits keep theirs so an audit can see that no commit went backwards. */
-export const KV_HISTORY: Record<string, number> = { [COMMITS_BUCKET]: 64 };
+export { getFile, putFile };
 
 export interface Nats {
   nc: NatsConnection;
@@ -72,9 +71,9 @@ export async function connectNats(url: string, name: string): Promise<Nats> {
       }
       return s;
     },
-    adverts: () => js.views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File }),
-    agentStates: () => js.views.kv(AGENT_STATES_BUCKET, { history: 5, storage: StorageType.File }),
-    kv: (bucket) => js.views.kv(bucket, { history: KV_HISTORY[bucket] ?? 1, storage: StorageType.File }),
+    adverts: () => openKv(js, ADVERTS_BUCKET),
+    agentStates: () => openKv(js, AGENT_STATES_BUCKET),
+    kv: (bucket) => openKv(js, bucket),
     close: () => nc.drain(),
   };
 }
@@ -108,36 +107,6 @@ export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
   await pipeline(createReadStream(path), h);
   return h.digest('hex');
-}
-
-/** Upload a file, streaming. -> bytes written. */
-export async function putFile(store: ObjectStore, name: string, path: string): Promise<number> {
-  const info = await store.put(
-    { name },
-    Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>,
-  );
-  return info.size;
-}
-
-/** Stream an object to a file (temporary name, renamed when the sha256 matches). */
-export async function getFile(store: ObjectStore, name: string, path: string, sha256?: string): Promise<void> {
-  const obj = await store.get(name);
-  if (!obj) throw new TunefleetError(ErrorCode.ObjectMissing, `object '${name}' is not in the store`);
-  const tmp = `${path}.part`;
-  const h = createHash('sha256');
-  const src = Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
-  src.on('data', (chunk: Buffer) => h.update(chunk));
-  await pipeline(src, createWriteStream(tmp));
-  const err = await obj.error;
-  if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`, {}, { cause: err });
-  const digest = h.digest('hex');
-  if (sha256 && digest !== sha256) {
-    throw new TunefleetError(
-      ErrorCode.ChecksumMismatch,
-      `object '${name}' has sha256 ${digest.slice(0, 12)}…, expected ${sha256.slice(0, 12)}…`,
-    );
-  }
-  await rename(tmp, path);
 }
 
 export async function fileSize(path: string): Promise<number> {

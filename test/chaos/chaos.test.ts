@@ -77,7 +77,9 @@ describe('chaos - faults injected into running jobs', function () {
   let stack: TestStack;
   let worker: RunningWorker;
   let client: Stack;
-  const agents = new AgentProcesses(() => stack, ['--heartbeat', '500']);
+  // two sessions at once (a CPU agent on 2 cores defaults to one): scenario 2's uninterrupted
+  // baseline and the recovered job run side by side on the surviving agent
+  const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--max-sessions', '2']);
   const rows: Row[] = [];
 
   const ready = (): Promise<string[]> => readyAgents(client);

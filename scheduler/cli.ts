@@ -1,7 +1,10 @@
 // The tunefleet CLI (control side). `tunefleet agent ...` and `tunefleet up|down` are
 // dispatched by bin/tunefleet to agent/cli.ts and infra/stack.ts.
 import { Command, Option } from 'commander';
-import { TunefleetError } from '../shared';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADVERT_PROTOCOL_VERSION, TRAINER_PROTOCOL_VERSION, TunefleetError } from '../shared';
+import { completionCommand } from './commands/completion';
 import { failureMessage } from './client';
 import { dataCommands } from './commands/data';
 import { fleetCommands } from './commands/fleet';
@@ -11,6 +14,7 @@ import { resultCommands } from './commands/results';
 export function buildProgram(): Command {
   const program = new Command('tunefleet')
     .description('Run LLM fine-tuning and evaluation jobs across a fleet of GPU machines.')
+    .version(versionLine(), '-V, --version', 'the version, and the protocol versions of adverts and trainer events')
     .addOption(new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'))
     .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
     .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
@@ -30,7 +34,14 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
   resultCommands(program);
   fleetCommands(program);
   dataCommands(program);
+  completionCommand(program);
   return program;
+}
+
+/** "tunefleet 0.1.0 (adverts v1, trainer events v1)" */
+export function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return `tunefleet ${pkg.version} (adverts v${ADVERT_PROTOCOL_VERSION}, trainer events v${TRAINER_PROTOCOL_VERSION})`;
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,0 +1,54 @@
+// The CLI's commands that need no cluster: --version and shell completion (the bash script
+// is sourced in a real bash and asked to complete).
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ROOT } from '../harness/stack';
+
+const BIN = join(ROOT, 'bin', 'tunefleet');
+const cli = (...args: string[]): { status: number | null; stdout: string; stderr: string } => {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+};
+
+describe('cli offline - version and completion', function () {
+  this.timeout(30_000);
+
+  it('cli offline - --version prints the package version and the protocol versions', () => {
+    const r = cli('--version');
+    expect(r.status).to.equal(0);
+    expect(r.stdout.trim()).to.match(/^tunefleet \d+\.\d+\.\d+ \(adverts v1, trainer events v1\)$/);
+  });
+
+  it('cli offline - the bash completion, sourced in bash, completes commands, subcommands and flags', () => {
+    const script = cli('completion', 'bash');
+    expect(script.status, script.stderr).to.equal(0);
+    const complete = (...words: string[]): string => {
+      const r = spawnSync(
+        'bash',
+        [
+          '-c',
+          `eval "$(cat)"; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); ` +
+            'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _tunefleet; echo "${COMPREPLY[*]}"',
+        ],
+        { input: script.stdout, encoding: 'utf8' },
+      );
+      expect(r.status, r.stderr).to.equal(0);
+      return r.stdout.trim();
+    };
+    expect(complete('tunefleet', 'sub')).to.equal('submit');
+    expect(complete('tunefleet', 'submit', '--dr')).to.equal('--dry-run');
+    expect(complete('tunefleet', 'review', 'ex')).to.equal('export');
+    expect(complete('tunefleet', 'ag')).to.equal('agent');
+  });
+
+  it('cli offline - zsh and fish scripts are printed; another shell is refused with exit 2', () => {
+    expect(cli('completion', 'zsh').stdout)
+      .to.match(/^#compdef tunefleet/)
+      .and.contain("'submit:");
+    expect(cli('completion', 'fish').stdout).to.contain('complete -c tunefleet -n __fish_use_subcommand -a submit');
+    const bad = cli('completion', 'tcsh');
+    expect(bad.status).to.equal(2);
+    expect(bad.stderr).to.match(/'tcsh' is not a shell this prints for: bash, zsh or fish/);
+  });
+});

@@ -7,6 +7,11 @@ import { loadConfig } from '../config';
 import { formatResult } from '../format';
 import { Progress, formatEvent } from '../progress';
 
+/** Redraw in place only on a terminal, and not when NO_COLOR is set (https://no-color.org). */
+export function redraws(): boolean {
+  return process.stdout.isTTY === true && !process.env.NO_COLOR;
+}
+
 export function globalFlags(cmd: Command): Flags {
   const o = cmd.optsWithGlobals<{ natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string }>();
   return { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home };
@@ -33,15 +38,16 @@ export async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['foll
  * event.
  */
 export async function followWithProgress(stack: Stack, jobId: string): Promise<Awaited<ReturnType<Stack['follow']>>> {
-  const tty = process.stdout.isTTY === true;
+  const tty = redraws();
   const bar = new Progress();
   let drawn = false;
   try {
     return await stack.follow(jobId, (e) => {
       const changed = bar.update(e);
       const line = formatEvent(e);
+      // not a terminal (a pipe, a CI log) or NO_COLOR: one plain line per event, no bar
       if (!tty) {
-        if (line) console.log(e.type === 'step' ? `${line}  | ${bar.line(16)}` : line);
+        if (line) console.log(line);
         return;
       }
       if (line && e.type !== 'step') process.stdout.write(`${drawn ? '\r\x1b[2K' : ''}${line}\n`);

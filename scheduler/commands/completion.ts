@@ -101,7 +101,8 @@ function fish(es: Entry[]): string {
       .filter((f) => f.startsWith('--'))
       .map((f) => `complete -c tunefleet -n '__fish_seen_subcommand_from ${e.name}' -l ${f.slice(2)}`),
   ]);
-  return `# tunefleet completion for fish: tunefleet completion fish > ~/.config/fish/completions/tunefleet.fish\n${lines.join('\n')}\n`;
+  const head = '# tunefleet completion for fish: tunefleet completion fish > ~/.config/fish/completions/tunefleet.fish';
+  return `${head}\n${lines.join('\n')}\n`;
 }
 
 export function completionCommand(program: Command): void {

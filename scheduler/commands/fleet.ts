@@ -4,7 +4,7 @@ import { hostname, userInfo } from 'node:os';
 import { loadConfig } from '../config';
 import { fleetJson, fleetTable, openFleet, setAgentState } from '../fleetcmd';
 import { startControlWorker } from '../worker';
-import { globalFlags, withStack } from './common';
+import { globalFlags, redraws, withStack } from './common';
 
 export function fleetCommands(program: Command): void {
   program
@@ -24,7 +24,9 @@ export function fleetCommands(program: Command): void {
           const draw = (): void => {
             const entries = view.snapshot();
             const body = opts.json ? JSON.stringify(fleetJson(entries)) : fleetTable(entries);
-            process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  ${entries.length} agents\n\n${body}\n`);
+            // on a terminal the view is redrawn in place; elsewhere each change is appended
+            const clear = redraws() ? '\x1b[H\x1b[2J' : '';
+            process.stdout.write(`${clear}${new Date().toISOString()}  ${entries.length} agents\n\n${body}\n`);
           };
           draw();
           let pending = false;

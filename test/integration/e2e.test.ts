@@ -138,13 +138,18 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(result.gates?.map((g) => g.passed)).to.deep.equal([true, true, true]);
   });
 
-  it('e2e - a gate that fails ends the job failed_gate with the numbers; the adapter is stored all the same', async () => {
+  it('e2e - a gate that fails ends the job failed_gate with the numbers (submit --follow exits 3, piped output is plain); the adapter is stored all the same', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const id = await client.submit(
-      await loadSpecFile(writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n')),
-      'e2e-gate-fail',
-    );
-    const r = await client.follow(id, () => {});
+    const id = 'e2e-gate-fail';
+    const spec = writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n');
+    const followed = await runCli(stack, 'submit', spec, '--id', id, '--follow');
+    expect(followed.status, followed.stderr).to.equal(3);
+    // stdout is a pipe here: one plain line per event, no escape sequences, no step shown twice on a line
+    expect(followed.stdout.includes('\u001b'), 'escape sequences in piped output').to.equal(false);
+    const lines = followed.stdout.split('\n');
+    expect(lines.filter((l) => /^step +\d+\/6 /.test(l))).to.have.lengthOf.at.least(6);
+    for (const l of lines) expect((l.match(/step +\d+\//g) ?? []).length, l).to.be.at.most(1);
+    const r = await client.result(id);
     expect(r.state).to.equal('failed_gate');
     expect(r.gates?.map((g) => g.passed)).to.deep.equal([true, false]);
     const failed = r.gates?.[1];

@@ -1,6 +1,12 @@
 // What the CLI does against a running stack: submit, status, list, result, download,
 // and following a job's events. Spec errors are found before anything is contacted.
-import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  type WorkflowExecutionInfo,
+} from '@temporalio/client';
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
@@ -27,6 +33,7 @@ import {
   type JobSpec,
   type JobEvent,
   type JobEventOf,
+  type JobState,
   type JobStatus,
   type TrainerEventType,
 } from '../shared';
@@ -36,6 +43,39 @@ import type { DecisionRecord } from './activities';
 import type { LossCurve } from './format';
 import { readReview, sampleRows, summarise, writeReview, type OutputRow, type ReviewFormat } from './review';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
+
+export interface ListOptions {
+  /** only jobs in this state (running ones by their current state, finished ones as they ended) */
+  state?: JobState;
+  model?: string;
+  /** submitted at or after */
+  since?: Date;
+  /** at most this many rows, newest first */
+  limit?: number;
+  /** any further visibility query over the search attributes */
+  query?: string;
+}
+
+/** One job as `tunefleet list` shows it. */
+export interface JobRow {
+  jobId: string;
+  /** the workflow's status in Temporal (RUNNING, COMPLETED, FAILED, CANCELED, ...) */
+  status: string;
+  /** the job's state: the current one while running, how it ended once finished */
+  state: string | null;
+  position: number | null;
+  agent: string | null;
+  attempt: number | null;
+  /** submit time */
+  started: Date;
+  closed: Date | null;
+  /** from submit to close (or to now, while running) */
+  seconds: number;
+  /** a finished job's eval loss, base and fine-tuned */
+  evalLoss: { base: number; tuned: number } | null;
+  /** why a failed job failed */
+  error: string | null;
+}
 
 export interface LoadedSpec {
   spec: JobSpec;
@@ -243,37 +283,78 @@ export class Stack {
     }
   }
 
-  /** Jobs, newest first; running ones with their state and queue position (from the workflow's query). */
-  async list(query?: string): Promise<
-    {
-      jobId: string;
-      status: string;
-      state: string | null;
-      position: number | null;
-      agent: string | null;
-      started: Date;
-      closed: Date | null;
-    }[]
-  > {
-    const rows = [];
+  /**
+   * Jobs, newest first, running or finished: the state (a running job's from its status
+   * query, a finished one's as it ended: from the state search attribute, else from how the
+   * workflow closed), agent, attempt, submit time, duration, and for a finished job with a
+   * result the eval loss base -> fine-tuned. Filters are visibility queries, so `limit`
+   * rows are read at most.
+   */
+  async list(o: ListOptions = {}): Promise<JobRow[]> {
     // a run that continued as new is not a job of its own: its successor (same workflow id) is listed
-    const all = `WorkflowType = 'fineTune' AND ExecutionStatus != 'ContinuedAsNew'`;
-    for await (const w of this.client.workflow.list({ query: `${all}${query ? ` AND (${query})` : ''}` })) {
+    const where = [`WorkflowType = 'fineTune'`, `ExecutionStatus != 'ContinuedAsNew'`];
+    if (o.state) where.push(`TunefleetState = '${o.state}'`);
+    if (o.model) where.push(`TunefleetModel = '${o.model.replace(/'/g, '')}'`);
+    if (o.since) where.push(`StartTime >= '${o.since.toISOString()}'`);
+    if (o.query) where.push(`(${o.query})`);
+    const found: { w: WorkflowExecutionInfo; submitted: Date }[] = [];
+    for await (const w of this.client.workflow.list({ query: where.join(' AND ') })) {
       const submitted = typeof w.memo?.submittedAt === 'string' ? new Date(w.memo.submittedAt) : w.startTime;
-      rows.push({ jobId: w.workflowId, status: w.status.name, started: submitted, closed: w.closeTime ?? null });
+      found.push({ w, submitted });
+      if (o.limit && found.length >= o.limit) break;
     }
-    return Promise.all(
-      rows.map(async (r) => {
-        const s =
-          r.status === 'RUNNING'
-            ? await this.client.workflow
-                .getHandle(r.jobId)
-                .query(statusQuery)
-                .catch(() => null)
-            : null;
-        return { ...r, state: s?.state ?? null, position: s?.queuePosition ?? null, agent: s?.agentId ?? null };
-      }),
-    );
+    return Promise.all(found.map(({ w, submitted }) => this.row(w, submitted)));
+  }
+
+  private async row(w: WorkflowExecutionInfo, submitted: Date): Promise<JobRow> {
+    const handle = this.client.workflow.getHandle(w.workflowId);
+    const temporal = w.status.name;
+    const closed = w.closeTime ?? null;
+    const base = {
+      jobId: w.workflowId,
+      status: temporal,
+      started: submitted,
+      closed,
+      seconds: ((closed ?? new Date()).getTime() - submitted.getTime()) / 1000,
+    };
+    if (temporal === 'RUNNING') {
+      const s = await handle.query(statusQuery).catch(() => null);
+      return {
+        ...base,
+        state: s?.state ?? null,
+        position: s?.queuePosition ?? null,
+        agent: s?.agentId ?? null,
+        attempt: s?.attempt || null,
+        evalLoss: null,
+        error: null,
+      };
+    }
+    const recorded = w.typedSearchAttributes.get(SA_STATE) ?? null;
+    const none = { position: null, agent: null, attempt: null, evalLoss: null, error: null };
+    if (temporal === 'COMPLETED') {
+      const r = (await handle.result().catch(() => null)) as JobResult | null;
+      if (!r) return { ...base, ...none, state: recorded };
+      return {
+        ...base,
+        ...none,
+        state: r.state,
+        agent: r.training.agentId,
+        attempt: r.training.attempt,
+        evalLoss: { base: r.evaluation.base.eval_loss, tuned: r.evaluation.tuned.eval_loss },
+      };
+    }
+    // failed or cancelled: where it last ran comes from the status query (a worker replays the history)
+    const state = temporal === 'CANCELLED' ? 'cancelled' : 'failed';
+    const last = await handle.query(statusQuery).catch(() => null);
+    const error = state === 'failed' ? await handle.result().then(() => null, failureMessage) : null;
+    return {
+      ...base,
+      ...none,
+      state: recorded === 'cancelled' || recorded === 'failed' ? recorded : state,
+      agent: last?.agentId ?? null,
+      attempt: last?.attempt || null,
+      error,
+    };
   }
 
   /**

@@ -1,7 +1,7 @@
 // What the command groups share: global flags, a connected client for the command's
 // run, following a job with a progress line, and flag parsing.
 import { Command } from 'commander';
-import { ErrorCode, TunefleetError, type Config, type Flags } from '../../shared';
+import { ErrorCode, JOB_STATES, TunefleetError, type Config, type Flags, type JobState } from '../../shared';
 import { Stack } from '../client';
 import { loadConfig } from '../config';
 import { formatResult } from '../format';
@@ -72,4 +72,27 @@ export function intFlag(v: string, flag: string, min: number): number {
   if (!/^\d+$/.test(v.trim()) || n < min)
     throw new TunefleetError(ErrorCode.FlagInvalid, `${flag} '${v}' must be a whole number ≥ ${min}`, { field: flag });
   return n;
+}
+
+/** A --state value: one of the job states. */
+export function jobState(v: string): JobState {
+  if ((JOB_STATES as readonly string[]).includes(v)) return v as JobState;
+  throw new TunefleetError(ErrorCode.FlagInvalid, `--state '${v}' is not a job state (${JOB_STATES.join(', ')})`, {
+    field: '--state',
+  });
+}
+
+/** A --since value: an ISO time, or an age like 30m, 12h, 7d (counted back from `now`). */
+export function sinceFlag(v: string, now: number): Date {
+  const age = /^(\d+)([smhd])$/.exec(v.trim());
+  if (age) {
+    const unit = { s: 1, m: 60, h: 3600, d: 86_400 }[age[2] as 's' | 'm' | 'h' | 'd'];
+    return new Date(now - Number(age[1]) * unit * 1000);
+  }
+  const t = Date.parse(v);
+  if (Number.isNaN(t))
+    throw new TunefleetError(ErrorCode.FlagInvalid, `--since '${v}' is neither an ISO time nor an age like 12h`, {
+      field: '--since',
+    });
+  return new Date(t);
 }

@@ -1,9 +1,10 @@
 // Job commands: submit, status, list, cancel, explain, logs, watch.
 import { Command } from 'commander';
-import { type JobEvent } from '../../shared';
+import { JOB_STATES, type JobEvent } from '../../shared';
 import { loadSpecFile, failureMessage } from '../client';
 import { formatDecisions, table } from '../format';
-import { followWithProgress, printFinal, withStack } from './common';
+import { followWithProgress, intFlag, jobState, printFinal, sinceFlag, withStack } from './common';
+import { duration } from '../progress';
 
 export function jobCommands(program: Command): void {
   program
@@ -71,33 +72,47 @@ export function jobCommands(program: Command): void {
 
   program
     .command('list')
-    .description('all jobs, newest first, with state, queue position and agent')
-    .option('--json', 'machine-readable output')
+    .description('jobs, newest first, running or finished: state (as it ended), agent, attempt, duration, eval loss')
+    .option('--state <state>', `only jobs in this state: ${JOB_STATES.join(', ')}`)
+    .option('--model <name>', 'only jobs on this base model')
+    .option('--since <when>', 'only jobs submitted since: an ISO time (2026-12-01T09:00Z) or an age (30m, 12h, 7d)')
+    .option('--limit <n>', 'at most n jobs (newest first)', '50')
+    .option('--json', 'machine-readable output, the same fields')
     .option(
       '--query <visibility query>',
       'filter by search attributes, e.g. "TunefleetState=\'queued\'" ' +
         '(also TunefleetModel, TunefleetMethod, TunefleetJobId)',
     )
-    .action(async (opts: { json?: boolean; query?: string }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        const jobs = await stack.list(opts.query);
-        if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
-        console.log(
-          table(
-            ['job', 'workflow', 'state', 'queue', 'agent', 'started', 'closed'],
-            jobs.map((j) => [
-              j.jobId,
-              j.status,
-              j.state ?? '-',
-              j.position ? `#${j.position}` : '-',
-              j.agent ?? '-',
-              j.started.toISOString(),
-              j.closed?.toISOString() ?? '-',
-            ]),
-          ),
-        );
-      });
-    });
+    .addHelpText('after', '\nExample:\n  tunefleet list --state failed_gate --since 7d')
+    .action(
+      async (
+        opts: { json?: boolean; query?: string; state?: string; model?: string; since?: string; limit: string },
+        cmd: Command,
+      ) => {
+        const state = opts.state === undefined ? undefined : jobState(opts.state);
+        const since = opts.since === undefined ? undefined : sinceFlag(opts.since, Date.now());
+        const limit = intFlag(opts.limit, '--limit', 1);
+        await withStack(cmd, async (stack) => {
+          const jobs = await stack.list({ state, model: opts.model, since, limit, query: opts.query });
+          if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
+          console.log(
+            table(
+              ['job', 'state', 'queue', 'agent', 'attempt', 'submitted', 'took', 'eval loss base -> tuned'],
+              jobs.map((j) => [
+                j.jobId,
+                j.state ?? j.status.toLowerCase(),
+                j.position ? `#${j.position}` : '-',
+                j.agent ?? '-',
+                j.attempt ?? '-',
+                j.started.toISOString().replace(/\.\d+Z$/, 'Z'),
+                duration(j.seconds * 1000),
+                j.evalLoss ? `${j.evalLoss.base.toFixed(4)} -> ${j.evalLoss.tuned.toFixed(4)}` : '-',
+              ]),
+            ),
+          );
+        });
+      },
+    );
 
   program
     .command('cancel')

@@ -258,7 +258,7 @@ describe('chaos - faults injected into running jobs', function () {
     const leases = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
     const mine = [...leases.values()].flatMap((a) => a.leases).filter((l) => l.jobId === 'chaos-twice');
     expect(mine).to.have.length(1);
-    const runs = (await client.list("TunefleetJobId='chaos-twice'")).length;
+    const runs = (await client.list({ query: "TunefleetJobId='chaos-twice'" })).length;
     expect(runs).to.equal(1);
     await client.follow('chaos-twice', () => {});
     rows.push({

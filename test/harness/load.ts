@@ -266,7 +266,7 @@ export async function runLoad(
   const trainers = new Set<number>();
   const priorityViolations: string[] = [];
   while (!settled) {
-    const rows = await client.list().catch(() => []);
+    const rows = await client.list({ state: 'queued' }).catch(() => []);
     for (const r of rows)
       if (r.jobId.startsWith(`${o.name}-`) && r.state === 'queued')
         maxQueuePosition = Math.max(maxQueuePosition, r.position ?? 0);

@@ -309,8 +309,20 @@ print(json.dumps({"eval_loss": total / count}))
       .to.match(/COMPLETED/)
       .and.match(/succeeded/)
       .and.match(/step 6\/6/);
-    const list = await run('list', '--json');
-    expect((JSON.parse(list.stdout) as { jobId: string }[]).map((j) => j.jobId)).to.include(jobId);
+    // finished jobs say how they ended, where they ran, how long they took and their eval loss
+    type Row = { jobId: string; state: string; agent: string | null; attempt: number | null; seconds: number };
+    const rows = JSON.parse((await run('list', '--json')).stdout) as (Row & { evalLoss: { tuned: number } | null })[];
+    const ok = rows.find((j) => j.jobId === jobId);
+    expect(ok).to.include({ state: 'succeeded', agent: 'test-agent', attempt: 1 });
+    expect(ok?.seconds).to.be.greaterThan(0);
+    expect(ok?.evalLoss?.tuned).to.be.a('number');
+    expect(rows.find((j) => j.jobId === 'e2e-gate-fail')).to.include({ state: 'failed_gate', agent: 'test-agent' });
+    const gated = JSON.parse((await run('list', '--state', 'failed_gate', '--json')).stdout) as Row[];
+    expect(gated.map((j) => j.jobId)).to.deep.equal(['e2e-gate-fail']);
+    const shown = await run('list');
+    expect(shown.stdout).to.match(new RegExp(`${jobId} +succeeded +- +test-agent +1 `));
+    expect(shown.stdout).to.match(/e2e-gate-fail +failed_gate +- +test-agent +1 /);
+    expect((await run('list', '--state', 'nope')).status).to.equal(2);
     const res = await run('result', jobId);
     expect(res.stdout)
       .to.match(/eval loss/)

@@ -92,6 +92,16 @@ describe('recovery - three real agents', function () {
     const q = await cli('list', '--query', "TunefleetState='cancelled'");
     expect(q.status, q.stderr).to.equal(0);
     expect(q.stdout).to.contain(id);
+    // a cancelled job is listed as cancelled, with the agent it last ran on and its duration
+    const rows = JSON.parse((await cli('list', '--state', 'cancelled', '--json')).stdout) as {
+      jobId: string;
+      state: string;
+      agent: string | null;
+      seconds: number;
+    }[];
+    expect(rows.map((r) => r.jobId)).to.deep.equal([id]);
+    expect(rows[0]).to.include({ state: 'cancelled', agent: agentId });
+    expect(rows[0]?.seconds).to.be.greaterThan(0);
   });
 
   it("recovery - two placements decided on the same revision of an agent's leases: one write wins, the other gets a conflict, nothing is overbooked", async () => {

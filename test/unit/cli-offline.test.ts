@@ -51,4 +51,16 @@ describe('cli offline - version and completion', function () {
     expect(bad.status).to.equal(2);
     expect(bad.stderr).to.match(/'tcsh' is not a shell this prints for: bash, zsh or fish/);
   });
+
+  it('cli offline - list refuses a bad --state, --since or --limit before reaching any stack, naming the flag', () => {
+    for (const [flag, value] of [
+      ['--state', 'nope'],
+      ['--since', 'yesterday'],
+      ['--limit', '0'],
+    ]) {
+      const r = cli('list', flag as string, value as string);
+      expect(r.status, `${flag} ${value}`).to.equal(2);
+      expect(r.stderr).to.contain(`${flag} '${value}'`);
+    }
+  });
 });

@@ -73,6 +73,7 @@ export function buildAgentProgram(): Command {
   const program = new Command('tunefleet agent').description('the agent daemon of a GPU (or CPU) machine');
   program
     .command('start')
+    .addHelpText('after', '\nExample:\n  tunefleet agent start --id gpu-7 --label zone=eu --max-sessions 2')
     .description('advertise this machine and run training sessions until SIGTERM')
     .addOption(new Option('--id <agentId>', 'agent id (default: the hostname)').env('TUNEFLEET_AGENT_ID'))
     .addOption(

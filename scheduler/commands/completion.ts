@@ -110,7 +110,11 @@ export function completionCommand(program: Command): void {
     .command('completion')
     .description('print a shell completion script: bash, zsh or fish')
     .argument('<shell>', 'bash | zsh | fish')
-    .addHelpText('after', '\nExample:\n  source <(tunefleet completion bash)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  tunefleet completion bash > /etc/bash_completion.d/tunefleet' +
+        '\n  source <(tunefleet completion bash)   # this shell only',
+    )
     .action((shell: string) => {
       const es = entries(program);
       if (shell === 'bash') process.stdout.write(bash(es));

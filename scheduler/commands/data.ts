@@ -9,6 +9,7 @@ export function dataCommands(program: Command): void {
   const data = program.command('data').description('datasets, without a cluster');
   data
     .command('check')
+    .addHelpText('after', '\nExample:\n  tunefleet data check train.jsonl --spec job.yaml')
     .description('run the prepare pipeline (checks, cleaning, dedup, split) on a local JSONL file and print the report')
     .argument('<file>', 'JSONL dataset')
     .option('--spec <job.yaml>', "use this spec's dataset options (policy, clean, dedup, split)")

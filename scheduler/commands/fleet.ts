@@ -9,6 +9,7 @@ import { globalFlags, redraws, withStack } from './common';
 export function fleetCommands(program: Command): void {
   program
     .command('fleet')
+    .addHelpText('after', '\nExample:\n  tunefleet fleet --watch')
     .description('every live agent: state, GPUs, memory, utilisation, temperature, CUDA, jobs')
     .option('--json', 'machine-readable output (the adverts, with allocatable bytes)')
     .option('--watch', 'redraw in place as adverts change (Ctrl-C to stop)')
@@ -58,6 +59,7 @@ export function fleetCommands(program: Command): void {
   ] as const) {
     program
       .command(name)
+      .addHelpText('after', `\nExample:\n  tunefleet ${name} gpu-7`)
       .description(what)
       .argument('<agent>')
       .action(async (agentId: string, _opts: unknown, cmd: Command) => {
@@ -75,6 +77,10 @@ export function fleetCommands(program: Command): void {
 
   program
     .command('worker')
+    .addHelpText(
+      'after',
+      '\nExample:\n  tunefleet worker --temporal-address temporal.internal:7233 --nats-url nats://nats.internal:4222',
+    )
     .description('run a control worker (workflows, placement, data preparation) until SIGTERM')
     .action(async (_opts: unknown, cmd: Command) => {
       const cfg = loadConfig(globalFlags(cmd));

@@ -9,6 +9,7 @@ import { duration } from '../progress';
 export function jobCommands(program: Command): void {
   program
     .command('submit')
+    .addHelpText('after', '\nExample:\n  tunefleet submit examples/chat-unit-conversions.yaml --follow')
     .description('validate a job spec, upload its dataset and start the job')
     .argument('<spec>', 'job spec, YAML or JSON (see docs/spec.md)')
     .option('--id <jobId>', 'job id (default: <name>-<timestamp>-<random>)')
@@ -47,6 +48,7 @@ export function jobCommands(program: Command): void {
 
   program
     .command('status')
+    .addHelpText('after', '\nExample:\n  tunefleet status mime-extensions-mf3k2a --json')
     .description("a job's state (with its queue position), attempt/epoch, agent and latest step")
     .argument('<job>')
     .option('--json', 'machine-readable output')
@@ -116,6 +118,7 @@ export function jobCommands(program: Command): void {
 
   program
     .command('cancel')
+    .addHelpText('after', '\nExample:\n  tunefleet cancel mime-extensions-mf3k2a')
     .description(
       'stop a job: its trainer checkpoints and stops (killed after a grace period); its reservations are released',
     )
@@ -129,6 +132,7 @@ export function jobCommands(program: Command): void {
 
   program
     .command('explain')
+    .addHelpText('after', '\nExample:\n  tunefleet explain mime-extensions-mf3k2a')
     .description('why a job was placed where it was (or is still waiting): every agent, every filter reason and score')
     .argument('<job>')
     .option('--json', 'machine-readable output')
@@ -141,6 +145,7 @@ export function jobCommands(program: Command): void {
 
   program
     .command('logs')
+    .addHelpText('after', '\nExample:\n  tunefleet logs mime-extensions-mf3k2a -f')
     .description("a job's trainer log lines (from its event stream, every attempt)")
     .argument('<job>')
     .option('-f, --follow', 'keep following until the job ends')
@@ -157,6 +162,7 @@ export function jobCommands(program: Command): void {
 
   program
     .command('watch')
+    .addHelpText('after', '\nExample:\n  tunefleet watch mime-extensions-mf3k2a')
     .description(
       'follow a job until it ends: a live progress bar on a terminal ' +
         '(events from the start, so a late watcher catches up), one line per event otherwise',

@@ -10,6 +10,7 @@ import { intFlag, reviewFormat, withStack } from './common';
 export function resultCommands(program: Command): void {
   program
     .command('result')
+    .addHelpText('after', '\nExample:\n  tunefleet result mime-extensions-mf3k2a --plot loss.svg')
     .description(
       "a finished job's evaluation: metric, base, fine-tuned, delta " +
         '(loss, perplexity, exact match, BLEU, ROUGE-L, judge, tool scores, human grades), ' +
@@ -40,6 +41,7 @@ export function resultCommands(program: Command): void {
   const review = program.command('review').description("human review of a finished job's answers");
   review
     .command('export')
+    .addHelpText('after', '\nExample:\n  tunefleet review export mime-extensions-mf3k2a -n 50 -o review.csv')
     .description(
       'write a sample of (prompt, reference, base output, fine-tuned output) ' +
         'with empty grade columns for people to fill in (1-5)',
@@ -70,6 +72,7 @@ export function resultCommands(program: Command): void {
     });
   review
     .command('import')
+    .addHelpText('after', '\nExample:\n  tunefleet review import mime-extensions-mf3k2a review.csv')
     .description(
       "attach the grades of a filled-in review file to the job's result " +
         '(checked row by row first; nothing is stored if a row is wrong)',
@@ -91,6 +94,7 @@ export function resultCommands(program: Command): void {
 
   program
     .command('download')
+    .addHelpText('after', '\nExample:\n  tunefleet download mime-extensions-mf3k2a --out ./adapter')
     .description("write a finished job's adapter (PEFT format) to a directory")
     .argument('<job>')
     .option('-o, --out <dir>', 'output directory (default ./<job>-adapter)')

@@ -3,6 +3,8 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import type { Command } from 'commander';
+import { buildProgram } from '../../scheduler/cli';
 import { ROOT } from '../harness/stack';
 
 const BIN = join(ROOT, 'bin', 'tunefleet');
@@ -61,6 +63,19 @@ describe('cli offline - version and completion', function () {
       const r = cli('list', flag as string, value as string);
       expect(r.status, `${flag} ${value}`).to.equal(2);
       expect(r.stderr).to.contain(`${flag} '${value}'`);
+    }
+  });
+
+  it("cli offline - every command's --help has an example line", () => {
+    const leaves = (c: Command, path: string[]): [string, Command][] =>
+      c.commands.length ? c.commands.flatMap((s) => leaves(s, [...path, s.name()])) : [[path.join(' '), c]];
+    const all = leaves(buildProgram(), []);
+    expect(all.length).to.be.greaterThan(15);
+    for (const [name, c] of all) {
+      let text = '';
+      c.configureOutput({ writeOut: (t) => (text += t), writeErr: (t) => (text += t) });
+      c.outputHelp();
+      expect(text, name).to.match(/\nExample:\n {2}tunefleet \S/);
     }
   });
 });

@@ -183,7 +183,15 @@ export class Stack {
     return { object, sha256, bytes };
   }
 
-  async submit(loaded: LoadedSpec, jobId?: string): Promise<string> {
+  /**
+   * Check the spec's data, upload it and start the job; `o.warn` hears what is worth knowing
+   * but not refused (a small eval split), `o.strictEval` refuses that too.
+   */
+  async submit(
+    loaded: LoadedSpec,
+    jobId?: string,
+    o: { strictEval?: boolean; warn?: (m: string) => void } = {},
+  ): Promise<string> {
     const id = jobId ?? newJobId(loaded.spec.name);
     if (!ID_PATTERN.test(id))
       throw new TunefleetError(
@@ -192,10 +200,9 @@ export class Stack {
         { field: '--id' },
       );
     // malformed or empty data is refused here, before anything is stored
-    const { checkDatasetFile } = await import('./prepare');
-    await checkDatasetFile(loaded.datasetPath, loaded.spec.dataset.path, loaded.spec.dataset.policy);
-    if (loaded.evalPath)
-      await checkDatasetFile(loaded.evalPath, loaded.spec.dataset.eval_path ?? 'eval', loaded.spec.dataset.policy);
+    const { checkJobData } = await import('./prepare');
+    const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
+    for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
     await ensureAssets(await this.nats());
     const input: FineTuneInput = {
       jobId: id,

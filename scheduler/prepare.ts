@@ -13,6 +13,8 @@ import {
   checkLine,
   cleanRecord,
   evalIndices,
+  evalSplitSize,
+  smallEvalSplit,
   ErrorCode,
   Pipeline,
   RULES,
@@ -50,6 +52,36 @@ const tooLong = (bytes: number): string =>
  * least one record is there. One streaming pass, like the sha256 the upload needs anyway;
  * cleaning, dedup and the split stay with the prepare step.
  */
+/**
+ * What submit checks before anything is stored: the dataset (and the eval file) record by
+ * record, then the eval split's size as the split will make it (before deduplication, so
+ * at most this). An empty eval split with gates is refused (they cannot be computed); a
+ * split under MIN_EVAL_RECORDS is a warning, or an error with `strictEval`.
+ */
+export async function checkJobData(
+  spec: JobSpec,
+  datasetPath: string,
+  evalPath: string | null,
+  o: { strictEval?: boolean } = {},
+): Promise<{ records: number; evalRecords: number; warnings: string[] }> {
+  const { records } = await checkDatasetFile(datasetPath, spec.dataset.path, spec.dataset.policy);
+  const evalRecords = evalPath
+    ? (await checkDatasetFile(evalPath, spec.dataset.eval_path ?? 'eval', spec.dataset.policy)).records
+    : evalSplitSize(records, spec.dataset.eval_fraction);
+  const gates = spec.evaluation.gates ?? [];
+  if (evalRecords === 0 && gates.length > 0)
+    throw new TunefleetError(
+      ErrorCode.DatasetInvalid,
+      `the eval split would be empty (${records} record${records === 1 ? '' : 's'}), so the gates ` +
+        `(${gates.join('; ')}) cannot be computed: add records or give dataset.eval_path`,
+      { field: 'dataset' },
+    );
+  const small = smallEvalSplit(evalRecords);
+  if (small && o.strictEval)
+    throw new TunefleetError(ErrorCode.DatasetInvalid, `${small}; refused (--strict-eval)`, { field: 'dataset' });
+  return { records, evalRecords, warnings: small ? [small] : [] };
+}
+
 export async function checkDatasetFile(
   path: string,
   label: string,

@@ -72,8 +72,26 @@ export function seededRandom(seed: number): () => number {
 }
 
 /** Indices (0..n-1) of the records held out for evaluation: round(n * fraction), at least 1 when n >= 2. */
+/** How many of n records the split holds out for evaluation (at least 1 and at most n - 1 when n >= 2). */
+export function evalSplitSize(n: number, fraction: number): number {
+  return n < 2 ? 0 : Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
+}
+
+/** Fewer held-out records than this make eval loss, exact match and the gates on them mostly noise. */
+export const MIN_EVAL_RECORDS = 20;
+
+/** What to tell the user about an eval split of `records` records; null when it is large enough. */
+export function smallEvalSplit(records: number): string | null {
+  if (records >= MIN_EVAL_RECORDS) return null;
+  return (
+    `the eval split has ${records} record${records === 1 ? '' : 's'}, fewer than ${MIN_EVAL_RECORDS}: ` +
+    'eval loss, exact match and gates on it mean little (add records, raise dataset.eval_fraction ' +
+    'or give dataset.eval_path)'
+  );
+}
+
 export function evalIndices(n: number, fraction: number, seed: number): Set<number> {
-  const k = n < 2 ? 0 : Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
+  const k = evalSplitSize(n, fraction);
   const idx = Array.from({ length: n }, (_, i) => i);
   const rand = seededRandom(seed);
   for (let i = n - 1; i > 0; i--) {

@@ -1,7 +1,7 @@
 // Datasets without a cluster: data check.
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { ErrorCode, TunefleetError, datasetSchema } from '../../shared';
+import { ErrorCode, TunefleetError, datasetSchema, MIN_EVAL_RECORDS, smallEvalSplit } from '../../shared';
 import { loadSpecFile } from '../client';
 import { formatDataReport } from '../format';
 
@@ -15,7 +15,8 @@ export function dataCommands(program: Command): void {
     .option('--spec <job.yaml>', "use this spec's dataset options (policy, clean, dedup, split)")
     .option('--lenient', 'drop malformed records instead of failing')
     .option('--json', 'machine-readable report')
-    .action(async (file: string, opts: { spec?: string; lenient?: boolean; json?: boolean }) => {
+    .option('--strict-eval', `fail (exit 2) when the eval split has fewer than ${MIN_EVAL_RECORDS} records`)
+    .action(async (file: string, opts: { spec?: string; lenient?: boolean; json?: boolean; strictEval?: boolean }) => {
       const { analyse, fileSource } = await import('../prepare');
       const dataset = opts.spec ? (await loadSpecFile(opts.spec)).spec.dataset : datasetSchema.parse({ path: file });
       if (opts.lenient) dataset.policy = 'lenient';
@@ -23,5 +24,9 @@ export function dataCommands(program: Command): void {
         throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${file}`, { field: 'file' });
       const { report } = await analyse({ spec: { dataset }, main: { source: fileSource(file), label: file } });
       console.log(opts.json ? JSON.stringify(report, null, 1) : formatDataReport(report));
+      const small = smallEvalSplit(report.eval_records);
+      if (small && opts.strictEval)
+        throw new TunefleetError(ErrorCode.DatasetInvalid, `${small}; refused (--strict-eval)`);
+      if (small) console.error(`warning: ${small}`);
     });
 }

@@ -1,6 +1,6 @@
 // Job commands: submit, status, list, cancel, explain, logs, watch.
 import { Command } from 'commander';
-import { JOB_STATES, type JobEvent } from '../../shared';
+import { JOB_STATES, MIN_EVAL_RECORDS, type JobEvent } from '../../shared';
 import { loadSpecFile, failureMessage } from '../client';
 import { formatDecisions, table } from '../format';
 import { followWithProgress, intFlag, jobState, printFinal, sinceFlag, withStack } from './common';
@@ -16,29 +16,28 @@ export function jobCommands(program: Command): void {
     .option('-f, --follow', 'show live progress and print the result when the job ends')
     .option('-w, --watch', 'the same as --follow')
     .option('--dry-run', 'only validate the spec and its files')
+    .option('--strict-eval', `refuse an eval split of fewer than ${MIN_EVAL_RECORDS} records (else a warning)`)
     .action(
       async (
         specFile: string,
-        opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean },
+        opts: { id?: string; follow?: boolean; watch?: boolean; dryRun?: boolean; strictEval?: boolean },
         cmd: Command,
       ) => {
         opts.follow ||= opts.watch;
         const loaded = await loadSpecFile(specFile);
+        const warn = (m: string): void => console.error(m);
         if (opts.dryRun) {
-          const { checkDatasetFile } = await import('../prepare');
-          const { records } = await checkDatasetFile(
-            loaded.datasetPath,
-            loaded.spec.dataset.path,
-            loaded.spec.dataset.policy,
-          );
+          const { checkJobData } = await import('../prepare');
+          const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath, opts);
+          for (const w of checked.warnings) warn(`warning: ${w}`);
           console.log(
             `${specFile}: valid (${loaded.spec.method} on ${loaded.spec.model}, ` +
-              `dataset ${loaded.datasetPath}: ${records} records)`,
+              `dataset ${loaded.datasetPath}: ${checked.records} records, about ${checked.evalRecords} held out)`,
           );
           return;
         }
         await withStack(cmd, async (stack) => {
-          const id = await stack.submit(loaded, opts.id);
+          const id = await stack.submit(loaded, opts.id, { strictEval: opts.strictEval, warn });
           console.log(`submitted job ${id}`);
           if (!opts.follow) return;
           await printFinal(stack, await followWithProgress(stack, id));

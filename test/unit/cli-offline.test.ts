@@ -2,6 +2,8 @@
 // is sourced in a real bash and asked to complete).
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { buildProgram } from '../../scheduler/cli';
@@ -77,5 +79,33 @@ describe('cli offline - version and completion', function () {
       c.outputHelp();
       expect(text, name).to.match(/\nExample:\n {2}tunefleet \S/);
     }
+  });
+
+  it('cli offline - a small eval split warns at data check and submit, fails with --strict-eval; gates on an empty one are refused', () => {
+    const data = join(ROOT, 'examples', 'person-extraction.jsonl');
+    const check = cli('data', 'check', data);
+    expect(check.status, check.stderr).to.equal(0);
+    expect(check.stderr).to.match(/warning: the eval split has 2 records, fewer than 20/);
+    const strict = cli('data', 'check', data, '--strict-eval');
+    expect(strict.status).to.equal(2);
+    expect(strict.stderr).to.match(/refused \(--strict-eval\)/);
+
+    const spec = join(ROOT, 'examples', 'chat-unit-conversions.yaml');
+    const dry = cli('submit', spec, '--dry-run');
+    expect(dry.status, dry.stderr).to.equal(0);
+    expect(dry.stderr).to.match(/warning: the eval split has 5 records/);
+    expect(cli('submit', spec, '--dry-run', '--strict-eval').status).to.equal(2);
+
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-eval-'));
+    writeFileSync(join(dir, 'one.jsonl'), '{"prompt": "a", "completion": "b"}\n');
+    writeFileSync(
+      join(dir, 'job.yaml'),
+      'name: one\nmodel: m\nmethod: lora\ndataset: {path: one.jsonl}\nevaluation: {gates: ["eval_loss <= base"]}\n',
+    );
+    const gated = cli('submit', join(dir, 'job.yaml'), '--dry-run');
+    expect(gated.status).to.equal(2);
+    expect(gated.stderr).to.match(
+      /the eval split would be empty \(1 record\), so the gates \(eval_loss <= base\) cannot/,
+    );
   });
 });

@@ -23,6 +23,7 @@ import {
   type TestStack,
 } from '../harness/stack';
 import { rejection } from '../harness/expect';
+import { tinyJob, until } from '../harness/fleet';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -309,6 +310,11 @@ print(json.dumps({"eval_loss": total / count}))
       .to.match(/COMPLETED/)
       .and.match(/succeeded/)
       .and.match(/step 6\/6/);
+    // a third end: a job cancelled while it trains
+    const cancelled = await client.submit(await loadSpecFile(tinyJob('e2e-cancel', 100000, 1000)), 'e2e-cancelled');
+    await until('training', async () => (await client.describe(cancelled)).status?.state === 'training', 120_000);
+    expect((await run('cancel', cancelled)).status).to.equal(0);
+    await until('cancelled', async () => (await client.describe(cancelled)).temporal === 'CANCELLED', 60_000);
     // finished jobs say how they ended, where they ran, how long they took and their eval loss
     type Row = { jobId: string; state: string; agent: string | null; attempt: number | null; seconds: number };
     const rows = JSON.parse((await run('list', '--json')).stdout) as (Row & { evalLoss: { tuned: number } | null })[];
@@ -317,11 +323,15 @@ print(json.dumps({"eval_loss": total / count}))
     expect(ok?.seconds).to.be.greaterThan(0);
     expect(ok?.evalLoss?.tuned).to.be.a('number');
     expect(rows.find((j) => j.jobId === 'e2e-gate-fail')).to.include({ state: 'failed_gate', agent: 'test-agent' });
+    expect(rows.find((j) => j.jobId === cancelled)).to.include({ state: 'cancelled', agent: 'test-agent' });
+    for (const id of [jobId, 'e2e-gate-fail', cancelled])
+      expect(rows.find((j) => j.jobId === id)?.seconds, id).to.be.greaterThan(0);
     const gated = JSON.parse((await run('list', '--state', 'failed_gate', '--json')).stdout) as Row[];
     expect(gated.map((j) => j.jobId)).to.deep.equal(['e2e-gate-fail']);
     const shown = await run('list');
     expect(shown.stdout).to.match(new RegExp(`${jobId} +succeeded +- +test-agent +1 `));
     expect(shown.stdout).to.match(/e2e-gate-fail +failed_gate +- +test-agent +1 /);
+    expect(shown.stdout).to.match(/e2e-cancelled +cancelled +- +test-agent +1 /);
     expect((await run('list', '--state', 'nope')).status).to.equal(2);
     const res = await run('result', jobId);
     expect(res.stdout)

@@ -52,6 +52,8 @@ export interface ListOptions {
   since?: Date;
   /** at most this many rows, newest first */
   limit?: number;
+  /** with limit: which page of `limit` rows (1: the newest) */
+  page?: number;
   /** any further visibility query over the search attributes */
   query?: string;
 }
@@ -305,7 +307,12 @@ export class Stack {
     if (o.since) where.push(`StartTime >= '${o.since.toISOString()}'`);
     if (o.query) where.push(`(${o.query})`);
     const found: { w: WorkflowExecutionInfo; submitted: Date }[] = [];
+    let skip = o.limit && o.page ? (o.page - 1) * o.limit : 0;
     for await (const w of this.client.workflow.list({ query: where.join(' AND ') })) {
+      if (skip > 0) {
+        skip -= 1;
+        continue;
+      }
       const submitted = typeof w.memo?.submittedAt === 'string' ? new Date(w.memo.submittedAt) : w.startTime;
       found.push({ w, submitted });
       if (o.limit && found.length >= o.limit) break;

@@ -78,6 +78,7 @@ export function jobCommands(program: Command): void {
     .option('--model <name>', 'only jobs on this base model')
     .option('--since <when>', 'only jobs submitted since: an ISO time (2026-12-01T09:00Z) or an age (30m, 12h, 7d)')
     .option('--limit <n>', 'at most n jobs (newest first)', '50')
+    .option('--page <n>', 'the n-th page of --limit jobs (1: the newest)', '1')
     .option('--json', 'machine-readable output, the same fields')
     .option(
       '--query <visibility query>',
@@ -87,14 +88,23 @@ export function jobCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  tunefleet list --state failed_gate --since 7d')
     .action(
       async (
-        opts: { json?: boolean; query?: string; state?: string; model?: string; since?: string; limit: string },
+        opts: {
+          json?: boolean;
+          query?: string;
+          state?: string;
+          model?: string;
+          since?: string;
+          limit: string;
+          page: string;
+        },
         cmd: Command,
       ) => {
         const state = opts.state === undefined ? undefined : jobState(opts.state);
         const since = opts.since === undefined ? undefined : sinceFlag(opts.since, Date.now());
         const limit = intFlag(opts.limit, '--limit', 1);
+        const page = intFlag(opts.page, '--page', 1);
         await withStack(cmd, async (stack) => {
-          const jobs = await stack.list({ state, model: opts.model, since, limit, query: opts.query });
+          const jobs = await stack.list({ state, model: opts.model, since, limit, page, query: opts.query });
           if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
           console.log(
             table(

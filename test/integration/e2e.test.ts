@@ -333,6 +333,15 @@ print(json.dumps({"eval_loss": total / count}))
     expect(shown.stdout).to.match(/e2e-gate-fail +failed_gate +- +test-agent +1 /);
     expect(shown.stdout).to.match(/e2e-cancelled +cancelled +- +test-agent +1 /);
     expect((await run('list', '--state', 'nope')).status).to.equal(2);
+    // pages of --limit rows, newest first
+    const page = async (n: number): Promise<string[]> =>
+      (JSON.parse((await run('list', '--limit', '1', '--page', String(n), '--json')).stdout) as Row[]).map(
+        (j) => j.jobId,
+      );
+    expect(await page(1)).to.deep.equal([cancelled]);
+    const second = await page(2);
+    expect(second).to.have.length(1);
+    expect(second[0]).to.not.equal(cancelled);
     const res = await run('result', jobId);
     expect(res.stdout)
       .to.match(/eval loss/)

@@ -44,6 +44,16 @@ import type { LossCurve } from './format';
 import { readReview, sampleRows, summarise, writeReview, type OutputRow, type ReviewFormat } from './review';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
 
+/** How long `list` waits for one job's status query. */
+const QUERY_MS = 5_000;
+
+/** p's value, or null when it fails or takes longer than ms. */
+function within<T>(ms: number, p: Promise<T>): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((res) => (timer = setTimeout(() => res(null), ms)));
+  return Promise.race([p.catch(() => null), late]).finally(() => clearTimeout(timer));
+}
+
 export interface ListOptions {
   /** only jobs in this state (running ones by their current state, finished ones as they ended) */
   state?: JobState;
@@ -331,8 +341,10 @@ export class Stack {
       closed,
       seconds: ((closed ?? new Date()).getTime() - submitted.getTime()) / 1000,
     };
+    // a query needs a control worker; without one the row shows what visibility knows
+    const status = (): Promise<JobStatus | null> => within(QUERY_MS, handle.query(statusQuery));
     if (temporal === 'RUNNING') {
-      const s = await handle.query(statusQuery).catch(() => null);
+      const s = await status();
       return {
         ...base,
         state: s?.state ?? null,
@@ -359,7 +371,7 @@ export class Stack {
     }
     // failed or cancelled: where it last ran comes from the status query (a worker replays the history)
     const state = temporal === 'CANCELLED' ? 'cancelled' : 'failed';
-    const last = await handle.query(statusQuery).catch(() => null);
+    const last = await status();
     const error = state === 'failed' ? await handle.result().then(() => null, failureMessage) : null;
     return {
       ...base,

@@ -47,12 +47,6 @@ const tooLong = (bytes: number): string =>
   `the line is ${(bytes / 2 ** 20).toFixed(1)} MiB, over the ${MAX_LINE_BYTES / 2 ** 20} MiB limit for one record`;
 
 /**
- * What submit checks on the user's machine before anything is uploaded: every line is
- * UTF-8 JSON in a known record shape and under the line limit (policy strict), and at
- * least one record is there. One streaming pass, like the sha256 the upload needs anyway;
- * cleaning, dedup and the split stay with the prepare step.
- */
-/**
  * What submit checks before anything is stored: the dataset (and the eval file) record by
  * record, then the eval split's size as the split will make it (before deduplication, so
  * at most this). An empty eval split with gates is refused (they cannot be computed); a
@@ -82,6 +76,12 @@ export async function checkJobData(
   return { records, evalRecords, warnings: small ? [small] : [] };
 }
 
+/**
+ * What submit checks on the user's machine before anything is uploaded: every line is
+ * UTF-8 JSON in a known record shape and under the line limit (policy strict), and at
+ * least one record is there. One streaming pass, like the sha256 the upload needs anyway;
+ * cleaning, dedup and the split stay with the prepare step.
+ */
 export async function checkDatasetFile(
   path: string,
   label: string,

@@ -71,7 +71,6 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-/** Indices (0..n-1) of the records held out for evaluation: round(n * fraction), at least 1 when n >= 2. */
 /** How many of n records the split holds out for evaluation (at least 1 and at most n - 1 when n >= 2). */
 export function evalSplitSize(n: number, fraction: number): number {
   return n < 2 ? 0 : Math.min(n - 1, Math.max(1, Math.round(n * fraction)));
@@ -90,6 +89,7 @@ export function smallEvalSplit(records: number): string | null {
   );
 }
 
+/** Indices (0..n-1) of the records held out for evaluation: round(n * fraction), at least 1 when n >= 2. */
 export function evalIndices(n: number, fraction: number, seed: number): Set<number> {
   const k = evalSplitSize(n, fraction);
   const idx = Array.from({ length: n }, (_, i) => i);

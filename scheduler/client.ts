@@ -1,15 +1,9 @@
 // What the CLI does against a running stack: submit, status, list, result, download,
 // and following a job's events. Spec errors are found before anything is contacted.
-import {
-  Client,
-  Connection,
-  WorkflowExecutionAlreadyStartedError,
-  WorkflowNotFoundError,
-  type WorkflowExecutionInfo,
-} from '@temporalio/client';
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   ADAPTERS_BUCKET,
   CONTROL_TASK_QUEUE,
@@ -23,17 +17,14 @@ import {
   jobEventSubject,
   jobEventsFilter,
   parseJobEvent,
-  parseSpec,
   latestReviewObjectName,
   reviewObjectPrefix,
   type ReviewSummary,
   type Config,
   type FineTuneInput,
   type JobResult,
-  type JobSpec,
   type JobEvent,
   type JobEventOf,
-  type JobState,
   type JobStatus,
   type TrainerEventType,
 } from '../shared';
@@ -43,114 +34,13 @@ import type { DecisionRecord } from './activities';
 import type { LossCurve } from './format';
 import { readReview, sampleRows, summarise, writeReview, type OutputRow, type ReviewFormat } from './review';
 import { connectNats, ensureAssets, getFile, putFile, sha256File, type Nats } from './nats';
+import { listJobs, type JobRow, type ListOptions } from './joblist';
+import { newJobId, type LoadedSpec } from './specfile';
 
-/** How long `list` waits for one job's status query. */
-const QUERY_MS = 5_000;
-
-/** p's value, or null when it fails or takes longer than ms. */
-function within<T>(ms: number, p: Promise<T>): Promise<T | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<null>((res) => (timer = setTimeout(() => res(null), ms)));
-  return Promise.race([p.catch(() => null), late]).finally(() => clearTimeout(timer));
-}
-
-export interface ListOptions {
-  /** only jobs in this state (running ones by their current state, finished ones as they ended) */
-  state?: JobState;
-  model?: string;
-  /** submitted at or after */
-  since?: Date;
-  /** at most this many rows, newest first */
-  limit?: number;
-  /** with limit: which page of `limit` rows (1: the newest) */
-  page?: number;
-  /** any further visibility query over the search attributes */
-  query?: string;
-}
-
-/** One job as `tunefleet list` shows it. */
-export interface JobRow {
-  jobId: string;
-  /** the workflow's status in Temporal (RUNNING, COMPLETED, FAILED, CANCELED, ...) */
-  status: string;
-  /** the job's state: the current one while running, how it ended once finished */
-  state: string | null;
-  position: number | null;
-  agent: string | null;
-  attempt: number | null;
-  /** submit time */
-  started: Date;
-  closed: Date | null;
-  /** from submit to close (or to now, while running) */
-  seconds: number;
-  /** a finished job's eval loss, base and fine-tuned */
-  evalLoss: { base: number; tuned: number } | null;
-  /** why a failed job failed */
-  error: string | null;
-}
-
-export interface LoadedSpec {
-  spec: JobSpec;
-  file: string;
-  datasetPath: string;
-  evalPath: string | null;
-}
-
-/** Parse and check a spec file and the files it names. No stack needed. */
-export async function loadSpecFile(file: string): Promise<LoadedSpec> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new TunefleetError(
-      ErrorCode.SpecUnreadable,
-      `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
-      { file },
-    );
-  }
-  const spec = parseSpec(text, file);
-  const base = dirname(resolve(file));
-  // data files live in the spec's directory or below it: no absolute paths, no '..' out of
-  // it, no symlink that leads out of it (a spec from someone else cannot upload ~/.ssh)
-  const root = realpathSync(base);
-  const local = (p: string, field: string): string => {
-    if (isAbsolute(p))
-      throw new TunefleetError(
-        ErrorCode.SpecInvalid,
-        `'${p}' is an absolute path; give a path relative to the spec's directory (${base})`,
-        { file, field },
-      );
-    const full = resolve(base, p);
-    const rel = relative(base, full);
-    if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
-      throw new TunefleetError(ErrorCode.SpecInvalid, `'${p}' leaves the spec's directory (${base})`, { file, field });
-    if (!existsSync(full)) throw new TunefleetError(ErrorCode.DatasetMissing, `no such file: ${full}`, { file, field });
-    const real = realpathSync(full);
-    if (relative(root, real).startsWith('..'))
-      throw new TunefleetError(
-        ErrorCode.SpecInvalid,
-        `'${p}' is a symlink to ${real}, outside the spec's directory (${base})`,
-        { file, field },
-      );
-    if (!statSync(real).isFile())
-      throw new TunefleetError(ErrorCode.DatasetMissing, `not a regular file: ${full}`, { file, field });
-    return full;
-  };
-  return {
-    spec,
-    file,
-    datasetPath: local(spec.dataset.path, 'dataset.path'),
-    evalPath: spec.dataset.eval_path ? local(spec.dataset.eval_path, 'dataset.eval_path') : null,
-  };
-}
-
-export function newJobId(name: string, now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:T]/g, '').slice(2, 14);
-  const rand = Math.floor(Math.random() * 36 ** 4)
-    .toString(36)
-    .padStart(4, '0');
-  return `${name}-${stamp}-${rand}`.slice(0, 63);
-}
+export { loadSpecFile, newJobId, type LoadedSpec } from './specfile';
+export type { JobRow, ListOptions } from './joblist';
+export { failureMessage } from './messages';
+import { failureMessage } from './messages';
 
 export class Stack {
   private constructor(
@@ -302,85 +192,9 @@ export class Stack {
     }
   }
 
-  /**
-   * Jobs, newest first, running or finished: the state (a running job's from its status
-   * query, a finished one's as it ended: from the state search attribute, else from how the
-   * workflow closed), agent, attempt, submit time, duration, and for a finished job with a
-   * result the eval loss base -> fine-tuned. Filters are visibility queries, so `limit`
-   * rows are read at most.
-   */
-  async list(o: ListOptions = {}): Promise<JobRow[]> {
-    // a run that continued as new is not a job of its own: its successor (same workflow id) is listed
-    const where = [`WorkflowType = 'fineTune'`, `ExecutionStatus != 'ContinuedAsNew'`];
-    if (o.state) where.push(`TunefleetState = '${o.state}'`);
-    if (o.model) where.push(`TunefleetModel = '${o.model.replace(/'/g, '')}'`);
-    if (o.since) where.push(`StartTime >= '${o.since.toISOString()}'`);
-    if (o.query) where.push(`(${o.query})`);
-    const found: { w: WorkflowExecutionInfo; submitted: Date }[] = [];
-    let skip = o.limit && o.page ? (o.page - 1) * o.limit : 0;
-    for await (const w of this.client.workflow.list({ query: where.join(' AND ') })) {
-      if (skip > 0) {
-        skip -= 1;
-        continue;
-      }
-      const submitted = typeof w.memo?.submittedAt === 'string' ? new Date(w.memo.submittedAt) : w.startTime;
-      found.push({ w, submitted });
-      if (o.limit && found.length >= o.limit) break;
-    }
-    return Promise.all(found.map(({ w, submitted }) => this.row(w, submitted)));
-  }
-
-  private async row(w: WorkflowExecutionInfo, submitted: Date): Promise<JobRow> {
-    const handle = this.client.workflow.getHandle(w.workflowId);
-    const temporal = w.status.name;
-    const closed = w.closeTime ?? null;
-    const base = {
-      jobId: w.workflowId,
-      status: temporal,
-      started: submitted,
-      closed,
-      seconds: ((closed ?? new Date()).getTime() - submitted.getTime()) / 1000,
-    };
-    // a query needs a control worker; without one the row shows what visibility knows
-    const status = (): Promise<JobStatus | null> => within(QUERY_MS, handle.query(statusQuery));
-    if (temporal === 'RUNNING') {
-      const s = await status();
-      return {
-        ...base,
-        state: s?.state ?? null,
-        position: s?.queuePosition ?? null,
-        agent: s?.agentId ?? null,
-        attempt: s?.attempt || null,
-        evalLoss: null,
-        error: null,
-      };
-    }
-    const recorded = w.typedSearchAttributes.get(SA_STATE) ?? null;
-    const none = { position: null, agent: null, attempt: null, evalLoss: null, error: null };
-    if (temporal === 'COMPLETED') {
-      const r = (await handle.result().catch(() => null)) as JobResult | null;
-      if (!r) return { ...base, ...none, state: recorded };
-      return {
-        ...base,
-        ...none,
-        state: r.state,
-        agent: r.training.agentId,
-        attempt: r.training.attempt,
-        evalLoss: { base: r.evaluation.base.eval_loss, tuned: r.evaluation.tuned.eval_loss },
-      };
-    }
-    // failed or cancelled: where it last ran comes from the status query (a worker replays the history)
-    const state = temporal === 'CANCELLED' ? 'cancelled' : 'failed';
-    const last = await status();
-    const error = state === 'failed' ? await handle.result().then(() => null, failureMessage) : null;
-    return {
-      ...base,
-      ...none,
-      state: recorded === 'cancelled' || recorded === 'failed' ? recorded : state,
-      agent: last?.agentId ?? null,
-      attempt: last?.attempt || null,
-      error,
-    };
+  /** Jobs, newest first, running or finished (scheduler/joblist.ts). */
+  list(o: ListOptions = {}): Promise<JobRow[]> {
+    return listJobs(this.client, o);
   }
 
   /**
@@ -582,13 +396,3 @@ export class Stack {
 }
 
 const stderrWarn = (msg: string): void => void process.stderr.write(`warning: ${msg}\n`);
-
-export function failureMessage(e: unknown): string {
-  const parts: string[] = [];
-  let cur: unknown = e;
-  while (cur instanceof Error) {
-    parts.push(cur.message);
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  return [...new Set(parts.filter(Boolean))].join(': ') || String(e);
-}

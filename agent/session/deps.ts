@@ -1,0 +1,83 @@
+// What every session on an agent is built over (tests build them against a real NATS and
+// a real trainer on a tiny model), and the one way a session starts its trainer.
+import type { Context } from '@temporalio/activity';
+import { join } from 'node:path';
+import type { ProgressUpdate, TrainerEvent } from '../../shared';
+import type { AgentNats } from '../nats';
+import { threadEnv } from '../priority';
+import { runTrainer, type TrainerRun } from '../trainer';
+
+export interface AgentDeps {
+  agentId: string;
+  nats: AgentNats;
+  python: string;
+  modelsDir: string;
+  /** the exported judge model (loaded at the first evaluation) */
+  judgeDir: string;
+  workDir: string;
+  /** how often the activity heartbeats while the trainer runs */
+  heartbeatMs: number;
+  /** SIGTERM → SIGKILL grace for the trainer */
+  killGraceMs: number;
+  /** trainers run this many nice levels below the agent (0: at its priority) */
+  trainerNice: number;
+  /** CPU threads each trainer may use (OMP_NUM_THREADS) */
+  trainerThreads: number;
+  sessions: Map<string, Session>;
+  /** tell the job's workflow how training goes (throttled by the caller; failures are only logged) */
+  signalProgress: (workflowId: string, update: ProgressUpdate) => Promise<void>;
+  /** true while an operator drains this agent: no new work starts */
+  draining: () => boolean;
+  log: (m: string) => void;
+}
+
+/** A session as the agent's advert and drain see it. */
+export interface Session {
+  jobId: string;
+  attempt: number;
+  reservedBytes: number;
+  /** ask the trainer to checkpoint and stop (drain) */
+  stop?: () => void;
+  stopping?: boolean;
+}
+
+/** The session's working directory on this agent. */
+export function sessionDir(deps: AgentDeps, jobId: string, name: string): string {
+  return join(deps.workDir, 'jobs', jobId, name);
+}
+
+/** Start the trainer on `configPath`, below the agent's priority, its log in `dir`. */
+export function startTrainer(
+  deps: AgentDeps,
+  command: 'train' | 'evaluate',
+  jobId: string,
+  configPath: string,
+  dir: string,
+  onEvent: (e: TrainerEvent) => void,
+): TrainerRun {
+  return runTrainer({
+    python: deps.python,
+    priority: { nice: deps.trainerNice },
+    env: threadEnv(deps.trainerThreads),
+    command,
+    configPath,
+    logPath: join(dir, 'trainer.log'),
+    onInvalid: (e) => deps.log(`${jobId}: ${e.describe()}`),
+    onEvent,
+  });
+}
+
+/** Run `fn` with a heartbeat timer: work that has no trainer steps to heartbeat on (downloads, uploads). */
+export async function heartbeating<T>(
+  ctx: Context,
+  details: unknown,
+  everyMs: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const beat = setInterval(() => ctx.heartbeat(details), everyMs);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
+  }
+}

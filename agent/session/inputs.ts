@@ -1,0 +1,96 @@
+// What a session is given, checked again on the agent: the request came through Temporal,
+// not through the CLI's checks, and its job id and model name become paths here. The run
+// configuration is the trainer's one input file (run.json).
+import { ApplicationFailure } from '@temporalio/activity';
+import { existsSync, lstatSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, ID_PATTERN, MODEL_NAME_PATTERN, type JobSpec } from '../../shared';
+
+export function checkJobId(jobId: string): void {
+  if (!ID_PATTERN.test(jobId))
+    throw ApplicationFailure.nonRetryable(
+      `job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`,
+      ErrorCode.SpecInvalid,
+    );
+}
+
+/** The base model's directory under the agent's models directory; refused if missing, a symlink or a path. */
+export function modelDir(spec: JobSpec, modelsDir: string, agentId: string): string {
+  if (!MODEL_NAME_PATTERN.test(spec.model))
+    throw ApplicationFailure.nonRetryable(
+      `model name ${JSON.stringify(spec.model)} is not a model name`,
+      ErrorCode.SpecInvalid,
+    );
+  const dir = join(modelsDir, spec.model);
+  if (existsSync(dir) && lstatSync(dir).isSymbolicLink()) {
+    throw ApplicationFailure.nonRetryable(
+      `base model ${spec.model} on agent ${agentId} is a symlink (${dir}); ` +
+        "models are loaded only from the agent's models directory",
+      ErrorCode.SpecInvalid,
+    );
+  }
+  if (!existsSync(join(dir, 'config.json')))
+    throw ApplicationFailure.nonRetryable(
+      `base model ${spec.model} is not on agent ${agentId} (${dir})`,
+      ErrorCode.ModelMissing,
+    );
+  return dir;
+}
+
+export interface RunPaths {
+  model: string;
+  train: string;
+  eval: string;
+  out: string;
+  resume?: string | null;
+  adapter?: string;
+}
+
+/** The trainer's run.json: the spec's training fields, the paths on this agent, the memory budget. */
+export function runConfig(spec: JobSpec, paths: RunPaths, jobId: string, memoryBudget: number): object {
+  return {
+    job_id: jobId,
+    memory_budget: memoryBudget > 0 ? memoryBudget : null,
+    model_path: paths.model,
+    train_path: paths.train,
+    eval_path: paths.eval,
+    output_dir: paths.out,
+    method: spec.method,
+    resume_from: paths.resume ?? null,
+    adapter_path: paths.adapter ?? null,
+    lora: {
+      r: spec.lora.r,
+      alpha: spec.lora.alpha,
+      dropout: spec.lora.dropout,
+      target_modules: spec.lora.target_modules ?? null,
+    },
+    prompt: spec.prompt,
+    adapter: spec.adapter,
+    training: {
+      ...spec.training,
+      max_steps: spec.training.max_steps ?? null,
+      micro_batch_size: spec.training.micro_batch_size ?? null,
+      patience: spec.training.patience ?? null,
+    },
+    // the judge, the tool scorer and the gates run here and in the workflow, not in the trainer
+    evaluation: {
+      exact_match: spec.evaluation.exact_match,
+      max_new_tokens: spec.evaluation.max_new_tokens,
+      max_samples: spec.evaluation.max_samples ?? null,
+    },
+  };
+}
+
+/** Write run.json into `dir`; returns its path. */
+export async function writeRunConfig(
+  dir: string,
+  spec: JobSpec,
+  paths: RunPaths,
+  jobId: string,
+  memoryBudget: number,
+): Promise<string> {
+  const path = join(dir, 'run.json');
+  await writeFile(path, JSON.stringify(runConfig(spec, paths, jobId, memoryBudget), null, 1));
+  return path;
+}

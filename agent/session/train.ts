@@ -1,0 +1,293 @@
+// One training attempt on this agent, from the epoch claim to the uploaded adapter. The
+// session owns what it learns from the trainer's events (typed fields, no casts) and
+// turns the way the trainer ended into the outcome or a failure from the shared table.
+import { CancelledFailure, type Context } from '@temporalio/activity';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { KV } from 'nats';
+import {
+  ErrorCode,
+  TunefleetError,
+  attemptErrorClass,
+  trainedAdapterPrefix,
+  type TrainHeartbeat,
+  type TrainOutcome,
+  type TrainRequest,
+  type TrainerEvent,
+} from '../../shared';
+import { claimEpoch } from '../commits';
+import type { TrainerRun } from '../trainer';
+import { heartbeating, startTrainer, sessionDir, type AgentDeps, type Session } from './deps';
+import { attemptFailure, droppedBecause, inputFailure, oomFailure, type TrainerErrorEvent } from './failures';
+import { modelDir, writeRunConfig } from './inputs';
+import { EventPublisher } from './publish';
+import { fetchNewestCheckpoint, fetchSplits, uploadCheckpoint, uploadFiles, type CheckpointRef } from './transfer';
+
+type Of<T extends TrainerEvent['type']> = Extract<TrainerEvent, { type: T }>;
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
+
+/** How often at most a session signals its progress to the workflow. */
+const PROGRESS_EVERY_MS = 2_000;
+
+export class TrainSession {
+  private readonly t0 = Date.now();
+  private readonly hb: TrainHeartbeat;
+  private readonly events: EventPublisher;
+  // what the trainer said
+  private started: Of<'started'> | null = null;
+  private finished: Of<'finished'> | null = null;
+  private failure: TrainerErrorEvent | null = null;
+  private oom: Of<'oom'> | null = null;
+  private lastEventAt = Date.now();
+  // what this agent decided about it
+  private fenced: string | null = null;
+  private stuck: string | null = null;
+  private uploads: Promise<void> = Promise.resolve();
+  private uploadError: unknown = null;
+  private lastSignal = 0;
+  private setupBeat: NodeJS.Timeout | null = null;
+  private proc: TrainerRun | null = null;
+
+  constructor(
+    private readonly deps: AgentDeps,
+    private readonly req: TrainRequest,
+    private readonly ctx: Context,
+    private readonly session: Session,
+  ) {
+    this.hb = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+    this.events = new EventPublisher(deps.nats, req.jobId, req.attempt, deps.agentId, deps.log);
+  }
+
+  async run(): Promise<TrainOutcome> {
+    // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
+    this.setupBeat = setInterval(() => this.ctx.heartbeat(this.hb), this.deps.heartbeatMs);
+    try {
+      const commits = await this.deps.nats.commits();
+      const configPath = await this.prepare(commits);
+      const exit = await this.supervise(configPath, commits);
+      return await this.outcome(exit);
+    } finally {
+      this.stopSetupBeat();
+    }
+  }
+
+  /** Claim the epoch, fetch the splits and the newest usable checkpoint, write run.json. */
+  private async prepare(commits: KV): Promise<string> {
+    const { req, deps } = this;
+    // this attempt is the job's epoch from now on: an older attempt's commits will be refused
+    let claim;
+    try {
+      claim = await claimEpoch(commits, req.jobId, req.attempt, deps.agentId);
+    } catch (e) {
+      if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw attemptFailure(e.message, 'FENCED');
+      throw e;
+    }
+    // the commit record is the truth about the newest checkpoint (the workflow's is a hint)
+    const candidates: CheckpointRef[] = claim.prefix
+      ? [{ prefix: claim.prefix, step: claim.step, manifest_sha256: claim.manifest_sha256 }, ...(claim.previous ?? [])]
+      : req.resumeFrom
+        ? [req.resumeFrom]
+        : [];
+    const dir = sessionDir(deps, req.jobId, `attempt-${req.attempt}`);
+    await mkdir(dir, { recursive: true });
+    const model = modelDir(req.spec, deps.modelsDir, deps.agentId);
+    const splits = await fetchSplits(deps.nats, req.data, dir);
+    const resume = await fetchNewestCheckpoint(deps.nats, req.jobId, candidates, dir, deps.log);
+    this.hb.step = resume?.from.step ?? 0;
+    this.hb.checkpoint = resume?.from ?? null;
+    const paths = { model, ...splits, out: join(dir, 'out'), resume: resume?.path ?? null };
+    return writeRunConfig(dir, req.spec, paths, req.jobId, req.reservedBytes);
+  }
+
+  /** Run the trainer to its end: heartbeats, checkpoints, cancellation, drain, the progress watchdog. */
+  private async supervise(configPath: string, commits: KV): Promise<Exit> {
+    const { req, deps, ctx } = this;
+    const dir = join(configPath, '..');
+    const proc = startTrainer(deps, 'train', req.jobId, configPath, dir, (e) => this.onEvent(e, commits));
+    this.proc = proc;
+    this.session.stop = () => {
+      this.session.stopping = true;
+      proc.interrupt(deps.killGraceMs);
+    };
+    // cancelled by the job's owner: checkpoint and stop (SIGTERM, SIGKILL after the grace);
+    // the server no longer knows this attempt (timed out, lost): it is a zombie, kill at once
+    const onCancel = (): void => {
+      const why = ctx.cancellationDetails;
+      if (why?.cancelRequested) return proc.interrupt(deps.killGraceMs);
+      deps.log(
+        `${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${droppedBecause(why)}); ` +
+          'killing the trainer',
+      );
+      proc.kill();
+    };
+    ctx.cancellationSignal.addEventListener('abort', onCancel);
+    const watchdog = this.watchdog(proc);
+    try {
+      const exit = await proc.exited;
+      if (watchdog) clearInterval(watchdog);
+      // the uploads after training have no steps to heartbeat on
+      await heartbeating(this.ctx, this.hb, this.deps.heartbeatMs, async () => {
+        await this.uploads;
+        await this.events.flush();
+      });
+      return exit;
+    } finally {
+      if (watchdog) clearInterval(watchdog);
+      ctx.cancellationSignal.removeEventListener('abort', onCancel);
+    }
+  }
+
+  private onEvent(e: TrainerEvent, commits: KV): void {
+    const { ctx, hb } = this;
+    this.events.publish(e);
+    this.lastEventAt = Date.now();
+    switch (e.type) {
+      case 'started':
+        this.started = e;
+        hb.stepsTotal = e.steps_total;
+        this.stopSetupBeat();
+        ctx.heartbeat(hb);
+        return;
+      case 'step':
+        // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
+        hb.step = e.step;
+        hb.loss = e.loss;
+        ctx.heartbeat(hb);
+        this.signalProgress(false);
+        return;
+      case 'checkpoint':
+        this.uploads = this.uploads
+          .then(() => this.commitCheckpoint(e, commits))
+          .catch((err: unknown) => {
+            this.uploadError ??= err;
+          });
+        return;
+      case 'finished':
+        this.finished = e;
+        return;
+      case 'error':
+        this.failure = e;
+        return;
+      case 'oom':
+        this.oom = e;
+        return;
+      default:
+        if (this.started) ctx.heartbeat(hb); // evaluation progress and other signs of life between steps
+    }
+  }
+
+  /** Upload files first, manifest last, then commit with compare-and-set on the job's epoch. */
+  private async commitCheckpoint(e: Of<'checkpoint'>, commits: KV): Promise<void> {
+    if (this.fenced) return;
+    const { req, deps } = this;
+    const c = {
+      jobId: req.jobId,
+      attempt: req.attempt,
+      agentId: deps.agentId,
+      step: e.step,
+      path: e.path,
+      files: e.files,
+    };
+    const r = await uploadCheckpoint(deps.nats, commits, c, deps.log);
+    if (r.outcome === 'fenced') {
+      this.fenced = `checkpoint step ${e.step} refused: a newer attempt owns ${req.jobId}`;
+      deps.log(`${req.jobId} attempt ${req.attempt}: ${this.fenced}; killing the trainer`);
+      this.proc?.kill();
+      return;
+    }
+    this.hb.checkpoint = { prefix: r.prefix, step: e.step };
+    this.ctx.heartbeat(this.hb);
+    this.signalProgress(true);
+  }
+
+  /** Tell the workflow how far training is (at most every PROGRESS_EVERY_MS unless forced). */
+  private signalProgress(force: boolean): void {
+    if (!force && Date.now() - this.lastSignal < PROGRESS_EVERY_MS) return;
+    this.lastSignal = Date.now();
+    const { hb, req } = this;
+    const update = {
+      attempt: req.attempt,
+      step: hb.step,
+      stepsTotal: hb.stepsTotal,
+      loss: hb.loss,
+      checkpoint: hb.checkpoint,
+    };
+    this.deps
+      .signalProgress(this.ctx.info.workflowExecution?.workflowId ?? req.jobId, update)
+      .catch((err: unknown) => this.deps.log(`${req.jobId}: progress signal failed: ${String(err)}`));
+  }
+
+  /**
+   * A trainer alive but silent for the heartbeat timeout has hung: kill it (the server gives up on the attempt
+   * then too, but this agent would not hear of it without a heartbeat).
+   */
+  private watchdog(proc: TrainerRun): NodeJS.Timeout | null {
+    const limit = this.ctx.info.heartbeatTimeoutMs ?? 0;
+    if (limit <= 0) return null;
+    const check = (): void => {
+      if (!this.started || this.finished || this.stuck || Date.now() - this.lastEventAt <= limit) return;
+      const silentS = Math.round((Date.now() - this.lastEventAt) / 1000);
+      this.stuck = `no progress from the trainer for ${silentS} s (step ${this.hb.step})`;
+      this.deps.log(`${this.req.jobId} attempt ${this.req.attempt}: ${this.stuck}; killing it`);
+      proc.kill();
+    };
+    return setInterval(check, Math.min(1000, limit / 4));
+  }
+
+  /** The attempt's result, or the failure that says how it ended (the order matters: see the failure table). */
+  private async outcome(exit: Exit): Promise<TrainOutcome> {
+    const { req, deps, hb, finished: fin, failure: err } = this;
+    const checkpoint = { checkpoint: hb.checkpoint };
+    if (this.fenced) throw attemptFailure(this.fenced, 'FENCED');
+    if (this.stuck) throw attemptFailure(this.stuck, 'TRAINER_STUCK', checkpoint);
+    if (this.uploadError)
+      throw attemptFailure(
+        `checkpoint upload failed: ${String(this.uploadError)}`,
+        'CHECKPOINT_UPLOAD_FAILED',
+        checkpoint,
+      );
+    if (this.ctx.cancellationSignal.aborted)
+      throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
+    if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
+      const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
+      const names = fin.adapter_files.map((f) => f.name);
+      await heartbeating(this.ctx, this.hb, this.deps.heartbeatMs, () =>
+        uploadFiles(deps.nats, prefix, fin.adapter_path, names, deps.log),
+      );
+      return {
+        attempt: req.attempt,
+        agentId: deps.agentId,
+        steps: fin.step,
+        trainLoss: fin.train_loss,
+        trainableParams: this.started?.trainable_params ?? 0,
+        totalParams: this.started?.total_params ?? 0,
+        adapterPrefix: prefix,
+        adapterFiles: fin.adapter_files,
+        seconds: (Date.now() - this.t0) / 1000,
+      };
+    }
+    const bad = inputFailure(err);
+    if (bad) throw bad;
+    if (this.oom) throw oomFailure(this.oom, hb.checkpoint);
+    if (this.session.stopping)
+      throw attemptFailure(
+        `agent ${deps.agentId} is draining; checkpointed at step ${hb.checkpoint?.step ?? 0}`,
+        'AGENT_DRAINING',
+        checkpoint,
+      );
+    if (err && attemptErrorClass(err.code) === 'disk_full')
+      throw attemptFailure(`agent ${deps.agentId}: ${err.message}`, 'DISK_FULL', checkpoint);
+    throw attemptFailure(this.why(exit), 'TRAINER_FAILED', checkpoint);
+  }
+
+  private why(exit: Exit): string {
+    if (this.failure) return `${this.failure.code}: ${this.failure.message}`;
+    if (this.finished?.stopped === 'signal') return 'the trainer was stopped by a signal';
+    return `the trainer exited with ${exit.code ?? exit.signal}\n${this.proc?.stderrTail() ?? ''}`;
+  }
+
+  private stopSetupBeat(): void {
+    if (this.setupBeat) clearInterval(this.setupBeat);
+    this.setupBeat = null;
+  }
+}

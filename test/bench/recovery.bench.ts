@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker } from '../../scheduler/worker';
 import { AgentProcesses, until } from '../harness/fleet';
 import { TINY_MODEL, startTestStack } from '../harness/stack';
@@ -68,7 +68,7 @@ function activities(
 async function main(): Promise<void> {
   const stack = await startTestStack();
   const worker = await startControlWorker(stack.cfg, () => {});
-  const client = await Stack.connect(stack.cfg);
+  const client = await JobClient.connect(stack.cfg);
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '1000']);
   agents.start('agent-a');
   agents.start('agent-b');
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     );
     await new Promise((r) => setTimeout(r, 1500));
     // warm-up: the first job on a fresh stack pays for Python imports in the page cache, bucket creation and so on
-    await client.follow(await client.submit(await loadSpecFile(spec(4)), 'bench-warmup'), () => {});
+    await client.events.follow(await client.submit(await loadSpecFile(spec(4)), 'bench-warmup'), () => {});
 
     // 1. submit → first step
     const firstRows: string[][] = [];
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
       const events: Ev[] = [];
       const t0 = Date.now();
       const id = await client.submit(await loadSpecFile(spec(4)), `bench-first-${run}`);
-      await client.follow(id, (e) => events.push(e));
+      await client.events.follow(id, (e) => events.push(e));
       const hist = (await client.client.workflow.getHandle(id).fetchHistory()).events as HistEvent[];
       const wfStart = ms(hist[0]?.eventTime);
       const acts = activities(hist);
@@ -140,7 +140,7 @@ async function main(): Promise<void> {
     for (let run = 1; run <= 2; run++) {
       const events: Ev[] = [];
       const id = await client.submit(await loadSpecFile(spec(1500)), `bench-recover-${run}`);
-      const done = client.follow(id, (e) => events.push(e)).catch(() => null);
+      const done = client.events.follow(id, (e) => events.push(e)).catch(() => null);
       const commits = await (await client.nats()).kv(COMMITS_BUCKET);
       await until(
         'first commit',

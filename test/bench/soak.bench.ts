@@ -12,7 +12,7 @@
 //                                              own priority (--trainer-nice 0), as a baseline
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Stack } from '../../scheduler/client';
+import { JobClient } from '../../scheduler/cli/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { AgentProcesses, readyAgents, until } from '../harness/fleet';
@@ -29,7 +29,7 @@ const TARGET_WORKFLOW_TASK_MS = 5_000;
 async function soak(jobs: number, agentCount: number, workerCount: number, nice: number): Promise<LoadFigures> {
   let stack: TestStack | undefined;
   const workers: RunningWorker[] = [];
-  let client: Stack | undefined;
+  let client: JobClient | undefined;
   const agents = new AgentProcesses(
     () => stack as TestStack,
     ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4', '--trainer-nice', String(nice)],
@@ -38,7 +38,7 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
     stack = await startTestStack();
     for (let i = 0; i < workerCount; i++)
       workers.push(await startControlWorker(stack.cfg, () => {}, { identity: `control-${i}@${process.pid}` }));
-    client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
+    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
     for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
     const c = client;
     await until(`${agentCount} agents advertise`, async () => (await readyAgents(c)).length === agentCount, 120_000);

@@ -41,7 +41,7 @@ import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
 import { processAlive, startNats, startTemporal, stopProcess } from '../../infra/services';
 import { join } from 'node:path';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import {
   AgentProcesses,
@@ -76,7 +76,7 @@ describe('chaos - faults injected into running jobs', function () {
   this.timeout(600_000);
   let stack: TestStack;
   let worker: RunningWorker;
-  let client: Stack;
+  let client: JobClient;
   // two sessions at once (a CPU agent on 2 cores defaults to one): scenario 2's uninterrupted
   // baseline and the recovered job run side by side on the surviving agent
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--max-sessions', '2']);
@@ -105,7 +105,7 @@ describe('chaos - faults injected into running jobs', function () {
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});
-    client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
+    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
     agents.start('agent-a');
     agents.start('agent-b');
     await until('two agents advertise', async () => (await ready()).length === 2, 90_000);
@@ -131,7 +131,7 @@ describe('chaos - faults injected into running jobs', function () {
     const every = 50;
     const id = await client.submit(await loadSpecFile(tinyJob('trainer-kill', 600, every)), 'chaos-trainer-kill');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
     const committed = (await commitOf(client, id)) as CommitRecord;
     const killedAt = Date.now();
@@ -158,7 +158,7 @@ describe('chaos - faults injected into running jobs', function () {
     const every = 40;
     const id = await client.submit(await loadSpecFile(tinyJob('corrupt', 600, every)), 'chaos-corrupt');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('two commits', async () => ((await commitOf(client, id))?.previous?.length ?? 0) >= 1, 120_000);
     // stop the attempt for good (its agent dies), then damage what it committed last
     const victim = (await client.describe(id)).status?.agentId as string;
@@ -193,7 +193,7 @@ describe('chaos - faults injected into running jobs', function () {
   it('chaos 3 - SIGTERM to the agent (graceful stop): it checkpoints at once and the job resumes elsewhere with no step lost', async () => {
     const id = await client.submit(await loadSpecFile(tinyJob('sigterm', 1500, 1000)), 'chaos-sigterm');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('training', async () => events.some((e) => e.type === 'step' && Number(e.step) >= 20), 120_000);
     const victim = (await client.describe(id)).status?.agentId as string;
     const stoppedAt = Date.now();
@@ -260,7 +260,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(mine).to.have.length(1);
     const runs = (await client.list({ query: "TunefleetJobId='chaos-twice'" })).length;
     expect(runs).to.equal(1);
-    await client.follow('chaos-twice', () => {});
+    await client.events.follow('chaos-twice', () => {});
     rows.push({
       scenario: '11 same id twice',
       outcome: 'one workflow, one lease; second submit refused',
@@ -305,7 +305,7 @@ describe('chaos - faults injected into running jobs', function () {
     );
     // the client reconnects by itself; follow replays the job's stored events from the start
     const events: Record<string, unknown>[] = [];
-    const result = await client.follow(id, (e) => events.push(e));
+    const result = await client.events.follow(id, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
     // what was stored before the restart is still there, byte for byte
     const manifestAfter = await (
@@ -331,7 +331,7 @@ describe('chaos - faults injected into running jobs', function () {
   it('chaos 12 - a trainer alive but stuck (SIGSTOP): the progress watchdog fails the attempt within the heartbeat timeout', async () => {
     const id = await client.submit(await loadSpecFile(tinyJob('stuck', 1000, 50)), 'chaos-stuck');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
     const rec = (await commitOf(client, id)) as CommitRecord;
     const agentId = (await client.describe(id)).status?.agentId as string;
@@ -369,7 +369,7 @@ describe('chaos - faults injected into running jobs', function () {
     const spec = await loadSpecFile(tinyJob('kill9', steps, every));
     const id = await client.submit(spec, 'chaos-kill9');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
     const victim = (await client.describe(id)).status?.agentId as string;
     const killedAt = Date.now();
@@ -381,7 +381,7 @@ describe('chaos - faults injected into running jobs', function () {
       { ...spec, spec: { ...spec.spec, selector: { host: survivor } } },
       'chaos-kill9-baseline',
     );
-    const [result, baseline] = await Promise.all([done, client.follow(baselineId, () => {})]);
+    const [result, baseline] = await Promise.all([done, client.events.follow(baselineId, () => {})]);
     expect(baseline.training.attempt, 'the baseline ran uninterrupted').to.equal(1);
     expect(result.training.agentId).to.not.equal(victim);
     expect(result.training.attempt).to.be.at.least(2);
@@ -396,8 +396,8 @@ describe('chaos - faults injected into running jobs', function () {
     // two trainers never commit for the job: each write of the record is by one epoch, in order
     assertMonotonic(await commitHistory(client, id));
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-adapters-'));
-    await client.download(baselineId, join(dir, 'baseline'));
-    await client.download(id, join(dir, 'recovered'));
+    await downloadAdapter(client, baselineId, join(dir, 'baseline'));
+    await downloadAdapter(client, id, join(dir, 'recovered'));
     const diff = adapterDiff(join(dir, 'baseline'), join(dir, 'recovered'));
     expect(diff, 'max |baseline - recovered| over the adapter tensors').to.be.lessThan(1e-5);
     expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
@@ -417,7 +417,7 @@ describe('chaos - faults injected into running jobs', function () {
     // 600 steps: the frozen attempt's trainer stalls on its full stdout pipe long before the end
     const id = await client.submit(await loadSpecFile(tinyJob('sigstop', 600, 50)), 'chaos-sigstop');
     const events: Record<string, unknown>[] = [];
-    const done = client.follow(id, (e) => events.push(e));
+    const done = client.events.follow(id, (e) => events.push(e));
     await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
     const frozen = (await client.describe(id)).status?.agentId as string;
     const proc = agents.get(frozen) as NonNullable<ReturnType<typeof agents.get>>;
@@ -480,7 +480,7 @@ describe('chaos - faults injected into running jobs', function () {
     const down = (Date.now() - t0) / 1000;
     // the workers and this client reconnect by themselves; the history is in the SQLite file
     const events: Record<string, unknown>[] = [];
-    const result = await client.follow(id, (e) => events.push(e));
+    const result = await client.events.follow(id, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
     expect((await client.describe(id)).temporal).to.equal('COMPLETED');
     assertMonotonic(await commitHistory(client, id));
@@ -521,7 +521,7 @@ describe('chaos - faults injected into running jobs', function () {
     const held = await leasesOf(id);
     const agentId = (await client.describe(id)).status?.agentId;
     expect(held, 'one lease, on the agent that runs the job').to.deep.equal([{ agentId, attempt: 1 }]);
-    const result = await client.follow(id, () => {});
+    const result = await client.events.follow(id, () => {});
     expect(result.training.attempt).to.equal(1);
     expect(await leasesOf(id), 'released when the job ended').to.deep.equal([]);
     rows.push({
@@ -552,7 +552,7 @@ describe('chaos - faults injected into running jobs', function () {
       const every = 50;
       const id = await client.submit(await loadSpecFile(tinyJob('disk-full', 1500, every)), 'chaos-disk-full');
       const events: Record<string, unknown>[] = [];
-      const done = client.follow(id, (e) => events.push(e));
+      const done = client.events.follow(id, (e) => events.push(e));
       await until('a commit on agent-disk', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
       const rec = (await commitOf(client, id)) as CommitRecord;
       expect(rec.agent_id).to.equal('agent-disk');
@@ -612,7 +612,7 @@ describe('chaos - faults injected into running jobs', function () {
     const target = await client.submit(await loadSpecFile(tinyJob('forged-events', 200, 1000)), 'chaos-forged-events');
     const events: Record<string, unknown>[] = [];
     const warnings: string[] = [];
-    const done = client.follow(
+    const done = client.events.follow(
       target,
       (e) => events.push(e),
       (w) => warnings.push(w),
@@ -772,7 +772,7 @@ describe('chaos - faults injected into running jobs', function () {
       await loadSpecFile(spec(`name: bad\nmodel: pickle-only\nmethod: lora\ndataset: {path: data.jsonl}\n`)),
       'chaos-pickle-only',
     );
-    const failed = await client
+    const failed = await client.events
       .follow(pj, () => {})
       .then(
         () => null,

@@ -6,8 +6,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
-import type { Stack } from '../../scheduler/client';
-import { openFleet } from '../../scheduler/fleetcmd';
+import type { JobClient } from '../../scheduler/cli/client';
+import { openFleet } from '../../scheduler/cli/fleetcmd';
 import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
 
 /**
@@ -25,7 +25,7 @@ export async function until(what: string, check: () => Promise<boolean>, ms: num
 }
 
 /** Each live agent's state in the fleet view (what `tunefleet fleet` shows), read through the client library. */
-export async function fleetStates(client: Stack): Promise<Map<string, string>> {
+export async function fleetStates(client: JobClient): Promise<Map<string, string>> {
   const view = await openFleet(await client.nats());
   try {
     return new Map(view.snapshot().map((e) => [e.advert.agent_id, e.advert.state]));
@@ -35,7 +35,7 @@ export async function fleetStates(client: Stack): Promise<Map<string, string>> {
 }
 
 /** Ids of the agents the fleet view has as ready. */
-export async function readyAgents(client: Stack): Promise<string[]> {
+export async function readyAgents(client: JobClient): Promise<string[]> {
   return [...(await fleetStates(client))].filter(([, s]) => s === 'ready').map(([id]) => id);
 }
 
@@ -110,13 +110,13 @@ export function tinyJob(name: string, maxSteps: number, checkpointEvery: number,
   return join(dir, 'job.yaml');
 }
 
-export async function commitOf(client: Stack, jobId: string): Promise<CommitRecord | null> {
+export async function commitOf(client: JobClient, jobId: string): Promise<CommitRecord | null> {
   const e = await (await (await client.nats()).kv(COMMITS_BUCKET)).get(jobId);
   return e && e.operation === 'PUT' ? e.json<CommitRecord>() : null;
 }
 
 /** Every write of the job's commit record, oldest first (the bucket keeps 64 per key). */
-export async function commitHistory(client: Stack, jobId: string): Promise<CommitRecord[]> {
+export async function commitHistory(client: JobClient, jobId: string): Promise<CommitRecord[]> {
   const kv = await (await client.nats()).kv(COMMITS_BUCKET);
   const out: CommitRecord[] = [];
   for await (const e of await kv.history({ key: jobId })) if (e.operation === 'PUT') out.push(e.json<CommitRecord>());

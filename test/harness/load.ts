@@ -10,7 +10,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { LEASES_BUCKET } from '../../shared';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import type { Lease } from '../../scheduler/leases';
 import type { RunningWorker } from '../../scheduler/worker';
 import { tinyJob, type AgentProcesses } from './fleet';
@@ -213,7 +213,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** Submit `o.jobs` tiny jobs at once and measure; the stack, workers and agents are the caller's. */
 export async function runLoad(
   stack: TestStack,
-  client: Stack,
+  client: JobClient,
   workers: RunningWorker[],
   agentProcs: AgentProcesses,
   o: LoadOptions,
@@ -258,7 +258,7 @@ export async function runLoad(
   const ids = await Promise.all(
     Array.from({ length: o.jobs }, (_, i) => client.submit(spec, `${o.name}-${String(i).padStart(2, '0')}`)),
   );
-  const results = Promise.allSettled(ids.map((id) => client.follow(id, () => {})));
+  const results = Promise.allSettled(ids.map((id) => client.events.follow(id, () => {})));
   let settled = false;
   void results.then(() => (settled = true));
   // one call after another: the next poll starts only when the previous answered

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
 import { ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, TunefleetErrors, type JobResult } from '../../shared';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { getFile } from '../../scheduler/nats';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
@@ -66,7 +66,7 @@ describe('e2e - one LoRA job through the real stack', function () {
   let stack: TestStack;
   let worker: RunningWorker;
   let agent: RunningAgent;
-  let client: Stack;
+  let client: JobClient;
   const logs: string[] = [];
   let jobId: string;
   let result: JobResult;
@@ -80,7 +80,7 @@ describe('e2e - one LoRA job through the real stack', function () {
       { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 },
       (m) => logs.push(`[agent] ${m}`),
     );
-    client = await Stack.connect(stack.cfg);
+    client = await JobClient.connect(stack.cfg);
   });
 
   after(() =>
@@ -102,7 +102,7 @@ describe('e2e - one LoRA job through the real stack', function () {
       ),
     );
     jobId = await client.submit(loaded, 'e2e-job-1');
-    result = await client.follow(jobId, (e) => events.push(e));
+    result = await client.events.follow(jobId, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
     expect(result.data).to.include({
       records_total: 60,
@@ -200,9 +200,7 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(bad.stderr)
       .to.match(/bad\.csv:\d+: tuned_grade "great" is not a whole number from 1 to 5/)
       .and.match(/nothing was imported/);
-    expect((await client.resultWithReview(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(
-      null,
-    );
+    expect((await client.reviews.result(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(null);
     writeFileSync(file, stringify(rows, { header: true }));
     const im = await runCli(stack, 'review', 'import', jobId, file);
     expect(im.status, im.stderr).to.equal(0);

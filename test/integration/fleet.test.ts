@@ -1,7 +1,7 @@
 // Two real agent processes on a real stack: the fleet view, kill -9, cordon, drain.
 import { expect } from 'chai';
 import { ADVERT_TTL_MS, type JobResult } from '../../shared';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { AgentProcesses, fleetStates, readyAgents, tinyJob, until } from '../harness/fleet';
 import { runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
@@ -10,7 +10,7 @@ describe('fleet - two real agents', function () {
   this.timeout(600_000);
   let stack: TestStack;
   let worker: RunningWorker;
-  let client: Stack;
+  let client: JobClient;
   // three sessions at once (a CPU agent on 2 cores defaults to one): the cordon test's three
   // tiny jobs run side by side on the one ready agent instead of one after another
   const agents = new AgentProcesses(() => stack, ['--max-sessions', '3']);
@@ -26,7 +26,7 @@ describe('fleet - two real agents', function () {
   before(async () => {
     stack = await startTestStack();
     worker = await startControlWorker(stack.cfg, () => {});
-    client = await Stack.connect(stack.cfg);
+    client = await JobClient.connect(stack.cfg);
     agents.start('agent-a');
     agents.start('agent-b');
     await until('both agents advertise', async () => (await readyAgents(client)).length === 2, 60_000);
@@ -60,7 +60,7 @@ describe('fleet - two real agents', function () {
     // three at once: agent-b has room for them, and still none goes there
     const spec = await loadSpecFile(tinyJob('cordon', 2, 1000, 40));
     const results: JobResult[] = await Promise.all(
-      [1, 2, 3].map(async (n) => client.follow(await client.submit(spec, `cordon-job-${n}`), () => {})),
+      [1, 2, 3].map(async (n) => client.events.follow(await client.submit(spec, `cordon-job-${n}`), () => {})),
     );
     results.forEach((r, i) => expect(r.training.agentId, `job ${i + 1}`).to.equal('agent-a'));
     expect((await cli('uncordon', 'agent-b')).stdout.trim()).to.equal('agent-b: ready');
@@ -71,7 +71,7 @@ describe('fleet - two real agents', function () {
     const id = await client.submit(await loadSpecFile(tinyJob('drain', 1000, 1000, 40)), 'drain-job');
     const events: Record<string, unknown>[] = [];
     let drained: string | null = null;
-    const done = client.follow(id, (e) => {
+    const done = client.events.follow(id, (e) => {
       events.push(e);
       if (!drained && e.type === 'step' && Number(e.step) >= 5) {
         drained = String(e.agent_id);

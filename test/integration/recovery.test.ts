@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { LEASES_BUCKET, QUEUE_BUCKET } from '../../shared';
-import { Stack, loadSpecFile } from '../../scheduler/client';
+import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { LeaseConflict, readLeases, releaseLease, reserve, type Lease, type QueueEntry } from '../../scheduler/leases';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { availableParallelism } from 'node:os';
@@ -25,7 +25,7 @@ describe('recovery - three real agents', function () {
   let stack: TestStack;
   let worker: RunningWorker;
   let worker2: RunningWorker;
-  let client: Stack;
+  let client: JobClient;
   const agents = new AgentProcesses(
     () => stack,
     ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4'],
@@ -38,7 +38,7 @@ describe('recovery - three real agents', function () {
     worker = await startControlWorker(stack.cfg, () => {});
     // a second control worker: placements race for the same leases (compare-and-set decides)
     worker2 = await startControlWorker(stack.cfg, () => {});
-    client = await Stack.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
+    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
     for (const id of ['agent-a', 'agent-b', 'agent-c']) agents.start(id);
     await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
   });
@@ -143,7 +143,7 @@ describe('recovery - three real agents', function () {
     // the job may only run on agent-c, and agent-c is cordoned: it waits, polling every 100 ms
     expect((await cli('cordon', 'agent-c')).status).to.equal(0);
     const HISTORY = 80;
-    const waiter = await Stack.connect({ ...stack.cfg, queue: { pollMs: 100, historyEvents: HISTORY } });
+    const waiter = await JobClient.connect({ ...stack.cfg, queue: { pollMs: 100, historyEvents: HISTORY } });
     try {
       const specPath = tinyJob('long-wait', 2, 1000);
       writeFileSync(specPath, readFileSync(specPath, 'utf8') + 'priority: 70\nselector: {host: agent-c}\n');
@@ -173,7 +173,7 @@ describe('recovery - three real agents', function () {
       );
 
       expect((await cli('uncordon', 'agent-c')).status).to.equal(0);
-      const result = await client.follow(id, () => {});
+      const result = await client.events.follow(id, () => {});
       expect(result.state).to.equal('succeeded');
       expect(result.training.agentId).to.equal('agent-c');
       const continued = await runs('ContinuedAsNew');

@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildProgram } from '../../scheduler/cli';
+import { buildProgram } from '../../scheduler/cli/main';
 import { ROOT } from '../harness/stack';
 
 const BIN = join(ROOT, 'bin', 'tunefleet');

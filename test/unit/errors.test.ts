@@ -39,7 +39,9 @@ describe('errors - one vocabulary', () => {
   });
 
   it('errors - every failure type the agent throws is in the vocabulary', () => {
-    const src = read(join(ROOT, 'agent', 'activities.ts'));
+    const session = join(ROOT, 'agent', 'session');
+    const files = [join(ROOT, 'agent', 'activities.ts'), ...readdirSync(session).map((f) => join(session, f))];
+    const src = files.map(read).join('\n');
     const thrown = all(/attemptFailure\([^;]{0,300}?'([A-Z_]{3,})'/g, src);
     expect(thrown.length, 'attemptFailure calls found').to.be.greaterThan(5);
     expect(thrown.filter((c) => !(c in ATTEMPT_ERRORS))).to.deep.equal([]);

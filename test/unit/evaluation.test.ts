@@ -6,9 +6,9 @@ import { createServer } from 'node:net';
 import { stringify } from 'csv-stringify/sync';
 import { parse } from 'csv-parse/sync';
 import { TunefleetError, TunefleetErrors, checkGates, metricValues, parseGate, parseSpec } from '../../shared';
-import { readReview, sampleRows, summarise, writeReview, type OutputRow } from '../../scheduler/review';
-import { lossChart } from '../../scheduler/format';
-import { lossSvg } from '../../scheduler/plot';
+import { readReview, sampleRows, summarise, writeReview, type OutputRow } from '../../scheduler/cli/review';
+import { lossChart } from '../../scheduler/cli/format';
+import { lossSvg } from '../../scheduler/cli/plot';
 import { runTool } from '../../agent/tool';
 import { thrown } from '../harness/expect';
 

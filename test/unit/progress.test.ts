@@ -1,7 +1,7 @@
 // The live progress line of `submit --follow` and `watch`.
 import { expect } from 'chai';
 import { type JobEvent } from '../../shared';
-import { Progress } from '../../scheduler/progress';
+import { Progress } from '../../scheduler/cli/progress';
 
 describe('progress bar', () => {
   it('progress - step/total, loss, tokens/s, ETA from the step times, agent and attempt; resumed attempts count from their start', () => {

@@ -1,7 +1,7 @@
 // A job's events as they come, for people: one line per event worth attention
 // (formatEvent) and the live progress line (Progress) that `submit --follow` and `watch`
 // redraw on a terminal.
-import type { JobEvent } from '../shared';
+import type { JobEvent } from '../../shared';
 import { count, f4 } from './format';
 
 /** One line per event worth a person's attention; null for the rest. */

@@ -1,6 +1,6 @@
 // Human output: tables and one-line event renderings.
-import type { DataReport, JobResult } from '../shared';
-import type { DecisionRecord } from './activities';
+import type { DataReport, JobResult } from '../../shared';
+import type { DecisionRecord } from '../activities';
 
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];

@@ -3,7 +3,7 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { ErrorCode, TunefleetError, parseSpec, type JobSpec } from '../shared';
+import { ErrorCode, TunefleetError, parseSpec, type JobSpec } from '../../shared';
 
 export interface LoadedSpec {
   spec: JobSpec;

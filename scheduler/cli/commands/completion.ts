@@ -2,7 +2,7 @@
 // program's own commands and options (so it never drifts from --help), plus the commands
 // bin/tunefleet dispatches elsewhere (agent, up, down).
 import { Command } from 'commander';
-import { ErrorCode, TunefleetError } from '../../shared';
+import { ErrorCode, TunefleetError } from '../../../shared';
 
 /** Commands bin/tunefleet sends to other modules before this program is built. */
 const DISPATCHED: [string, string][] = [

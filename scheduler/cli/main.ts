@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADVERT_PROTOCOL_VERSION, TRAINER_PROTOCOL_VERSION, TunefleetError } from '../shared';
+import { ADVERT_PROTOCOL_VERSION, TRAINER_PROTOCOL_VERSION, TunefleetError } from '../../shared';
 import { completionCommand } from './commands/completion';
 import { failureMessage } from './client';
 import { dataCommands } from './commands/data';
@@ -40,7 +40,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
 /** "tunefleet 0.1.0 (adverts v1, trainer events v1)" */
 export function versionLine(): string {
-  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
   return `tunefleet ${pkg.version} (adverts v${ADVERT_PROTOCOL_VERSION}, trainer events v${TRAINER_PROTOCOL_VERSION})`;
 }
 

@@ -5,7 +5,7 @@
 // Import checks every row against the stored generations before anything is written.
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
-import { ErrorCode, TunefleetError, TunefleetErrors, seededRandom, type ReviewSummary } from '../shared';
+import { ErrorCode, TunefleetError, TunefleetErrors, seededRandom, type ReviewSummary } from '../../shared';
 
 export interface OutputRow {
   prompt: string;

@@ -1,7 +1,7 @@
 // Datasets without a cluster: data check.
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { ErrorCode, TunefleetError, datasetSchema, MIN_EVAL_RECORDS, smallEvalSplit } from '../../shared';
+import { ErrorCode, TunefleetError, datasetSchema, MIN_EVAL_RECORDS, smallEvalSplit } from '../../../shared';
 import { loadSpecFile } from '../client';
 import { formatDataReport } from '../format';
 
@@ -17,7 +17,7 @@ export function dataCommands(program: Command): void {
     .option('--json', 'machine-readable report')
     .option('--strict-eval', `fail (exit 2) when the eval split has fewer than ${MIN_EVAL_RECORDS} records`)
     .action(async (file: string, opts: { spec?: string; lenient?: boolean; json?: boolean; strictEval?: boolean }) => {
-      const { analyse, fileSource } = await import('../prepare');
+      const { analyse, fileSource } = await import('../../prepare');
       const dataset = opts.spec ? (await loadSpecFile(opts.spec)).spec.dataset : datasetSchema.parse({ path: file });
       if (opts.lenient) dataset.policy = 'lenient';
       if (!existsSync(file))

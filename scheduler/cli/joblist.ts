@@ -2,9 +2,9 @@
 // or ended in, where it ran, its attempt, duration and eval loss; filters are visibility
 // queries over the search attributes, so only the rows asked for are read.
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
-import type { JobResult, JobState, JobStatus } from '../shared';
-import { statusQuery } from '../workflows';
-import { SA_STATE } from '../workflows/searchAttributes';
+import type { JobResult, JobState, JobStatus } from '../../shared';
+import { statusQuery } from '../../workflows';
+import { SA_STATE } from '../../workflows/searchAttributes';
 import { failureMessage } from './messages';
 
 /** How long `list` waits for one job's status query. */

@@ -1,9 +1,9 @@
 // Job commands: submit, status, list, cancel, explain, logs, watch.
 import { Command } from 'commander';
-import { JOB_STATES, MIN_EVAL_RECORDS, type JobEvent } from '../../shared';
+import { JOB_STATES, MIN_EVAL_RECORDS, type JobEvent } from '../../../shared';
 import { loadSpecFile, failureMessage } from '../client';
 import { formatDecisions, table } from '../format';
-import { followWithProgress, intFlag, jobState, printFinal, sinceFlag, withStack } from './common';
+import { followWithProgress, intFlag, jobState, printFinal, sinceFlag, withClient } from './common';
 import { duration } from '../progress';
 
 export function jobCommands(program: Command): void {
@@ -27,7 +27,7 @@ export function jobCommands(program: Command): void {
         const loaded = await loadSpecFile(specFile);
         const warn = (m: string): void => console.error(m);
         if (opts.dryRun) {
-          const { checkJobData } = await import('../prepare');
+          const { checkJobData } = await import('../../prepare');
           const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath, opts);
           for (const w of checked.warnings) warn(`warning: ${w}`);
           console.log(
@@ -36,11 +36,11 @@ export function jobCommands(program: Command): void {
           );
           return;
         }
-        await withStack(cmd, async (stack) => {
-          const id = await stack.submit(loaded, opts.id, { strictEval: opts.strictEval, warn });
+        await withClient(cmd, async (client) => {
+          const id = await client.submit(loaded, opts.id, { strictEval: opts.strictEval, warn });
           console.log(`submitted job ${id}`);
           if (!opts.follow) return;
-          await printFinal(stack, await followWithProgress(stack, id));
+          await printFinal(client, await followWithProgress(client, id));
         });
       },
     );
@@ -52,8 +52,8 @@ export function jobCommands(program: Command): void {
     .argument('<job>')
     .option('--json', 'machine-readable output')
     .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        const d = await stack.describe(job);
+      await withClient(cmd, async (client) => {
+        const d = await client.describe(job);
         if (opts.json) return void console.log(JSON.stringify(d, null, 1));
         const s = d.status;
         const last = d.lastStep;
@@ -103,8 +103,8 @@ export function jobCommands(program: Command): void {
         const since = opts.since === undefined ? undefined : sinceFlag(opts.since, Date.now());
         const limit = intFlag(opts.limit, '--limit', 1);
         const page = intFlag(opts.page, '--page', 1);
-        await withStack(cmd, async (stack) => {
-          const jobs = await stack.list({ state, model: opts.model, since, limit, page, query: opts.query });
+        await withClient(cmd, async (client) => {
+          const jobs = await client.list({ state, model: opts.model, since, limit, page, query: opts.query });
           if (opts.json) return void console.log(JSON.stringify(jobs, null, 1));
           console.log(
             table(
@@ -133,8 +133,8 @@ export function jobCommands(program: Command): void {
     )
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        await stack.cancel(job);
+      await withClient(cmd, async (client) => {
+        await client.cancel(job);
         console.log(`cancel requested for ${job}`);
       });
     });
@@ -146,8 +146,8 @@ export function jobCommands(program: Command): void {
     .argument('<job>')
     .option('--json', 'machine-readable output')
     .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        const d = await stack.decisions(job);
+      await withClient(cmd, async (client) => {
+        const d = await client.decisions(job);
         console.log(opts.json ? JSON.stringify(d, null, 1) : formatDecisions(job, d));
       });
     });
@@ -159,13 +159,13 @@ export function jobCommands(program: Command): void {
     .argument('<job>')
     .option('-f, --follow', 'keep following until the job ends')
     .action(async (job: string, opts: { follow?: boolean }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
+      await withClient(cmd, async (client) => {
         const print = (e: JobEvent): void => {
           if (e.type === 'log' || e.type === 'error')
             console.log(`[${e.agent_id} a${e.attempt}] ` + (e.type === 'error' ? `error ${e.code}: ` : '') + e.message);
         };
-        if (opts.follow) await stack.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
-        else await stack.events(job, print);
+        if (opts.follow) await client.events.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
+        else await client.events.read(job, print);
       });
     });
 
@@ -178,8 +178,8 @@ export function jobCommands(program: Command): void {
     )
     .argument('<job>')
     .action(async (job: string, _opts: unknown, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        await printFinal(stack, await followWithProgress(stack, job));
+      await withClient(cmd, async (client) => {
+        await printFinal(client, await followWithProgress(client, job));
       });
     });
 }

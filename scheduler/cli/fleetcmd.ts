@@ -7,9 +7,9 @@ import {
   ErrorCode,
   TunefleetError,
   ID_PATTERN,
-} from '../shared';
-import { FleetView, type FleetEntry } from './fleet';
-import { ADVERT_TTL_MS, type Nats } from './nats';
+} from '../../shared';
+import { FleetView, type FleetEntry } from '../fleet';
+import { ADVERT_TTL_MS, type Nats } from '../nats';
 import { table } from './format';
 
 const GiB = 2 ** 30;

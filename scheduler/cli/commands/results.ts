@@ -3,9 +3,10 @@ import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { ErrorCode, TunefleetError } from '../../shared';
+import { ErrorCode, TunefleetError } from '../../../shared';
+import { downloadAdapter } from '../client';
 import { formatResult } from '../format';
-import { intFlag, reviewFormat, withStack } from './common';
+import { intFlag, reviewFormat, withClient } from './common';
 
 export function resultCommands(program: Command): void {
   program
@@ -26,9 +27,9 @@ export function resultCommands(program: Command): void {
           `'${opts.plot}': --plot writes SVG; give a file name ending in .svg`,
           { field: '--plot' },
         );
-      await withStack(cmd, async (stack) => {
-        const r = await stack.resultWithReview(job);
-        const curve = await stack.lossCurve(job);
+      await withClient(cmd, async (client) => {
+        const r = await client.reviews.result(job);
+        const curve = await client.events.lossCurve(job);
         if (opts.plot) {
           const { lossSvg } = await import('../plot');
           await writeFile(opts.plot, lossSvg(curve, `${r.jobId}: ${r.method} on ${r.model}`));
@@ -61,8 +62,8 @@ export function resultCommands(program: Command): void {
           `${out} already exists (it may hold grades); choose another --out`,
           { field: '--out' },
         );
-      await withStack(cmd, async (stack) => {
-        const r = await stack.reviewExport(job, { sample, seed, format });
+      await withClient(cmd, async (client) => {
+        const r = await client.reviews.export(job, { sample, seed, format });
         await writeFile(out, r.text);
         console.log(
           `wrote ${r.rows} of ${r.of} answers to ${out}: fill in base_grade and tuned_grade (1-5), ` +
@@ -81,8 +82,8 @@ export function resultCommands(program: Command): void {
     .argument('<file>', '.csv or .jsonl from review export')
     .action(async (job: string, file: string, _opts: unknown, cmd: Command) => {
       const format = reviewFormat(file);
-      await withStack(cmd, async (stack) => {
-        const s = await stack.reviewImport(job, file, format);
+      await withClient(cmd, async (client) => {
+        const s = await client.reviews.import(job, file, format);
         console.log(
           `imported ${s.graded} graded answers: base ${s.base_mean?.toFixed(2)}, ` +
             `fine-tuned ${s.tuned_mean?.toFixed(2)} (1-5); ` +
@@ -99,9 +100,9 @@ export function resultCommands(program: Command): void {
     .argument('<job>')
     .option('-o, --out <dir>', 'output directory (default ./<job>-adapter)')
     .action(async (job: string, opts: { out?: string }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
+      await withClient(cmd, async (client) => {
         const out = resolve(opts.out ?? `${job}-adapter`);
-        const r = await stack.download(job, out);
+        const r = await downloadAdapter(client, job, out);
         console.log(`wrote ${r.files} adapter files to ${r.dir}`);
       });
     });

@@ -1,10 +1,10 @@
 // The operator's commands: fleet (view), cordon, uncordon, drain, and running a control worker.
 import { Command } from 'commander';
 import { hostname, userInfo } from 'node:os';
-import { loadConfig } from '../config';
+import { loadConfig } from '../../config';
 import { fleetJson, fleetTable, openFleet, setAgentState } from '../fleetcmd';
-import { startControlWorker } from '../worker';
-import { globalFlags, redraws, withStack } from './common';
+import { startControlWorker } from '../../worker';
+import { globalFlags, redraws, withClient } from './common';
 
 export function fleetCommands(program: Command): void {
   program
@@ -14,8 +14,8 @@ export function fleetCommands(program: Command): void {
     .option('--json', 'machine-readable output (the adverts, with allocatable bytes)')
     .option('--watch', 'redraw in place as adverts change (Ctrl-C to stop)')
     .action(async (opts: { json?: boolean; watch?: boolean }, cmd: Command) => {
-      await withStack(cmd, async (stack) => {
-        const view = await openFleet(await stack.nats());
+      await withClient(cmd, async (client) => {
+        const view = await openFleet(await client.nats());
         try {
           if (!opts.watch) {
             const entries = view.snapshot();
@@ -63,8 +63,8 @@ export function fleetCommands(program: Command): void {
       .description(what)
       .argument('<agent>')
       .action(async (agentId: string, _opts: unknown, cmd: Command) => {
-        await withStack(cmd, async (stack) => {
-          const r = await setAgentState(await stack.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
+        await withClient(cmd, async (client) => {
+          const r = await setAgentState(await client.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
           console.log(
             r.confirmed
               ? `${agentId}: ${r.confirmed}`

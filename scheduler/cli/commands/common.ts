@@ -1,9 +1,9 @@
 // What the command groups share: global flags, a connected client for the command's
 // run, following a job with a progress line, and flag parsing.
 import { Command } from 'commander';
-import { ErrorCode, JOB_STATES, TunefleetError, type Config, type Flags, type JobState } from '../../shared';
-import { Stack } from '../client';
-import { loadConfig } from '../config';
+import { ErrorCode, JOB_STATES, TunefleetError, type Config, type Flags, type JobState } from '../../../shared';
+import { JobClient } from '../client';
+import { loadConfig } from '../../config';
 import { formatResult } from '../format';
 import { Progress, formatEvent } from '../progress';
 
@@ -17,19 +17,22 @@ export function globalFlags(cmd: Command): Flags {
   return { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home };
 }
 
-export async function withStack<T>(cmd: Command, fn: (s: Stack, cfg: Config) => Promise<T>): Promise<T> {
+export async function withClient<T>(cmd: Command, fn: (s: JobClient, cfg: Config) => Promise<T>): Promise<T> {
   const cfg = loadConfig(globalFlags(cmd));
-  const stack = await Stack.connect(cfg);
+  const client = await JobClient.connect(cfg);
   try {
-    return await fn(stack, cfg);
+    return await fn(client, cfg);
   } finally {
-    await stack.close();
+    await client.close();
   }
 }
 
 /** A finished job's result with its loss chart; a failed gate exits 3 (the adapter is stored). */
-export async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['follow']>>): Promise<void> {
-  console.log(`\n${formatResult(r, await stack.lossCurve(r.jobId))}`);
+export async function printFinal(
+  client: JobClient,
+  r: Awaited<ReturnType<JobClient['events']['follow']>>,
+): Promise<void> {
+  console.log(`\n${formatResult(r, await client.events.lossCurve(r.jobId))}`);
   if (r.state === 'failed_gate') process.exitCode = 3;
 }
 
@@ -37,12 +40,15 @@ export async function printFinal(stack: Stack, r: Awaited<ReturnType<Stack['foll
  * Follow a job: on a terminal one progress line redrawn in place (and notable events above it); else one line per
  * event.
  */
-export async function followWithProgress(stack: Stack, jobId: string): Promise<Awaited<ReturnType<Stack['follow']>>> {
+export async function followWithProgress(
+  client: JobClient,
+  jobId: string,
+): Promise<Awaited<ReturnType<JobClient['events']['follow']>>> {
   const tty = redraws();
   const bar = new Progress();
   let drawn = false;
   try {
-    return await stack.follow(jobId, (e) => {
+    return await client.events.follow(jobId, (e) => {
       const changed = bar.update(e);
       const line = formatEvent(e);
       // not a terminal (a pipe, a CI log) or NO_COLOR: one plain line per event, no bar

@@ -1,0 +1,9 @@
+// The CLI's view of a running stack: JobClient (job control) with its events and reviews,
+// the adapter download, and the spec file a job is submitted from.
+export { JobClient } from './jobs';
+export { JobEvents } from './events';
+export { Reviews } from './reviews';
+export { downloadAdapter } from './download';
+export { loadSpecFile, newJobId, type LoadedSpec } from '../specfile';
+export type { JobRow, ListOptions } from '../joblist';
+export { failureMessage } from '../messages';

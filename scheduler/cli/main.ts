@@ -40,7 +40,8 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
 
 /** "tunefleet 0.1.0 (adverts v1, trainer events v1)" */
 export function versionLine(): string {
-  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const path = join(__dirname, '..', '..', '..', 'package.json'); // from dist/scheduler/cli/
+  const pkg = JSON.parse(readFileSync(path, 'utf8')) as { version: string };
   return `tunefleet ${pkg.version} (adverts v${ADVERT_PROTOCOL_VERSION}, trainer events v${TRAINER_PROTOCOL_VERSION})`;
 }
 

@@ -41,28 +41,11 @@ import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
 import { processAlive, startNats, startTemporal, stopProcess } from '../../infra/services';
 import { join } from 'node:path';
-import { JobClient, downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
-import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import {
-  AgentProcesses,
-  adapterDiff,
-  readyAgents,
-  assertMonotonic,
-  commitHistory,
-  commitOf,
-  tinyJob,
-  until,
-} from '../harness/fleet';
-import {
-  ROOT,
-  TINY_MODEL,
-  cliEnv,
-  recordHistory,
-  runCli,
-  startTestStack,
-  stopAll,
-  type TestStack,
-} from '../harness/stack';
+import { downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
+import { startControlWorker } from '../../scheduler/worker';
+import { useRunningFleet } from '../harness/running-fleet';
+import { adapterDiff, readyAgents, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
 interface Row {
@@ -74,15 +57,16 @@ interface Row {
 
 describe('chaos - faults injected into running jobs', function () {
   this.timeout(600_000);
-  let stack: TestStack;
-  let worker: RunningWorker;
-  let client: JobClient;
   // two sessions at once (a CPU agent on 2 cores defaults to one): scenario 2's uninterrupted
   // baseline and the recovered job run side by side on the surviving agent
-  const agents = new AgentProcesses(() => stack, ['--heartbeat', '500', '--max-sessions', '2']);
+  const fleet = useRunningFleet({
+    agents: ['agent-a', 'agent-b'],
+    agentArgs: ['--heartbeat', '500', '--max-sessions', '2'],
+    client: { heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 },
+  });
   const rows: Row[] = [];
 
-  const ready = (): Promise<string[]> => readyAgents(client);
+  const ready = (): Promise<string[]> => readyAgents(fleet.client);
   /** pid of the trainer process running this job's given attempt */
   const trainerPid = (jobId: string, attempt: number): number => {
     const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
@@ -94,22 +78,13 @@ describe('chaos - faults injected into running jobs', function () {
   };
   /** This job's leases, over all agents. */
   const leasesOf = async (jobId: string): Promise<{ agentId: string; attempt: number }[]> => {
-    const all = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
+    const all = await readLeases(await (await fleet.client.nats()).kv(LEASES_BUCKET));
     return [...all].flatMap(([agentId, a]) =>
       a.leases.filter((l) => l.jobId === jobId).map((l) => ({ agentId, attempt: l.attempt })),
     );
   };
   const stepsOf = (events: Record<string, unknown>[], pred: (e: Record<string, unknown>) => boolean): number[] =>
     events.filter((e) => e.type === 'step' && pred(e)).map((e) => Number(e.step));
-
-  before(async () => {
-    stack = await startTestStack();
-    worker = await startControlWorker(stack.cfg, () => {});
-    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
-    agents.start('agent-a');
-    agents.start('agent-b');
-    await until('two agents advertise', async () => (await ready()).length === 2, 90_000);
-  });
 
   after(async () => {
     if (rows.length) {
@@ -119,21 +94,15 @@ describe('chaos - faults injected into running jobs', function () {
         `\n${line(['scenario', 'outcome', 'steps lost', 'recover s'])}\n${w.map((n) => '-'.repeat(n)).join('-|-')}\n${rows.map((r) => line([r.scenario, r.outcome, r.stepsLost, r.recoverS])).join('\n')}`,
       );
     }
-    await stopAll(
-      () => agents.killAll(),
-      () => client?.close(),
-      () => worker?.stop(),
-      () => stack?.stop(),
-    );
   });
 
   it('chaos [ci] 1 - kill -9 of the trainer only: the agent reports it, the job resumes from the newest committed checkpoint', async () => {
     const every = 50;
-    const id = await client.submit(await loadSpecFile(tinyJob('trainer-kill', 600, every)), 'chaos-trainer-kill');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('trainer-kill', 600, every)), 'chaos-trainer-kill');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
-    await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
-    const committed = (await commitOf(client, id)) as CommitRecord;
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
+    await until('a commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= every, 120_000);
+    const committed = (await commitOf(fleet.client, id)) as CommitRecord;
     const killedAt = Date.now();
     process.kill(trainerPid(id, committed.epoch), 'SIGKILL');
     const result: JobResult = await done;
@@ -143,7 +112,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(result.training.attempt).to.be.greaterThan(committed.epoch);
     expect(resumed).to.be.at.least(committed.step);
     expect(reached - resumed).to.be.at.most(every);
-    const d = await client.describe(id);
+    const d = await fleet.client.describe(id);
     expect(d.temporal).to.equal('COMPLETED');
     const firstNew = events.find((e) => e.type === 'step' && Number(e.attempt) > committed.epoch);
     rows.push({
@@ -156,17 +125,17 @@ describe('chaos - faults injected into running jobs', function () {
 
   it('chaos [ci] 9 - the newest checkpoint damaged in the store: sha256 refuses it and the job resumes from the one before', async () => {
     const every = 40;
-    const id = await client.submit(await loadSpecFile(tinyJob('corrupt', 600, every)), 'chaos-corrupt');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('corrupt', 600, every)), 'chaos-corrupt');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
-    await until('two commits', async () => ((await commitOf(client, id))?.previous?.length ?? 0) >= 1, 120_000);
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
+    await until('two commits', async () => ((await commitOf(fleet.client, id))?.previous?.length ?? 0) >= 1, 120_000);
     // stop the attempt for good (its agent dies), then damage what it committed last
-    const victim = (await client.describe(id)).status?.agentId as string;
+    const victim = (await fleet.client.describe(id)).status?.agentId as string;
     const killedAt = Date.now();
-    agents.get(victim)?.kill('SIGKILL');
+    fleet.agents.get(victim)?.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
-    const rec = (await commitOf(client, id)) as CommitRecord;
-    const store = await (await client.nats()).objects(CHECKPOINTS_BUCKET);
+    const rec = (await commitOf(fleet.client, id)) as CommitRecord;
+    const store = await (await fleet.client.nats()).objects(CHECKPOINTS_BUCKET);
     const name = `${rec.prefix as string}adapter/adapter_model.safetensors`;
     const blob = (await store.getBlob(name)) as Uint8Array;
     blob[blob.length - 1] = (blob[blob.length - 1] as number) ^ 0xff; // flip the last byte
@@ -177,7 +146,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(Number(started?.resumed_from_step)).to.equal(previous);
     expect(result.training.agentId).to.not.equal(victim);
     const other = victim === 'agent-a' ? 'agent-b' : 'agent-a';
-    expect(agents.log(other)).to.match(new RegExp(`checkpoint step ${rec.step} is unusable`));
+    expect(fleet.agents.log(other)).to.match(new RegExp(`checkpoint step ${rec.step} is unusable`));
     const reached = Math.max(...stepsOf(events, (e) => e.agent_id === victim));
     const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
     rows.push({
@@ -186,18 +155,18 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - previous,
       recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
     });
-    agents.start(victim);
+    fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
   it('chaos 3 - SIGTERM to the agent (graceful stop): it checkpoints at once and the job resumes elsewhere with no step lost', async () => {
-    const id = await client.submit(await loadSpecFile(tinyJob('sigterm', 1500, 1000)), 'chaos-sigterm');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('sigterm', 1500, 1000)), 'chaos-sigterm');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
     await until('training', async () => events.some((e) => e.type === 'step' && Number(e.step) >= 20), 120_000);
-    const victim = (await client.describe(id)).status?.agentId as string;
+    const victim = (await fleet.client.describe(id)).status?.agentId as string;
     const stoppedAt = Date.now();
-    agents.get(victim)?.kill('SIGTERM');
+    fleet.agents.get(victim)?.kill('SIGTERM');
     const result = await done;
     const signal = events.find((e) => e.type === 'checkpoint' && e.reason === 'signal' && e.agent_id === victim);
     expect(signal, 'a checkpoint on SIGTERM').to.not.equal(undefined);
@@ -213,12 +182,12 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - resumed,
       recoverS: ((Number(firstNew?.time) * 1000 - stoppedAt) / 1000).toFixed(1),
     });
-    agents.start(victim);
+    fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
   it('chaos 8 - a commit that landed but whose reply was lost: retrying it is a no-op (same epoch, step and sha256)', async () => {
-    const kv = await (await client.nats()).kv(COMMITS_BUCKET);
+    const kv = await (await fleet.client.nats()).kv(COMMITS_BUCKET);
     const jobId = 'chaos-lost-reply';
     await claimEpoch(kv, jobId, 1, 'agent-x');
     const c = {
@@ -237,7 +206,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(await commitCheckpoint(kv, jobId, { ...c, step: 20, prefix: `${jobId}/a1/step-00000020/` })).to.equal(
       'fenced',
     );
-    const rec = (await commitOf(client, jobId)) as CommitRecord;
+    const rec = (await commitOf(fleet.client, jobId)) as CommitRecord;
     expect([rec.epoch, rec.step, rec.prefix]).to.deep.equal([2, 10, c.prefix]);
     rows.push({
       scenario: '8 lost commit reply',
@@ -249,18 +218,25 @@ describe('chaos - faults injected into running jobs', function () {
 
   it('chaos 11 - the same job submitted twice with the same id: one workflow, one lease', async () => {
     const spec = await loadSpecFile(tinyJob('twice', 200, 1000));
-    const tries = await Promise.allSettled([client.submit(spec, 'chaos-twice'), client.submit(spec, 'chaos-twice')]);
+    const tries = await Promise.allSettled([
+      fleet.client.submit(spec, 'chaos-twice'),
+      fleet.client.submit(spec, 'chaos-twice'),
+    ]);
     expect(tries.filter((t) => t.status === 'fulfilled')).to.have.length(1);
     expect(String((tries.find((t) => t.status === 'rejected') as PromiseRejectedResult).reason)).to.match(
       /already exists/,
     );
-    await until('training', async () => (await client.describe('chaos-twice')).status?.state === 'training', 120_000);
-    const leases = await readLeases(await (await client.nats()).kv(LEASES_BUCKET));
+    await until(
+      'training',
+      async () => (await fleet.client.describe('chaos-twice')).status?.state === 'training',
+      120_000,
+    );
+    const leases = await readLeases(await (await fleet.client.nats()).kv(LEASES_BUCKET));
     const mine = [...leases.values()].flatMap((a) => a.leases).filter((l) => l.jobId === 'chaos-twice');
     expect(mine).to.have.length(1);
-    const runs = (await client.list({ query: "TunefleetJobId='chaos-twice'" })).length;
+    const runs = (await fleet.client.list({ query: "TunefleetJobId='chaos-twice'" })).length;
     expect(runs).to.equal(1);
-    await client.events.follow('chaos-twice', () => {});
+    await fleet.client.events.follow('chaos-twice', () => {});
     rows.push({
       scenario: '11 same id twice',
       outcome: 'one workflow, one lease; second submit refused',
@@ -272,22 +248,22 @@ describe('chaos - faults injected into running jobs', function () {
   it('chaos 5 - nats-server restarted mid-job (file store): the job continues; no checkpoint, dataset or event is lost; agents re-advertise', async () => {
     const steps = 2500;
     const spec = await loadSpecFile(tinyJob('nats-restart', steps, 100));
-    const id = await client.submit(spec, 'chaos-nats-restart');
-    await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 100, 120_000);
-    const before = (await commitOf(client, id)) as CommitRecord;
-    const n = await client.nats();
+    const id = await fleet.client.submit(spec, 'chaos-nats-restart');
+    await until('a commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= 100, 120_000);
+    const before = (await commitOf(fleet.client, id)) as CommitRecord;
+    const n = await fleet.client.nats();
     const manifestBefore = await (
       await n.objects(CHECKPOINTS_BUCKET)
     ).getBlob(`${before.prefix as string}manifest.json`);
     const datasetName = `sha256-${await sha256File(spec.datasetPath)}`;
     const t0 = Date.now();
-    await stopProcess(stack.nats.pid, 10_000);
+    await stopProcess(fleet.stack.nats.pid, 10_000);
     await new Promise((r) => setTimeout(r, 2000));
-    const port = Number(new URL(stack.nats.address).port);
-    stack.nats = await startNats({
-      home: stack.home,
-      dataDir: join(stack.home, 'data'),
-      logDir: join(stack.home, 'logs'),
+    const port = Number(new URL(fleet.stack.nats.address).port);
+    fleet.stack.nats = await startNats({
+      home: fleet.stack.home,
+      dataDir: join(fleet.stack.home, 'data'),
+      logDir: join(fleet.stack.home, 'logs'),
       port,
     });
     const down = (Date.now() - t0) / 1000;
@@ -305,7 +281,7 @@ describe('chaos - faults injected into running jobs', function () {
     );
     // the client reconnects by itself; follow replays the job's stored events from the start
     const events: Record<string, unknown>[] = [];
-    const result = await client.events.follow(id, (e) => events.push(e));
+    const result = await fleet.client.events.follow(id, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
     // what was stored before the restart is still there, byte for byte
     const manifestAfter = await (
@@ -329,18 +305,18 @@ describe('chaos - faults injected into running jobs', function () {
   });
 
   it('chaos 12 - a trainer alive but stuck (SIGSTOP): the progress watchdog fails the attempt within the heartbeat timeout', async () => {
-    const id = await client.submit(await loadSpecFile(tinyJob('stuck', 1000, 50)), 'chaos-stuck');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('stuck', 1000, 50)), 'chaos-stuck');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
-    await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
-    const rec = (await commitOf(client, id)) as CommitRecord;
-    const agentId = (await client.describe(id)).status?.agentId as string;
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
+    await until('a commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= 50, 120_000);
+    const rec = (await commitOf(fleet.client, id)) as CommitRecord;
+    const agentId = (await fleet.client.describe(id)).status?.agentId as string;
     const pid = trainerPid(id, rec.epoch);
     const stoppedAt = Date.now();
     process.kill(pid, 'SIGSTOP');
     await until(
       'the watchdog kills it',
-      async () => agents.log(agentId).includes(`${id} attempt ${rec.epoch}: no progress from the trainer`),
+      async () => fleet.agents.log(agentId).includes(`${id} attempt ${rec.epoch}: no progress from the trainer`),
       (HEARTBEAT_TIMEOUT_S + 5) * 1000,
     );
     const detected = (Date.now() - stoppedAt) / 1000;
@@ -367,21 +343,21 @@ describe('chaos - faults injected into running jobs', function () {
     const every = 100;
     const steps = 600;
     const spec = await loadSpecFile(tinyJob('kill9', steps, every));
-    const id = await client.submit(spec, 'chaos-kill9');
+    const id = await fleet.client.submit(spec, 'chaos-kill9');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
-    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
-    const victim = (await client.describe(id)).status?.agentId as string;
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
+    await until('first commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= every, 120_000);
+    const victim = (await fleet.client.describe(id)).status?.agentId as string;
     const killedAt = Date.now();
-    agents.get(victim)?.kill('SIGKILL');
+    fleet.agents.get(victim)?.kill('SIGKILL');
     // meanwhile, the uninterrupted run of the same job (same data, seed and settings) on the
     // surviving agent: the selector only steers placement
     const survivor = victim === 'agent-a' ? 'agent-b' : 'agent-a';
-    const baselineId = await client.submit(
+    const baselineId = await fleet.client.submit(
       { ...spec, spec: { ...spec.spec, selector: { host: survivor } } },
       'chaos-kill9-baseline',
     );
-    const [result, baseline] = await Promise.all([done, client.events.follow(baselineId, () => {})]);
+    const [result, baseline] = await Promise.all([done, fleet.client.events.follow(baselineId, () => {})]);
     expect(baseline.training.attempt, 'the baseline ran uninterrupted').to.equal(1);
     expect(result.training.agentId).to.not.equal(victim);
     expect(result.training.attempt).to.be.at.least(2);
@@ -394,14 +370,14 @@ describe('chaos - faults injected into running jobs', function () {
     const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
     expect(last).to.deep.equal(Array.from({ length: steps - resumed }, (_, i) => resumed + 1 + i));
     // two trainers never commit for the job: each write of the record is by one epoch, in order
-    assertMonotonic(await commitHistory(client, id));
+    assertMonotonic(await commitHistory(fleet.client, id));
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-adapters-'));
-    await downloadAdapter(client, baselineId, join(dir, 'baseline'));
-    await downloadAdapter(client, id, join(dir, 'recovered'));
+    await downloadAdapter(fleet.client, baselineId, join(dir, 'baseline'));
+    await downloadAdapter(fleet.client, id, join(dir, 'recovered'));
     const diff = adapterDiff(join(dir, 'baseline'), join(dir, 'recovered'));
     expect(diff, 'max |baseline - recovered| over the adapter tensors').to.be.lessThan(1e-5);
     expect(result.training.trainLoss).to.be.closeTo(baseline.training.trainLoss as number, 1e-4);
-    await recordHistory(client.client, id, 'recovered-after-kill9');
+    await recordHistory(fleet.client.client, id, 'recovered-after-kill9');
     const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== victim);
     rows.push({
       scenario: '2 kill -9 agent',
@@ -409,25 +385,25 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - resumed,
       recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
     });
-    agents.start(victim);
+    fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
   it('chaos [ci] 4 - an agent frozen past the heartbeat timeout (SIGSTOP) then thawed: its commits are refused; the commit record never moves back', async () => {
     // 600 steps: the frozen attempt's trainer stalls on its full stdout pipe long before the end
-    const id = await client.submit(await loadSpecFile(tinyJob('sigstop', 600, 50)), 'chaos-sigstop');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('sigstop', 600, 50)), 'chaos-sigstop');
     const events: Record<string, unknown>[] = [];
-    const done = client.events.follow(id, (e) => events.push(e));
-    await until('first commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 50, 120_000);
-    const frozen = (await client.describe(id)).status?.agentId as string;
-    const proc = agents.get(frozen) as NonNullable<ReturnType<typeof agents.get>>;
+    const done = fleet.client.events.follow(id, (e) => events.push(e));
+    await until('first commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= 50, 120_000);
+    const frozen = (await fleet.client.describe(id)).status?.agentId as string;
+    const proc = fleet.agents.get(frozen) as NonNullable<ReturnType<typeof fleet.agents.get>>;
     const stoppedAt = Date.now();
     proc.kill('SIGSTOP');
     // a new epoch claims the job and commits elsewhere
     await until(
       'a newer epoch commits',
       async () => {
-        const c = await commitOf(client, id);
+        const c = await commitOf(fleet.client, id);
         return !!c && c.epoch >= 2 && c.agent_id !== frozen && c.step > 0;
       },
       120_000,
@@ -435,7 +411,7 @@ describe('chaos - faults injected into running jobs', function () {
     proc.kill('SIGCONT');
     const result = await done;
     expect(result.training.agentId).to.not.equal(frozen);
-    const history = await commitHistory(client, id);
+    const history = await commitHistory(fleet.client, id);
     assertMonotonic(history);
     const firstNew = history.findIndex((c) => c.epoch >= 2);
     expect(
@@ -445,7 +421,7 @@ describe('chaos - faults injected into running jobs', function () {
     // the thawed agent saw that it lost the job and stopped its trainer
     await until(
       'the zombie noticed',
-      async () => /refused: a newer attempt owns|the server dropped this attempt/.test(agents.log(frozen)),
+      async () => /refused: a newer attempt owns|the server dropped this attempt/.test(fleet.agents.log(frozen)),
       30_000,
     );
     const resumed = Number(events.find((e) => e.type === 'started' && e.agent_id !== frozen)?.resumed_from_step);
@@ -461,29 +437,29 @@ describe('chaos - faults injected into running jobs', function () {
 
   it('chaos 6 - Temporal dev server restarted mid-job (SQLite file): the workflow continues', async () => {
     const steps = 2500;
-    const id = await client.submit(
+    const id = await fleet.client.submit(
       await loadSpecFile(tinyJob('temporal-restart', steps, 100)),
       'chaos-temporal-restart',
     );
-    await until('a commit', async () => ((await commitOf(client, id))?.step ?? 0) >= 100, 120_000);
-    const before = (await commitOf(client, id)) as CommitRecord;
+    await until('a commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= 100, 120_000);
+    const before = (await commitOf(fleet.client, id)) as CommitRecord;
     const t0 = Date.now();
-    await stopProcess(stack.temporal.pid, 10_000);
+    await stopProcess(fleet.stack.temporal.pid, 10_000);
     await new Promise((r) => setTimeout(r, 2000));
-    const port = Number(stack.temporal.address.split(':').pop());
-    stack.temporal = await startTemporal({
-      home: stack.home,
-      dataDir: join(stack.home, 'data'),
-      logDir: join(stack.home, 'logs'),
+    const port = Number(fleet.stack.temporal.address.split(':').pop());
+    fleet.stack.temporal = await startTemporal({
+      home: fleet.stack.home,
+      dataDir: join(fleet.stack.home, 'data'),
+      logDir: join(fleet.stack.home, 'logs'),
       port,
     });
     const down = (Date.now() - t0) / 1000;
     // the workers and this client reconnect by themselves; the history is in the SQLite file
     const events: Record<string, unknown>[] = [];
-    const result = await client.events.follow(id, (e) => events.push(e));
+    const result = await fleet.client.events.follow(id, (e) => events.push(e));
     expect(result.state).to.equal('succeeded');
-    expect((await client.describe(id)).temporal).to.equal('COMPLETED');
-    assertMonotonic(await commitHistory(client, id));
+    expect((await fleet.client.describe(id)).temporal).to.equal('COMPLETED');
+    assertMonotonic(await commitHistory(fleet.client, id));
     const last = stepsOf(events, (e) => Number(e.attempt) === result.training.attempt);
     const from = Number(
       events.find((e) => e.type === 'started' && Number(e.attempt) === result.training.attempt)?.resumed_from_step ?? 0,
@@ -500,28 +476,28 @@ describe('chaos - faults injected into running jobs', function () {
 
   it('chaos 7 - kill -9 of the control worker right after it reserved a lease: another worker completes the placement; no lease leaks', async () => {
     // the only control worker is one that dies at the worst moment: lease written, reply not sent
-    await worker.stop();
+    await fleet.workers[0]?.stop();
     const doomed = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'worker'], {
-      env: { ...cliEnv(stack), TUNEFLEET_FAILPOINT: 'place:after-reserve' },
+      env: { ...cliEnv(fleet.stack), TUNEFLEET_FAILPOINT: 'place:after-reserve' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let doomedLog = '';
     for (const st of [doomed.stdout, doomed.stderr]) st?.on('data', (b: Buffer) => (doomedLog += b.toString()));
     const gone = new Promise<NodeJS.Signals | null>((res) => doomed.on('exit', (_c, sig) => res(sig)));
-    const id = await client.submit(await loadSpecFile(tinyJob('worker-kill', 300, 1000)), 'chaos-worker-kill');
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('worker-kill', 300, 1000)), 'chaos-worker-kill');
     const signal = await Promise.race([gone, new Promise<null>((r) => setTimeout(() => r(null), 120_000))]);
     expect(signal, `the worker died at the failpoint\n${doomedLog}`).to.equal('SIGKILL');
     const killedAt = Date.now();
     const orphan = await leasesOf(id);
     expect(orphan, 'the dead worker reserved before dying').to.have.length(1);
     // a restarted worker: the place activity times out (20 s) and is retried there
-    worker = await startControlWorker(stack.cfg, () => {});
-    await until('training', async () => (await client.describe(id)).status?.state === 'training', 120_000);
+    fleet.workers[0] = await startControlWorker(fleet.stack.cfg, () => {});
+    await until('training', async () => (await fleet.client.describe(id)).status?.state === 'training', 120_000);
     const recover = (Date.now() - killedAt) / 1000;
     const held = await leasesOf(id);
-    const agentId = (await client.describe(id)).status?.agentId;
+    const agentId = (await fleet.client.describe(id)).status?.agentId;
     expect(held, 'one lease, on the agent that runs the job').to.deep.equal([{ agentId, attempt: 1 }]);
-    const result = await client.events.follow(id, () => {});
+    const result = await fleet.client.events.follow(id, () => {});
     expect(result.training.attempt).to.equal(1);
     expect(await leasesOf(id), 'released when the job ended').to.deep.equal([]);
     rows.push({
@@ -533,7 +509,7 @@ describe('chaos - faults injected into running jobs', function () {
   });
 
   it('chaos 10 - disk full on the agent during a checkpoint: a typed error, the previous checkpoint intact, no empty "latest"', async function () {
-    const agentDir = join(stack.home, 'agents', 'agent-disk');
+    const agentDir = join(fleet.stack.home, 'agents', 'agent-disk');
     mkdirSync(agentDir, { recursive: true });
     try {
       execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tunefleet-chaos', agentDir], { stdio: 'pipe' });
@@ -545,16 +521,20 @@ describe('chaos - faults injected into running jobs', function () {
     }
     try {
       // only agent-disk takes new work until its disk is full
-      await runCli(stack, 'cordon', 'agent-a');
-      await runCli(stack, 'cordon', 'agent-b');
-      agents.start('agent-disk');
+      await runCli(fleet.stack, 'cordon', 'agent-a');
+      await runCli(fleet.stack, 'cordon', 'agent-b');
+      fleet.agents.start('agent-disk');
       await until('agent-disk advertises', async () => (await ready()).includes('agent-disk'), 90_000);
       const every = 50;
-      const id = await client.submit(await loadSpecFile(tinyJob('disk-full', 1500, every)), 'chaos-disk-full');
+      const id = await fleet.client.submit(await loadSpecFile(tinyJob('disk-full', 1500, every)), 'chaos-disk-full');
       const events: Record<string, unknown>[] = [];
-      const done = client.events.follow(id, (e) => events.push(e));
-      await until('a commit on agent-disk', async () => ((await commitOf(client, id))?.step ?? 0) >= every, 120_000);
-      const rec = (await commitOf(client, id)) as CommitRecord;
+      const done = fleet.client.events.follow(id, (e) => events.push(e));
+      await until(
+        'a commit on agent-disk',
+        async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= every,
+        120_000,
+      );
+      const rec = (await commitOf(fleet.client, id)) as CommitRecord;
       expect(rec.agent_id).to.equal('agent-disk');
       // fill the file system to the last block
       const filledAt = Date.now();
@@ -568,8 +548,8 @@ describe('chaos - faults injected into running jobs', function () {
         }
       }
       closeSync(fd);
-      await runCli(stack, 'uncordon', 'agent-a');
-      await runCli(stack, 'uncordon', 'agent-b');
+      await runCli(fleet.stack, 'uncordon', 'agent-a');
+      await runCli(fleet.stack, 'uncordon', 'agent-b');
       const result = await done;
       const err = events.find((e) => e.type === 'error' && e.agent_id === 'agent-disk');
       expect(err?.code, 'the trainer says what happened').to.equal('DISK_FULL');
@@ -588,7 +568,7 @@ describe('chaos - faults injected into running jobs', function () {
       for (const n of names)
         expect(existsSync(join(ckpts, n, 'manifest.json')), `${n} has its manifest`).to.equal(true);
       expect(names.length, `checkpoints kept under ${ckpts}`).to.be.at.least(1);
-      expect(agents.get('agent-disk')?.exitCode, 'the agent is still running').to.equal(null);
+      expect(fleet.agents.get('agent-disk')?.exitCode, 'the agent is still running').to.equal(null);
       const reached = Math.max(...stepsOf(events, (e) => e.agent_id === 'agent-disk'));
       const firstNew = events.find((e) => e.type === 'step' && e.agent_id !== 'agent-disk');
       rows.push({
@@ -598,21 +578,24 @@ describe('chaos - faults injected into running jobs', function () {
         recoverS: ((Number(firstNew?.time) * 1000 - filledAt) / 1000).toFixed(1),
       });
     } finally {
-      agents.get('agent-disk')?.kill('SIGKILL');
+      fleet.agents.get('agent-disk')?.kill('SIGKILL');
       await new Promise((r) => setTimeout(r, 500));
       execFileSync('umount', ['-l', agentDir], { stdio: 'ignore' });
-      await runCli(stack, 'uncordon', 'agent-a');
-      await runCli(stack, 'uncordon', 'agent-b');
+      await runCli(fleet.stack, 'uncordon', 'agent-a');
+      await runCli(fleet.stack, 'uncordon', 'agent-b');
     }
   });
 
   it('chaos [ci] 13 - bad input through the CLI and straight onto NATS: each refused with a clear error; no daemon crashes; nothing stored changes', async () => {
-    const n = await client.nats();
+    const n = await fleet.client.nats();
     // forged events on a running job's subjects: readers skip them, the job is not affected
-    const target = await client.submit(await loadSpecFile(tinyJob('forged-events', 200, 1000)), 'chaos-forged-events');
+    const target = await fleet.client.submit(
+      await loadSpecFile(tinyJob('forged-events', 200, 1000)),
+      'chaos-forged-events',
+    );
     const events: Record<string, unknown>[] = [];
     const warnings: string[] = [];
-    const done = client.events.follow(
+    const done = fleet.client.events.follow(
       target,
       (e) => events.push(e),
       (w) => warnings.push(w),
@@ -632,7 +615,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(ok.state).to.equal('succeeded');
     expect(warnings.filter((w) => w.startsWith('skipped a malformed event'))).to.have.length(forged.length);
     expect(events.every((e) => e.job_id === target && typeof e.step !== 'string')).to.equal(true);
-    const logs = await runCli(stack, 'logs', target);
+    const logs = await runCli(fleet.stack, 'logs', target);
     expect(logs.status, logs.stderr).to.equal(0);
     expect(logs.stderr).to.match(/skipped a malformed event on tunefleet\.job\.chaos-forged-events\.step/);
 
@@ -644,7 +627,7 @@ describe('chaos - faults injected into running jobs', function () {
       }
       for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET])
         for (const i of await (await n.objects(b)).list()) out[`${b}/${i.name}`] = i.digest;
-      out.workflows = String((await client.list()).length);
+      out.workflows = String((await fleet.client.list()).length);
       return out;
     };
     const before = await storedState();
@@ -727,7 +710,7 @@ describe('chaos - faults injected into running jobs', function () {
       ['unknown flag', ['submit', good, '--gpus', '8'], /unknown option '--gpus'/],
     ];
     for (const [what, args, why] of cases) {
-      const r = await runCli(stack, ...args);
+      const r = await runCli(fleet.stack, ...args);
       expect(r.status, `${what}: exit status (stderr: ${r.stderr})`).to.not.equal(0);
       expect(r.stderr, `${what}: says why`).to.match(why);
       expect(r.stderr, `${what}: an error, not a stack trace`).to.not.match(/\n\s+at .+:\d+:\d+/);
@@ -748,9 +731,9 @@ describe('chaos - faults injected into running jobs', function () {
     );
     await adverts.put('agent-junk', 'not JSON {');
     await new Promise((r) => setTimeout(r, 1500));
-    const fleet = await runCli(stack, 'fleet', '--json');
-    expect(fleet.status, fleet.stderr).to.equal(0);
-    const ids = (JSON.parse(fleet.stdout) as { agent_id: string }[]).map((a) => a.agent_id);
+    const shown = await runCli(fleet.stack, 'fleet', '--json');
+    expect(shown.status, shown.stderr).to.equal(0);
+    const ids = (JSON.parse(shown.stdout) as { agent_id: string }[]).map((a) => a.agent_id);
     expect(ids, 'the forged adverts are not in the fleet')
       .to.include.members(['agent-a', 'agent-b'])
       .and.not.include.members(['agent-forged']);
@@ -760,19 +743,19 @@ describe('chaos - faults injected into running jobs', function () {
 
     expect(await storedState(), 'nothing stored changed').to.deep.equal(before);
     expect(await ready(), 'both agents still up').to.include.members(['agent-a', 'agent-b']);
-    for (const a of ['agent-a', 'agent-b']) expect(agents.get(a)?.exitCode, `${a} did not crash`).to.equal(null);
+    for (const a of ['agent-a', 'agent-b']) expect(fleet.agents.get(a)?.exitCode, `${a} did not crash`).to.equal(null);
 
     // a model directory with only a pickle is never advertised, so never loaded: the job says so
-    const pickled = join(stack.home, 'models', 'pickle-only');
+    const pickled = join(fleet.stack.home, 'models', 'pickle-only');
     mkdirSync(pickled, { recursive: true });
-    copyFileSync(join(stack.home, 'models', TINY_MODEL, 'config.json'), join(pickled, 'config.json'));
+    copyFileSync(join(fleet.stack.home, 'models', TINY_MODEL, 'config.json'), join(pickled, 'config.json'));
     writeFileSync(join(pickled, 'pytorch_model.bin'), Buffer.from('not really a pickle'));
     await new Promise((r) => setTimeout(r, 1500)); // a re-advert or two
-    const pj = await client.submit(
+    const pj = await fleet.client.submit(
       await loadSpecFile(spec(`name: bad\nmodel: pickle-only\nmethod: lora\ndataset: {path: data.jsonl}\n`)),
       'chaos-pickle-only',
     );
-    const failed = await client.events
+    const failed = await fleet.client.events
       .follow(pj, () => {})
       .then(
         () => null,

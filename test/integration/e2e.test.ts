@@ -8,20 +8,10 @@ import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
 import { ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, TunefleetErrors, type JobResult } from '../../shared';
-import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
+import { loadSpecFile } from '../../scheduler/cli/client';
 import { getFile } from '../../scheduler/nats';
-import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
-import { startAgent, type RunningAgent } from '../../agent/daemon';
-import {
-  ROOT,
-  TINY_MODEL,
-  cliEnv,
-  recordHistory,
-  runCli,
-  startTestStack,
-  stopAll,
-  type TestStack,
-} from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
+import { once, useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
 import { tinyJob, until } from '../harness/fleet';
 
@@ -63,46 +53,31 @@ ${evaluation}${extra}`;
 
 describe('e2e - one LoRA job through the real stack', function () {
   this.timeout(600_000);
-  let stack: TestStack;
-  let worker: RunningWorker;
-  let agent: RunningAgent;
-  let client: JobClient;
-  const logs: string[] = [];
-  let jobId: string;
-  let result: JobResult;
-  const events: Record<string, unknown>[] = [];
+  const fleet = useRunningFleet({ inProcessAgent: 'test-agent' });
 
-  before(async () => {
-    stack = await startTestStack();
-    worker = await startControlWorker(stack.cfg, (m) => logs.push(`[worker] ${m}`));
-    agent = await startAgent(
-      stack.cfg,
-      { agentId: 'test-agent', labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 },
-      (m) => logs.push(`[agent] ${m}`),
+  /** The job most cases read: run by the first case that asks for it, so that any case can run alone. */
+  const succeeded = once(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const gates = '  gates: ["eval_loss <= base", "judge >= -1", "tool.answers >= 12"]\n';
+    const loaded = await loadSpecFile(
+      writeJob(dir, '', `  tool: {command: ${JSON.stringify(TOOL)}, timeout_s: 30}\n${gates}`),
     );
-    client = await JobClient.connect(stack.cfg);
+    const jobId = await fleet.client.submit(loaded, 'e2e-job-1');
+    const events: Record<string, unknown>[] = [];
+    const result = await fleet.client.events.follow(jobId, (e) => events.push(e));
+    return { jobId, result, events };
   });
 
-  after(() =>
-    stopAll(
-      () => client?.close(),
-      () => agent?.stop(),
-      () => worker?.stop(),
-      () => stack?.stop(),
-    ),
-  );
+  /** A job whose second gate fails, submitted through the piped CLI with --follow. */
+  const gateFailed = once(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const id = 'e2e-gate-fail';
+    const spec = writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n');
+    return { id, followed: await runCli(fleet.stack, 'submit', spec, '--id', id, '--follow') };
+  });
 
   it('e2e - submit, train, evaluate and register', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const loaded = await loadSpecFile(
-      writeJob(
-        dir,
-        '',
-        `  tool: {command: ${JSON.stringify(TOOL)}, timeout_s: 30}\n  gates: ["eval_loss <= base", "judge >= -1", "tool.answers >= 12"]\n`,
-      ),
-    );
-    jobId = await client.submit(loaded, 'e2e-job-1');
-    result = await client.events.follow(jobId, (e) => events.push(e));
+    const { jobId, result } = await succeeded();
     expect(result.state).to.equal('succeeded');
     expect(result.data).to.include({
       records_total: 60,
@@ -120,10 +95,11 @@ describe('e2e - one LoRA job through the real stack', function () {
       'adapter_config.json',
       'adapter_model.safetensors',
     ]);
-    await recordHistory(client.client, jobId, 'succeeded');
+    await recordHistory(fleet.client.client, jobId, 'succeeded');
   });
 
-  it('e2e - the evaluation has all four sides: metrics, the judge, the tool scorer and the gates that passed', () => {
+  it('e2e - the evaluation has all four sides: metrics, the judge, the tool scorer and the gates that passed', async () => {
+    const { jobId, result } = await succeeded();
     const { base, tuned, judge, tool, outputs } = result.evaluation;
     for (const m of [base, tuned]) {
       expect(m.bleu).to.be.within(0, 100);
@@ -140,28 +116,25 @@ describe('e2e - one LoRA job through the real stack', function () {
   });
 
   it('e2e - a gate that fails ends the job failed_gate with the numbers (submit --follow exits 3, piped output is plain); the adapter is stored all the same', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
-    const id = 'e2e-gate-fail';
-    const spec = writeJob(dir, '', '  gates: ["eval_loss <= base", "exact_match >= base + 2"]\n');
-    const followed = await runCli(stack, 'submit', spec, '--id', id, '--follow');
+    const { id, followed } = await gateFailed();
     expect(followed.status, followed.stderr).to.equal(3);
     // stdout is a pipe here: one plain line per event, no escape sequences, no step shown twice on a line
     expect(followed.stdout.includes('\u001b'), 'escape sequences in piped output').to.equal(false);
     const lines = followed.stdout.split('\n');
     expect(lines.filter((l) => /^step +\d+\/6 /.test(l))).to.have.lengthOf.at.least(6);
     for (const l of lines) expect((l.match(/step +\d+\//g) ?? []).length, l).to.be.at.most(1);
-    const r = await client.result(id);
+    const r = await fleet.client.result(id);
     expect(r.state).to.equal('failed_gate');
     expect(r.gates?.map((g) => g.passed)).to.deep.equal([true, false]);
     const failed = r.gates?.[1];
     expect(failed?.threshold).to.be.closeTo((r.evaluation.base.exact_match as number) + 2, 1e-9);
     expect(failed?.message).to.match(/^exact_match \d\.\d{4} >= base \d\.\d{4} \+ 2\.000 = \d\.\d{3,4}: FAIL$/);
-    const store = await (await client.nats()).objects(ADAPTERS_BUCKET);
+    const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
     for (const f of r.adapter.files)
       expect(await store.info(`${r.adapter.prefix}${f.name}`), f.name).to.not.equal(null);
-    const status = await runCli(stack, 'status', id);
+    const status = await runCli(fleet.stack, 'status', id);
     expect(status.stdout).to.match(/failed_gate/);
-    const res = await runCli(stack, 'result', id);
+    const res = await runCli(fleet.stack, 'result', id);
     expect(res.status, res.stderr).to.equal(0);
     expect(res.stdout)
       .to.match(/gates: 1 of 2 passed/)
@@ -170,9 +143,10 @@ describe('e2e - one LoRA job through the real stack', function () {
   });
 
   it('e2e - review export, grading and import attach human grades to the result; a bad file stores nothing', async () => {
+    const { jobId } = await succeeded();
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-review-'));
     const file = join(dir, 'review.csv');
-    const ex = await runCli(stack, 'review', 'export', jobId, '-n', '5', '--seed', '1', '-o', file);
+    const ex = await runCli(fleet.stack, 'review', 'export', jobId, '-n', '5', '--seed', '1', '-o', file);
     expect(ex.status, ex.stderr).to.equal(0);
     expect(ex.stdout).to.match(/wrote 5 of 12 answers/);
     const rows = parse(readFileSync(file, 'utf8'), { columns: true }) as Record<string, string>[];
@@ -195,17 +169,19 @@ describe('e2e - one LoRA job through the real stack', function () {
         { header: true },
       ),
     );
-    const bad = await runCli(stack, 'review', 'import', jobId, join(dir, 'bad.csv'));
+    const bad = await runCli(fleet.stack, 'review', 'import', jobId, join(dir, 'bad.csv'));
     expect(bad.status).to.equal(2);
     expect(bad.stderr)
       .to.match(/bad\.csv:\d+: tuned_grade "great" is not a whole number from 1 to 5/)
       .and.match(/nothing was imported/);
-    expect((await client.reviews.result(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(null);
+    expect((await fleet.client.reviews.result(jobId)).review ?? null, 'nothing stored by the refused import').to.equal(
+      null,
+    );
     writeFileSync(file, stringify(rows, { header: true }));
-    const im = await runCli(stack, 'review', 'import', jobId, file);
+    const im = await runCli(fleet.stack, 'review', 'import', jobId, file);
     expect(im.status, im.stderr).to.equal(0);
     expect(im.stdout).to.match(/imported 4 graded answers: base 2\.00, fine-tuned 4\.00/);
-    const res = await runCli(stack, 'result', jobId, '--json', '--plot', join(dir, 'loss.svg'));
+    const res = await runCli(fleet.stack, 'result', jobId, '--json', '--plot', join(dir, 'loss.svg'));
     expect(res.status, res.stderr).to.equal(0);
     const json = JSON.parse(res.stdout) as JobResult & { loss_curve: { train: [number, number][] } };
     expect(json.review).to.include({
@@ -222,7 +198,8 @@ describe('e2e - one LoRA job through the real stack', function () {
       .and.include('<polyline');
   });
 
-  it('e2e - the job stream carries every step, both checkpoints and the evaluation', () => {
+  it('e2e - the job stream carries every step, both checkpoints and the evaluation', async () => {
+    const { jobId, events } = await succeeded();
     const steps = events.filter((e) => e.type === 'step').map((e) => e.step);
     expect(steps).to.deep.equal([1, 2, 3, 4, 5, 6]);
     expect(events.filter((e) => e.type === 'checkpoint').map((e) => e.step)).to.deep.equal([3, 6]);
@@ -234,7 +211,8 @@ describe('e2e - one LoRA job through the real stack', function () {
   });
 
   it('e2e - checkpoints are in the object store with their manifest', async () => {
-    const n = await client.nats();
+    const { jobId } = await succeeded();
+    const n = await fleet.client.nats();
     const store = await n.objects(CHECKPOINTS_BUCKET);
     const manifest = await store.getBlob(`${jobId}/a1/step-00000003/manifest.json`);
     expect(manifest).to.not.equal(null);
@@ -246,10 +224,11 @@ describe('e2e - one LoRA job through the real stack', function () {
     for (const f of m.files) expect(await store.info(`${jobId}/a1/step-00000003/${f.name}`), f.name).to.not.equal(null);
   });
 
-  it('e2e - the real temporal CLI lists the workflow', () => {
+  it('e2e - the real temporal CLI lists the workflow', async () => {
+    const { jobId } = await succeeded();
     const out = execFileSync(
-      join(stack.home, 'bin', 'temporal'),
-      ['workflow', 'list', '--address', stack.cfg.temporalAddress],
+      join(fleet.stack.home, 'bin', 'temporal'),
+      ['workflow', 'list', '--address', fleet.stack.cfg.temporalAddress],
       { encoding: 'utf8' },
     );
     expect(out).to.include(jobId);
@@ -257,15 +236,16 @@ describe('e2e - one LoRA job through the real stack', function () {
   });
 
   it('e2e - the downloaded adapter loads in stock PEFT and gives the reported eval loss', async () => {
+    const { jobId, result } = await succeeded();
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-dl-'));
     const r = spawnSync(
       process.execPath,
       [join(ROOT, 'bin', 'tunefleet'), 'download', jobId, '--out', join(dir, 'adapter')],
-      { env: cliEnv(stack), encoding: 'utf8' },
+      { env: cliEnv(fleet.stack), encoding: 'utf8' },
     );
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/wrote \d+ adapter files/);
-    const n = await client.nats();
+    const n = await fleet.client.nats();
     await getFile(await n.objects(DATASETS_BUCKET), result.data.eval_object, join(dir, 'eval.jsonl'));
     // plain transformers + PEFT, no tunefleet code: token-weighted loss over completion tokens
     const script = `
@@ -289,8 +269,8 @@ for line in open(data):
 print(json.dumps({"eval_loss": total / count}))
 `;
     const out = execFileSync(
-      join(stack.home, 'bin', 'python'),
-      ['-c', script, join(stack.home, 'models', TINY_MODEL), join(dir, 'adapter'), join(dir, 'eval.jsonl')],
+      join(fleet.stack.home, 'bin', 'python'),
+      ['-c', script, join(fleet.stack.home, 'models', TINY_MODEL), join(dir, 'adapter'), join(dir, 'eval.jsonl')],
       { encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'pipe', 'ignore'] },
     );
     const measured = (JSON.parse(out.trim().split('\n').pop() as string) as { eval_loss: number }).eval_loss;
@@ -300,7 +280,9 @@ print(json.dumps({"eval_loss": total / count}))
   });
 
   it('e2e - status, list and result work from the CLI', async () => {
-    const run = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
+    const { jobId } = await succeeded();
+    await gateFailed();
+    const run = (...args: string[]): ReturnType<typeof runCli> => runCli(fleet.stack, ...args);
     const status = await run('status', jobId);
     expect(status.status, status.stderr).to.equal(0);
     expect(status.stdout, status.stdout).to.not.match(/no live state/);
@@ -309,10 +291,13 @@ print(json.dumps({"eval_loss": total / count}))
       .and.match(/succeeded/)
       .and.match(/step 6\/6/);
     // a third end: a job cancelled while it trains
-    const cancelled = await client.submit(await loadSpecFile(tinyJob('e2e-cancel', 100000, 1000)), 'e2e-cancelled');
-    await until('training', async () => (await client.describe(cancelled)).status?.state === 'training', 120_000);
+    const cancelled = await fleet.client.submit(
+      await loadSpecFile(tinyJob('e2e-cancel', 100000, 1000)),
+      'e2e-cancelled',
+    );
+    await until('training', async () => (await fleet.client.describe(cancelled)).status?.state === 'training', 120_000);
     expect((await run('cancel', cancelled)).status).to.equal(0);
-    await until('cancelled', async () => (await client.describe(cancelled)).temporal === 'CANCELLED', 60_000);
+    await until('cancelled', async () => (await fleet.client.describe(cancelled)).temporal === 'CANCELLED', 60_000);
     // finished jobs say how they ended, where they ran, how long they took and their eval loss
     type Row = { jobId: string; state: string; agent: string | null; attempt: number | null; seconds: number };
     const rows = JSON.parse((await run('list', '--json')).stdout) as (Row & { evalLoss: { tuned: number } | null })[];
@@ -354,9 +339,10 @@ print(json.dumps({"eval_loss": total / count}))
   });
 
   it('e2e - the same job id twice starts no second workflow', async () => {
+    const { jobId } = await succeeded();
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
     const loaded = await loadSpecFile(writeJob(dir));
-    const e = await rejection(client.submit(loaded, jobId), 'submitting a duplicate id');
+    const e = await rejection(fleet.client.submit(loaded, jobId), 'submitting a duplicate id');
     expect(e.message).to.match(/already exists/);
   });
 
@@ -364,11 +350,11 @@ print(json.dumps({"eval_loss": total / count}))
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
     const spec = writeJob(dir);
     writeFileSync(join(dir, 'data.jsonl'), '{"prompt":"a","completion":"b"}\n{"prompt": 3}\n{"text":"mixed"}\n');
-    const bad = await rejection(client.submit(await loadSpecFile(spec), 'e2e-bad-data'), 'submitting bad data');
+    const bad = await rejection(fleet.client.submit(await loadSpecFile(spec), 'e2e-bad-data'), 'submitting bad data');
     expect(bad).to.be.instanceOf(TunefleetErrors);
     expect((bad as TunefleetErrors).problems.map((p) => p.message).join('\n')).to.match(/data\.jsonl:2/);
     expect(bad.message).to.match(/nothing was uploaded/);
-    const none = await rejection(client.describe('e2e-bad-data'), 'describing a job that should not exist');
+    const none = await rejection(fleet.client.describe('e2e-bad-data'), 'describing a job that should not exist');
     expect(none.message).to.match(/no job 'e2e-bad-data'/);
   });
 });

@@ -7,12 +7,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { LEASES_BUCKET, QUEUE_BUCKET } from '../../shared';
 import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { LeaseConflict, readLeases, releaseLease, reserve, type Lease, type QueueEntry } from '../../scheduler/leases';
-import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
-import { AgentProcesses, readyAgents, tinyJob, until } from '../harness/fleet';
+import { tinyJob, until } from '../harness/fleet';
 import { describeLoad, runLoad } from '../harness/load';
-import { recordHistory, runCli, startTestStack, stopAll, type TestStack } from '../harness/stack';
+import { recordHistory, runCli } from '../harness/stack';
+import { useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
 
 const GiB = 2 ** 30;
@@ -22,51 +22,29 @@ const HEARTBEAT_TIMEOUT_S = 8;
 
 describe('recovery - three real agents', function () {
   this.timeout(900_000);
-  let stack: TestStack;
-  let worker: RunningWorker;
-  let worker2: RunningWorker;
-  let client: JobClient;
-  const agents = new AgentProcesses(
-    () => stack,
-    ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4'],
-  );
-
-  const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(stack, ...args);
-  const fleetIds = (): Promise<string[]> => readyAgents(client);
-  before(async () => {
-    stack = await startTestStack();
-    worker = await startControlWorker(stack.cfg, () => {});
-    // a second control worker: placements race for the same leases (compare-and-set decides)
-    worker2 = await startControlWorker(stack.cfg, () => {});
-    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 });
-    for (const id of ['agent-a', 'agent-b', 'agent-c']) agents.start(id);
-    await until('three agents advertise', async () => (await fleetIds()).length === 3, 90_000);
+  // a second control worker: placements race for the same leases (compare-and-set decides)
+  const fleet = useRunningFleet({
+    agents: ['agent-a', 'agent-b', 'agent-c'],
+    agentArgs: ['--heartbeat', '500', '--capacity', String(CAPACITY), '--max-sessions', '4'],
+    controlWorkers: 2,
+    client: { heartbeatTimeoutS: HEARTBEAT_TIMEOUT_S, scheduleToStartS: 20 },
   });
-
-  after(() =>
-    stopAll(
-      () => agents.killAll(),
-      () => client?.close(),
-      () => worker2?.stop(),
-      () => worker?.stop(),
-      () => stack?.stop(),
-    ),
-  );
+  const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(fleet.stack, ...args);
 
   it('recovery - cancel stops the trainer and releases the lease; explain says why the job went where it did', async () => {
-    const id = await client.submit(await loadSpecFile(tinyJob('cancel', 100000, 1000)), 'cancel-job');
-    await until('training', async () => (await client.describe(id)).status?.state === 'training', 120_000);
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('cancel', 100000, 1000)), 'cancel-job');
+    await until('training', async () => (await fleet.client.describe(id)).status?.state === 'training', 120_000);
     const explain = await cli('explain', id);
     expect(explain.status, explain.stderr).to.equal(0);
-    const agentId = (await client.describe(id)).status?.agentId as string;
+    const agentId = (await fleet.client.describe(id)).status?.agentId as string;
     expect(explain.stdout)
       .to.contain(`* ${agentId}`)
       .and.match(/memory estimate [\d.]+ GiB: weights/)
       .and.match(/best_fit/);
     const r = await cli('cancel', id);
     expect(r.status, r.stderr).to.equal(0);
-    await until('cancelled', async () => (await client.describe(id)).temporal === 'CANCELLED', 60_000);
-    const leases = await (await client.nats()).kv(LEASES_BUCKET);
+    await until('cancelled', async () => (await fleet.client.describe(id)).temporal === 'CANCELLED', 60_000);
+    const leases = await (await fleet.client.nats()).kv(LEASES_BUCKET);
     await until(
       'lease released',
       async () => {
@@ -75,7 +53,7 @@ describe('recovery - three real agents', function () {
       },
       30_000,
     );
-    const adverts = await (await client.nats()).adverts();
+    const adverts = await (await fleet.client.nats()).adverts();
     await until(
       'session gone from the advert',
       async () => {
@@ -88,7 +66,7 @@ describe('recovery - three real agents', function () {
       },
       30_000,
     );
-    await recordHistory(client.client, id, 'cancelled');
+    await recordHistory(fleet.client.client, id, 'cancelled');
     const q = await cli('list', '--query', "TunefleetState='cancelled'");
     expect(q.status, q.stderr).to.equal(0);
     expect(q.stdout).to.contain(id);
@@ -105,7 +83,7 @@ describe('recovery - three real agents', function () {
   });
 
   it("recovery - two placements decided on the same revision of an agent's leases: one write wins, the other gets a conflict, nothing is overbooked", async () => {
-    const kv = await (await client.nats()).kv(LEASES_BUCKET);
+    const kv = await (await fleet.client.nats()).kv(LEASES_BUCKET);
     const agent = 'race-agent';
     const lease = (jobId: string): Lease => ({
       jobId,
@@ -143,14 +121,14 @@ describe('recovery - three real agents', function () {
     // the job may only run on agent-c, and agent-c is cordoned: it waits, polling every 100 ms
     expect((await cli('cordon', 'agent-c')).status).to.equal(0);
     const HISTORY = 80;
-    const waiter = await JobClient.connect({ ...stack.cfg, queue: { pollMs: 100, historyEvents: HISTORY } });
+    const waiter = await JobClient.connect({ ...fleet.stack.cfg, queue: { pollMs: 100, historyEvents: HISTORY } });
     try {
       const specPath = tinyJob('long-wait', 2, 1000);
       writeFileSync(specPath, readFileSync(specPath, 'utf8') + 'priority: 70\nselector: {host: agent-c}\n');
       const id = await waiter.submit(await loadSpecFile(specPath), 'long-wait');
       const runs = async (status: string): Promise<string[]> => {
         const out: string[] = [];
-        for await (const w of client.client.workflow.list({
+        for await (const w of fleet.client.client.workflow.list({
           query: `WorkflowId = '${id}' AND ExecutionStatus = '${status}'`,
         }))
           out.push(w.runId);
@@ -158,14 +136,14 @@ describe('recovery - three real agents', function () {
       };
       await until('two hand-overs to a new run', async () => (await runs('ContinuedAsNew')).length >= 2, 240_000);
       // one job in the list, still queued, shown with its submit time (not the new run's start)
-      const rows = (await client.list()).filter((r) => r.jobId === id);
+      const rows = (await fleet.client.list()).filter((r) => r.jobId === id);
       expect(rows, 'listed once').to.have.length(1);
       expect(rows[0]?.state).to.equal('queued');
       expect(rows[0]?.position).to.equal(1);
-      const queued = await (await (await client.nats()).kv(QUEUE_BUCKET)).get(id);
+      const queued = await (await (await fleet.client.nats()).kv(QUEUE_BUCKET)).get(id);
       const entry = queued?.json<QueueEntry>();
       expect(entry?.priority).to.equal(70);
-      const described = await client.client.workflow.getHandle(id).describe();
+      const described = await fleet.client.client.workflow.getHandle(id).describe();
       expect(entry?.submitted, 'the queue keeps the original submit time').to.equal(described.memo?.submittedAt);
       expect(rows[0]?.started.toISOString()).to.equal(described.memo?.submittedAt);
       expect(described.runId, 'the list and the status follow the newest run').to.not.be.oneOf(
@@ -173,14 +151,14 @@ describe('recovery - three real agents', function () {
       );
 
       expect((await cli('uncordon', 'agent-c')).status).to.equal(0);
-      const result = await client.events.follow(id, () => {});
+      const result = await fleet.client.events.follow(id, () => {});
       expect(result.state).to.equal('succeeded');
       expect(result.training.agentId).to.equal('agent-c');
       const continued = await runs('ContinuedAsNew');
-      await recordHistory(client.client, id, 'queued-continued-as-new', continued[continued.length - 1]);
-      await recordHistory(client.client, id, 'queued-after-continue-as-new');
+      await recordHistory(fleet.client.client, id, 'queued-continued-as-new', continued[continued.length - 1]);
+      await recordHistory(fleet.client.client, id, 'queued-after-continue-as-new');
       for (const runId of [...continued, undefined]) {
-        const events = (await client.client.workflow.getHandle(id, runId).fetchHistory()).events?.length ?? 0;
+        const events = (await fleet.client.client.workflow.getHandle(id, runId).fetchHistory()).events?.length ?? 0;
         // the bound, plus at most one poll's events and the hand-over itself
         expect(events, `run ${runId ?? 'last'}`).to.be.below(HISTORY + 20);
       }
@@ -191,7 +169,7 @@ describe('recovery - three real agents', function () {
   });
 
   it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 9 finish', async () => {
-    const f = await runLoad(stack, client, [worker, worker2], agents, {
+    const f = await runLoad(fleet.stack, fleet.client, fleet.workers, fleet.agents, {
       name: 'many',
       jobs: 9,
       capacity: CAPACITY,
@@ -200,7 +178,7 @@ describe('recovery - three real agents', function () {
       trainerThreads: threadsPerSession(availableParallelism(), 4),
     });
     for (const line of describeLoad(f, CAPACITY)) console.log(`      ${line}`);
-    await recordHistory(client.client, 'many-08', 'queued-then-placed');
+    await recordHistory(fleet.client.client, 'many-08', 'queued-then-placed');
     expect(f.failed).to.deep.equal([]);
     expect(f.overbooked).to.equal(null);
     expect(f.overrun).to.equal(null);

@@ -104,3 +104,17 @@ def run_trainer_process(cfg, tmp_path, command="train", name="run.json", timeout
     )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, events
+
+
+SCHEMA = json.load(open(os.path.join(TRAINER_DIR, "tunefleet_trainer", "events.schema.json")))
+
+
+def assert_valid(events):
+    import jsonschema
+
+    for e in events:
+        jsonschema.validate(e, SCHEMA)
+
+
+def steps(events):
+    return [e for e in events if e["type"] == "step"]

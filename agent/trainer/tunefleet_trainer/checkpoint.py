@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 
-from .errors import TrainerError
+from .errors import TrainerError, read_json
 
 MANIFEST = "manifest.json"
 
@@ -82,13 +82,8 @@ def commit(tmp_dir, final_dir, step):
 def verify(ckpt_dir):
     """Raise unless every file the manifest names exists with its sha256. -> manifest."""
     path = os.path.join(ckpt_dir, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError as e:
-        raise TrainerError("CHECKPOINT_INCOMPLETE", f"{ckpt_dir}: no manifest.json (an interrupted checkpoint)") from e
-    except json.JSONDecodeError as e:
-        raise TrainerError("CHECKPOINT_CORRUPT", f"{path}: not JSON ({e.msg})") from e
+    incomplete = ("CHECKPOINT_INCOMPLETE", f"{ckpt_dir}: no manifest.json (an interrupted checkpoint)")
+    manifest = read_json(path, "CHECKPOINT_CORRUPT", missing=incomplete)
     for entry in manifest.get("files", []):
         name = entry["name"]
         full = os.path.realpath(os.path.join(ckpt_dir, name))

@@ -5,11 +5,10 @@ by hand to run the trainer alone.
 """
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .errors import TrainerError
+from .errors import TrainerError, read_json
 
 METHODS = ("lora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter", "full")
 
@@ -152,14 +151,7 @@ def validate(cfg: RunConfig):
 
 
 def load(path) -> RunConfig:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise TrainerError("CONFIG_INVALID", f"{path}: cannot read ({e.strerror})") from e
-    except json.JSONDecodeError as e:
-        raise TrainerError("CONFIG_INVALID", f"{path}:{e.lineno}: not JSON ({e.msg})") from e
-    return validate(_build(RunConfig, data, str(path)))
+    return validate(_build(RunConfig, read_json(path, "CONFIG_INVALID"), str(path)))
 
 
 def from_dict(data) -> RunConfig:

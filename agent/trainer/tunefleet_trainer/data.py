@@ -142,3 +142,23 @@ def device_batch(batch, pad_id, device):
     tokens = int(mask.sum())
     full = tokens == mask.numel()
     return input_ids.to(device), labels.to(device), None if full else mask.to(device), tokens
+
+
+def epoch_order(n, seed, epoch):
+    """The order of the n training examples in `epoch`: a pure function of (seed, epoch)."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def examples_for_step(step, batch_size, n, seed):
+    """Indices of the examples optimizer step `step` (0-based) trains on: [s*B, (s+1)*B) of the epochs' orders."""
+    out, orders = [], {}
+    for pos in range(step * batch_size, (step + 1) * batch_size):
+        epoch, i = divmod(pos, n)
+        if epoch not in orders:
+            orders[epoch] = epoch_order(n, seed, epoch)
+        out.append(orders[epoch][i])
+    return out

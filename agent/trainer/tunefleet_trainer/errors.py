@@ -2,6 +2,8 @@
 # where each has its failure class (what the workflow does when an attempt ends with it).
 # test/unit/errors.test.ts fails when a code is on one side only, or when the trainer
 # raises a code that is not listed here.
+import json
+
 CODES = frozenset(
     {
         "CONFIG_INVALID",
@@ -34,3 +36,18 @@ class TrainerError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def read_json(path, code, missing=None):
+    """A JSON file's content; an unreadable or malformed file is a TrainerError(code) naming the path and line.
+
+    missing: (code, message) for a file that does not exist, where that means something of its own."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        if missing and isinstance(e, FileNotFoundError):
+            raise TrainerError(*missing) from e
+        raise TrainerError(code, f"{path}: cannot read ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise TrainerError(code, f"{path}:{e.lineno}: not JSON ({e.msg})") from e

@@ -18,7 +18,8 @@ from .data import prompt_of, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
 from .modeling import check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype
-from .recipe import amp_dtype, evaluate_loss
+from .recipe import evaluate_loss
+from .run import amp_dtype
 
 
 def normalise(text):

@@ -2,6 +2,7 @@
 
 import os
 
+from .data import IGNORE
 from .errors import TrainerError
 
 
@@ -47,6 +48,15 @@ def load_tokenizer(path):
     return tok
 
 
+def require_bitsandbytes(code, what):
+    """Import bitsandbytes (4-bit kernels, 8-bit optimizers) or say which feature needs it."""
+    try:
+        import bitsandbytes
+    except Exception as e:  # pragma: no cover - depends on the host
+        raise TrainerError(code, f"{what} needs bitsandbytes, which failed to import: {e}") from e
+    return bitsandbytes
+
+
 def load_base(path, dtype, device, method="lora"):
     from transformers import AutoModelForCausalLM
 
@@ -58,11 +68,9 @@ def load_base(path, dtype, device, method="lora"):
                 "QLORA_UNAVAILABLE",
                 "qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not train on CPU; use lora on this agent",
             )
-        try:
-            import bitsandbytes  # noqa: F401
-            from transformers import BitsAndBytesConfig
-        except Exception as e:  # pragma: no cover - depends on the host
-            raise TrainerError("QLORA_UNAVAILABLE", f"qlora needs bitsandbytes, which failed to import: {e}") from e
+        require_bitsandbytes("QLORA_UNAVAILABLE", "qlora")
+        from transformers import BitsAndBytesConfig
+
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
         )
@@ -202,5 +210,5 @@ def batch_loss(model, input_ids, labels, mask, amp=None):
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="sum"
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )

@@ -1,0 +1,201 @@
+"""A training run as one typed object: what setup() builds from the run config and the
+train loop, checkpoints and export read (recipe.py, resume.py)."""
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from .config import RunConfig
+from .data import pack, read_jsonl, tokenize_all
+from .errors import TrainerError
+from .modeling import (
+    auto_micro_batch,
+    check_model_dir,
+    load_base,
+    load_tokenizer,
+    memory_free,
+    pick_device,
+    pick_dtype,
+    require_bitsandbytes,
+    wrap,
+)
+from .resume import restore, seed_all
+
+
+@dataclass
+class TrainState:
+    """What changes step by step, saved in every checkpoint's state.json."""
+
+    step: int = 0
+    best_eval_loss: Optional[float] = None
+    best_step: Optional[int] = None
+    evals_without_improvement: int = 0
+    losses: List[float] = field(default_factory=list)
+
+    def saved(self):
+        return {
+            "step": self.step,
+            "best_eval_loss": self.best_eval_loss,
+            "best_step": self.best_step,
+            "evals_without_improvement": self.evals_without_improvement,
+            "losses": self.losses,
+        }
+
+    def restore(self, saved):
+        self.step = saved["step"]
+        self.best_eval_loss = saved.get("best_eval_loss")
+        self.best_step = saved.get("best_step")
+        self.evals_without_improvement = saved.get("evals_without_improvement", 0)
+        self.losses = saved.get("losses", [])
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    device: Any
+    dtype: Any
+    tokenizer: Any
+    model: Any
+    train: list
+    eval: list
+    truncated: int
+    records_used: int
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    micro: int = 1
+    accum: int = 1
+    steps_total: int = 1
+    trainable: int = 0
+    total: int = 0
+    micro_note: Optional[str] = None
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def batch(self):
+        """Sequences per optimizer step."""
+        return self.micro * self.accum
+
+    @property
+    def amp(self):
+        """The autocast dtype: None for fp32 (no autocast)."""
+        return amp_dtype(self.dtype)
+
+    @property
+    def best_dir(self):
+        """The best weights seen by periodic evaluation."""
+        return os.path.join(self.cfg.output_dir, "best")
+
+    def release(self):
+        """Drop the model, optimizer and data so their memory can be freed."""
+        self.model = self.optimizer = self.scheduler = self.scaler = self.tokenizer = None
+        self.train, self.eval = [], []
+
+
+def amp_dtype(dtype):
+    """The autocast dtype for a model loaded in dtype: None for fp32 (no autocast)."""
+    import torch
+
+    return None if dtype == torch.float32 else dtype
+
+
+def lr_lambda(kind, warmup, total):
+    def f(step):
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant" or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _read_data(cfg, tokenizer):
+    t = cfg.training
+    records, fmt = read_jsonl(cfg.train_path)
+    train, truncated = tokenize_all(records, fmt, tokenizer, t.max_seq_len)
+    if not train:
+        raise TrainerError("DATASET_EMPTY", f"{cfg.train_path}: no record has a token to learn from")
+    records_used = len(train)
+    if t.packing:
+        train = pack(train, t.max_seq_len)
+    evals = []
+    if cfg.eval_path:
+        erecs, efmt = read_jsonl(cfg.eval_path)
+        evals, etrunc = tokenize_all(erecs, efmt, tokenizer, t.max_seq_len)
+        truncated += etrunc
+    return train, evals, truncated, records_used
+
+
+def _micro_batch(run):
+    """The micro-batch: the spec's, or the largest that fits the free memory (inside the session's reservation)."""
+    import torch
+
+    t, cfg = run.cfg.training, run.cfg
+    if t.micro_batch_size:
+        return min(t.micro_batch_size, t.batch_size), None
+    longest = max(len(ids) for ids, _ in run.train)
+    free = memory_free(run.device)
+    if cfg.memory_budget:
+        free = min(free, cfg.memory_budget)  # other sessions may share this device: stay inside the reservation
+    micro, per_seq = auto_micro_batch(
+        run.model.config, longest, t.batch_size, free, torch.finfo(run.dtype).bits // 8, t.gradient_checkpointing
+    )
+    note = (
+        f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free "
+        f"({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
+    )
+    return micro, note
+
+
+def _optimizer(run, params):
+    import torch
+
+    t = run.cfg.training
+    if t.optimizer == "adamw_8bit":
+        if run.device.type != "cuda":
+            raise TrainerError(
+                "OPTIMIZER_UNAVAILABLE",
+                "adamw_8bit needs a CUDA GPU (bitsandbytes 8-bit optimizer states); use adamw on this agent",
+            )
+        bnb = require_bitsandbytes("OPTIMIZER_UNAVAILABLE", "adamw_8bit")
+        return bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    # fused: one kernel for the whole update on CUDA (the state dict is the same, so checkpoints move between agents)
+    fused = run.device.type == "cuda" or None
+    return torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused)
+
+
+def setup(cfg):
+    """Load the data, the model and its adapter, choose the micro-batch, build the optimizer; resume if asked."""
+    import torch
+
+    t = cfg.training
+    device = pick_device(cfg)
+    dtype = pick_dtype(t.precision, device)
+    seed_all(t.seed)
+    check_model_dir(cfg.model_path)
+    tokenizer = load_tokenizer(cfg.model_path)
+    train, evals, truncated, records_used = _read_data(cfg, tokenizer)
+
+    model = load_base(cfg.model_path, dtype, device, cfg.method)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    model, trainable, total = wrap(model, cfg)
+    run = Run(cfg, device, dtype, tokenizer, model, train, evals, truncated, records_used)
+    run.trainable, run.total = trainable, total
+    run.micro, run.micro_note = _micro_batch(run)
+    run.accum = max(1, t.batch_size // run.micro)
+    run.steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / run.batch))
+    run.optimizer = _optimizer(run, [p for p in model.parameters() if p.requires_grad])
+    warmup = int(round(t.warmup_ratio * run.steps_total))
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lr_lambda(t.lr_scheduler, warmup, run.steps_total))
+    run.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
+    if cfg.resume_from:
+        restore(run, cfg.resume_from)
+    return run

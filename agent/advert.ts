@@ -12,7 +12,9 @@ import {
   type AgentState,
   type GpuAdvert,
   type ModelShape,
+  cpuDevice,
 } from '../shared';
+import { selectDevices } from './devices';
 import { probeGpus } from './gpu';
 import { TRAINER_DIR } from './trainer';
 
@@ -121,6 +123,8 @@ export interface AdvertInput {
   capacity?: number;
   /** sessions the agent runs at once */
   maxSessions: number;
+  /** --gpus: the GPU indexes or UUIDs this agent offers (unset: all) */
+  gpuSelection?: string[];
 }
 
 export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
@@ -140,6 +144,13 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
       note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent`,
     };
   }
+  const cuda = gpu.gpus.length > 0 && i.caps.cuda;
+  // the devices sessions are given: the selected GPUs or MIG instances, or the CPU with the RAM available
+  const devices = cuda
+    ? selectDevices(probed.devices, i.gpuSelection ?? null)
+    : [cpuDevice(i.host.cpuModel, Math.min(mem.total, mem.available))];
+  const offered = new Set(devices.flatMap((d) => [d.uuid, d.parent]));
+  const gpus = i.gpuSelection && cuda ? gpu.gpus.filter((g) => offered.has(g.uuid)) : gpu.gpus;
   const models = cachedModels(i.modelsDir);
   const advert: Advert = {
     v: ADVERT_PROTOCOL_VERSION,
@@ -148,8 +159,9 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     os: i.host.os,
     state: i.state,
     labels: i.labels,
-    accelerator: gpu.gpus.length > 0 && i.caps.cuda ? 'cuda' : 'cpu',
-    gpus: gpu.gpus,
+    accelerator: cuda ? 'cuda' : 'cpu',
+    gpus,
+    devices,
     cpu: { model: i.host.cpuModel, cores: Math.max(1, i.host.cores) },
     memory: { total: mem.total, available: Math.min(mem.total, mem.available) },
     sessions: i.sessions.map((s) => ({ job_id: s.jobId, attempt: s.attempt, reserved_bytes: s.reservedBytes })),

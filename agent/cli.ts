@@ -13,6 +13,7 @@ import {
   type StackFile,
 } from '../shared';
 import { startAgent } from './daemon';
+import { parseGpuSelection } from './devices';
 import { DEFAULT_TRAINER_NICE, parseNice } from './priority';
 
 function readStack(home: string): StackFile | null {
@@ -99,6 +100,12 @@ export function buildAgentProgram(): Command {
     )
     .addOption(
       new Option(
+        '--gpus <list>',
+        'the GPUs this agent offers, by index or UUID (GPU-…, MIG-…), e.g. 0,1,5 (default: all)',
+      ).env('TUNEFLEET_AGENT_GPUS'),
+    )
+    .addOption(
+      new Option(
         '--max-sessions <n>',
         'training/evaluation sessions at once, when memory allows ' +
           '(default: 4 with CUDA; on CPU one per 2 cores, 1 to 4)',
@@ -134,6 +141,7 @@ export function buildAgentProgram(): Command {
         home?: string;
         advertInterval: string;
         capacity?: string;
+        gpus?: string;
         maxSessions?: string;
         heartbeat: string;
         trainerNice: string;
@@ -189,6 +197,7 @@ export function buildAgentProgram(): Command {
           );
         }
         const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
+        const gpus = o.gpus === undefined ? undefined : parseGpuSelection(o.gpus);
         const agent = await startAgent(cfg, {
           agentId,
           labels: parseLabels(o.label ?? []),
@@ -198,6 +207,7 @@ export function buildAgentProgram(): Command {
           heartbeatMs,
           trainerNice,
           trainerThreads,
+          ...(gpus ? { gpus } : {}),
         });
         const stop = (): void => void agent.stop();
         process.once('SIGTERM', stop);

@@ -17,6 +17,8 @@ import {
 } from '../shared';
 import { createAgentActivities, type AgentDeps } from './activities';
 import { buildAdvert, hostFacts, probeTrainer } from './advert';
+import { selectDevices } from './devices';
+import { probeGpus } from './gpu';
 import { connectAgentNats } from './nats';
 import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
 
@@ -33,6 +35,8 @@ export interface AgentOptions {
   trainerNice?: number;
   /** CPU threads per trainer (default: the cores split over maxSessions) */
   trainerThreads?: number;
+  /** --gpus: the GPU indexes or UUIDs (GPU-…, MIG-…) this agent offers; unset: all */
+  gpus?: string[];
 }
 
 export interface RunningAgent {
@@ -53,6 +57,8 @@ export async function startAgent(
   } catch {
     // already installed in this process
   }
+  // a --gpus that names a device this host lacks is refused before anything starts
+  if (o.gpus) selectDevices((await probeGpus()).devices, o.gpus);
   const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
   const kv = await nats.adverts();
   const [host, caps, mem] = await Promise.all([hostFacts(), probeTrainer(cfg.python), si.mem()]);
@@ -80,6 +86,7 @@ export async function startAgent(
       sessions: [...sessions.values()],
       capacity,
       maxSessions,
+      ...(o.gpus ? { gpuSelection: o.gpus } : {}),
     });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;

@@ -4,7 +4,8 @@
 // driver error or garbage means "no usable GPU" with a note why, never a crash.
 import { execFile } from 'node:child_process';
 import { XMLParser } from 'fast-xml-parser';
-import type { GpuAdvert } from '../shared';
+import type { Device, GpuAdvert } from '../shared';
+import { buildDevices, parseNvidiaSmiList, parseTopology } from './devices';
 
 export const NVIDIA_SMI_FIELDS = [
   'index',
@@ -200,7 +201,17 @@ export function mergeGpuViews(csv: GpuAdvert[], xml: XmlGpu[]): GpuAdvert[] {
 
 export interface GpuProbe {
   gpus: GpuAdvert[];
+  /** every GPU, or its MIG instances, with UUIDs and topology (empty when there is no GPU) */
+  devices: Device[];
   note: string | null;
+}
+
+/**
+ * The nvidia-smi to run: `TUNEFLEET_NVIDIA_SMI` names another executable taking the same arguments and printing the
+ * same formats (a test seam: a recorded or written-out 8-GPU or MIG host on a machine without one).
+ */
+export function nvidiaSmi(): string {
+  return process.env.TUNEFLEET_NVIDIA_SMI || 'nvidia-smi';
 }
 
 function run(bin: string, args: string[]): Promise<{ ok: true; out: string } | { ok: false; why: string }> {
@@ -219,15 +230,32 @@ function run(bin: string, args: string[]): Promise<{ ok: true; out: string } | {
   });
 }
 
-/** Run nvidia-smi (CSV for numbers, XML for the rest); no binary, a driver error or garbage all mean no GPUs. */
-export async function probeGpus(bin = 'nvidia-smi'): Promise<GpuProbe> {
+/**
+ * Run nvidia-smi: CSV for numbers, XML for CUDA/MIG/ECC, -L for the MIG instances' UUIDs, topo -m for NVLink and NUMA.
+ * No binary, a driver error or garbage all mean no GPUs; a missing detail only means less is known.
+ */
+export async function probeGpus(bin = nvidiaSmi()): Promise<GpuProbe> {
   const csv = await run(bin, [`--query-gpu=${NVIDIA_SMI_FIELDS.join(',')}`, '--format=csv,noheader,nounits']);
-  if (!csv.ok) return { gpus: [], note: `${csv.why}: CPU agent` };
+  if (!csv.ok) return { gpus: [], devices: [], note: `${csv.why}: CPU agent` };
   const parsed = parseNvidiaSmiCsv(csv.out);
   if (parsed.gpus.length === 0)
-    return { gpus: [], note: `nvidia-smi output not understood (${parsed.errors[0] ?? 'empty'}): CPU agent` };
-  const xml = await run(bin, ['-q', '-x']);
-  if (!xml.ok) return { gpus: parsed.gpus, note: `${xml.why} (-q -x): no CUDA/MIG/ECC details` };
-  const details = parseNvidiaSmiXml(xml.out);
-  return { gpus: mergeGpuViews(parsed.gpus, details.gpus), note: parsed.errors[0] ?? details.errors[0] ?? null };
+    return {
+      gpus: [],
+      devices: [],
+      note: `nvidia-smi output not understood (${parsed.errors[0] ?? 'empty'}): CPU agent`,
+    };
+  const [xml, list, topo] = await Promise.all([run(bin, ['-q', '-x']), run(bin, ['-L']), run(bin, ['topo', '-m'])]);
+  const notes: string[] = parsed.errors.slice(0, 1);
+  let gpus = parsed.gpus;
+  if (xml.ok) {
+    const details = parseNvidiaSmiXml(xml.out);
+    gpus = mergeGpuViews(parsed.gpus, details.gpus);
+    notes.push(...details.errors.slice(0, 1));
+  } else notes.push(`${xml.why} (-q -x): no CUDA/MIG/ECC details`);
+  const listed = list.ok ? parseNvidiaSmiList(list.out) : [];
+  const topology = parseTopology(topo.ok ? topo.out : '');
+  const devices = buildDevices(gpus, listed, topology);
+  const unnamed = gpus.filter((g) => g.mig_mode === 'enabled').length > 0 && devices.length === 0;
+  if (unnamed) notes.push('MIG is on but nvidia-smi -L names no MIG instance: none is offered');
+  return { gpus, devices, note: notes[0] ?? null };
 }

@@ -1,11 +1,15 @@
 // Agent adverts: what each agent writes to the KV bucket tunefleet-adverts every few
-// seconds (key = agent id). Protocol version 1. Placement reads only adverts that pass
-// this schema; impossible numbers are rejected here, not in placement.
+// seconds (key = agent id). Protocol version 2 (adds `devices`); a version-1 advert is still
+// read, its devices derived from its GPUs (shared/devices.ts). Placement reads only adverts
+// that pass this schema; impossible numbers are rejected here, not in placement.
 import { z } from 'zod';
 import { ErrorCode, TunefleetError } from './errors';
 import { ID_PATTERN, MODEL_NAME_PATTERN } from './names';
+import { advertDevices, deviceSchema } from './devices';
 
-export const ADVERT_PROTOCOL_VERSION = 1;
+export const ADVERT_PROTOCOL_VERSION = 2;
+/** the oldest advert version readers still accept */
+export const ADVERT_OLDEST_READ = 1;
 /** No single accelerator or host in this decade has more than this; more means a bug or a forgery. */
 const MAX_BYTES = 64 * 2 ** 40; // 64 TiB
 
@@ -67,7 +71,11 @@ export const AGENT_STATES = ['ready', 'cordoned', 'draining', 'drained'] as cons
 export type AgentState = (typeof AGENT_STATES)[number];
 
 export const advertSchema = z.object({
-  v: z.literal(ADVERT_PROTOCOL_VERSION),
+  v: z
+    .number()
+    .int()
+    .min(ADVERT_OLDEST_READ, `advert protocol older than ${ADVERT_OLDEST_READ}: upgrade that agent`)
+    .max(ADVERT_PROTOCOL_VERSION, `advert protocol newer than ${ADVERT_PROTOCOL_VERSION}: upgrade this reader`),
   agent_id: z.string().regex(ID_PATTERN),
   hostname: z.string(),
   os: z.string().default(''),
@@ -76,6 +84,8 @@ export const advertSchema = z.object({
   /** 'cuda' when at least one GPU is usable, else 'cpu' (a valid agent: jobs run on CPU) */
   accelerator: z.enum(['cuda', 'cpu']),
   gpus: z.array(gpuAdvert),
+  /** what sessions are given: every GPU or MIG instance offered (after --gpus), or one CPU device (protocol 2) */
+  devices: z.array(deviceSchema).max(1024).optional(),
   cpu: z.object({ model: z.string(), cores: z.number().int().positive().max(4096) }),
   memory: z
     .object({ total: bytes, available: bytes })
@@ -134,34 +144,18 @@ export function parseAdvert(key: string, data: Uint8Array | string): Advert {
 
 /**
  * Bytes the agent offers to jobs in all, before reservations: what it advertises as its
- * capacity, else its largest GPU (or MIG instance), else the RAM available.
+ * capacity, else its largest device (GPU or MIG instance), else the RAM available.
  */
 export function capacityBytes(a: Advert): number {
   if (a.capacity !== undefined) return a.capacity;
-  if (a.accelerator === 'cuda' && a.gpus.length > 0) {
-    return Math.max(
-      ...a.gpus.map((g) =>
-        g.mig_mode === 'enabled' && g.mig_instances.length > 0
-          ? Math.max(...g.mig_instances.map((m) => m.memory_total))
-          : g.memory_total,
-      ),
-    );
-  }
+  if (a.accelerator === 'cuda') return Math.max(0, ...advertDevices(a).map((d) => d.memory_total));
   return a.memory.available;
 }
 
-/** Memory the agent can give a new job: its largest GPU's free memory, or host RAM on CPU agents. */
+/** Memory the agent can give a new job: its largest device's free memory, or host RAM on CPU agents. */
 export function allocatableBytes(a: Advert): number {
-  if (a.accelerator === 'cuda' && a.gpus.length > 0) {
-    // a MIG-enabled GPU offers its instances, not the whole card
-    return Math.max(
-      ...a.gpus.map((g) =>
-        g.mig_mode === 'enabled' && g.mig_instances.length > 0
-          ? Math.max(...g.mig_instances.map((m) => m.memory_free))
-          : g.memory_free,
-      ),
-    );
-  }
+  // a MIG-enabled GPU offers its instances, not the whole card (they are the devices)
+  if (a.accelerator === 'cuda') return Math.max(0, ...advertDevices(a).map((d) => d.memory_free));
   const reserved = a.sessions.reduce((s, x) => s + x.reserved_bytes, 0);
   return Math.max(0, a.memory.available - reserved);
 }

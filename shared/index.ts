@@ -3,6 +3,7 @@ export * from './names';
 export * from './spec';
 export * from './events';
 export * from './advert';
+export * from './devices';
 export * from './jobs';
 export * from './config';
 export * from './activities';

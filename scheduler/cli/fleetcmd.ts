@@ -1,5 +1,6 @@
 // `tunefleet fleet` and `tunefleet cordon|uncordon|drain`: the operator's view and levers.
 import {
+  advertDevices,
   allocatableBytes,
   type Advert,
   type DesiredState,
@@ -26,10 +27,11 @@ export function fleetRows(entries: FleetEntry[]): string[][] {
       const util = a.gpus.map((g) => (g.utilization_pct === null ? '-' : `${g.utilization_pct}%`)).join('/');
       const temp = a.gpus.map((g) => (g.temperature_c === null ? '-' : `${g.temperature_c}C`)).join('/');
       const cuda = a.gpus[0]?.cuda_version ?? '-';
+      const migs = advertDevices(a).filter((d) => d.kind === 'mig').length;
       return [
         a.agent_id,
         a.state,
-        `${a.gpus.length}x ${names}`,
+        `${a.gpus.length}x ${names}${migs > 0 ? ` as ${migs} MIG` : ''}`,
         `${gib(used)}/${gib(total)} GiB`,
         util,
         temp,
@@ -58,6 +60,8 @@ export function fleetTable(entries: FleetEntry[]): string {
 export function fleetJson(entries: FleetEntry[]): object[] {
   return entries.map((e) => ({
     ...e.advert,
+    // an older agent's advert has no devices: the ones placement derives from its GPUs
+    devices: advertDevices(e.advert),
     allocatable_bytes: allocatableBytes(e.advert),
     desired_state: e.desired?.state ?? null,
     last_seen_ms_ago: Date.now() - e.lastSeen,

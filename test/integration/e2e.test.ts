@@ -24,6 +24,10 @@ const TOOL = [
   'import sys, json\nrows = [json.loads(l) for l in sys.stdin]\nprint(json.dumps({"nonempty": sum(1 for r in rows if r["output"].strip()) / len(rows), "answers": len(rows)}))',
 ];
 
+/** The trainer's answer normalisation (evaluate.py normalise): Python's whitespace, collapsed, lower case. */
+const PY_SPACE = /[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/;
+const normalise = (t: string): string => t.split(PY_SPACE).filter(Boolean).join(' ').toLowerCase();
+
 function writeJob(dir: string, extra = '', evaluation = ''): string {
   const records = Array.from({ length: 60 }, (_, i) => ({
     prompt: `MIME type application/${EXTS[i % 8]} number ${i} has extension`,
@@ -113,6 +117,13 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(tool?.tuned.error).to.equal(null);
     expect(outputs).to.deep.equal({ object: `${jobId}/eval-outputs.jsonl`, records: 12 });
     expect(result.gates?.map((g) => g.passed)).to.deep.equal([true, true, true]);
+    // exact match is computed over the generations stored for review: recomputed here from them
+    const rows = await fleet.client.reviews.outputs(jobId);
+    expect(rows).to.have.length(12);
+    const exactMatch = (side: 'base' | 'tuned'): number =>
+      rows.filter((r) => normalise(r[side]) === normalise(r.reference)).length / rows.length;
+    expect(base.exact_match, 'base').to.be.closeTo(exactMatch('base'), 1e-9);
+    expect(tuned.exact_match, 'tuned').to.be.closeTo(exactMatch('tuned'), 1e-9);
   });
 
   it('e2e - a gate that fails ends the job failed_gate with the numbers (submit --follow exits 3, piped output is plain); the adapter is stored all the same', async () => {

@@ -18,7 +18,15 @@ describe('fleet - two real agents', function () {
 
   const cli = (...args: string[]): ReturnType<typeof runCli> => runCli(fleet.stack, ...args);
   const fleetJson = async (): Promise<
-    { agent_id: string; state: string; memory: { total: number }; cpu: { cores: number }; sessions: unknown[] }[]
+    {
+      agent_id: string;
+      v: number;
+      state: string;
+      memory: { total: number };
+      cpu: { cores: number };
+      sessions: unknown[];
+      devices: { kind: string; uuid: string; memory_total: number }[];
+    }[]
   > => {
     const r = await cli('fleet', '--json');
     expect(r.status, r.stderr).to.equal(0);
@@ -32,6 +40,10 @@ describe('fleet - two real agents', function () {
       expect(a.state).to.equal('ready');
       expect(a.memory.total).to.be.greaterThan(2 ** 30);
       expect(a.cpu.cores).to.be.greaterThan(0);
+      // a CPU agent offers one device: the CPU, with the RAM it offers
+      expect(a.v).to.equal(2);
+      expect(a.devices.map((d) => [d.kind, d.uuid])).to.deep.equal([['cpu', 'cpu']]);
+      expect(a.devices[0]?.memory_total).to.be.greaterThan(2 ** 30);
     }
     const table = await cli('fleet');
     expect(table.stdout).to.match(/agent-a\s+ready\s+cpu/);

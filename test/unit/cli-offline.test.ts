@@ -21,7 +21,7 @@ describe('cli offline - version and completion', function () {
   it('cli offline - --version prints the package version and the protocol versions', () => {
     const r = cli('--version');
     expect(r.status).to.equal(0);
-    expect(r.stdout.trim()).to.match(/^tunefleet \d+\.\d+\.\d+ \(adverts v1, trainer events v1\)$/);
+    expect(r.stdout.trim()).to.match(/^tunefleet \d+\.\d+\.\d+ \(adverts v2, trainer events v1\)$/);
   });
 
   it('cli offline - the bash completion, sourced in bash, completes commands, subcommands and flags', () => {

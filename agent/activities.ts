@@ -23,7 +23,12 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
           checkpoint: req.resumeFrom,
         });
       const key = `${req.jobId}#${req.attempt}`;
-      const session: Session = { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes };
+      const session: Session = {
+        jobId: req.jobId,
+        attempt: req.attempt,
+        reservedBytes: req.reservedBytes,
+        devices: req.devices ?? [],
+      };
       deps.sessions.set(key, session);
       try {
         return await new TrainSession(deps, req, Context.current(), session).run();

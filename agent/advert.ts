@@ -118,7 +118,7 @@ export interface AdvertInput {
   host: HostFacts;
   caps: TrainerCaps;
   modelsDir: string;
-  sessions: { jobId: string; attempt: number; reservedBytes: number }[];
+  sessions: { jobId: string; attempt: number; reservedBytes: number; devices: string[] }[];
   /** bytes offered to jobs (--capacity); unset: the largest GPU, or on CPU the RAM available at start */
   capacity?: number;
   /** sessions the agent runs at once */
@@ -129,6 +129,7 @@ export interface AdvertInput {
 
 export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpuNote: string | null }> {
   const [mem, probed] = await Promise.all([si.mem(), probeGpus()]);
+  const seam = process.env.TUNEFLEET_NVIDIA_SMI;
   let gpu: { gpus: GpuAdvert[]; note: string | null } = probed;
   if (probed.gpus.length === 0 && i.host.nvidiaControllers > 0) {
     gpu = {
@@ -137,6 +138,14 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
         `systeminformation sees ${i.host.nvidiaControllers} NVIDIA controller(s) ` +
         `but ${probed.note ?? 'nvidia-smi lists none'}`,
     };
+  } else if (probed.gpus.length > 0 && !i.caps.cuda && seam) {
+    // the test seam: a recorded or written-out host's GPUs are offered, and trainers run on this CPU
+    gpu = {
+      gpus: probed.gpus,
+      note:
+        `TUNEFLEET_NVIDIA_SMI (${seam}): offering ${probed.gpus.length} GPU(s) it lists; ` +
+        "the trainer's torch sees no CUDA device, so sessions run on the CPU with their CUDA_VISIBLE_DEVICES set",
+    };
   } else if (probed.gpus.length > 0 && !i.caps.cuda) {
     // the GPUs are shown, but this trainer cannot use them: jobs run on CPU here
     gpu = {
@@ -144,7 +153,7 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
       note: `nvidia-smi lists ${probed.gpus.length} GPU(s) but the trainer's torch sees no CUDA device: CPU agent`,
     };
   }
-  const cuda = gpu.gpus.length > 0 && i.caps.cuda;
+  const cuda = gpu.gpus.length > 0 && (i.caps.cuda || !!seam);
   // the devices sessions are given: the selected GPUs or MIG instances, or the CPU with the RAM available
   const devices = cuda
     ? selectDevices(probed.devices, i.gpuSelection ?? null)
@@ -164,7 +173,12 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
     devices,
     cpu: { model: i.host.cpuModel, cores: Math.max(1, i.host.cores) },
     memory: { total: mem.total, available: Math.min(mem.total, mem.available) },
-    sessions: i.sessions.map((s) => ({ job_id: s.jobId, attempt: s.attempt, reserved_bytes: s.reservedBytes })),
+    sessions: i.sessions.map((s) => ({
+      job_id: s.jobId,
+      attempt: s.attempt,
+      reserved_bytes: s.reservedBytes,
+      devices: s.devices,
+    })),
     models,
     model_shapes: modelShapes(i.modelsDir, models),
     ...(i.capacity !== undefined ? { capacity: i.capacity } : {}),

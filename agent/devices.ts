@@ -12,7 +12,10 @@ export interface ListedGpu {
   migs: { device: number; profile: string; uuid: string }[];
 }
 
-/** Parse `nvidia-smi -L`: "GPU 0: NAME (UUID: GPU-…)" lines, each followed by its "  MIG 3g.40gb Device 0: (UUID: MIG-…)". */
+/**
+ * Parse `nvidia-smi -L`: "GPU 0: NAME (UUID: GPU-…)" lines, each followed by its MIG instances'
+ * "  MIG 3g.40gb Device 0: (UUID: MIG-…)" lines.
+ */
 export function parseNvidiaSmiList(out: string): ListedGpu[] {
   const gpus: ListedGpu[] = [];
   for (const raw of out.split(/\r?\n/)) {
@@ -143,6 +146,7 @@ export function parseGpuSelection(flag: string): string[] {
 export function selectDevices(devices: Device[], selection: string[] | null): Device[] {
   if (!selection) return devices;
   const kept = new Set<Device>();
+  const has = devices.map((d) => `${d.index} ${d.uuid}`).join(', ');
   for (const t of selection) {
     const hit = devices.filter((d) =>
       /^\d+$/.test(t) ? d.index === Number(t) && d.kind !== 'cpu' : d.uuid === t || d.parent === t,
@@ -150,7 +154,7 @@ export function selectDevices(devices: Device[], selection: string[] | null): De
     if (hit.length === 0)
       throw new TunefleetError(
         ErrorCode.FlagInvalid,
-        `--gpus names '${t}', which this host does not have (it has ${devices.map((d) => `${d.index} ${d.uuid}`).join(', ') || 'no GPU'})`,
+        `--gpus names '${t}', which this host does not have (it has ${has || 'no GPU'})`,
         { field: '--gpus' },
       );
     for (const d of hit) kept.add(d);

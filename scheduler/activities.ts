@@ -13,7 +13,6 @@ import {
   TunefleetError,
   TunefleetErrors,
   adapterPrefix,
-  capacityBytes,
   checkGates,
   metricValues,
   resultObjectName,
@@ -22,7 +21,7 @@ import {
   type JobResult,
 } from '../shared';
 import { failpoint } from '../shared/failpoint';
-import { LeaseConflict, ahead, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
+import { LeaseConflict, ahead, capacitiesOf, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
 import type { FleetView } from './fleet';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
@@ -157,8 +156,9 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
                   bytes: decision.estimate.total,
                   purpose: req.purpose,
                   time: now,
+                  ...(decision.device ? { devices: [decision.device] } : {}),
                 },
-                advert ? capacityBytes(advert) : 0,
+                capacitiesOf(advert),
                 advert,
               );
             } catch (e) {
@@ -187,6 +187,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
                 reason: decision.summary,
                 device: advert?.accelerator ?? 'cpu',
                 reservedBytes: decision.estimate.total,
+                devices: decision.device ? [decision.device] : [],
               },
               waiting: null,
               position: null,

@@ -11,11 +11,15 @@
 // workflow gave the attempt up, the agent has not stopped its trainer yet) still holds
 // its memory and counts until the agent's advert drops it.
 //
+// A lease names the devices it holds (GPU or MIG UUIDs, 'cpu'): bytes are held on each of
+// them, and the compare-and-set re-checks every device's capacity. A lease or session that
+// names no device (written before devices existed) is counted on every device.
+//
 // Queue: one key per waiting job (priority, submit time, refreshed on every poll); a job
 // is placed only when no fresher job ahead of it in (priority desc, submit time asc)
 // order could use the same agent, and its position is shown by `tunefleet list`.
 import type { KV } from 'nats';
-import type { Advert } from '../shared';
+import { advertDevices, capacityBytes, deviceCapacity, type Advert } from '../shared';
 
 /** A lease not yet seen among the agent's sessions counts this long (schedule-to-start + slack). */
 export const LEASE_GRACE_MS = 150_000;
@@ -28,6 +32,8 @@ export interface Lease {
   bytes: number;
   purpose: 'train' | 'evaluate';
   time: number;
+  /** the device UUIDs held, `bytes` on each (absent in leases from before devices: held on every device) */
+  devices?: string[];
 }
 export interface AgentLeases {
   revision: number;
@@ -44,26 +50,34 @@ export function leaseLive(l: Lease, advert: Advert | undefined, now: number): bo
 
 type Attempt = Pick<Lease, 'jobId' | 'attempt'>;
 
+/** What is held on one agent: bytes in all, session slots, and bytes on each device. */
+export interface Held {
+  bytes: number;
+  sessions: number;
+  onDevice(uuid: string): number;
+}
+
 /**
  * Memory and session slots held on one agent: its live leases, plus every session its
  * advert still reports without a lease. `except` (an earlier try of the placement being
  * made) is not counted.
  */
-export function heldOn(
-  leases: Lease[],
-  advert: Advert | undefined,
-  now: number,
-  except?: Attempt,
-): { bytes: number; sessions: number } {
+export function heldOn(leases: Lease[], advert: Advert | undefined, now: number, except?: Attempt): Held {
   const same = (a: Attempt, b: Attempt): boolean => a.jobId === b.jobId && a.attempt === b.attempt;
   const live = leases.filter((l) => leaseLive(l, advert, now) && !(except && same(l, except)));
   const unleased = (advert?.sessions ?? []).filter((s) => {
     const a = { jobId: s.job_id, attempt: s.attempt };
     return !leases.some((l) => same(l, a)) && !(except && same(a, except));
   });
+  const holds = [
+    ...live.map((l) => ({ bytes: l.bytes, devices: l.devices ?? [] })),
+    ...unleased.map((s) => ({ bytes: s.reserved_bytes, devices: s.devices })),
+  ];
   return {
-    bytes: live.reduce((n, l) => n + l.bytes, 0) + unleased.reduce((n, s) => n + s.reserved_bytes, 0),
-    sessions: live.length + unleased.length,
+    bytes: holds.reduce((n, h) => n + h.bytes, 0),
+    sessions: holds.length,
+    onDevice: (uuid) =>
+      holds.filter((h) => h.devices.length === 0 || h.devices.includes(uuid)).reduce((n, h) => n + h.bytes, 0),
   };
 }
 
@@ -91,16 +105,18 @@ async function writeLeases(kv: KV, agentId: string, leases: Lease[], revision: n
 }
 
 /**
- * Add a lease with compare-and-set. `capacity` and the live leases are re-checked against
- * the value being replaced, so a stale decision can never overbook. Leaked leases are
- * dropped in the same write. Throws LeaseConflict when the key moved on.
+ * Add a lease with compare-and-set. Every device it names is re-checked against the value
+ * being replaced (its capacity less what the live leases hold on it), so a stale decision
+ * can never overbook a device. Leaked leases are dropped in the same write. Throws
+ * LeaseConflict when the key moved on or a device no longer has room.
  */
 export async function reserve(
   kv: KV,
   agentId: string,
   current: AgentLeases | undefined,
   lease: Lease,
-  capacity: number,
+  /** what a device offers in all ('*': the whole agent, for a lease that names no device) */
+  capacityOf: (uuid: string) => number,
   advert: Advert | undefined,
 ): Promise<void> {
   const now = Date.now();
@@ -108,10 +124,26 @@ export async function reserve(
   const live = leases.filter(
     (l) => leaseLive(l, advert, now) && !(l.jobId === lease.jobId && l.attempt === lease.attempt),
   );
-  const held = heldOn(leases, advert, now, lease).bytes;
-  if (held + lease.bytes > capacity)
-    throw new LeaseConflict(`${agentId}: ${held} + ${lease.bytes} bytes exceed its capacity ${capacity}`);
+  const held = heldOn(leases, advert, now, lease);
+  const named = lease.devices?.length ? lease.devices : null;
+  for (const uuid of named ?? ['*']) {
+    const on = named ? held.onDevice(uuid) : held.bytes;
+    const capacity = capacityOf(uuid);
+    if (on + lease.bytes > capacity)
+      throw new LeaseConflict(`${agentId} ${uuid}: ${on} + ${lease.bytes} bytes exceed its capacity ${capacity}`);
+  }
   await writeLeases(kv, agentId, [...live, lease], current?.revision ?? 0);
+}
+
+/** What each device of the agent offers ('*': the agent in all), for reserve(). */
+export function capacitiesOf(advert: Advert | undefined): (uuid: string) => number {
+  if (!advert) return () => 0;
+  const devices = advertDevices(advert);
+  return (uuid) => {
+    if (uuid === '*') return capacityBytes(advert);
+    const d = devices.find((x) => x.uuid === uuid);
+    return d ? deviceCapacity(advert, d) : 0;
+  };
 }
 
 /** Remove one attempt's lease; safe to repeat. */

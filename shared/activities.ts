@@ -27,6 +27,8 @@ export interface TrainRequest {
   attempt: number;
   /** bytes reserved for this session (the trainer's automatic micro-batch stays inside it) */
   reservedBytes: number;
+  /** the device UUIDs reserved for it: the trainer sees only these (absent from older workflows: any) */
+  devices?: string[];
   data: DataReport;
   /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
   resumeFrom: { prefix: string; step: number } | null;
@@ -37,6 +39,7 @@ export interface EvaluateRequest {
   spec: JobSpec;
   attempt: number;
   reservedBytes: number;
+  devices?: string[];
   data: DataReport;
   adapterPrefix: string;
   adapterFiles: TrainOutcome['adapterFiles'];

@@ -90,7 +90,15 @@ export const advertSchema = z.object({
   memory: z
     .object({ total: bytes, available: bytes })
     .refine((m) => m.available <= m.total, 'available memory cannot exceed total memory'),
-  sessions: z.array(z.object({ job_id: z.string(), attempt: z.number().int().nonnegative(), reserved_bytes: bytes })),
+  sessions: z.array(
+    z.object({
+      job_id: z.string(),
+      attempt: z.number().int().nonnegative(),
+      reserved_bytes: bytes,
+      /** the device UUIDs the session was given (absent in adverts of older agents) */
+      devices: z.array(z.string()).max(64).default([]),
+    }),
+  ),
   models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
   /** each cached model's shape (from its config.json), for the memory estimate */
   model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),

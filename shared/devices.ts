@@ -3,7 +3,7 @@
 // one CPU device (its RAM). Adverts of protocol 2 carry them; for an older advert they are
 // derived from its GPU list (tolerant reading).
 import { z } from 'zod';
-import type { Advert } from './advert';
+import { capacityBytes, type Advert } from './advert';
 
 const bytes = z
   .number()
@@ -82,4 +82,20 @@ export function cpuDevice(model: string, available: number): Device {
     memory_total: available,
     memory_free: available,
   };
+}
+
+/**
+ * Bytes a device offers to sessions before reservations: a GPU or MIG instance its memory (at most the agent's
+ * --capacity when one is set), the CPU device what the agent offers in all.
+ */
+export function deviceCapacity(a: Advert, d: Device): number {
+  if (d.kind === 'cpu') return capacityBytes(a);
+  return a.capacity !== undefined ? Math.min(a.capacity, d.memory_total) : d.memory_total;
+}
+
+/** A device's short name for people: "GPU 3", "GPU 0 MIG 3g.40gb (MIG-1f0c…)", "CPU". */
+export function deviceLabel(d: Device): string {
+  if (d.kind === 'cpu') return 'CPU';
+  if (d.kind === 'mig') return `GPU ${d.index} MIG ${d.name} (${d.uuid.slice(0, 12)}…)`;
+  return `GPU ${d.index}`;
 }

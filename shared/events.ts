@@ -26,6 +26,10 @@ export const startedEvent = z.object({
   grad_accum: z.number().int().positive(),
   truncated_records: z.number().int().nonnegative(),
   resumed_from_step: z.number().int().nonnegative(),
+  /** the CUDA_VISIBLE_DEVICES the trainer was given (its devices' UUIDs), or null */
+  visible_devices: z.string().max(4096).nullable().default(null),
+  /** CUDA devices torch sees with it (0 on a CPU trainer) */
+  cuda_devices: z.number().int().nonnegative().max(1024).default(0),
 });
 
 export const stepEvent = z.object({

@@ -84,6 +84,8 @@ export interface Placement {
   device: 'cuda' | 'cpu';
   /** bytes reserved on the agent for this attempt */
   reservedBytes: number;
+  /** the devices reserved (UUIDs; 'cpu' on a CPU agent); absent in histories from before per-device leases */
+  devices?: string[];
 }
 
 /**

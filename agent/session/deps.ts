@@ -36,6 +36,8 @@ export interface Session {
   jobId: string;
   attempt: number;
   reservedBytes: number;
+  /** the device UUIDs it was given */
+  devices: string[];
   /** ask the trainer to checkpoint and stop (drain) */
   stop?: () => void;
   stopping?: boolean;
@@ -46,19 +48,29 @@ export function sessionDir(deps: AgentDeps, jobId: string, name: string): string
   return join(deps.workDir, 'jobs', jobId, name);
 }
 
-/** Start the trainer on `configPath`, below the agent's priority, its log in `dir`. */
+/**
+ * The trainer sees only its devices: CUDA_VISIBLE_DEVICES names their UUIDs (MIG instances by their MIG UUIDs), in
+ * PCI bus order as nvidia-smi numbers them. No GPU device (a CPU session): nothing is set.
+ */
+export function deviceEnv(devices: string[]): Record<string, string> {
+  const gpus = devices.filter((d) => d !== 'cpu');
+  return gpus.length > 0 ? { CUDA_DEVICE_ORDER: 'PCI_BUS_ID', CUDA_VISIBLE_DEVICES: gpus.join(',') } : {};
+}
+
+/** Start the trainer on `configPath`, below the agent's priority, on its devices, its log in `dir`. */
 export function startTrainer(
   deps: AgentDeps,
   command: 'train' | 'evaluate',
-  jobId: string,
+  session: Session,
   configPath: string,
   dir: string,
   onEvent: (e: TrainerEvent) => void,
 ): TrainerRun {
+  const jobId = session.jobId;
   return runTrainer({
     python: deps.python,
     priority: { nice: deps.trainerNice },
-    env: threadEnv(deps.trainerThreads),
+    env: { ...threadEnv(deps.trainerThreads), ...deviceEnv(session.devices) },
     command,
     configPath,
     logPath: join(dir, 'trainer.log'),

@@ -28,10 +28,16 @@ export async function evaluateSession(
   const configPath = await writeRunConfig(dir, req.spec, paths, req.jobId, req.reservedBytes);
 
   const key = `${req.jobId}#eval${req.attempt}`;
-  deps.sessions.set(key, { jobId: req.jobId, attempt: req.attempt, reservedBytes: req.reservedBytes });
+  const session = {
+    jobId: req.jobId,
+    attempt: req.attempt,
+    reservedBytes: req.reservedBytes,
+    devices: req.devices ?? [],
+  };
+  deps.sessions.set(key, session);
   const events = new EventPublisher(deps.nats, req.jobId, req.attempt, deps.agentId, deps.log);
   const seen: { result: EvaluationEvent | null; failure: TrainerErrorEvent | null } = { result: null, failure: null };
-  const proc = startTrainer(deps, 'evaluate', req.jobId, configPath, dir, (e) => {
+  const proc = startTrainer(deps, 'evaluate', session, configPath, dir, (e) => {
     events.publish(e);
     if (e.type === 'evaluation') seen.result = e;
     if (e.type === 'error') seen.failure = e;

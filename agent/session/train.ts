@@ -103,7 +103,7 @@ export class TrainSession {
   private async supervise(configPath: string, commits: KV): Promise<Exit> {
     const { req, deps, ctx } = this;
     const dir = join(configPath, '..');
-    const proc = startTrainer(deps, 'train', req.jobId, configPath, dir, (e) => this.onEvent(e, commits));
+    const proc = startTrainer(deps, 'train', this.session, configPath, dir, (e) => this.onEvent(e, commits));
     this.proc = proc;
     this.session.stop = () => {
       this.session.stopping = true;

@@ -1,6 +1,7 @@
 // `tunefleet fleet` and `tunefleet cordon|uncordon|drain`: the operator's view and levers.
 import {
   advertDevices,
+  deviceLabel,
   allocatableBytes,
   type Advert,
   type DesiredState,
@@ -18,7 +19,17 @@ const gib = (b: number): string => (b / GiB).toFixed(1);
 
 export function fleetRows(entries: FleetEntry[]): string[][] {
   return entries.map(({ advert: a }) => {
-    const held = a.sessions.map((s) => s.job_id).join(',') || '-';
+    // which job runs on which device: job@GPU 3 (a CPU agent's one device goes unsaid)
+    const devices = advertDevices(a);
+    const on = (uuids: string[]): string =>
+      uuids
+        .filter((u) => u !== 'cpu')
+        .map((u) => {
+          const d = devices.find((x) => x.uuid === u);
+          return `@${d ? deviceLabel(d) : u}`;
+        })
+        .join('');
+    const held = a.sessions.map((s) => `${s.job_id}${on(s.devices)}`).join(',') || '-';
     const jobs = a.max_sessions === undefined ? held : `${held} (${a.sessions.length}/${a.max_sessions})`;
     if (a.accelerator === 'cuda' && a.gpus.length > 0) {
       const names = [...new Set(a.gpus.map((g) => g.name))].join('+');

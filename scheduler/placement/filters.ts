@@ -1,7 +1,7 @@
 // Filter plugins: can this agent take this job? Each answers fits, not_now (it may later:
 // busy, cordoned, memory reserved by others) or never (it cannot, even idle), with every
 // reason. Pure functions of the agent's view and the request.
-import { capacityBytes, formatBytes, type Advert } from '../../shared';
+import { advertDevices, deviceCapacity, deviceLabel, formatBytes, type Advert, type Device } from '../../shared';
 import type { AgentView, FilterResult, Job } from './types';
 
 export type Filter = (agent: AgentView, job: Job) => FilterResult;
@@ -64,27 +64,58 @@ export const method: Filter = ({ advert }, job) => {
   return FITS;
 };
 
-/** Free memory: capacity less what leases hold. Never: the estimate exceeds the capacity itself. */
-export const memory: Filter = ({ advert, reserved, estimate }) => {
+/** One device as placement sees it: what it offers, what leases hold, what is free for a new job. */
+export interface DeviceRoom {
+  device: Device;
+  capacity: number;
+  held: number;
+  /** capacity less held; on an idle GPU also bounded by what the driver says is free (other processes) */
+  free: number;
+}
+
+export function deviceRooms({ advert, onDevice }: AgentView): DeviceRoom[] {
+  return advertDevices(advert).map((device) => {
+    const capacity = deviceCapacity(advert, device);
+    const held = onDevice(device.uuid);
+    // a GPU shared with processes that hold no lease: what the driver says is free also bounds
+    const driver = device.kind !== 'cpu' && held === 0 ? device.memory_free : Infinity;
+    return { device, capacity, held, free: Math.max(0, Math.min(capacity - held, driver)) };
+  });
+}
+
+/** The device a job needing `need` bytes gets: the fullest one it still fits (best fit), or null. */
+export function pickDevice(rooms: DeviceRoom[], need: number): DeviceRoom | null {
+  return rooms.filter((r) => r.free >= need).sort((a, b) => a.free - b.free)[0] ?? null;
+}
+
+/**
+ * Memory, per device: a job gets one device whose capacity less its leases covers the estimate. Never: no device
+ * offers that much even idle.
+ */
+export const memory: Filter = (view) => {
+  const { estimate } = view;
   if (!estimate) return FITS; // no shape: modelCached has said why
-  const capacity = capacityBytes(advert);
+  const rooms = deviceRooms(view);
   const need = estimate.total;
-  if (need > capacity) return never(`needs ${formatBytes(need)}, the agent offers ${formatBytes(capacity)} in all`);
-  const free = capacity - reserved;
-  if (need > free)
-    return notNow(
-      `needs ${formatBytes(need)}, ${formatBytes(free)} free ` +
-        `(${formatBytes(reserved)} of ${formatBytes(capacity)} reserved)`,
-    );
-  // a GPU shared with processes that hold no lease: what the driver says is free also bounds
-  if (advert.accelerator === 'cuda' && reserved === 0) {
-    const gpuFree = Math.max(...advert.gpus.map((g) => g.memory_free));
-    if (need > gpuFree)
-      return notNow(
-        `needs ${formatBytes(need)}, the GPU has ${formatBytes(gpuFree)} free outside tunefleet's reservations`,
-      );
+  const largest = Math.max(0, ...rooms.map((r) => r.capacity));
+  if (need > largest) {
+    const what = rooms.length > 1 ? 'its largest device offers' : 'the agent offers';
+    return never(`needs ${formatBytes(need)}, ${what} ${formatBytes(largest)} in all`);
   }
-  return FITS;
+  if (pickDevice(rooms, need)) return FITS;
+  if (rooms.length === 1) {
+    const [r] = rooms as [DeviceRoom];
+    if (r.capacity - r.held >= need)
+      return notNow(
+        `needs ${formatBytes(need)}, the GPU has ${formatBytes(r.free)} free outside tunefleet's reservations`,
+      );
+    return notNow(
+      `needs ${formatBytes(need)}, ${formatBytes(r.free)} free ` +
+        `(${formatBytes(r.held)} of ${formatBytes(r.capacity)} reserved)`,
+    );
+  }
+  const each = rooms.map((r) => `${deviceLabel(r.device)} ${formatBytes(r.free)}`).join(', ');
+  return notNow(`needs ${formatBytes(need)} on one device; free: ${each}`);
 };
 
 /**

@@ -1,7 +1,7 @@
 // Placement: pure functions over the fleet, the leases and the job. Filters decide who can
 // take the job (every reason kept), scores rank those who can, a seed from the job id
 // breaks ties, and the whole decision is returned for `tunefleet explain`.
-import { estimateForSpec, formatBytes, capacityBytes, type Advert } from '../../shared';
+import { capacityBytes, deviceLabel, estimateForSpec, formatBytes, type Advert } from '../../shared';
 import * as F from './filters';
 import * as S from './scores';
 import type { AgentDecision, AgentView, Decision, FilterCode, Job } from './types';
@@ -26,8 +26,8 @@ const SCORES: [string, S.Score, number][] = [
 
 export interface FleetState {
   adverts: Advert[];
-  /** bytes and sessions held by live leases, per agent */
-  reserved: (agentId: string) => { bytes: number; sessions: number };
+  /** bytes and sessions held by live leases, per agent, and on each of its devices */
+  reserved: (agentId: string) => { bytes: number; sessions: number; onDevice?: (uuid: string) => number };
   /** agent that committed the job's newest checkpoint */
   checkpointAgent: string | null;
 }
@@ -59,12 +59,15 @@ function decide(fleet: FleetState, job: Job): Decision {
     return {
       advert,
       reserved: r.bytes,
+      // without a per-device count every device carries all the agent holds
+      onDevice: r.onDevice ?? (() => r.bytes),
       sessions: r.sessions,
       holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
       estimate: shape ? estimateForSpec(job.spec, shape, advert.accelerator) : null,
     };
   });
   const agents: AgentDecision[] = views.map((v) => {
+    const rooms = F.deviceRooms(v);
     const results = FILTERS.map(([, f]) => f(v, job));
     const code: FilterCode = results.some((r) => r.code === 'never')
       ? 'never'
@@ -90,7 +93,8 @@ function decide(fleet: FleetState, job: Job): Decision {
       scores,
       total,
       estimate: v.estimate?.total ?? null,
-      free: capacityBytes(v.advert) - v.reserved,
+      free: Math.max(0, ...rooms.map((r) => r.free)),
+      device: v.estimate && code === 'fits' ? (F.pickDevice(rooms, v.estimate.total)?.device.uuid ?? null) : null,
     };
   });
   const ranked = agents.filter((d) => d.total !== null).sort((x, y) => (y.total as number) - (x.total as number));
@@ -100,7 +104,12 @@ function decide(fleet: FleetState, job: Job): Decision {
   const reasons = agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
   if (chosen) {
     const reserves = formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0);
-    summary = `placed on ${chosen} (${ranked.length} of ${agents.length} agents fit; reserves ${reserves})`;
+    const uuid = agents.find((a) => a.agentId === chosen)?.device;
+    const device = views
+      .find((v) => v.advert.agent_id === chosen)
+      ?.advert.devices?.find((x) => x.uuid === uuid && x.kind !== 'cpu');
+    const where = device ? `${chosen} ${deviceLabel(device)}` : chosen;
+    summary = `placed on ${where} (${ranked.length} of ${agents.length} agents fit; reserves ${reserves})`;
   } else if (agents.length === 0) summary = 'no agent is advertising';
   else if (impossible) {
     const withEstimate = agents.filter((d) => d.estimate !== null);
@@ -117,5 +126,6 @@ function decide(fleet: FleetState, job: Job): Decision {
     summary = `no agent can ever run this job${numbers} — ${reasons}`;
   } else summary = `no agent fits now: ${reasons}`;
   const chosenView = views.find((v) => v.advert.agent_id === chosen);
-  return { jobId: job.jobId, chosen, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
+  const device = agents.find((a) => a.agentId === chosen)?.device ?? null;
+  return { jobId: job.jobId, chosen, device, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
 }

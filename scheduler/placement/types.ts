@@ -15,7 +15,10 @@ export interface Job {
 /** One agent as placement sees it: its advert, the memory its leases hold, the job's estimate there. */
 export interface AgentView {
   advert: Advert;
+  /** bytes held by leases on the agent in all */
   reserved: number;
+  /** bytes held on one device */
+  onDevice: (uuid: string) => number;
   sessions: number;
   /** null when the agent does not know the model's shape */
   estimate: MemoryEstimate | null;
@@ -32,12 +35,17 @@ export interface AgentDecision {
   /** weighted mean of the scores (0-100) plus a tie-breaker below 0.001 */
   total: number | null;
   estimate: number | null;
+  /** bytes free on the agent's roomiest device */
   free: number;
+  /** the device the job would get here (best fit), when one has room */
+  device: string | null;
 }
 
 export interface Decision {
   jobId: string;
   chosen: string | null;
+  /** the chosen agent's device the job gets (UUID; 'cpu' on a CPU agent) */
+  device: string | null;
   /** bytes reserved on the chosen agent */
   estimate: MemoryEstimate | null;
   agents: AgentDecision[];

@@ -2,7 +2,7 @@
 // log lines), wait for a condition, write a tiny job, read a job's commit record.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
@@ -49,7 +49,7 @@ export class AgentProcesses {
   ) {}
 
   /** Starts agent `id`, labelled host=<id> (a spec's `selector: {host: ...}` pins a job to it). */
-  start(id: string): ChildProcess {
+  start(id: string, extra: { args?: string[]; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
     const child = spawn(
       process.execPath,
       [
@@ -63,9 +63,10 @@ export class AgentProcesses {
         '--advert-interval',
         '500',
         ...this.args,
+        ...(extra.args ?? []),
       ],
       {
-        env: cliEnv(this.stack()),
+        env: { ...cliEnv(this.stack()), ...extra.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       },
     );
@@ -151,4 +152,43 @@ print(max(float((x[k] - y[k]).abs().max()) for k in x))`,
     { encoding: 'utf8' },
   );
   return Number(out.trim());
+}
+
+/**
+ * A written-out GPU host for TUNEFLEET_NVIDIA_SMI: `count` A100s of `mib` MiB each, idle, answering the CSV query and
+ * -L (no -q -x, no topo: those fail as on a host whose nvidia-smi lacks them). Returns the executable's path.
+ */
+export function fakeGpuHost(count: number, mib: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tunefleet-gpu-host-'));
+  const uuid = (i: number): string => `GPU-0000000${i}-aaaa-bbbb-cccc-00000000000${i}`;
+  const csv = Array.from(
+    { length: count },
+    (_, i) => `${i}, ${uuid(i)}, NVIDIA A100-SXM4-80GB, ${mib}, 0, ${mib}, 0, 30, 60.0, 8.0, 535.161.08`,
+  );
+  const list = Array.from({ length: count }, (_, i) => `GPU ${i}: NVIDIA A100-SXM4-80GB (UUID: ${uuid(i)})`);
+  writeFileSync(join(dir, 'query.csv'), csv.join('\n') + '\n');
+  writeFileSync(join(dir, 'list.txt'), list.join('\n') + '\n');
+  const smi = join(dir, 'nvidia-smi');
+  writeFileSync(
+    smi,
+    `#!/bin/sh\ncase "$1" in\n  --query-gpu=*) cat '${dir}/query.csv' ;;\n  -L) cat '${dir}/list.txt' ;;\n` +
+      '  *) echo "not supported" >&2; exit 3 ;;\nesac\n',
+  );
+  chmodSync(smi, 0o755);
+  return smi;
+}
+
+/** The environment of a running process (Linux /proc), or null when it is gone. */
+export function processEnv(pid: number): Record<string, string> | null {
+  try {
+    const raw = readFileSync(`/proc/${pid}/environ`, 'utf8');
+    return Object.fromEntries(
+      raw
+        .split('\0')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    );
+  } catch {
+    return null;
+  }
 }

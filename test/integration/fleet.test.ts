@@ -1,10 +1,20 @@
 // Two real agent processes on a real stack: the fleet view, kill -9, cordon, drain.
 import { expect } from 'chai';
-import { ADVERT_TTL_MS, type JobResult } from '../../shared';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADVERT_TTL_MS, estimateForSpec, shapeFromConfig, type JobResult, type ModelShape } from '../../shared';
 import { loadSpecFile } from '../../scheduler/cli/client';
-import { fleetStates, tinyJob, until } from '../harness/fleet';
-import { runCli } from '../harness/stack';
+import { fakeGpuHost, fleetStates, processEnv, tinyJob, until } from '../harness/fleet';
+import { TINY_MODEL, runCli } from '../harness/stack';
 import { useRunningFleet } from '../harness/running-fleet';
+
+/** A tiny job pinned to the gpu-host agent, long enough to be running when the test looks. */
+function pinned(name: string): string {
+  const path = tinyJob(name, 100_000, 100_000);
+  writeFileSync(path, readFileSync(path, 'utf8') + 'selector: {host: gpu-host}\n');
+  return path;
+}
 
 describe('fleet - two real agents', function () {
   this.timeout(600_000);
@@ -105,5 +115,58 @@ describe('fleet - two real agents', function () {
     expect((await fleetJson()).map((a) => a.agent_id)).to.deep.equal(['agent-b']);
     fleet.agents.start('agent-a');
     await until('agent-a back', async () => (await fleetStates(fleet.client)).get('agent-a') === 'ready', 60_000);
+  });
+
+  it('fleet - an agent given a written-out 8-GPU host offers 8 devices: eight one-device jobs run at once, each with its own CUDA_VISIBLE_DEVICES; a ninth waits and explain names the devices', async () => {
+    // each device holds one of these jobs and not two: 1.5 times the job's estimate on a GPU
+    const spec = (await loadSpecFile(pinned('devices-0'))).spec;
+    const config = JSON.parse(readFileSync(join(fleet.stack.home, 'models', TINY_MODEL, 'config.json'), 'utf8'));
+    const need = estimateForSpec(spec, shapeFromConfig(config) as ModelShape, 'cuda').total;
+    const smi = fakeGpuHost(8, Math.ceil((1.5 * need) / 2 ** 20));
+    fleet.agents.start('gpu-host', { env: { TUNEFLEET_NVIDIA_SMI: smi }, args: ['--max-sessions', '9'] });
+    await until(
+      'gpu-host offers 8 devices',
+      async () => (await fleetJson()).find((a) => a.agent_id === 'gpu-host')?.devices.length === 8,
+      60_000,
+    );
+    const ids: string[] = [];
+    for (let i = 0; i < 9; i++)
+      ids.push(await fleet.client.submit(await loadSpecFile(pinned(`devices-${i}`)), `devices-${i}`));
+    try {
+      // every trainer's environment, read from /proc while they run
+      const pinnedTo = (): Map<string, string> => {
+        const out = new Map<string, string>();
+        for (const line of execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n')) {
+          const id = ids.find((j) => line.includes('tunefleet_trainer train') && line.includes(`/jobs/${j}/attempt-`));
+          const visible = id ? processEnv(Number(line.trim().split(/\s+/)[0]))?.CUDA_VISIBLE_DEVICES : undefined;
+          if (id && visible) out.set(id, visible);
+        }
+        return out;
+      };
+      await until('eight trainers run at once', async () => pinnedTo().size === 8, 180_000);
+      const running = pinnedTo();
+      expect(new Set(running.values()).size, [...running.values()].join(' ')).to.equal(8);
+      for (const v of running.values()) expect(v).to.match(/^GPU-0000000[0-7]-aaaa-bbbb-cccc-00000000000[0-7]$/);
+      const waiting = ids.find((j) => !running.has(j)) as string;
+      await until(
+        'the ninth is queued',
+        async () => (await fleet.client.describe(waiting)).status?.state === 'queued',
+        60_000,
+      );
+      expect((await fleet.client.describe(waiting)).status?.queuePosition).to.equal(1);
+      // the operator's view says which job runs on which device
+      await until(
+        'fleet shows jobs on devices',
+        async () => /devices-\d@GPU \d/.test((await cli('fleet')).stdout),
+        10_000,
+      );
+      const explained = await cli('explain', waiting);
+      expect(explained.stdout).to.match(/gpu-host.*needs .* on one device; free: GPU 0 .*GPU 7 /s);
+    } finally {
+      for (const id of ids) await fleet.client.cancel(id).catch(() => {});
+      for (const id of ids)
+        await until('cancelled', async () => (await fleet.client.describe(id)).temporal !== 'RUNNING', 60_000);
+      fleet.agents.get('gpu-host')?.kill('SIGTERM');
+    }
   });
 });

@@ -96,8 +96,8 @@ describe('recovery - three real agents', function () {
       // both read the same state (round 1: no key yet; round 2: one lease), both write at once
       const seen = (await readLeases(kv)).get(agent);
       const tries = await Promise.allSettled([
-        reserve(kv, agent, seen, lease(`race-${round}-x`), GiB, undefined),
-        reserve(kv, agent, seen, lease(`race-${round}-y`), GiB, undefined),
+        reserve(kv, agent, seen, lease(`race-${round}-x`), () => GiB, undefined),
+        reserve(kv, agent, seen, lease(`race-${round}-y`), () => GiB, undefined),
       ]);
       expect(
         tries.filter((t) => t.status === 'fulfilled'),
@@ -111,7 +111,7 @@ describe('recovery - three real agents', function () {
     expect(held.map((l) => l.jobId)).to.have.length(2);
     expect(held.reduce((s, l) => s + l.bytes, 0)).to.be.at.most(GiB);
     // deciding again on the fresh value: the agent is full, so the loser's third lease is refused
-    const full = reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), GiB, undefined);
+    const full = reserve(kv, agent, (await readLeases(kv)).get(agent), lease('race-3'), () => GiB, undefined);
     expect(await rejection(full, 'a third lease on a full agent')).to.be.instanceOf(LeaseConflict);
     for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);

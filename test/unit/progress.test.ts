@@ -35,6 +35,8 @@ describe('progress bar', () => {
       grad_accum: 1,
       truncated_records: 0,
       resumed_from_step: 40,
+      visible_devices: null,
+      cuda_devices: 0,
     });
     p.update(step(41, 2.5, 1234.4, 1000));
     p.update(step(51, 2.25, 1500, 1010));

@@ -144,3 +144,14 @@ def test_out_of_memory_is_an_event_with_the_numbers(tiny_model, dataset, tmp_pat
     oom = events[-1]
     assert oom["type"] == "oom" and oom["step"] == 2 and oom["micro_batch_size"] == 4
     assert oom["sequence_length"] > 0 and oom["memory_free"] > 0
+
+
+def test_started_reports_the_devices_it_was_given(tiny_model, dataset, tmp_path, monkeypatch):
+    # the agent pins a session with CUDA_VISIBLE_DEVICES; on this CPU machine torch sees no CUDA device with it
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-00000003-aaaa-bbbb-cccc-000000000003")
+    proc, events = run_trainer(run_config(tmp_path, tiny_model, *dataset, max_steps=1), tmp_path)
+    assert proc.returncode == 0
+    assert_valid(events)
+    started = next(e for e in events if e["type"] == "started")
+    assert started["visible_devices"] == "GPU-00000003-aaaa-bbbb-cccc-000000000003"
+    assert started["cuda_devices"] == 0

@@ -217,6 +217,8 @@ def main(cfg):
 
 
 def _announce(run):
+    import torch
+
     cfg = run.cfg
     emit(
         "started",
@@ -232,6 +234,8 @@ def _announce(run):
         grad_accum=run.accum,
         truncated_records=run.truncated,
         resumed_from_step=run.state.step,
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0,
     )
     log(
         f"{run.trainable:,} trainable of {run.total:,} parameters ({100 * run.trainable / run.total:.3f}%); "

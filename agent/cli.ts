@@ -95,7 +95,8 @@ export function buildAgentProgram(): Command {
     .addOption(
       new Option(
         '--capacity <bytes>',
-        'memory offered to jobs, e.g. 60GiB (default: the largest GPU; on CPU the RAM available at start)',
+        'memory offered to jobs on each device, e.g. 60GiB ' +
+          "(default: the device's memory; on CPU the RAM available at start)",
       ).env('TUNEFLEET_AGENT_CAPACITY'),
     )
     .addOption(

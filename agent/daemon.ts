@@ -27,7 +27,7 @@ export interface AgentOptions {
   labels: Record<string, string>;
   advertIntervalMs: number;
   heartbeatMs?: number;
-  /** bytes offered to jobs; unset: the largest GPU, or on CPU the RAM available at start */
+  /** bytes offered to jobs on each device; unset: the device's memory, or on CPU the RAM available at start */
   capacity?: number;
   /** sessions at once, advertised so placement never sends more (default: defaultMaxSessions) */
   maxSessions?: number;

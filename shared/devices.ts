@@ -40,7 +40,8 @@ export type DeviceInput = z.input<typeof deviceSchema>;
 
 /** The advert's devices; for an advert without them (protocol 1), derived from its GPUs and RAM. */
 export function advertDevices(a: Advert): Device[] {
-  if (a.devices && a.devices.length > 0) return a.devices;
+  // protocol 2 says what it offers, even nothing (a MIG GPU whose instances have no UUID to pin them by)
+  if (a.devices) return a.devices;
   if (a.accelerator !== 'cuda' || a.gpus.length === 0) return [cpuDevice(a.cpu.model, a.memory.available)];
   return a.gpus.flatMap((g): Device[] =>
     g.mig_mode === 'enabled' && g.mig_instances.length > 0

@@ -176,6 +176,12 @@ describe('devices - adverts of both protocol versions', () => {
     expect(newer.message).to.equal('advert protocol newer than 2: upgrade this reader');
   });
 
+  it('devices - a version-2 advert that lists no device offers nothing (a MIG GPU without MIG UUIDs)', () => {
+    const a = parseAdvert('gpu-1', JSON.stringify({ ...base, v: 2, gpus: gpusOf('a100-mig'), devices: [] }));
+    expect(advertDevices(a)).to.deep.equal([]);
+    expect(allocatableBytes(a)).to.equal(0);
+  });
+
   it('devices - a CPU advert has one CPU device with the RAM available', () => {
     const a = parseAdvert('cpu-1', JSON.stringify({ ...base, agent_id: 'cpu-1', accelerator: 'cpu', v: 1, gpus: [] }));
     expect(advertDevices(a)).to.deep.equal([

@@ -73,19 +73,25 @@ export interface DeviceRoom {
   free: number;
 }
 
-export function deviceRooms({ advert, onDevice }: AgentView): DeviceRoom[] {
-  return advertDevices(advert).map((device) => {
+/** The agent's devices with their room; computed once per view (the memory filter and best fit both read it). */
+export function deviceRooms(view: AgentView): DeviceRoom[] {
+  if (view.rooms) return view.rooms;
+  const { advert, onDevice } = view;
+  view.rooms = advertDevices(advert).map((device) => {
     const capacity = deviceCapacity(advert, device);
     const held = onDevice(device.uuid);
     // a GPU shared with processes that hold no lease: what the driver says is free also bounds
     const driver = device.kind !== 'cpu' && held === 0 ? device.memory_free : Infinity;
     return { device, capacity, held, free: Math.max(0, Math.min(capacity - held, driver)) };
   });
+  return view.rooms;
 }
 
 /** The device a job needing `need` bytes gets: the fullest one it still fits (best fit), or null. */
 export function pickDevice(rooms: DeviceRoom[], need: number): DeviceRoom | null {
-  return rooms.filter((r) => r.free >= need).sort((a, b) => a.free - b.free)[0] ?? null;
+  let best: DeviceRoom | null = null;
+  for (const r of rooms) if (r.free >= need && (!best || r.free < best.free)) best = r;
+  return best;
 }
 
 /**

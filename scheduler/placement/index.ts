@@ -1,7 +1,15 @@
 // Placement: pure functions over the fleet, the leases and the job. Filters decide who can
 // take the job (every reason kept), scores rank those who can, a seed from the job id
 // breaks ties, and the whole decision is returned for `tunefleet explain`.
-import { capacityBytes, deviceLabel, estimateForSpec, formatBytes, type Advert } from '../../shared';
+import {
+  capacityBytes,
+  deviceLabel,
+  estimateForSpec,
+  formatBytes,
+  type Advert,
+  type MemoryEstimate,
+  type ModelShape,
+} from '../../shared';
 import * as F from './filters';
 import * as S from './scores';
 import type { AgentDecision, AgentView, Decision, FilterCode, Job } from './types';
@@ -53,6 +61,15 @@ export function place(fleet: FleetState, job: Job): Decision {
 }
 
 function decide(fleet: FleetState, job: Job): Decision {
+  // one estimate per model shape and accelerator, not one per agent
+  const estimates = new Map<ModelShape, Map<Advert['accelerator'], MemoryEstimate>>();
+  const estimate = (shape: ModelShape, accelerator: Advert['accelerator']): MemoryEstimate => {
+    const byAcc = estimates.get(shape) ?? new Map<Advert['accelerator'], MemoryEstimate>();
+    estimates.set(shape, byAcc);
+    const e = byAcc.get(accelerator) ?? estimateForSpec(job.spec, shape, accelerator);
+    byAcc.set(accelerator, e);
+    return e;
+  };
   const views: AgentView[] = fleet.adverts.map((advert) => {
     const r = fleet.reserved(advert.agent_id);
     const shape = advert.model_shapes[job.spec.model];
@@ -63,7 +80,7 @@ function decide(fleet: FleetState, job: Job): Decision {
       onDevice: r.onDevice ?? (() => r.bytes),
       sessions: r.sessions,
       holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
-      estimate: shape ? estimateForSpec(job.spec, shape, advert.accelerator) : null,
+      estimate: shape ? estimate(shape, advert.accelerator) : null,
     };
   });
   const agents: AgentDecision[] = views.map((v) => {
@@ -97,11 +114,19 @@ function decide(fleet: FleetState, job: Job): Decision {
       device: v.estimate && code === 'fits' ? (F.pickDevice(rooms, v.estimate.total)?.device.uuid ?? null) : null,
     };
   });
-  const ranked = agents.filter((d) => d.total !== null).sort((x, y) => (y.total as number) - (x.total as number));
-  const chosen = ranked[0]?.agentId ?? null;
+  // the highest total wins (one pass: a large fleet need not be sorted to find it)
+  let best: AgentDecision | null = null;
+  let fitting = 0;
+  for (const d of agents) {
+    if (d.total === null) continue;
+    fitting += 1;
+    if (!best || d.total > (best.total as number)) best = d;
+  }
+  const chosen = best?.agentId ?? null;
   const impossible = agents.length > 0 && agents.every((d) => d.code === 'never');
   let summary: string;
-  const reasons = agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
+  // every agent's reasons, for a job that is not placed (not built for one that is: a large fleet pays for it)
+  const reasons = (): string => agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
   if (chosen) {
     const reserves = formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0);
     const uuid = agents.find((a) => a.agentId === chosen)?.device;
@@ -109,7 +134,7 @@ function decide(fleet: FleetState, job: Job): Decision {
       .find((v) => v.advert.agent_id === chosen)
       ?.advert.devices?.find((x) => x.uuid === uuid && x.kind !== 'cpu');
     const where = device ? `${chosen} ${deviceLabel(device)}` : chosen;
-    summary = `placed on ${where} (${ranked.length} of ${agents.length} agents fit; reserves ${reserves})`;
+    summary = `placed on ${where} (${fitting} of ${agents.length} agents fit; reserves ${reserves})`;
   } else if (agents.length === 0) summary = 'no agent is advertising';
   else if (impossible) {
     const withEstimate = agents.filter((d) => d.estimate !== null);
@@ -123,8 +148,8 @@ function decide(fleet: FleetState, job: Job): Decision {
         ? `: needs ${formatBytes(need)}, the largest agent (${largest.advert.agent_id}) ` +
           `offers ${formatBytes(capacityBytes(largest.advert))}`
         : '';
-    summary = `no agent can ever run this job${numbers} — ${reasons}`;
-  } else summary = `no agent fits now: ${reasons}`;
+    summary = `no agent can ever run this job${numbers} — ${reasons()}`;
+  } else summary = `no agent fits now: ${reasons()}`;
   const chosenView = views.find((v) => v.advert.agent_id === chosen);
   const device = agents.find((a) => a.agentId === chosen)?.device ?? null;
   return { jobId: job.jobId, chosen, device, estimate: chosenView?.estimate ?? null, agents, impossible, summary };

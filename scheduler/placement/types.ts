@@ -1,4 +1,5 @@
 import type { Advert, JobSpec, MemoryEstimate } from '../../shared';
+import type { DeviceRoom } from './filters';
 
 export type FilterCode = 'fits' | 'not_now' | 'never';
 export interface FilterResult {
@@ -24,6 +25,8 @@ export interface AgentView {
   estimate: MemoryEstimate | null;
   /** true when this agent wrote the job's newest committed checkpoint (it may still have it on disk) */
   holdsCheckpoint: boolean;
+  /** its devices' room, computed once (filters.deviceRooms) */
+  rooms?: DeviceRoom[];
 }
 
 export interface AgentDecision {

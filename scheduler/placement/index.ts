@@ -40,6 +40,29 @@ export interface FleetState {
   checkpointAgent: string | null;
 }
 
+/**
+ * A fleet larger than this is not scored whole: once SAMPLE_MIN agents (or SAMPLE_SHARE of the fleet, if more) fit,
+ * the rest are not looked at and the best of those that fit wins (kube-scheduler's percentageOfNodesToScore).
+ * A job that fits nowhere is still checked against every agent, so "no agent can ever run it" stays exact.
+ */
+export const SAMPLE_MIN = 100;
+export const SAMPLE_SHARE = 0.1;
+
+/**
+ * The order agents are looked at: the fleet's own while it is small enough to be looked at whole; otherwise from an
+ * offset fixed by the job id (jobs spread over the fleet, a job's decision is repeatable), the agent holding the
+ * job's newest checkpoint first.
+ */
+function visitOrder(fleet: FleetState, jobId: string, enough: number): Advert[] {
+  const all = fleet.adverts;
+  if (all.length <= enough) return all;
+  const start = Math.floor(tieBreak(jobId, '') * 1000 * all.length) % all.length;
+  const rotated = [...all.slice(start), ...all.slice(0, start)];
+  const holder = rotated.findIndex((a) => a.agent_id === fleet.checkpointAgent);
+  if (holder > 0) rotated.unshift(...rotated.splice(holder, 1));
+  return rotated;
+}
+
 /** FNV-1a: a stable tie-breaker from the job id and agent id. */
 function tieBreak(jobId: string, agentId: string): number {
   let h = 0x811c9dc5;
@@ -70,7 +93,7 @@ function decide(fleet: FleetState, job: Job): Decision {
     byAcc.set(accelerator, e);
     return e;
   };
-  const views: AgentView[] = fleet.adverts.map((advert) => {
+  const view = (advert: Advert): AgentView => {
     const r = fleet.reserved(advert.agent_id);
     const shape = advert.model_shapes[job.spec.model];
     return {
@@ -82,8 +105,8 @@ function decide(fleet: FleetState, job: Job): Decision {
       holdsCheckpoint: fleet.checkpointAgent === advert.agent_id,
       estimate: shape ? estimate(shape, advert.accelerator) : null,
     };
-  });
-  const agents: AgentDecision[] = views.map((v) => {
+  };
+  const judge = (v: AgentView): AgentDecision => {
     const rooms = F.deviceRooms(v);
     const results = FILTERS.map(([, f]) => f(v, job));
     const code: FilterCode = results.some((r) => r.code === 'never')
@@ -113,15 +136,25 @@ function decide(fleet: FleetState, job: Job): Decision {
       free: Math.max(0, ...rooms.map((r) => r.free)),
       device: v.estimate && code === 'fits' ? (F.pickDevice(rooms, v.estimate.total)?.device.uuid ?? null) : null,
     };
-  });
+  };
+  // a large fleet is looked at until enough agents fit, then the best of those wins
+  const enough = Math.max(SAMPLE_MIN, Math.ceil(SAMPLE_SHARE * fleet.adverts.length));
+  const views: AgentView[] = [];
+  const agents: AgentDecision[] = [];
   // the highest total wins (one pass: a large fleet need not be sorted to find it)
   let best: AgentDecision | null = null;
   let fitting = 0;
-  for (const d of agents) {
+  for (const advert of visitOrder(fleet, job.jobId, enough)) {
+    if (fitting >= enough) break;
+    const v = view(advert);
+    const d = judge(v);
+    views.push(v);
+    agents.push(d);
     if (d.total === null) continue;
     fitting += 1;
     if (!best || d.total > (best.total as number)) best = d;
   }
+  const unseen = fleet.adverts.length - agents.length;
   const chosen = best?.agentId ?? null;
   const impossible = agents.length > 0 && agents.every((d) => d.code === 'never');
   let summary: string;
@@ -134,7 +167,8 @@ function decide(fleet: FleetState, job: Job): Decision {
       .find((v) => v.advert.agent_id === chosen)
       ?.advert.devices?.find((x) => x.uuid === uuid && x.kind !== 'cpu');
     const where = device ? `${chosen} ${deviceLabel(device)}` : chosen;
-    summary = `placed on ${where} (${fitting} of ${agents.length} agents fit; reserves ${reserves})`;
+    const looked = unseen > 0 ? `, ${unseen} more not looked at` : '';
+    summary = `placed on ${where} (${fitting} of ${agents.length} agents fit${looked}; reserves ${reserves})`;
   } else if (agents.length === 0) summary = 'no agent is advertising';
   else if (impossible) {
     const withEstimate = agents.filter((d) => d.estimate !== null);

@@ -1,8 +1,9 @@
 // Benchmark: placement decisions per second at fleet scale. 1,000 simulated agents of 8
 // devices each (80 GiB A100s, adverts as protocol 2 writes them) and a queue of 10,000
 // one-device LoRA jobs on SmolLM2-135M, placed one after another: each decision is the
-// real place() (every filter and score over every agent, per-device rooms, best fit) over
-// the leases taken so far, and a placed job's lease is added as the control worker would.
+// real place() (filters and scores over the agents it looks at, per-device rooms, best
+// fit) over the leases taken so far, and a placed job's lease is added as the control
+// worker would.
 // Baseline in the same run: the cost of one decision at 100 agents (the same code, a tenth
 // of the fleet). Anchors: Slurm about 500 placements/s, kube-scheduler about 800, Nomad
 // 1,500-3,700.

@@ -3,7 +3,7 @@
 // the devices named.
 import { expect } from 'chai';
 import { estimateForSpec, type Advert, type Device, type GpuAdvert } from '../../shared';
-import { place } from '../../scheduler/placement';
+import { SAMPLE_MIN, place } from '../../scheduler/placement';
 import { heldOn, type Lease } from '../../scheduler/leases';
 import { GiB, SMOL, advert, job, spec } from '../harness/placement-fixtures';
 
@@ -110,5 +110,39 @@ describe('placement - per device', () => {
     const a = advert('cpu-1', { v: 2, max_sessions: 8 });
     const { decisions } = placeAll(a, 2);
     expect(decisions.map((d) => d.device)).to.deep.equal(['cpu', 'cpu']);
+  });
+});
+
+describe('placement - a large fleet is looked at until enough agents fit', () => {
+  const many = (n: number, over: Partial<Advert> = {}): Advert[] =>
+    Array.from({ length: n }, (_, i) => advert(`agent-${String(i).padStart(3, '0')}`, { v: 2, ...over }));
+  const free = (): { bytes: number; sessions: number } => ({ bytes: 0, sessions: 0 });
+
+  it('placement - 300 agents that all fit: 100 are looked at, the summary says how many were not; the decision repeats', () => {
+    const adverts = many(300);
+    const d = place({ adverts, checkpointAgent: null, reserved: free }, job({ jobId: 'big-fleet' }));
+    expect(d.agents).to.have.length(SAMPLE_MIN);
+    expect(d.chosen).to.be.a('string');
+    expect(d.summary).to.match(/100 of 100 agents fit, 200 more not looked at/);
+    expect(place({ adverts, checkpointAgent: null, reserved: free }, job({ jobId: 'big-fleet' })).chosen).to.equal(
+      d.chosen,
+    );
+    // another job starts somewhere else in the fleet
+    const other = place({ adverts, checkpointAgent: null, reserved: free }, job({ jobId: 'another-job' }));
+    expect(other.agents[0]?.agentId).to.not.equal(d.agents[0]?.agentId);
+  });
+
+  it('placement - a job no agent can hold is still checked against every agent', () => {
+    const adverts = many(300, { memory: { total: 24 * GiB, available: 0.01 * GiB } });
+    const d = place({ adverts, checkpointAgent: null, reserved: free }, job());
+    expect(d.agents).to.have.length(300);
+    expect(d.impossible).to.equal(true);
+  });
+
+  it("placement - the agent holding the job's checkpoint is looked at first, and wins when it fits as well", () => {
+    const adverts = many(300);
+    const d = place({ adverts, checkpointAgent: 'agent-250', reserved: free }, job({ jobId: 'resume-me' }));
+    expect(d.agents[0]?.agentId).to.equal('agent-250');
+    expect(d.chosen).to.equal('agent-250');
   });
 });

@@ -119,7 +119,7 @@ export interface AdvertInput {
   caps: TrainerCaps;
   modelsDir: string;
   sessions: { jobId: string; attempt: number; reservedBytes: number; devices: string[] }[];
-  /** bytes offered to jobs (--capacity); unset: the largest GPU, or on CPU the RAM available at start */
+  /** bytes offered to jobs on each device (--capacity); unset: the device's memory, or on CPU the RAM at start */
   capacity?: number;
   /** sessions the agent runs at once */
   maxSessions: number;
@@ -155,9 +155,16 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
   }
   const cuda = gpu.gpus.length > 0 && (i.caps.cuda || !!seam);
   // the devices sessions are given: the selected GPUs or MIG instances, or the CPU with the RAM available
-  const devices = cuda
-    ? selectDevices(probed.devices, i.gpuSelection ?? null)
-    : [cpuDevice(i.host.cpuModel, Math.min(mem.total, mem.available))];
+  let devices = [cpuDevice(i.host.cpuModel, Math.min(mem.total, mem.available))];
+  if (cuda) {
+    try {
+      devices = selectDevices(probed.devices, i.gpuSelection ?? null);
+    } catch (e) {
+      // checked at start; a selected GPU gone since (fallen off the bus, driver reset): offer nothing, say why
+      devices = [];
+      gpu = { ...gpu, note: `${e instanceof Error ? e.message : String(e)}: this agent offers no device` };
+    }
+  }
   const offered = new Set(devices.flatMap((d) => [d.uuid, d.parent]));
   const gpus = i.gpuSelection && cuda ? gpu.gpus.filter((g) => offered.has(g.uuid)) : gpu.gpus;
   const models = cachedModels(i.modelsDir);

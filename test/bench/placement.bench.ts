@@ -9,22 +9,11 @@
 // 1,500-3,700.
 //   npm run bench:placement   (results: test/bench/RESULTS.md)
 import { cpus } from 'node:os';
-import { estimateForSpec, parseSpec, shapeFromConfig, type Advert, type Device, type ModelShape } from '../../shared';
+import { estimateForSpec, type Advert, type Device } from '../../shared';
 import { place } from '../../scheduler/placement';
 import { heldOn, type Lease } from '../../scheduler/leases';
+import { GiB, SMOL, advert, spec } from '../harness/placement-fixtures';
 import { recordResult } from './results';
-
-const GiB = 2 ** 30;
-const SMOL = shapeFromConfig({
-  hidden_size: 576,
-  intermediate_size: 1536,
-  num_hidden_layers: 30,
-  num_attention_heads: 9,
-  num_key_value_heads: 3,
-  vocab_size: 49152,
-  tie_word_embeddings: true,
-}) as ModelShape;
-const MODEL = 'SmolLM2-135M-Instruct';
 
 function agent(i: number, devices: number): Advert {
   const id = `agent-${String(i).padStart(4, '0')}`;
@@ -41,25 +30,17 @@ function agent(i: number, devices: number): Advert {
     pcie_switch: [],
     numa_node: d < devices / 2 ? 0 : 1,
   }));
-  return {
+  // the unit tests' advert (SmolLM2-135M cached, its shape known) as a protocol-2 CUDA agent of 8 GPUs
+  return advert(id, {
     v: 2,
-    agent_id: id,
-    hostname: id,
-    os: 'Linux',
-    state: 'ready',
     labels: { zone: `z${i % 4}` },
     accelerator: 'cuda',
-    gpus: [],
     devices: devs,
     cpu: { model: 'x', cores: 128 },
     memory: { total: 1024 * GiB, available: 1000 * GiB },
-    sessions: [],
-    models: [MODEL],
-    model_shapes: { [MODEL]: SMOL },
     max_sessions: 1024,
     trainer: { methods: ['lora'], bitsandbytes: true, bf16: true },
-    time: 1,
-  };
+  });
 }
 
 interface Row {
@@ -75,7 +56,6 @@ function run(agents: number, jobs: number): Row {
   const adverts = Array.from({ length: agents }, (_, i) => agent(i, 8));
   const leases = new Map<string, Lease[]>(adverts.map((a) => [a.agent_id, []]));
   const byId = new Map(adverts.map((a) => [a.agent_id, a]));
-  const spec = parseSpec(`name: j\nmodel: ${MODEL}\nmethod: lora\ndataset: {path: d.jsonl}\n`);
   const bytes = estimateForSpec(spec, SMOL, 'cuda').total;
   let placed = 0;
   const t0 = process.hrtime.bigint();

@@ -28,6 +28,8 @@ export interface TrainerOptions {
   configPath: string;
   logPath: string;
   env?: Record<string, string>;
+  /** processes of a data-parallel run (torchrun --standalone, one per device); 1 or absent: the trainer alone */
+  processes?: number;
   /** how far below the agent the trainer runs */
   priority: Priority;
   onEvent: (e: TrainerEvent) => void;
@@ -35,7 +37,10 @@ export interface TrainerOptions {
 }
 
 export function runTrainer(o: TrainerOptions): TrainerRun {
-  const { argv } = withPriority([o.python, '-m', 'tunefleet_trainer', o.command, '--config', o.configPath], o.priority);
+  const processes = o.processes ?? 1;
+  const args = ['-m', 'tunefleet_trainer', o.command, '--config', o.configPath];
+  if (processes > 1) args.push('--processes', String(processes));
+  const { argv } = withPriority([o.python, ...args], o.priority);
   const tail: string[] = [];
   const child = spawn(argv[0] as string, argv.slice(1), {
     cwd: TRAINER_DIR,

@@ -127,9 +127,14 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         // competitor
         const reserved = (id: string): { bytes: number; sessions: number } =>
           heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
+        // evaluation runs one process: it needs one device, whatever training used
+        const spec =
+          req.purpose === 'evaluate'
+            ? { ...req.spec, resources: { ...req.spec.resources, gpus: 1, min_gpus: 1 } }
+            : req.spec;
         const decision = place(
           { adverts, reserved, checkpointAgent },
-          { jobId: req.jobId, spec: req.spec, exclude: req.exclude },
+          { jobId: req.jobId, spec, exclude: req.exclude },
         );
         const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
         if (decision.impossible) {
@@ -156,7 +161,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
                   bytes: decision.estimate.total,
                   purpose: req.purpose,
                   time: now,
-                  ...(decision.device ? { devices: [decision.device] } : {}),
+                  ...(decision.devices.length ? { devices: decision.devices } : {}),
                 },
                 capacitiesOf(advert),
                 advert,
@@ -187,7 +192,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
                 reason: decision.summary,
                 device: advert?.accelerator ?? 'cpu',
                 reservedBytes: decision.estimate.total,
-                devices: decision.device ? [decision.device] : [],
+                devices: decision.devices,
               },
               waiting: null,
               position: null,

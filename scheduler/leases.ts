@@ -74,7 +74,8 @@ export function heldOn(leases: Lease[], advert: Advert | undefined, now: number,
     ...unleased.map((s) => ({ bytes: s.reserved_bytes, devices: s.devices })),
   ];
   return {
-    bytes: holds.reduce((n, h) => n + h.bytes, 0),
+    // a lease on several devices holds its bytes on each
+    bytes: holds.reduce((n, h) => n + h.bytes * Math.max(1, h.devices.length), 0),
     sessions: holds.length,
     onDevice: (uuid) =>
       holds.filter((h) => h.devices.length === 0 || h.devices.includes(uuid)).reduce((n, h) => n + h.bytes, 0),

@@ -30,6 +30,8 @@ export const startedEvent = z.object({
   visible_devices: z.string().max(4096).nullable().default(null),
   /** CUDA devices torch sees with it (0 on a CPU trainer) */
   cuda_devices: z.number().int().nonnegative().max(1024).default(0),
+  /** processes of a data-parallel run (torchrun); 1 for a trainer alone */
+  world_size: z.number().int().positive().max(1024).default(1),
 });
 
 export const stepEvent = z.object({

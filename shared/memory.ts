@@ -60,6 +60,8 @@ export interface EstimateInput {
   gradientCheckpointing: boolean;
   optimizer: JobSpec['training']['optimizer'];
   loraRank: number;
+  /** processes of a data-parallel run (default 1): each holds the whole model on its own device */
+  worldSize?: number;
 }
 
 export interface MemoryEstimate {
@@ -114,6 +116,8 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
     gradients = trainable * 4;
     optimizer = i.optimizer === 'adamw_8bit' ? 2 * trainable : 8 * trainable;
   }
+  // DDP keeps a second copy of the gradients in its all-reduce buckets
+  if ((i.worldSize ?? 1) > 1) gradients *= 2;
   const tokens = i.microBatch * i.seqLen;
   const perTokenLayer = b * (10 * s.hidden + 4 * s.intermediate) + 8 * s.hidden;
   const activations = i.gradientCheckpointing
@@ -133,19 +137,24 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
   return { total: Math.ceil(peak + overhead), breakdown };
 }
 
-/** The estimate for a job spec on a device: micro-batch as the trainer will use it. */
+/**
+ * The estimate for a job spec, per device it gets: micro-batch as the trainer will use it (a multi-GPU job's
+ * processes each take batch_size / gpus sequences of a step).
+ */
 export function estimateForSpec(spec: JobSpec, shape: ModelShape, device: 'cuda' | 'cpu'): MemoryEstimate {
   const t = spec.training;
+  const gpus = spec.resources?.gpus ?? 1;
   return estimateMemory({
     shape,
     method: spec.method,
     device,
     precision: t.precision,
-    microBatch: Math.min(t.batch_size, t.micro_batch_size ?? 8),
+    microBatch: Math.min(Math.max(1, Math.floor(t.batch_size / gpus)), t.micro_batch_size ?? 8),
     seqLen: t.max_seq_len,
     gradientCheckpointing: t.gradient_checkpointing,
     optimizer: t.optimizer,
     loraRank: spec.lora.r,
+    worldSize: gpus,
   });
 }
 

@@ -151,30 +151,70 @@ export const evaluationSchema = z.strictObject({
     .default([]),
 });
 
-export const jobSpecSchema = z.strictObject({
-  /** a label for the job; the job id starts with it */
-  name: z
-    .string()
-    .regex(ID_PATTERN, 'lowercase letters, digits and dashes, at most 63, starting with a letter or digit'),
-  /** base model: a name in the agents' model store, e.g. SmolLM2-135M-Instruct */
-  model: z.string().regex(MODEL_NAME_PATTERN, 'a model name (letters, digits, . _ -), not a path'),
-  method: z.enum(METHODS),
-  dataset: datasetSchema,
-  lora: loraSchema.default(() => loraSchema.parse({})),
-  prompt: promptSchema.default(() => promptSchema.parse({})),
-  adapter: adapterSchema.default(() => adapterSchema.parse({})),
-  training: trainingSchema.default(() => trainingSchema.parse({})),
-  evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
-  /** higher runs first when the fleet is full */
-  priority: z.number().int().min(0).max(100).default(50),
+export const resourcesSchema = z.strictObject({
   /**
-   * seconds without a training step (or evaluation progress) before the attempt counts as lost and moves; default 10,
-   * 60 for full fine-tuning
+   * devices on one host (GPUs or MIG instances), trained data-parallel (torchrun, DDP): each gets batch_size / gpus
+   * sequences per step, so the effective batch stays batch_size
    */
-  heartbeat_timeout: positiveInt.min(2).max(3600).optional(),
-  /** run only on agents whose labels include all of these (agent start --label key=value) */
-  selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
+  gpus: positiveInt.max(64).default(1),
+  /**
+   * elastic: when no agent has `gpus` devices free (or none is left that has them), run on fewer, down to this many
+   * (only counts that divide batch_size); a job resumes from its checkpoint on any count. Default: gpus (not elastic)
+   */
+  min_gpus: positiveInt.max(64).optional(),
 });
+
+export const jobSpecSchema = z
+  .strictObject({
+    /** a label for the job; the job id starts with it */
+    name: z
+      .string()
+      .regex(ID_PATTERN, 'lowercase letters, digits and dashes, at most 63, starting with a letter or digit'),
+    /** base model: a name in the agents' model store, e.g. SmolLM2-135M-Instruct */
+    model: z.string().regex(MODEL_NAME_PATTERN, 'a model name (letters, digits, . _ -), not a path'),
+    method: z.enum(METHODS),
+    dataset: datasetSchema,
+    lora: loraSchema.default(() => loraSchema.parse({})),
+    prompt: promptSchema.default(() => promptSchema.parse({})),
+    adapter: adapterSchema.default(() => adapterSchema.parse({})),
+    training: trainingSchema.default(() => trainingSchema.parse({})),
+    evaluation: evaluationSchema.default(() => evaluationSchema.parse({})),
+    /** higher runs first when the fleet is full */
+    priority: z.number().int().min(0).max(100).default(50),
+    /**
+     * seconds without a training step (or evaluation progress) before the attempt counts as lost and moves; default 10,
+     * 60 for full fine-tuning
+     */
+    heartbeat_timeout: positiveInt.min(2).max(3600).optional(),
+    /** run only on agents whose labels include all of these (agent start --label key=value) */
+    selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
+    resources: resourcesSchema.default(() => resourcesSchema.parse({})),
+  })
+  .superRefine((s, ctx) => {
+    const { gpus, min_gpus: least } = s.resources;
+    const t = s.training;
+    if (least !== undefined && least > gpus)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['resources', 'min_gpus'],
+        message: `min_gpus ${least} is more than gpus ${gpus}`,
+      });
+    if (gpus > 1 && t.batch_size % gpus !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['training', 'batch_size'],
+        message:
+          `batch_size ${t.batch_size} does not divide over ${gpus} gpus ` + '(each takes an equal share of every step)',
+      });
+    else if (gpus > 1 && t.micro_batch_size !== undefined && (t.batch_size / gpus) % t.micro_batch_size !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['training', 'micro_batch_size'],
+        message:
+          `micro_batch_size ${t.micro_batch_size} does not divide the ${t.batch_size / gpus} sequences ` +
+          `each of ${gpus} gpus takes per step (batch_size / gpus)`,
+      });
+  });
 
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 export type JobSpecInput = z.input<typeof jobSpecSchema>;

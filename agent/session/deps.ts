@@ -57,7 +57,10 @@ export function deviceEnv(devices: string[]): Record<string, string> {
   return gpus.length > 0 ? { CUDA_DEVICE_ORDER: 'PCI_BUS_ID', CUDA_VISIBLE_DEVICES: gpus.join(',') } : {};
 }
 
-/** Start the trainer on `configPath`, below the agent's priority, on its devices, its log in `dir`. */
+/**
+ * Start the trainer on `configPath`, below the agent's priority, on its devices, its log in `dir`. Training on several
+ * devices runs one process per device (torchrun --standalone, DDP); evaluation runs one process on the first.
+ */
 export function startTrainer(
   deps: AgentDeps,
   command: 'train' | 'evaluate',
@@ -67,10 +70,13 @@ export function startTrainer(
   onEvent: (e: TrainerEvent) => void,
 ): TrainerRun {
   const jobId = session.jobId;
+  const processes = command === 'train' ? Math.max(1, session.devices.filter((d) => d !== 'cpu').length) : 1;
   return runTrainer({
     python: deps.python,
     priority: { nice: deps.trainerNice },
-    env: { ...threadEnv(deps.trainerThreads), ...deviceEnv(session.devices) },
+    // the session's CPU threads are shared by its processes
+    env: { ...threadEnv(Math.max(1, Math.floor(deps.trainerThreads / processes))), ...deviceEnv(session.devices) },
+    processes,
     command,
     configPath,
     logPath: join(dir, 'trainer.log'),

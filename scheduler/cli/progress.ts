@@ -9,7 +9,8 @@ export function formatEvent(e: JobEvent): string | null {
   switch (e.type) {
     case 'started':
       return (
-        `started on ${e.agent_id} (attempt ${e.attempt}, ${e.device}, ${e.dtype}): ` +
+        `started on ${e.agent_id} (attempt ${e.attempt}, ${e.device}` +
+        `${e.world_size > 1 ? ` x ${e.world_size} processes` : ''}, ${e.dtype}): ` +
         `${count(e.trainable_params)} trainable of ${count(e.total_params)} parameters, ` +
         `${e.train_records} records, ${e.steps_total} steps` +
         (e.resumed_from_step ? `, resumed from step ${e.resumed_from_step}` : '')

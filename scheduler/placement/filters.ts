@@ -94,15 +94,70 @@ export function pickDevice(rooms: DeviceRoom[], need: number): DeviceRoom | null
   return best;
 }
 
+/** Groups of devices that talk fast to each other, closest first: NVLink islands, PCIe switches, NUMA nodes. */
+function topologyGroups(rooms: DeviceRoom[]): DeviceRoom[][] {
+  const byUuid = new Map(rooms.map((r) => [r.device.uuid, r]));
+  // an NVLink island: devices connected through NVLink links (nvidia-smi topo -m: NV#)
+  const linked = (links: (d: Device) => string[]): DeviceRoom[][] => {
+    const seen = new Set<string>();
+    const groups: DeviceRoom[][] = [];
+    for (const r of rooms) {
+      if (seen.has(r.device.uuid) || links(r.device).length === 0) continue;
+      const group: DeviceRoom[] = [];
+      const todo = [r];
+      seen.add(r.device.uuid);
+      while (todo.length) {
+        const x = todo.pop() as DeviceRoom;
+        group.push(x);
+        for (const u of links(x.device)) {
+          const y = byUuid.get(u);
+          if (y && !seen.has(u)) {
+            seen.add(u);
+            todo.push(y);
+          }
+        }
+      }
+      groups.push(group);
+    }
+    return groups;
+  };
+  const numa = new Map<number, DeviceRoom[]>();
+  for (const r of rooms)
+    if (r.device.numa_node !== null) numa.set(r.device.numa_node, [...(numa.get(r.device.numa_node) ?? []), r]);
+  return [...linked((d) => d.nvlink), ...linked((d) => d.pcie_switch), ...numa.values()];
+}
+
 /**
- * Memory, per device: a job gets one device whose capacity less its leases covers the estimate. Never: no device
- * offers that much even idle.
+ * The n devices a job needing `need` bytes on each gets: among devices with that much free, n in one NVLink island
+ * if some island has them, else behind one PCIe switch, else on one NUMA node, else any n; within a group the fullest
+ * that fit (best fit, big holes stay for big jobs). null when fewer than n have room.
  */
-export const memory: Filter = (view) => {
+export function pickDevices(rooms: DeviceRoom[], need: number, n: number): DeviceRoom[] | null {
+  if (n === 1) {
+    const one = pickDevice(rooms, need);
+    return one ? [one] : null;
+  }
+  const fit = rooms.filter((r) => r.free >= need);
+  if (fit.length < n) return null;
+  const bestFit = (group: DeviceRoom[]): DeviceRoom[] => [...group].sort((a, b) => a.free - b.free).slice(0, n);
+  for (const group of topologyGroups(fit)) if (group.length >= n) return bestFit(group);
+  return bestFit(fit);
+}
+
+/** How many devices the job asks for (spec resources.gpus; 1 for specs from before it). */
+export const devicesWanted = (job: Job): number => job.spec.resources?.gpus ?? 1;
+
+/**
+ * Memory, per device: a job gets `gpus` devices whose capacity less their leases covers the per-device estimate.
+ * Never: the agent does not have that many devices that large, even idle.
+ */
+export const memory: Filter = (view, job) => {
   const { estimate } = view;
   if (!estimate) return FITS; // no shape: modelCached has said why
   const rooms = deviceRooms(view);
   const need = estimate.total;
+  const n = devicesWanted(job);
+  if (n > 1) return memoryOnMany(rooms, need, n);
   const largest = Math.max(0, ...rooms.map((r) => r.capacity));
   if (need > largest) {
     const what = rooms.length > 1 ? 'its largest device offers' : 'the agent offers';
@@ -120,9 +175,24 @@ export const memory: Filter = (view) => {
         `(${formatBytes(r.held)} of ${formatBytes(r.capacity)} reserved)`,
     );
   }
-  const each = rooms.map((r) => `${deviceLabel(r.device)} ${formatBytes(r.free)}`).join(', ');
-  return notNow(`needs ${formatBytes(need)} on one device; free: ${each}`);
+  return notNow(`needs ${formatBytes(need)} on one device; free: ${freeList(rooms)}`);
 };
+
+const freeList = (rooms: DeviceRoom[]): string =>
+  rooms.map((r) => `${deviceLabel(r.device)} ${formatBytes(r.free)}`).join(', ');
+
+function memoryOnMany(rooms: DeviceRoom[], need: number, n: number): FilterResult {
+  const large = rooms.filter((r) => r.device.kind !== 'cpu' && r.capacity >= need).length;
+  const what = `needs ${n} devices with ${formatBytes(need)} each on one host`;
+  if (large < n) {
+    const gpus = rooms.filter((r) => r.device.kind !== 'cpu').length;
+    const has = gpus === 0 ? 'the agent has no GPU' : `the agent has ${gpus} GPU devices, ${large} of them that large`;
+    return never(`${what}; ${has}`);
+  }
+  if (pickDevices(rooms, need, n)) return FITS;
+  const free = rooms.filter((r) => r.free >= need).length;
+  return notNow(`${what}; ${free} ${free === 1 ? 'has' : 'have'} that much free now (free: ${freeList(rooms)})`);
+}
 
 /**
  * Session slots: an agent runs at most max_sessions at once (more would wait in its task queue until taken for gone).

@@ -70,17 +70,60 @@ function tieBreak(jobId: string, agentId: string): number {
   return h / 2 ** 32 / 1000;
 }
 
+/** GPU devices (GPUs or MIG instances) an agent offers. */
+const gpuCount = (v: AgentView): number => F.deviceRooms(v).filter((r) => r.device.kind !== 'cpu').length;
+
+/**
+ * The device counts a job may run on, most first: resources.gpus, then (elastic, min_gpus below it) every smaller
+ * count down to min_gpus that divides batch_size (and leaves whole micro-batches).
+ */
+export function deviceCounts(spec: Job['spec']): number[] {
+  const most = spec.resources?.gpus ?? 1;
+  const least = spec.resources?.min_gpus ?? most;
+  const t = spec.training;
+  const counts: number[] = [];
+  for (let n = most; n >= least; n--) {
+    const share = t.batch_size / n;
+    if (
+      n === most ||
+      (Number.isInteger(share) && (t.micro_batch_size === undefined || share % t.micro_batch_size === 0))
+    )
+      counts.push(n);
+  }
+  return counts;
+}
+
+/**
+ * Where the job runs, on how many devices: its resources.gpus on one agent; an elastic job (min_gpus) that fits
+ * nowhere with that many now takes the most devices an agent has free, down to min_gpus. It is impossible only when
+ * no count could ever be placed. Agents that failed this job are avoided at every count before any of them is
+ * tried again.
+ */
 export function place(fleet: FleetState, job: Job): Decision {
-  const first = decide(fleet, job);
+  const first = onSomeCount(fleet, job);
   // Agents that failed this job are avoided, not banned: when no other agent fits, one of
   // them gets another try (the workflow's attempt budget bounds the retries). Having failed
   // the job never makes it impossible: that is decided as if no agent had failed it (every
   // agent failed it once and all are busy now: the job waits; none could ever hold it: it fails).
   if (first.chosen || job.exclude.length === 0) return first;
-  const again = decide(fleet, { ...job, exclude: [] });
+  const again = onSomeCount(fleet, { ...job, exclude: [] });
   if (again.chosen)
     return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
   return { ...first, impossible: again.impossible };
+}
+
+function onSomeCount(fleet: FleetState, job: Job): Decision {
+  const counts = deviceCounts(job.spec);
+  const most = counts[0] as number;
+  const first = decide(fleet, job);
+  if (first.chosen || counts.length === 1) return first;
+  let impossible = first.impossible;
+  for (const n of counts.slice(1)) {
+    const d = decide(fleet, { ...job, spec: { ...job.spec, resources: { ...job.spec.resources, gpus: n } } });
+    if (d.chosen) return { ...d, summary: `${d.summary}; on ${n} of ${most} devices: no agent has ${most} for it now` };
+    impossible &&= d.impossible;
+  }
+  return { ...first, impossible };
 }
 
 function decide(fleet: FleetState, job: Job): Decision {
@@ -134,7 +177,10 @@ function decide(fleet: FleetState, job: Job): Decision {
       total,
       estimate: v.estimate?.total ?? null,
       free: Math.max(0, ...rooms.map((r) => r.free)),
-      device: v.estimate && code === 'fits' ? (F.pickDevice(rooms, v.estimate.total)?.device.uuid ?? null) : null,
+      devices:
+        v.estimate && code === 'fits'
+          ? (F.pickDevices(rooms, v.estimate.total, F.devicesWanted(job))?.map((r) => r.device.uuid) ?? [])
+          : [],
     };
   };
   // a large fleet is looked at until enough agents fit, then the best of those wins
@@ -162,11 +208,10 @@ function decide(fleet: FleetState, job: Job): Decision {
   const reasons = (): string => agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
   if (chosen) {
     const reserves = formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0);
-    const uuid = agents.find((a) => a.agentId === chosen)?.device;
-    const device = views
-      .find((v) => v.advert.agent_id === chosen)
-      ?.advert.devices?.find((x) => x.uuid === uuid && x.kind !== 'cpu');
-    const where = device ? `${chosen} ${deviceLabel(device)}` : chosen;
+    const uuids = agents.find((a) => a.agentId === chosen)?.devices ?? [];
+    const offered = views.find((v) => v.advert.agent_id === chosen)?.advert.devices ?? [];
+    const labels = uuids.flatMap((u) => offered.filter((x) => x.uuid === u && x.kind !== 'cpu').map(deviceLabel));
+    const where = labels.length ? `${chosen} ${labels.join(', ')}` : chosen;
     const looked = unseen > 0 ? `, ${unseen} more not looked at` : '';
     summary = `placed on ${where} (${fitting} of ${agents.length} agents fit${looked}; reserves ${reserves})`;
   } else if (agents.length === 0) summary = 'no agent is advertising';
@@ -177,14 +222,20 @@ function decide(fleet: FleetState, job: Job): Decision {
       null,
     );
     const need = withEstimate.length ? Math.min(...withEstimate.map((d) => d.estimate as number)) : null;
-    const numbers =
-      need !== null && largest
-        ? `: needs ${formatBytes(need)}, the largest agent (${largest.advert.agent_id}) ` +
-          `offers ${formatBytes(capacityBytes(largest.advert))}`
-        : '';
+    const n = F.devicesWanted(job);
+    const most = views.reduce<AgentView | null>((m, v) => (!m || gpuCount(v) > gpuCount(m) ? v : m), null);
+    let numbers = '';
+    if (n > 1 && most && gpuCount(most) < n)
+      numbers =
+        `: needs ${n} GPU devices on one host, ` +
+        `the most any agent has is ${gpuCount(most)} (${most.advert.agent_id})`;
+    else if (need !== null && largest)
+      numbers =
+        `: needs ${formatBytes(need)}${n > 1 ? ` on each of ${n} devices` : ''}, the largest agent ` +
+        `(${largest.advert.agent_id}) offers ${formatBytes(capacityBytes(largest.advert))}`;
     summary = `no agent can ever run this job${numbers} — ${reasons()}`;
   } else summary = `no agent fits now: ${reasons()}`;
   const chosenView = views.find((v) => v.advert.agent_id === chosen);
-  const device = agents.find((a) => a.agentId === chosen)?.device ?? null;
-  return { jobId: job.jobId, chosen, device, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
+  const devices = agents.find((a) => a.agentId === chosen)?.devices ?? [];
+  return { jobId: job.jobId, chosen, devices, estimate: chosenView?.estimate ?? null, agents, impossible, summary };
 }

@@ -40,15 +40,15 @@ export interface AgentDecision {
   estimate: number | null;
   /** bytes free on the agent's roomiest device */
   free: number;
-  /** the device the job would get here (best fit), when one has room */
-  device: string | null;
+  /** the devices the job would get here (best fit, by topology for several); empty when it does not fit */
+  devices: string[];
 }
 
 export interface Decision {
   jobId: string;
   chosen: string | null;
-  /** the chosen agent's device the job gets (UUID; 'cpu' on a CPU agent) */
-  device: string | null;
+  /** the chosen agent's devices the job gets (UUIDs; ['cpu'] on a CPU agent; empty when not placed) */
+  devices: string[];
   /** bytes reserved on the chosen agent */
   estimate: MemoryEstimate | null;
   agents: AgentDecision[];

@@ -68,7 +68,7 @@ function run(agents: number, jobs: number): Row {
       },
       { jobId: `job-${j}`, spec, exclude: [] },
     );
-    if (decision.chosen && decision.device) {
+    if (decision.chosen && decision.devices.length) {
       placed += 1;
       const lease: Lease = {
         jobId: `job-${j}`,
@@ -76,7 +76,7 @@ function run(agents: number, jobs: number): Row {
         bytes,
         purpose: 'train',
         time: 0,
-        devices: [decision.device],
+        devices: decision.devices,
       };
       leases.get(decision.chosen)?.push(lease);
     }

@@ -178,6 +178,33 @@ export function fakeGpuHost(count: number, mib: number): string {
   return smi;
 }
 
+/**
+ * A recorded (or written-out) host for TUNEFLEET_NVIDIA_SMI: replays test/fixtures/nvidia-smi/<name>.csv, .xml, .list
+ * and .topo for the CSV query, -q -x, -L and topo -m; a file that is not there fails that command, as on a host whose
+ * nvidia-smi lacks it. Returns the executable's path.
+ */
+export function recordedGpuHost(name: string): string {
+  const base = join(ROOT, 'test', 'fixtures', 'nvidia-smi', name);
+  const dir = mkdtempSync(join(tmpdir(), 'tunefleet-gpu-host-'));
+  const smi = join(dir, 'nvidia-smi');
+  const replay = (ext: string): string => `[ -f '${base}.${ext}' ] && exec cat '${base}.${ext}'; exit 3`;
+  writeFileSync(
+    smi,
+    `#!/bin/sh
+case "$1" in
+  --query-gpu=*) ${replay('csv')} ;;
+  -q) ${replay('xml')} ;;
+` +
+      `  -L) ${replay('list')} ;;
+  topo) ${replay('topo')} ;;
+  *) echo "not supported" >&2; exit 3 ;;
+esac
+`,
+  );
+  chmodSync(smi, 0o755);
+  return smi;
+}
+
 /** The environment of a running process (Linux /proc), or null when it is gone. */
 export function processEnv(pid: number): Record<string, string> | null {
   try {

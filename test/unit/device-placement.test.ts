@@ -2,12 +2,17 @@
 // estimate (best fit), leases name their device, and a job that finds no device waits with
 // the devices named.
 import { expect } from 'chai';
-import { estimateForSpec, type Advert, type Device, type GpuAdvert } from '../../shared';
-import { SAMPLE_MIN, place } from '../../scheduler/placement';
+import { estimateForSpec, parseSpec, type Advert, type Device, type GpuAdvert } from '../../shared';
+import { SAMPLE_MIN, deviceCounts, place } from '../../scheduler/placement';
 import { heldOn, type Lease } from '../../scheduler/leases';
 import { GiB, SMOL, advert, job, spec } from '../harness/placement-fixtures';
 
 const need = estimateForSpec(spec, SMOL, 'cuda').total;
+const spec2 = parseSpec(
+  'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\nresources: {gpus: 2}\n',
+);
+/** per device, for a two-device job */
+const need2 = estimateForSpec(spec2, SMOL, 'cuda').total;
 
 function gpu(index: number, total: number): GpuAdvert {
   return {
@@ -56,8 +61,8 @@ function placeAll(a: Advert, n: number): { leases: Lease[]; decisions: ReturnTyp
     const held = heldOn(leases, a, 0);
     const d = place({ adverts: [a], checkpointAgent: null, reserved: () => held }, job({ jobId: `job-${i}` }));
     decisions.push(d);
-    if (d.device)
-      leases.push({ jobId: `job-${i}`, attempt: 1, bytes: need, purpose: 'train', time: 0, devices: [d.device] });
+    if (d.devices.length)
+      leases.push({ jobId: `job-${i}`, attempt: 1, bytes: need, purpose: 'train', time: 0, devices: d.devices });
   }
   return { leases, decisions };
 }
@@ -71,7 +76,7 @@ describe('placement - per device', () => {
       Array.from({ length: 8 }, (_, i) => gpu(i, size)),
     );
     const { decisions } = placeAll(a, 9);
-    const devices = decisions.slice(0, 8).map((d) => d.device);
+    const devices = decisions.slice(0, 8).map((d) => d.devices[0]);
     expect(decisions.slice(0, 8).every((d) => d.chosen === 'gpu-8x')).to.equal(true);
     expect(new Set(devices).size).to.equal(8);
     const ninth = decisions[8];
@@ -83,7 +88,7 @@ describe('placement - per device', () => {
   it('placement - small jobs share a device while each fits in what is left of it', () => {
     const a = gpuAgent('gpu-1', [device('GPU-0', 0, Math.ceil(need * 2.5))], [gpu(0, Math.ceil(need * 2.5))]);
     const { decisions } = placeAll(a, 3);
-    expect(decisions.map((d) => d.device)).to.deep.equal(['GPU-0', 'GPU-0', null]);
+    expect(decisions.map((d) => d.devices[0] ?? null)).to.deep.equal(['GPU-0', 'GPU-0', null]);
   });
 
   it('placement - on a MIG host the job is pinned to the instance whose memory fits (best fit among those)', () => {
@@ -92,7 +97,7 @@ describe('placement - per device', () => {
     const big = device('MIG-big', 0, Math.ceil(need * 4), 'mig');
     const a = gpuAgent('mig-host', [small, big, mid], [gpu(0, 80 * GiB)]);
     const { decisions } = placeAll(a, 3);
-    expect(decisions.map((d) => d.device)).to.deep.equal(['MIG-mid', 'MIG-big', 'MIG-big']);
+    expect(decisions.map((d) => d.devices[0] ?? null)).to.deep.equal(['MIG-mid', 'MIG-big', 'MIG-big']);
   });
 
   it('placement - a job larger than every device is impossible, with the largest device named', () => {
@@ -109,7 +114,7 @@ describe('placement - per device', () => {
   it('placement - a CPU agent has one device, the CPU: leases name it and hold its RAM', () => {
     const a = advert('cpu-1', { v: 2, max_sessions: 8 });
     const { decisions } = placeAll(a, 2);
-    expect(decisions.map((d) => d.device)).to.deep.equal(['cpu', 'cpu']);
+    expect(decisions.map((d) => d.devices[0] ?? null)).to.deep.equal(['cpu', 'cpu']);
   });
 });
 
@@ -144,5 +149,137 @@ describe('placement - a large fleet is looked at until enough agents fit', () =>
     const d = place({ adverts, checkpointAgent: 'agent-250', reserved: free }, job({ jobId: 'resume-me' }));
     expect(d.agents[0]?.agentId).to.equal('agent-250');
     expect(d.chosen).to.equal('agent-250');
+  });
+});
+
+/** A device with its topology: NVLink peers, PCIe switch peers, NUMA node. */
+function linked(uuid: string, index: number, total: number, nvlink: string[], pcie: string[], numa: number): Device {
+  return { ...device(uuid, index, total), nvlink, pcie_switch: pcie, numa_node: numa };
+}
+
+describe('placement - several devices on one host', () => {
+  const size = Math.ceil(need2 * 1.3);
+  const place2 = (a: Advert, leases: Lease[] = []): ReturnType<typeof place> =>
+    place({ adverts: [a], checkpointAgent: null, reserved: () => heldOn(leases, a, 0) }, job({ spec: spec2 }));
+  const hold = (uuid: string): Lease => ({
+    jobId: `x-${uuid}`,
+    attempt: 1,
+    bytes: size,
+    purpose: 'train',
+    time: 0,
+    devices: [uuid],
+  });
+
+  it('placement - two devices come from one NVLink island, even when the fuller devices are in another', () => {
+    // islands {0,1,2,3} and {4,5,6,7}; 0, 1, 2 and 5 are taken: the island 4-7 holds three free devices, 0-3 one
+    const island = (i: number): string[] =>
+      [0, 1, 2, 3].map((k) => `GPU-${k + (i < 4 ? 0 : 4)}`).filter((u) => u !== `GPU-${i}`);
+    const devices = Array.from({ length: 8 }, (_, i) => linked(`GPU-${i}`, i, size, island(i), [], i < 4 ? 0 : 1));
+    const a = gpuAgent(
+      'nv-8x',
+      devices,
+      devices.map((_, i) => gpu(i, size)),
+    );
+    const d = place2(a, ['GPU-0', 'GPU-1', 'GPU-2', 'GPU-5'].map(hold));
+    expect(d.chosen).to.equal('nv-8x');
+    expect(d.devices).to.have.length(2);
+    expect(d.devices.every((u) => ['GPU-4', 'GPU-6', 'GPU-7'].includes(u))).to.equal(true);
+    expect(d.summary).to.match(/placed on nv-8x GPU \d, GPU \d/);
+  });
+
+  it('placement - without NVLink, two devices behind one PCIe switch, then on one NUMA node', () => {
+    // GPU 0-1 behind one switch and GPU 2-3 behind another; GPU 4 alone; NUMA node 0 holds 0, 1 and 4, node 1 holds 2-3
+    const devices = [
+      linked('GPU-0', 0, size, [], ['GPU-1'], 0),
+      linked('GPU-1', 1, size, [], ['GPU-0'], 0),
+      linked('GPU-2', 2, size, [], ['GPU-3'], 1),
+      linked('GPU-3', 3, size, [], ['GPU-2'], 1),
+      linked('GPU-4', 4, size, [], [], 0),
+    ];
+    const a = gpuAgent(
+      'pcie-5x',
+      devices,
+      devices.map((_, i) => gpu(i, size)),
+    );
+    // GPU 1 taken: the two behind the other switch
+    expect([...place2(a, [hold('GPU-1')]).devices].sort()).to.deep.equal(['GPU-2', 'GPU-3']);
+    // GPU 1 and 3 taken: no switch has two free; NUMA node 0 has GPU 0 and 4 (not GPU 0 and 2, across nodes)
+    expect([...place2(a, [hold('GPU-1'), hold('GPU-3')]).devices].sort()).to.deep.equal(['GPU-0', 'GPU-4']);
+  });
+
+  it('placement - a two-device lease holds its bytes on both devices and twice on the agent', () => {
+    const a = gpuAgent('gpu-2x', [device('GPU-0', 0, size), device('GPU-1', 1, size)], [gpu(0, size), gpu(1, size)]);
+    const d = place2(a);
+    expect([...d.devices].sort()).to.deep.equal(['GPU-0', 'GPU-1']);
+    const lease: Lease = { jobId: 'j2', attempt: 1, bytes: need2, purpose: 'train', time: 0, devices: d.devices };
+    const held = heldOn([lease], a, 0);
+    expect(held.onDevice('GPU-0')).to.equal(need2);
+    expect(held.onDevice('GPU-1')).to.equal(need2);
+    expect(held.bytes).to.equal(2 * need2);
+  });
+
+  it('placement - a job waits, naming the devices, while only one has room; more devices than any agent has is impossible', () => {
+    const a = gpuAgent('gpu-2x', [device('GPU-0', 0, size), device('GPU-1', 1, size)], [gpu(0, size), gpu(1, size)]);
+    const waiting = place2(a, [hold('GPU-1')]);
+    expect(waiting.chosen).to.equal(null);
+    expect(waiting.impossible).to.equal(false);
+    expect(waiting.summary).to.match(
+      /needs 2 devices with .* each on one host; 1 has that much free now \(free: GPU 0 .*, GPU 1 /,
+    );
+    const spec4 = { ...spec2, resources: { gpus: 4 } };
+    const d = place({ adverts: [a], checkpointAgent: null, reserved: () => heldOn([], a, 0) }, job({ spec: spec4 }));
+    expect(d.impossible).to.equal(true);
+    expect(d.summary).to.match(/needs 4 GPU devices on one host, the most any agent has is 2 \(gpu-2x\)/);
+    const cpu = advert('cpu-1', { v: 2 });
+    const onCpu = place(
+      { adverts: [cpu], checkpointAgent: null, reserved: () => heldOn([], cpu, 0) },
+      job({ spec: spec2 }),
+    );
+    expect(onCpu.impossible).to.equal(true);
+    expect(onCpu.summary).to.match(/the most any agent has is 0/);
+  });
+
+  it('placement - the per-device estimate of a two-device job counts half the batch per device', () => {
+    const big = parseSpec(
+      'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\ntraining: {batch_size: 16}\n',
+    );
+    const split = parseSpec(
+      'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\n' +
+        'training: {batch_size: 16}\nresources: {gpus: 4}\n',
+    );
+    const one = estimateForSpec(big, SMOL, 'cuda');
+    const each = estimateForSpec(split, SMOL, 'cuda');
+    expect(each.breakdown.activations).to.equal(one.breakdown.activations / 2);
+    expect(each.breakdown.gradients).to.equal(2 * one.breakdown.gradients);
+  });
+});
+
+describe('placement - elastic device counts (min_gpus)', () => {
+  const elastic = parseSpec(
+    'name: j\nmodel: SmolLM2-135M-Instruct\nmethod: lora\ndataset: {path: d.jsonl}\n' +
+      'training: {batch_size: 8}\nresources: {gpus: 4, min_gpus: 1}\n',
+  );
+  const big = Math.ceil(estimateForSpec(elastic, SMOL, 'cuda').total * 4);
+
+  it('placement - the counts tried are gpus down to min_gpus, those that divide the batch', () => {
+    expect(deviceCounts(elastic)).to.deep.equal([4, 2, 1]);
+    expect(deviceCounts(spec)).to.deep.equal([1]);
+  });
+
+  it('placement - an elastic job takes fewer devices when no agent has all it asks for, and says so', () => {
+    const a = gpuAgent('gpu-2x', [device('GPU-0', 0, big), device('GPU-1', 1, big)], [gpu(0, big), gpu(1, big)]);
+    const d = place({ adverts: [a], checkpointAgent: null, reserved: () => heldOn([], a, 0) }, job({ spec: elastic }));
+    expect(d.chosen).to.equal('gpu-2x');
+    expect(d.devices).to.have.length(2);
+    expect(d.summary).to.match(/on 2 of 4 devices: no agent has 4 for it now/);
+  });
+
+  it('placement - an agent that failed the job is passed over at every count before it is tried again', () => {
+    const two = gpuAgent('gpu-2x', [device('GPU-0', 0, big), device('GPU-1', 1, big)], [gpu(0, big), gpu(1, big)]);
+    const one = gpuAgent('gpu-1x', [device('GPU-9', 0, big)], [gpu(0, big)]);
+    const fleetOf = { adverts: [two, one], checkpointAgent: 'gpu-2x', reserved: () => heldOn([], two, 0) };
+    const d = place(fleetOf, job({ spec: elastic, exclude: ['gpu-2x'] }));
+    expect(d.chosen).to.equal('gpu-1x');
+    expect(d.devices).to.deep.equal(['GPU-9']);
   });
 });

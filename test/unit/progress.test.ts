@@ -25,6 +25,7 @@ describe('progress bar', () => {
       time: 990,
       method: 'lora',
       device: 'cpu',
+      world_size: 1,
       dtype: 'fp32',
       trainable_params: 10,
       total_params: 100,

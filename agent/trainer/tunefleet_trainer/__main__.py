@@ -1,10 +1,11 @@
 """python -m tunefleet_trainer train|evaluate --config run.json
+   python -m tunefleet_trainer train --config run.json --processes N   (data-parallel, see distributed.py)
    python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
    python -m tunefleet_trainer make-tiny-model --out DIR
    python -m tunefleet_trainer export-judge --src DIR|model.zip --out DIR
    python -m tunefleet_trainer judge-embed --src DIR --sentences IN.json --out OUT.json   (PyTorch reference)
 
-Exit codes: 0 done (also after a SIGTERM checkpoint), 2 bad config or input, 1 other failure.
+Exit codes: 0 done (also after a SIGTERM checkpoint), 2 bad config or input, 3 out of memory, 1 other failure.
 """
 
 import argparse
@@ -35,7 +36,9 @@ def die_with_agent(env=os.environ):
     (the job resumes elsewhere from its last commit). A parent that died before the call
     is caught by comparing the parent pid. Elsewhere, or without the variable, nothing.
     """
-    want = env.get("TUNEFLEET_AGENT_PID", "")
+    # a data-parallel worker's parent is its launcher (which itself dies with the agent)
+    worker = "LOCAL_RANK" in env and env.get("TUNEFLEET_LAUNCHER_PID", "").isdigit()
+    want = env.get("TUNEFLEET_LAUNCHER_PID" if worker else "TUNEFLEET_AGENT_PID", "")
     if not want.isdigit():
         return False
     if sys.platform.startswith("linux"):
@@ -45,19 +48,22 @@ def die_with_agent(env=os.environ):
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != int(want):
-        print(f"tunefleet_trainer: the agent (pid {want}) is gone; exiting", file=sys.stderr)
+        who = "launcher" if worker else "agent"
+        print(f"tunefleet_trainer: the {who} (pid {want}) is gone; exiting", file=sys.stderr)
         os._exit(1)
     return True
 
 
 def main(argv=None):
     die_with_agent()
-    claim_stdout()
     ap = argparse.ArgumentParser(prog="python -m tunefleet_trainer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "evaluate"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, help="run.json")
+    sub.choices["train"].add_argument(
+        "--processes", type=int, default=1, help="data-parallel processes, one per device (torchrun --standalone)"
+    )
     p = sub.add_parser("convert-gguf")
     p.add_argument("--gguf", required=True)
     p.add_argument("--out", required=True)
@@ -72,7 +78,19 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.cmd == "train" and args.processes != 1:
+        # the launcher leaves stdout to its workers: rank 0 writes the events there
+        return guarded(lambda: _launch(args))
+    claim_stdout()
     return guarded(lambda: _dispatch(args))
+
+
+def _launch(args):
+    from . import distributed
+
+    if not 2 <= args.processes <= 64:
+        raise TrainerError("CONFIG_INVALID", f"--processes {args.processes}: give 1 to 64")
+    return distributed.launch(args.cmd, args.config, args.processes)
 
 
 def guarded(fn):

@@ -15,12 +15,19 @@ from . import PROTOCOL_VERSION
 
 _out = None
 _sink = None  # tests running the recipe in-process collect events here
+_only = None  # a data-parallel rank other than 0: the event types it may still emit (its own failure)
 
 
 def set_sink(fn):
     """Send events to fn(event) instead of stdout (None: back to stdout)."""
     global _sink
     _sink = fn
+
+
+def speak_only(main, failures):
+    """Rank 0 of a data-parallel run speaks for the job; the other ranks report only `failures`."""
+    global _only
+    _only = None if main else frozenset(failures)
 
 
 def claim_stdout():
@@ -45,6 +52,8 @@ def _clean(value):
 
 def emit(type_, **fields):
     event = {"v": PROTOCOL_VERSION, "type": type_, "time": time.time(), **fields}
+    if _only is not None and type_ not in _only:
+        return event
     if _sink is not None:
         _sink(json.loads(json.dumps(_clean(event))))
         return event

@@ -6,13 +6,22 @@ from .data import IGNORE
 from .errors import TrainerError
 
 
-def pick_device(cfg):
+def pick_device(cfg, local_rank=None):
+    """CPU or CUDA; a data-parallel rank gets the CUDA device of its local rank (its own device)."""
     import torch
 
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainerError("DEVICE_UNAVAILABLE", "device 'cuda' was asked for but torch sees no CUDA device")
-        return torch.device("cuda")
+        if local_rank is None:
+            return torch.device("cuda")
+        if local_rank >= torch.cuda.device_count():
+            raise TrainerError(
+                "DEVICE_UNAVAILABLE",
+                f"process {local_rank} needs its own CUDA device; torch sees {torch.cuda.device_count()}",
+            )
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 

@@ -49,6 +49,12 @@ def label_tokens(examples):
 
 
 def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
+    """Mean token loss over `examples`."""
+    return evaluate_loss_sum(model, examples, micro, pad_id, device, amp) / max(1, label_tokens(examples))
+
+
+def evaluate_loss_sum(model, examples, micro, pad_id, device, amp=None):
+    """Summed token loss over `examples` (a data-parallel rank's share adds up with the others')."""
     import torch
 
     model.eval()
@@ -62,28 +68,35 @@ def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
             ids, labels, mask, _ = device_batch(examples[i : i + micro], pad_id, device)
             total += float(batch_loss(model, ids, labels, mask, amp))
     model.train()
-    return total / max(1, label_tokens(examples))
+    return total
 
 
-def _step(run, params):
-    """One optimizer step over the step's examples (gradient accumulation): -> (loss, grad norm, tokens seen)."""
+def _step(run, params, stop):
+    """One optimizer step over the step's examples (gradient accumulation; a data-parallel rank takes its share):
+    -> (loss, grad norm, tokens seen, stop agreed by every process)."""
+    import contextlib
+
     import torch
 
-    t, opt, scaler = run.cfg.training, run.optimizer, run.scaler
+    t, opt, scaler, dist = run.cfg.training, run.optimizer, run.scaler, run.dist
     batch = [run.train[i] for i in examples_for_step(run.state.step, run.batch, len(run.train), t.seed)]
+    # normalised by the label tokens of the whole step, over all processes: DDP averages the ranks' gradients, so
+    # each rank's loss is scaled by the world size and the sum is the one-process gradient
     tokens_in_step = label_tokens(batch)
+    mine = dist.shard(batch)
+    chunks = [c for c in (mine[m * run.micro : (m + 1) * run.micro] for m in range(run.accum)) if c]
     opt.zero_grad(set_to_none=True)
     # the step's loss stays on the device until the step is queued: one host sync per step
     loss_sum, seen_tokens = None, 0
-    for m in range(run.accum):
-        chunk = batch[m * run.micro : (m + 1) * run.micro]
-        if not chunk:
-            break
+    for m, chunk in enumerate(chunks):
         ids, labels, mask, tokens = device_batch(chunk, run.tokenizer.pad_token_id, run.device)
+        # gradients are all-reduced once per step, on its last micro-batch
+        quiet = run.ddp.no_sync() if run.ddp is not None and m < len(chunks) - 1 else contextlib.nullcontext()
         try:
-            s = batch_loss(run.model, ids, labels, mask, run.amp)
-            loss = s / max(1, tokens_in_step)
-            (scaler.scale(loss) if scaler else loss).backward()
+            with quiet:
+                s = batch_loss(run.net, ids, labels, mask, run.amp)
+                loss = s * dist.world / max(1, tokens_in_step)
+                (scaler.scale(loss) if scaler else loss).backward()
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
             _report_oom(run, run.state.step + 1, ids.shape)
             raise OutOfMemory() from None
@@ -97,7 +110,10 @@ def _step(run, params):
         scaler.update()
     else:
         opt.step()
-    return float(loss_sum) / max(1, tokens_in_step), float(norm), seen_tokens
+    local = float(loss_sum) if loss_sum is not None else 0.0
+    # one collective for what the processes report together: the loss, the tokens and a stop request any got
+    total, seen, stopping = dist.reduce_sum([local, seen_tokens, float(stop.requested)], run.device)
+    return total / max(1, tokens_in_step), float(norm), int(seen), stopping > 0
 
 
 def train(run, stop):
@@ -105,13 +121,15 @@ def train(run, stop):
     t, state = run.cfg.training, run.state
     run.model.train()
     params = [p for p in run.model.parameters() if p.requires_grad]
+    # a data-parallel run stops at a step every process agreed on (the request seen after a step, by any of them)
+    agreed = False
     while state.step < run.steps_total:
-        if stop.requested:
+        if agreed or (stop.requested and not run.dist.on):
             save_checkpoint(run, "signal")
             return "signal"
         t0 = time.time()
         lr = run.scheduler.get_last_lr()[0]
-        step_loss, grad_norm, seen_tokens = _step(run, params)
+        step_loss, grad_norm, seen_tokens, agreed = _step(run, params, stop)
         run.scheduler.step()
         state.step += 1
         if not math.isfinite(step_loss):
@@ -175,8 +193,13 @@ def _emit_eval(run, eval_loss):
     )
 
 
-def _eval_loss(run):
-    return evaluate_loss(run.model, run.eval, run.micro, run.tokenizer.pad_token_id, run.device, run.amp)
+def _eval_loss(run, shared=True):
+    """The eval split's loss; `shared`: every process of a data-parallel run evaluates its share of the records."""
+    dist = run.dist
+    mine = run.eval[dist.rank :: dist.world] if shared else run.eval
+    part = evaluate_loss_sum(run.model, mine, run.micro, run.tokenizer.pad_token_id, run.device, run.amp)
+    (total,) = dist.reduce_sum([part], run.device) if shared else (part,)
+    return total / max(1, label_tokens(run.eval))
 
 
 def _evaluate_and_track(run):
@@ -185,16 +208,21 @@ def _evaluate_and_track(run):
     el = _eval_loss(run)
     if s.best_eval_loss is None or el < s.best_eval_loss:
         s.best_eval_loss, s.best_step, s.evals_without_improvement = el, s.step, 0
-        tmp = run.best_dir + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_weights(run.model, run.cfg.method, tmp)
-        shutil.rmtree(run.best_dir, ignore_errors=True)
-        os.rename(tmp, run.best_dir)
+        if run.dist.main:
+            _save_best(run)
     else:
         s.evals_without_improvement += 1
     _emit_eval(run, el)
     patience = run.cfg.training.patience
     return bool(patience and s.evals_without_improvement >= patience)
+
+
+def _save_best(run):
+    tmp = run.best_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_weights(run.model, run.cfg.method, tmp)
+    shutil.rmtree(run.best_dir, ignore_errors=True)
+    os.rename(tmp, run.best_dir)
 
 
 def peak_memory(device):
@@ -210,10 +238,14 @@ def peak_memory(device):
 def main(cfg):
     stop = _Stop()
     stop.install()
+    run = None
     try:
-        return _main(cfg, stop)
+        run = setup(cfg)
+        return _main(run, stop)
     finally:
         stop.uninstall()
+        if run is not None:
+            run.dist.close()
 
 
 def _announce(run):
@@ -236,20 +268,22 @@ def _announce(run):
         resumed_from_step=run.state.step,
         visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        world_size=run.dist.world,
     )
+    processes = f" x {run.dist.world} processes" if run.dist.on else ""
     log(
         f"{run.trainable:,} trainable of {run.total:,} parameters ({100 * run.trainable / run.total:.3f}%); "
-        f"{run.batch} sequences per step ({run.micro} x {run.accum} accumulation); {run.steps_total} steps"
+        f"{run.batch} sequences per step ({run.micro} x {run.accum} accumulation{processes}); {run.steps_total} steps"
         + (f"; {run.records_used} records packed into {len(run.train)} blocks" if cfg.training.packing else "")
     )
     if run.micro_note:
         log(run.micro_note)
 
 
-def _main(cfg, stop):
+def _main(run, stop):
     import gc
 
-    run = setup(cfg)
+    cfg = run.cfg
     _announce(run)
     try:
         outcome = train(run, stop)
@@ -263,11 +297,15 @@ def _main(cfg, stop):
         if cfg.training.eval_every and run.eval:
             _evaluate_and_track(run)
         save_checkpoint(run, "final")
+    if not run.dist.main:  # rank 0 exports the adapter and reports the result
+        run.release()
+        gc.collect()
+        return 0
     if done and state.best_step is not None:
         load_weights(run.model, cfg.method, run.best_dir)
         log(f"exporting the best adapter: step {state.best_step}, eval loss {state.best_eval_loss:.4f}")
     if done and run.eval:
-        _emit_eval(run, _eval_loss(run))
+        _emit_eval(run, _eval_loss(run, shared=False))
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     tmp = adapter_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -125,7 +125,10 @@ def _no_space(e, root):
 
 
 def save_checkpoint(run, reason):
-    """Write, commit and announce a checkpoint of the run at its current step; returns its directory."""
+    """Write, commit and announce a checkpoint of the run at its current step; returns its directory (None on a
+    data-parallel rank other than 0: rank 0 writes the job's checkpoints, and they hold what any world size needs)."""
+    if not run.dist.main:
+        return None
     t_start = time.time()
     step = run.state.step
     root = os.path.join(run.cfg.output_dir, "checkpoints")

@@ -8,6 +8,9 @@ from typing import Any, List, Optional
 
 from .config import RunConfig
 from .data import pack, read_jsonl, tokenize_all
+from .distributed import Dist
+from .distributed import from_env as dist_from_env
+from .distributed import init as dist_init
 from .errors import TrainerError
 from .modeling import (
     auto_micro_batch,
@@ -71,11 +74,19 @@ class Run:
     total: int = 0
     micro_note: Optional[str] = None
     state: TrainState = field(default_factory=TrainState)
+    dist: Dist = field(default_factory=Dist)
+    # the model wrapped for data-parallel training (DDP), or None for a trainer alone
+    ddp: Any = None
 
     @property
     def batch(self):
-        """Sequences per optimizer step."""
-        return self.micro * self.accum
+        """Sequences per optimizer step, over all processes."""
+        return self.micro * self.accum * self.dist.world
+
+    @property
+    def net(self):
+        """What the train step runs forward and backward through."""
+        return self.ddp if self.ddp is not None else self.model
 
     @property
     def amp(self):
@@ -89,7 +100,7 @@ class Run:
 
     def release(self):
         """Drop the model, optimizer and data so their memory can be freed."""
-        self.model = self.optimizer = self.scheduler = self.scaler = self.tokenizer = None
+        self.model = self.ddp = self.optimizer = self.scheduler = self.scaler = self.tokenizer = None
         self.train, self.eval = [], []
 
 
@@ -131,20 +142,32 @@ def _read_data(cfg, tokenizer):
     return train, evals, truncated, records_used
 
 
+def _per_process(cfg, dist):
+    """Sequences of each step one process takes: batch_size, shared equally by a data-parallel run's processes."""
+    b = cfg.training.batch_size
+    if b % dist.world:
+        raise TrainerError(
+            "CONFIG_INVALID", f"training.batch_size {b} does not divide over {dist.world} data-parallel processes"
+        )
+    return b // dist.world
+
+
 def _micro_batch(run):
     """The micro-batch: the spec's, or the largest that fits the free memory (inside the session's reservation)."""
     import torch
 
     t, cfg = run.cfg.training, run.cfg
+    share = _per_process(cfg, run.dist)
     if t.micro_batch_size:
-        return min(t.micro_batch_size, t.batch_size), None
+        return min(t.micro_batch_size, share), None
     longest = max(len(ids) for ids, _ in run.train)
     free = memory_free(run.device)
     if cfg.memory_budget:
         free = min(free, cfg.memory_budget)  # other sessions may share this device: stay inside the reservation
     micro, per_seq = auto_micro_batch(
-        run.model.config, longest, t.batch_size, free, torch.finfo(run.dtype).bits // 8, t.gradient_checkpointing
+        run.model.config, longest, share, free, torch.finfo(run.dtype).bits // 8, t.gradient_checkpointing
     )
+    micro = run.dist.reduce_min(micro, run.device)  # every process steps with the same micro-batch
     note = (
         f"micro-batch {micro} chosen from {free / 2**30:.1f} GiB free "
         f"({per_seq / 2**20:.1f} MiB of activations per sequence of {longest} tokens)"
@@ -174,7 +197,9 @@ def setup(cfg):
     import torch
 
     t = cfg.training
-    device = pick_device(cfg)
+    dist = dist_from_env()
+    device = pick_device(cfg, dist.local_rank if dist.on else None)
+    dist_init(dist, device)
     dtype = pick_dtype(t.precision, device)
     seed_all(t.seed)
     check_model_dir(cfg.model_path)
@@ -183,14 +208,17 @@ def setup(cfg):
 
     model = load_base(cfg.model_path, dtype, device, cfg.method)
     if t.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # DDP and reentrant checkpointing do not mix (a parameter would be marked ready twice)
+        model.gradient_checkpointing_enable(
+            **({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if dist.on else {})
+        )
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model, trainable, total = wrap(model, cfg)
-    run = Run(cfg, device, dtype, tokenizer, model, train, evals, truncated, records_used)
+    run = Run(cfg, device, dtype, tokenizer, model, train, evals, truncated, records_used, dist=dist)
     run.trainable, run.total = trainable, total
     run.micro, run.micro_note = _micro_batch(run)
-    run.accum = max(1, t.batch_size // run.micro)
+    run.accum = max(1, _per_process(cfg, dist) // run.micro)
     run.steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / run.batch))
     run.optimizer = _optimizer(run, [p for p in model.parameters() if p.requires_grad])
     warmup = int(round(t.warmup_ratio * run.steps_total))
@@ -198,4 +226,9 @@ def setup(cfg):
     run.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
     if cfg.resume_from:
         restore(run, cfg.resume_from)
+    if dist.on:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # every process loaded the same weights (and checkpoint); DDP still starts them from rank 0's
+        run.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return run

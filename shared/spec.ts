@@ -153,8 +153,8 @@ export const evaluationSchema = z.strictObject({
 
 export const resourcesSchema = z.strictObject({
   /**
-   * devices on one host (GPUs or MIG instances), trained data-parallel (torchrun, DDP): each gets batch_size / gpus
-   * sequences per step, so the effective batch stays batch_size
+   * devices on one host (one GPU or MIG instance; above 1 whole GPUs), trained data-parallel (torchrun, DDP): each
+   * gets batch_size / gpus sequences per step, so the effective batch stays batch_size
    */
   gpus: positiveInt.max(64).default(1),
   /**

@@ -137,7 +137,7 @@ export function pickDevices(rooms: DeviceRoom[], need: number, n: number): Devic
     const one = pickDevice(rooms, need);
     return one ? [one] : null;
   }
-  const fit = rooms.filter((r) => r.free >= need);
+  const fit = rooms.filter((r) => combinable(r) && r.free >= need);
   if (fit.length < n) return null;
   const bestFit = (group: DeviceRoom[]): DeviceRoom[] => [...group].sort((a, b) => a.free - b.free).slice(0, n);
   for (const group of topologyGroups(fit)) if (group.length >= n) return bestFit(group);
@@ -181,16 +181,26 @@ export const memory: Filter = (view, job) => {
 const freeList = (rooms: DeviceRoom[]): string =>
   rooms.map((r) => `${deviceLabel(r.device)} ${formatBytes(r.free)}`).join(', ');
 
+/**
+ * Whole GPUs are what a job of several devices gets: a CUDA process sees one MIG instance at most and NCCL does not
+ * span MIG instances, so they serve one-device jobs only.
+ */
+export const combinable = (r: DeviceRoom): boolean => r.device.kind === 'gpu';
+
 function memoryOnMany(rooms: DeviceRoom[], need: number, n: number): FilterResult {
-  const large = rooms.filter((r) => r.device.kind !== 'cpu' && r.capacity >= need).length;
+  const gpus = rooms.filter(combinable);
+  const large = gpus.filter((r) => r.capacity >= need).length;
   const what = `needs ${n} devices with ${formatBytes(need)} each on one host`;
   if (large < n) {
-    const gpus = rooms.filter((r) => r.device.kind !== 'cpu').length;
-    const has = gpus === 0 ? 'the agent has no GPU' : `the agent has ${gpus} GPU devices, ${large} of them that large`;
-    return never(`${what}; ${has}`);
+    const mig = rooms.some((r) => r.device.kind === 'mig') ? ' (MIG instances are not combined into one job)' : '';
+    const has =
+      gpus.length === 0
+        ? 'the agent has no whole GPU'
+        : `the agent has ${gpus.length} GPUs, ${large} of them that large`;
+    return never(`${what}; ${has}${mig}`);
   }
   if (pickDevices(rooms, need, n)) return FITS;
-  const free = rooms.filter((r) => r.free >= need).length;
+  const free = gpus.filter((r) => r.free >= need).length;
   return notNow(`${what}; ${free} ${free === 1 ? 'has' : 'have'} that much free now (free: ${freeList(rooms)})`);
 }
 

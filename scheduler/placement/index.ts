@@ -70,8 +70,8 @@ function tieBreak(jobId: string, agentId: string): number {
   return h / 2 ** 32 / 1000;
 }
 
-/** GPU devices (GPUs or MIG instances) an agent offers. */
-const gpuCount = (v: AgentView): number => F.deviceRooms(v).filter((r) => r.device.kind !== 'cpu').length;
+/** Whole GPUs an agent offers (what a job of several devices can be given). */
+const gpuCount = (v: AgentView): number => F.deviceRooms(v).filter(F.combinable).length;
 
 /**
  * The device counts a job may run on, most first: resources.gpus, then (elastic, min_gpus below it) every smaller
@@ -227,8 +227,7 @@ function decide(fleet: FleetState, job: Job): Decision {
     let numbers = '';
     if (n > 1 && most && gpuCount(most) < n)
       numbers =
-        `: needs ${n} GPU devices on one host, ` +
-        `the most any agent has is ${gpuCount(most)} (${most.advert.agent_id})`;
+        `: needs ${n} GPUs on one host, ` + `the most any agent has is ${gpuCount(most)} (${most.advert.agent_id})`;
     else if (need !== null && largest)
       numbers =
         `: needs ${formatBytes(need)}${n > 1 ? ` on each of ${n} devices` : ''}, the largest agent ` +

@@ -226,13 +226,13 @@ describe('fleet - two real agents', function () {
         () => null,
         (e: unknown) => e as Error,
       );
-    expect(failed?.message).to.match(/needs 4 GPU devices on one host, the most any agent has is \d \(/);
+    expect(failed?.message).to.match(/needs 4 GPUs on one host, the most any agent has is \d \(/);
     expect((await fleet.client.describe(id)).status?.attempt ?? 1).to.equal(1);
   });
 
   it('fleet - a two-process job (gpus: 2, gloo on the CPU) on a written-out 2-GPU host: kill -9 of its agent, it resumes on one process elsewhere from the committed checkpoint, each later step trained once, the adapter equal to an uninterrupted run', async () => {
-    const steps = 240;
-    const every = 40;
+    const steps = 120;
+    const every = 30;
     // dropout 0: a data-parallel run's dropout masks depend on its number of processes
     // the same data (tinyJob writes records from the name) and settings for both runs
     const job = (resources: string): string => {

@@ -229,7 +229,7 @@ describe('placement - several devices on one host', () => {
     const spec4 = { ...spec2, resources: { gpus: 4 } };
     const d = place({ adverts: [a], checkpointAgent: null, reserved: () => heldOn([], a, 0) }, job({ spec: spec4 }));
     expect(d.impossible).to.equal(true);
-    expect(d.summary).to.match(/needs 4 GPU devices on one host, the most any agent has is 2 \(gpu-2x\)/);
+    expect(d.summary).to.match(/needs 4 GPUs on one host, the most any agent has is 2 \(gpu-2x\)/);
     const cpu = advert('cpu-1', { v: 2 });
     const onCpu = place(
       { adverts: [cpu], checkpointAgent: null, reserved: () => heldOn([], cpu, 0) },
@@ -237,6 +237,15 @@ describe('placement - several devices on one host', () => {
     );
     expect(onCpu.impossible).to.equal(true);
     expect(onCpu.summary).to.match(/the most any agent has is 0/);
+  });
+
+  it('placement - MIG instances serve one-device jobs only: a two-device job never combines them', () => {
+    const big = Math.ceil(need2 * 4);
+    const migs = [device('MIG-a', 0, big, 'mig'), device('MIG-b', 0, big, 'mig'), device('MIG-c', 0, big, 'mig')];
+    const a = gpuAgent('mig-host', migs, [gpu(0, 80 * GiB)]);
+    const d = place2(a);
+    expect(d.impossible).to.equal(true);
+    expect(d.agents[0]?.reasons.join('; ')).to.match(/the agent has no whole GPU \(MIG instances are not combined/);
   });
 
   it('placement - the per-device estimate of a two-device job counts half the batch per device', () => {

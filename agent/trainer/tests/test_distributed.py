@@ -7,19 +7,22 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TRAINER_DIR, assert_valid, run_config, steps
+from conftest import TRAINER_DIR, assert_valid, run_config, run_trainer, steps
 
 
 def _train(cfg, tmp_path, name, processes=1, resume_from=None):
+    """One process: in this process (the trainer's own entry); several: `python -m tunefleet_trainer --processes`."""
     d = tmp_path / name
     d.mkdir()
     cfg = {**cfg, "output_dir": str(d / "out"), "lora": {"dropout": 0.0}}
     if resume_from:
         cfg["resume_from"] = resume_from
+    if processes == 1:
+        result, events = run_trainer(cfg, d)
+        return result, events, str(d / "out")
     (d / "run.json").write_text(json.dumps(cfg))
     args = [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(d / "run.json")]
-    if processes > 1:
-        args += ["--processes", str(processes)]
+    args += ["--processes", str(processes)]
     # one CPU thread per process: two processes on a 2-core machine do not fight over cores
     env = {**os.environ, "PYTHONPATH": TRAINER_DIR, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=TRAINER_DIR, capture_output=True, text=True, timeout=600, env=env)
@@ -108,10 +111,15 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_with_the_same_data_order(r
 
 
 def test_a_batch_that_does_not_divide_over_the_processes_is_refused(runs):
+    from tunefleet_trainer import config
+    from tunefleet_trainer.distributed import Dist
+    from tunefleet_trainer.errors import TrainerError
+    from tunefleet_trainer.run import _per_process
+
     tmp, cfg, _, _ = runs
-    bad = {**cfg, "training": {**cfg["training"], "batch_size": 7, "micro_batch_size": 1}}
-    proc, events, _ = _train(bad, tmp, "odd", processes=2)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    errors = [e for e in events if e["type"] == "error"]
-    assert errors and errors[0]["code"] == "CONFIG_INVALID"
-    assert "batch_size 7 does not divide over 2" in errors[0]["message"]
+    path = tmp / "odd.json"
+    path.write_text(json.dumps({**cfg, "training": {**cfg["training"], "batch_size": 7, "micro_batch_size": 1}}))
+    with pytest.raises(TrainerError) as e:
+        _per_process(config.load(str(path)), Dist(world=2, rank=1))
+    assert e.value.code == "CONFIG_INVALID"
+    assert "batch_size 7 does not divide over 2" in e.value.message

@@ -7,7 +7,7 @@ import type { AgentActivities, EvalOutcome, EvaluateRequest, TrainOutcome, Train
 import type { AgentDeps, Session } from './session/deps';
 import { evaluateSession } from './session/evaluate';
 import { attemptFailure } from './session/failures';
-import { checkJobId } from './session/inputs';
+import { checkRequest } from './session/inputs';
 import { Scorer } from './session/scoring';
 import { TrainSession } from './session/train';
 
@@ -16,8 +16,8 @@ export type { AgentDeps, Session } from './session/deps';
 export function createAgentActivities(deps: AgentDeps): AgentActivities {
   const scorer = new Scorer(deps.nats, deps.judgeDir, deps.log);
   return {
-    async train(req: TrainRequest): Promise<TrainOutcome> {
-      checkJobId(req.jobId);
+    async train(received: TrainRequest): Promise<TrainOutcome> {
+      const req = checkRequest(received);
       if (deps.draining())
         throw attemptFailure(`agent ${deps.agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', {
           checkpoint: req.resumeFrom,
@@ -38,8 +38,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
     },
 
     async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
-      checkJobId(req.jobId);
-      return evaluateSession(deps, scorer, req, Context.current());
+      return evaluateSession(deps, scorer, checkRequest(req), Context.current());
     },
   };
 }

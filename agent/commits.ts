@@ -6,13 +6,21 @@
 // Retrying a commit that already landed (a lost reply) is a no-op.
 import type { KV } from 'nats';
 import { COMMITS_KEPT, ErrorCode, TunefleetError, type CommitRecord } from '../shared';
+import { commitRecordSchema, readRecord } from '../shared/records';
 
 export type CommitOutcome = 'committed' | 'duplicate' | 'fenced' | 'older';
 
+/**
+ * The job's commit record and its revision. A value that is not a commit record (not written by an agent) counts as
+ * no commit: the next claim replaces it, compare-and-set on its revision.
+ */
 async function current(kv: KV, jobId: string): Promise<{ rec: CommitRecord | null; revision: number }> {
   const e = await kv.get(jobId);
   if (!e || e.operation !== 'PUT') return { rec: null, revision: 0 };
-  return { rec: e.json<CommitRecord>(), revision: e.revision };
+  const rec = readRecord(commitRecordSchema, e.value, `commits/${jobId} (revision ${e.revision})`, (m) =>
+    console.warn(`[tunefleet] ${m}`),
+  );
+  return { rec, revision: e.revision };
 }
 
 async function cas(kv: KV, jobId: string, rec: CommitRecord, revision: number): Promise<boolean> {

@@ -36,6 +36,21 @@ export interface TrainerOptions {
   onInvalid: (e: TunefleetError) => void;
 }
 
+/** What a trainer may inherit from the agent's environment: locale, paths, and the CUDA / NCCL / torch / HF knobs. */
+const INHERITED = new RegExp(
+  '^(PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|TZ|TMPDIR|LD_LIBRARY_PATH|XDG_CACHE_HOME|' +
+    '(LC|CUDA|NVIDIA|NCCL|TORCH|PYTORCH|HF|TRANSFORMERS|TRITON|OMP|MKL|KMP|BNB)_\\w+)$',
+);
+/** ... and never a secret, whatever its name's prefix (HF_TOKEN). */
+const SECRET = /TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE/i;
+
+/** The agent's environment, filtered to what a trainer needs: no credentials, no tunefleet settings. */
+export function trainerEnv(parent: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(parent)) if (v !== undefined && INHERITED.test(k) && !SECRET.test(k)) out[k] = v;
+  return out;
+}
+
 export function runTrainer(o: TrainerOptions): TrainerRun {
   const processes = o.processes ?? 1;
   const args = ['-m', 'tunefleet_trainer', o.command, '--config', o.configPath];
@@ -46,7 +61,7 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
     cwd: TRAINER_DIR,
     // TUNEFLEET_AGENT_PID: the trainer dies with this process (see die_with_agent in __main__.py)
     env: {
-      ...process.env,
+      ...trainerEnv(process.env),
       PYTHONPATH: TRAINER_DIR,
       PYTHONUNBUFFERED: '1',
       TUNEFLEET_AGENT_PID: String(process.pid),

@@ -42,8 +42,10 @@ function readPids(h: string): Pids {
   }
 }
 
+/** Written 0600: the stack's files name its ports and processes, and only its owner reads them. */
 function writeJson(path: string, data: unknown): void {
-  writeFileSync(`${path}.tmp`, JSON.stringify(data, null, 1));
+  rmSync(`${path}.tmp`, { force: true });
+  writeFileSync(`${path}.tmp`, JSON.stringify(data, null, 1), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 

@@ -16,10 +16,10 @@ import {
   checkGates,
   metricValues,
   resultObjectName,
-  type CommitRecord,
   type ControlActivities,
   type JobResult,
 } from '../shared';
+import { commitRecordSchema, decisionsSchema, readRecord } from '../shared/records';
 import { failpoint } from '../shared/failpoint';
 import { LeaseConflict, ahead, capacitiesOf, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
 import type { FleetView } from './fleet';
@@ -89,7 +89,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
   async function record(d: DecisionRecord): Promise<void> {
     const kv = await nats.kv(DECISIONS_BUCKET);
     const e = await kv.get(d.jobId);
-    const list = e && e.operation === 'PUT' ? e.json<{ decisions: DecisionRecord[] }>().decisions : [];
+    const kept = e && e.operation === 'PUT' ? readRecord(decisionsSchema, e.value, `decisions/${d.jobId}`, log) : null;
+    const list = (kept?.decisions ?? []) as unknown as DecisionRecord[];
     const last = list[list.length - 1];
     if (last && !last.chosen && last.attempt === d.attempt && last.purpose === d.purpose) list.pop();
     list.push(d);
@@ -115,7 +116,10 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         nats.kv(COMMITS_BUCKET),
       ]);
       const commit = await commitsKv.get(req.jobId);
-      const checkpointAgent = commit && commit.operation === 'PUT' ? commit.json<CommitRecord>().agent_id : null;
+      const checkpointAgent =
+        commit && commit.operation === 'PUT'
+          ? (readRecord(commitRecordSchema, commit.value, `commits/${req.jobId}`, log)?.agent_id ?? null)
+          : null;
       const me = { jobId: req.jobId, priority: req.spec.priority, submitted: req.submittedAt };
       // compare-and-set: a decision made on a stale view of the leases fails its write and is made again
       for (let round = 0; round < 20; round++) {

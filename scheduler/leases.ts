@@ -20,21 +20,23 @@
 // order could use the same agent, and its position is shown by `tunefleet list`.
 import type { KV } from 'nats';
 import { advertDevices, capacityBytes, deviceCapacity, type Advert } from '../shared';
+import {
+  agentLeasesSchema,
+  queueEntrySchema,
+  readRecord,
+  type Lease,
+  type QueueEntry,
+  type Warn,
+} from '../shared/records';
+
+export type { Lease, QueueEntry } from '../shared/records';
+const stderrWarn: Warn = (m) => console.warn(`[tunefleet] ${m}`);
 
 /** A lease not yet seen among the agent's sessions counts this long (schedule-to-start + slack). */
 export const LEASE_GRACE_MS = 150_000;
 /** A queue entry not refreshed for this long belongs to a job that no longer waits. */
 export const QUEUE_STALE_MS = 30_000;
 
-export interface Lease {
-  jobId: string;
-  attempt: number;
-  bytes: number;
-  purpose: 'train' | 'evaluate';
-  time: number;
-  /** the device UUIDs held, `bytes` on each (absent in leases from before devices: held on every device) */
-  devices?: string[];
-}
 export interface AgentLeases {
   revision: number;
   leases: Lease[];
@@ -82,14 +84,19 @@ export function heldOn(leases: Lease[], advert: Advert | undefined, now: number,
   };
 }
 
-export async function readLeases(kv: KV): Promise<Map<string, AgentLeases>> {
+/**
+ * Every agent's leases. A value that is not a lease list is read as none (with a warning): the next reservation on
+ * that agent replaces it, compare-and-set on its revision.
+ */
+export async function readLeases(kv: KV, warn: Warn = stderrWarn): Promise<Map<string, AgentLeases>> {
   const out = new Map<string, AgentLeases>();
   const keys: string[] = [];
   for await (const k of await kv.keys()) keys.push(k);
   for (const k of keys) {
     const e = await kv.get(k);
     if (!e || e.operation !== 'PUT') continue;
-    out.set(k, { revision: e.revision, leases: e.json<{ leases: Lease[] }>().leases ?? [] });
+    const rec = readRecord(agentLeasesSchema, e.value, `leases/${k} (revision ${e.revision})`, warn);
+    out.set(k, { revision: e.revision, leases: rec?.leases ?? [] });
   }
   return out;
 }
@@ -152,7 +159,7 @@ export async function releaseLease(kv: KV, agentId: string, jobId: string, attem
   for (let i = 0; i < 20; i++) {
     const e = await kv.get(agentId);
     if (!e || e.operation !== 'PUT') return;
-    const leases = e.json<{ leases: Lease[] }>().leases ?? [];
+    const leases = readRecord(agentLeasesSchema, e.value, `leases/${agentId}`, stderrWarn)?.leases ?? [];
     const kept = leases.filter((l) => !(l.jobId === jobId && l.attempt === attempt));
     if (kept.length === leases.length) return;
     try {
@@ -165,23 +172,16 @@ export async function releaseLease(kv: KV, agentId: string, jobId: string, attem
   throw new LeaseConflict(`could not release ${jobId} attempt ${attempt} on ${agentId}: the key kept changing`);
 }
 
-export interface QueueEntry {
-  jobId: string;
-  priority: number;
-  submitted: string;
-  bytes: number | null;
-  refreshed: number;
-}
-
-export async function readQueue(kv: KV, now = Date.now()): Promise<QueueEntry[]> {
+/** The jobs waiting for a place, in queue order; an entry that is not one is skipped with a warning. */
+export async function readQueue(kv: KV, now = Date.now(), warn: Warn = stderrWarn): Promise<QueueEntry[]> {
   const out: QueueEntry[] = [];
   const keys: string[] = [];
   for await (const k of await kv.keys()) keys.push(k);
   for (const k of keys) {
     const e = await kv.get(k);
     if (!e || e.operation !== 'PUT') continue;
-    const q = e.json<QueueEntry>();
-    if (now - q.refreshed < QUEUE_STALE_MS) out.push(q);
+    const q = readRecord(queueEntrySchema, e.value, `queue/${k} (revision ${e.revision})`, warn);
+    if (q && now - q.refreshed < QUEUE_STALE_MS) out.push(q);
   }
   return out.sort(queueOrder);
 }

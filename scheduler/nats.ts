@@ -29,11 +29,11 @@ import {
   QUEUE_BUCKET,
   TunefleetError,
 } from '../shared';
-import { getFile, openKv, putFile } from '../shared/objects';
+import { getFile, objectSha256, openKv, putFile } from '../shared/objects';
 
 export { ADVERT_TTL_MS };
 
-export { getFile, putFile };
+export { getFile, objectSha256, putFile };
 
 export interface Nats {
   nc: NatsConnection;

@@ -2,6 +2,7 @@
 // train/eval with a seed, and write both splits. Two passes over the stream (judge, then
 // write) keep memory bounded by one line, a byte per record and the dedup indexes,
 // whatever the file size. The same code runs `tunefleet data check` on a local file.
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -26,7 +27,7 @@ import {
   type Verdict,
 } from '../shared';
 import { readLines } from './lines';
-import { putFile } from './nats';
+import { putFile, sha256File } from './nats';
 import { MAX_PROBLEMS, fileSource, strictRefusal, tooLong, type Source } from './datacheck';
 
 export { fileSource, type Source };
@@ -36,13 +37,31 @@ const EXAMPLES_PER_RULE = 3;
 const EXAMPLE_CHARS = 160;
 const MALFORMED: ReadonlySet<Rule> = new Set<Rule>(['invalid_utf8', 'invalid_json', 'invalid_record', 'mixed_format']);
 
-export function objectSource(store: ObjectStore, name: string): Source {
+/**
+ * The records of a dataset object, streamed. With `sha256` (what the CLI hashed before its upload) the object is
+ * re-hashed on the way: one that does not hash to it (replaced or planted in the store) fails the read at its end,
+ * before anything prepared from it is written.
+ */
+export function objectSource(store: ObjectStore, name: string, sha256?: string): Source {
   return async function* () {
     const obj = await store.get(name);
     if (!obj) throw new TunefleetError(ErrorCode.DatasetMissing, `dataset object '${name}' is not in the store`);
-    yield* Readable.fromWeb(obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>);
+    const h = createHash('sha256');
+    for await (const chunk of Readable.fromWeb(
+      obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>,
+    )) {
+      h.update(chunk as Buffer);
+      yield chunk as Buffer;
+    }
     const err = await obj.error;
     if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `dataset object '${name}': ${err.message}`);
+    const digest = h.digest('hex');
+    if (sha256 && digest !== sha256)
+      throw new TunefleetError(
+        ErrorCode.ChecksumMismatch,
+        `dataset object '${name}' hashes to ${digest.slice(0, 12)}…, not the ${sha256.slice(0, 12)}… submitted: ` +
+          'it was replaced in the store; submit the job again',
+      );
   };
 }
 
@@ -219,9 +238,14 @@ export async function prepareDataset(store: ObjectStore, input: FineTuneInput): 
   const { spec, jobId } = input;
   const result = await analyse({
     spec,
-    main: { source: objectSource(store, input.dataset.object), label: spec.dataset.path },
+    main: { source: objectSource(store, input.dataset.object, input.dataset.sha256), label: spec.dataset.path },
     ...(input.evalDataset
-      ? { eval: { source: objectSource(store, input.evalDataset.object), label: spec.dataset.eval_path ?? 'eval' } }
+      ? {
+          eval: {
+            source: objectSource(store, input.evalDataset.object, input.evalDataset.sha256),
+            label: spec.dataset.eval_path ?? 'eval',
+          },
+        }
       : {}),
   });
   const dir = await mkdtemp(join(tmpdir(), 'tunefleet-prepare-'));
@@ -233,7 +257,15 @@ export async function prepareDataset(store: ObjectStore, input: FineTuneInput): 
     const evalObject = preparedObjectName(jobId, 'eval');
     await putFile(store, trainObject, trainPath);
     await putFile(store, evalObject, evalPath);
-    return { ...result.report, train_object: trainObject, eval_object: evalObject };
+    // agents check the splits they download against these: a split overwritten in the store is refused
+    const [trainSha, evalSha] = await Promise.all([sha256File(trainPath), sha256File(evalPath)]);
+    return {
+      ...result.report,
+      train_object: trainObject,
+      eval_object: evalObject,
+      train_sha256: trainSha,
+      eval_sha256: evalSha,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

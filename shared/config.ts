@@ -52,6 +52,14 @@ export function resolveConfig(
     env.TUNEFLEET_TEMPORAL_ADDRESS ??
     stack?.temporalAddress ??
     `127.0.0.1:${DEFAULT_TEMPORAL_PORT}`;
+  // credentials never travel in a URL: it is logged, shown in process lists and error messages (not echoed here)
+  if (natsUrl.includes('@'))
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      'the NATS URL carries credentials (user:password@ or token@): they would be logged; ' +
+        'give the bare URL and keep credentials in a credentials file',
+      { field: 'nats-url' },
+    );
   if (!/^(nats|tls|wss?):\/\/[^\s/]+$/.test(natsUrl)) {
     throw new TunefleetError(ErrorCode.FlagInvalid, `'${natsUrl}' is not a NATS URL like nats://127.0.0.1:4222`, {
       field: 'nats-url',

@@ -75,6 +75,9 @@ export interface DataReport {
   problems: { line: number; message: string }[];
   train_object: string;
   eval_object: string;
+  /** the prepared splits' sha256 (absent in reports from before digests) */
+  train_sha256?: string;
+  eval_sha256?: string;
 }
 
 export interface Placement {

@@ -34,6 +34,20 @@ export async function putFile(store: ObjectStore, name: string, path: string): P
   return info.size;
 }
 
+/** The sha256 (hex) of an object's content, streamed; null when it is not in the store. */
+export async function objectSha256(store: ObjectStore, name: string): Promise<string | null> {
+  const obj = await store.get(name);
+  if (!obj) return null;
+  const h = createHash('sha256');
+  for await (const chunk of Readable.fromWeb(
+    obj.data as unknown as import('node:stream/web').ReadableStream<Uint8Array>,
+  ))
+    h.update(chunk as Buffer);
+  const err = await obj.error;
+  if (err) throw new TunefleetError(ErrorCode.ChecksumMismatch, `object '${name}': ${err.message}`, {}, { cause: err });
+  return h.digest('hex');
+}
+
 /**
  * Stream an object to `path` via `path.part`, renamed only when the transfer completed and,
  * when `sha256` is given, the content hashes to it: a torn or altered object never lands.

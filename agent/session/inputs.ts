@@ -5,7 +5,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { existsSync, lstatSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCode, ID_PATTERN, MODEL_NAME_PATTERN, type JobSpec } from '../../shared';
+import { ErrorCode, ID_PATTERN, MODEL_NAME_PATTERN, jobSpecSchema, type JobSpec } from '../../shared';
 
 export function checkJobId(jobId: string): void {
   if (!ID_PATTERN.test(jobId))
@@ -13,6 +13,31 @@ export function checkJobId(jobId: string): void {
       `job id ${JSON.stringify(jobId)} is not a job id (it becomes a directory name here)`,
       ErrorCode.SpecInvalid,
     );
+}
+
+/** What CUDA_VISIBLE_DEVICES may name: a GPU or MIG UUID as nvidia-smi prints it, or the CPU device. */
+const DEVICE = /^(cpu|(GPU|MIG)-[0-9A-Za-z/-]{1,120})$/;
+
+/**
+ * A request as Temporal delivered it, checked again: the job id (it becomes a directory), the spec (the same schema
+ * the CLI checked, defaults filled in for a spec from an older client) and the devices (they become the trainer's
+ * environment). Refused without retry when any is not what it claims.
+ */
+export function checkRequest<R extends { jobId: string; spec: JobSpec; devices?: string[] }>(req: R): R {
+  checkJobId(req.jobId);
+  const r = jobSpecSchema.safeParse(req.spec);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const field = issue?.path.length ? `${issue.path.join('.')}: ` : '';
+    throw ApplicationFailure.nonRetryable(
+      `the job's spec as this agent received it is not valid (${field}${issue?.message ?? 'invalid'})`,
+      ErrorCode.SpecInvalid,
+    );
+  }
+  const bad = (req.devices ?? []).find((d) => !DEVICE.test(d));
+  if (bad !== undefined)
+    throw ApplicationFailure.nonRetryable(`device ${JSON.stringify(bad)} is not a device name`, ErrorCode.SpecInvalid);
+  return { ...req, spec: r.data };
 }
 
 /** The base model's directory under the agent's models directory; refused if missing, a symlink or a path. */

@@ -34,8 +34,9 @@ export async function fetchSplits(
   const store = await nats.store(DATASETS_BUCKET);
   const train = join(dir, 'train.jsonl');
   const evalPath = join(dir, 'eval.jsonl');
-  await download(store, data.train_object, train, null);
-  await download(store, data.eval_object, evalPath, null);
+  // the digests prepare computed: a split overwritten in the store since is refused
+  await download(store, data.train_object, train, data.train_sha256 ?? null);
+  await download(store, data.eval_object, evalPath, data.eval_sha256 ?? null);
   return { train, eval: evalPath };
 }
 

@@ -1,4 +1,5 @@
 // `tunefleet fleet` and `tunefleet cordon|uncordon|drain`: the operator's view and levers.
+import { printable } from '../../shared/records';
 import {
   advertDevices,
   deviceLabel,
@@ -17,7 +18,12 @@ import { table } from './format';
 const GiB = 2 ** 30;
 const gib = (b: number): string => (b / GiB).toFixed(1);
 
+/** The fleet table's rows; what adverts carry is text from other processes, printed without control characters. */
 export function fleetRows(entries: FleetEntry[]): string[][] {
+  return rowsOf(entries).map((row) => row.map(printable));
+}
+
+function rowsOf(entries: FleetEntry[]): string[][] {
   return entries.map(({ advert: a }) => {
     // which job runs on which device: job@GPU 3 (a CPU agent's one device goes unsaid)
     const devices = advertDevices(a);

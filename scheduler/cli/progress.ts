@@ -2,10 +2,19 @@
 // (formatEvent) and the live progress line (Progress) that `submit --follow` and `watch`
 // redraw on a terminal.
 import type { JobEvent } from '../../shared';
+import { printable } from '../../shared/records';
 import { count, f4 } from './format';
 
-/** One line per event worth a person's attention; null for the rest. */
+/**
+ * One line per event worth a person's attention; null for the rest. What an event carries is text from another
+ * process: control characters (terminal escape sequences) never reach the terminal.
+ */
 export function formatEvent(e: JobEvent): string | null {
+  const line = describeEvent(e);
+  return line === null ? null : printable(line);
+}
+
+function describeEvent(e: JobEvent): string | null {
   switch (e.type) {
     case 'started':
       return (

@@ -7,9 +7,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
-import { ADAPTERS_BUCKET, CHECKPOINTS_BUCKET, DATASETS_BUCKET, TunefleetErrors, type JobResult } from '../../shared';
+import {
+  ADAPTERS_BUCKET,
+  CHECKPOINTS_BUCKET,
+  COMMITS_BUCKET,
+  DATASETS_BUCKET,
+  DECISIONS_BUCKET,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  TunefleetErrors,
+  datasetObjectName,
+  type FineTuneInput,
+  type JobResult,
+} from '../../shared';
+import { connectAgentNats } from '../../agent/nats';
+import { fetchSplits } from '../../agent/session/transfer';
+import { prepareDataset } from '../../scheduler/prepare';
 import { loadSpecFile } from '../../scheduler/cli/client';
-import { getFile } from '../../scheduler/nats';
+import { getFile, objectSha256, putFile, sha256Hex } from '../../scheduler/nats';
 import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
 import { once, useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
@@ -367,5 +382,62 @@ print(json.dumps({"eval_loss": total / count}))
     expect(bad.message).to.match(/nothing was uploaded/);
     const none = await rejection(fleet.client.describe('e2e-bad-data'), 'describing a job that should not exist');
     expect(none.message).to.match(/no job 'e2e-bad-data'/);
+  });
+
+  it('e2e - integrity: a planted sha256- object is replaced at submit; one replaced after submit fails prepare; a prepared split overwritten in the store is refused by the agent', async () => {
+    const n = await fleet.client.nats();
+    const store = await n.objects(DATASETS_BUCKET);
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
+    const loaded = await loadSpecFile(writeJob(dir));
+    const real = readFileSync(loaded.datasetPath);
+    const name = datasetObjectName(sha256Hex(real));
+    const planted = join(dir, 'planted.jsonl');
+    writeFileSync(planted, '{"prompt":"the planted record","completion":" leaks"}\n');
+    // planted before the submit, under the name of the real file's digest: the CLI checks it and uploads the file
+    await putFile(store, name, planted);
+    const submitted = await fleet.client.submit(loaded, 'e2e-integrity');
+    expect(await objectSha256(store, name)).to.equal(sha256Hex(real));
+    await fleet.client.cancel(submitted).catch(() => {});
+    // replaced after the submit: prepare re-hashes what it reads and refuses it, naming the object
+    await putFile(store, name, planted);
+    const input = {
+      spec: loaded.spec,
+      jobId: 'e2e-integrity-2',
+      dataset: { object: name, sha256: sha256Hex(real), bytes: real.length },
+    };
+    const refused = await rejection(prepareDataset(store, input as FineTuneInput), 'preparing a replaced dataset');
+    expect(refused.message).to.match(new RegExp(`dataset object '${name}' hashes to .*it was replaced in the store`));
+    // the genuine file back: prepare works and returns the splits' digests; a split overwritten since is refused
+    await putFile(store, name, loaded.datasetPath);
+    const report = await prepareDataset(store, input as FineTuneInput);
+    expect(report.train_sha256).to.match(/^[0-9a-f]{64}$/);
+    await putFile(store, report.train_object, planted);
+    const agentNats = await connectAgentNats(fleet.stack.cfg.natsUrl, 'integrity-check');
+    try {
+      const e = await rejection(
+        fetchSplits(agentNats, report, mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'))),
+        'fetching an overwritten split',
+      );
+      expect(e.message).to.match(new RegExp(`object '${report.train_object}' has sha256 .*, expected`));
+    } finally {
+      await agentNats.nc.close();
+    }
+  });
+
+  it('e2e - records that are not what they claim (garbage in the leases, queue, commits and decisions buckets) are skipped with a warning; jobs are placed and run', async () => {
+    const n = await fleet.client.nats();
+    await (await n.kv(LEASES_BUCKET)).put('test-agent', 'not json at all');
+    await (await n.kv(QUEUE_BUCKET)).put('planted', JSON.stringify({ jobId: 'planted', priority: 'high' }));
+    await (await n.kv(COMMITS_BUCKET)).put('e2e-garbage', JSON.stringify({ epoch: 1e9 }));
+    await (await n.kv(DECISIONS_BUCKET)).put('e2e-garbage', JSON.stringify({ decisions: [{ chosen: 42 }] }));
+    const id = await fleet.client.submit(await loadSpecFile(tinyJob('garbage', 2, 2)), 'e2e-garbage');
+    const result = await fleet.client.events.follow(id, () => {});
+    expect(result.state).to.equal('succeeded');
+    // the reservation replaced the garbage with a lease list
+    const leases = await (await n.kv(LEASES_BUCKET)).get('test-agent');
+    expect(() => JSON.parse(new TextDecoder().decode(leases?.value))).to.not.throw();
+    // the decision list was replaced by the real one: explain reads it
+    expect((await fleet.client.decisions(id)).map((d) => d.chosen)).to.include('test-agent');
+    await (await n.kv(QUEUE_BUCKET)).delete('planted');
   });
 });

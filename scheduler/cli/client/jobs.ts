@@ -19,7 +19,8 @@ import {
 import { fineTune, statusQuery } from '../../../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../../../workflows/searchAttributes';
 import type { DecisionRecord } from '../../activities';
-import { connectNats, ensureAssets, putFile, sha256File, type Nats } from '../../nats';
+import { connectNats, ensureAssets, objectSha256, putFile, sha256File, type Nats } from '../../nats';
+import { decisionsSchema, readRecord } from '../../../shared/records';
 import { listJobs, type JobRow, type ListOptions } from '../joblist';
 import { failureMessage } from '../messages';
 import { newJobId, type LoadedSpec } from '../specfile';
@@ -70,8 +71,14 @@ export class JobClient {
     const sha256 = await sha256File(path);
     const object = datasetObjectName(sha256);
     const info = await store.info(object);
-    const bytes = info && !info.deleted ? info.size : await putFile(store, object, path);
-    return { object, sha256, bytes };
+    // an object of that name is used only when it is the file: one planted (or damaged) under it is replaced
+    if (info && !info.deleted && (await objectSha256(store, object)) === sha256)
+      return { object, sha256, bytes: info.size };
+    if (info && !info.deleted)
+      console.warn(
+        `[tunefleet] the store's ${object} does not hash to its name (replaced or damaged): uploading it again`,
+      );
+    return { object, sha256, bytes: await putFile(store, object, path) };
   }
 
   /**
@@ -203,7 +210,8 @@ export class JobClient {
         ErrorCode.JobNotFound,
         `no placement decision recorded for '${jobId}' (not placed yet, or no such job)`,
       );
-    return e.json<{ decisions: DecisionRecord[] }>().decisions;
+    const rec = readRecord(decisionsSchema, e.value, `decisions/${jobId}`, (m) => console.warn(m));
+    return (rec?.decisions ?? []) as unknown as DecisionRecord[];
   }
 
   async result(jobId: string): Promise<JobResult> {

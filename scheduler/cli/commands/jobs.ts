@@ -1,5 +1,6 @@
 // Job commands: submit, status, list, cancel, explain, logs, watch.
 import { Command } from 'commander';
+import { printable } from '../../../shared/records';
 import { JOB_STATES, MIN_EVAL_RECORDS, type JobEvent } from '../../../shared';
 import { loadSpecFile, failureMessage } from '../client';
 import { formatDecisions, table } from '../format';
@@ -148,7 +149,7 @@ export function jobCommands(program: Command): void {
     .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
       await withClient(cmd, async (client) => {
         const d = await client.decisions(job);
-        console.log(opts.json ? JSON.stringify(d, null, 1) : formatDecisions(job, d));
+        console.log(opts.json ? JSON.stringify(d, null, 1) : printable(formatDecisions(job, d)));
       });
     });
 
@@ -162,7 +163,9 @@ export function jobCommands(program: Command): void {
       await withClient(cmd, async (client) => {
         const print = (e: JobEvent): void => {
           if (e.type === 'log' || e.type === 'error')
-            console.log(`[${e.agent_id} a${e.attempt}] ` + (e.type === 'error' ? `error ${e.code}: ` : '') + e.message);
+            console.log(
+              printable(`[${e.agent_id} a${e.attempt}] ` + (e.type === 'error' ? `error ${e.code}: ` : '') + e.message),
+            );
         };
         if (opts.follow) await client.events.follow(job, print).catch((e: unknown) => console.error(failureMessage(e)));
         else await client.events.read(job, print);

@@ -3,6 +3,7 @@
 // over their dependencies so tests can run them against a real NATS and a real trainer on
 // a tiny model.
 import { Context } from '@temporalio/activity';
+import { homedir } from 'node:os';
 import type { AgentActivities, EvalOutcome, EvaluateRequest, TrainOutcome, TrainRequest } from '../shared';
 import type { AgentDeps, Session } from './session/deps';
 import { evaluateSession } from './session/evaluate';
@@ -14,7 +15,9 @@ import { TrainSession } from './session/train';
 export type { AgentDeps, Session } from './session/deps';
 
 export function createAgentActivities(deps: AgentDeps): AgentActivities {
-  const scorer = new Scorer(deps.nats, deps.judgeDir, deps.log);
+  // the tool scorer sees none of the agent's directories (secrets, stack file, trainers' files, other jobs) nor $HOME
+  const hidden = [deps.workDir, deps.modelsDir, deps.judgeDir, process.env.TUNEFLEET_HOME ?? '', homedir()];
+  const scorer = new Scorer(deps.nats, deps.judgeDir, deps.log, hidden);
   return {
     async train(received: TrainRequest): Promise<TrainOutcome> {
       const req = checkRequest(received);

@@ -32,6 +32,8 @@ export class Scorer {
     private readonly nats: AgentNats,
     private readonly judgeDir: string,
     private readonly log: (m: string) => void,
+    /** what the tool scorer must not see: the agent's home, work, model and judge directories, the user's home */
+    private readonly hidden: string[] = [],
   ) {}
 
   async score(req: EvaluateRequest, r: EvaluationEvent): Promise<EvalOutcome> {
@@ -59,8 +61,8 @@ export class Scorer {
     if (ev.tool) {
       const as = (which: 'base' | 'tuned'): { prompt: string; reference: string; output: string }[] =>
         rows.map((x) => ({ prompt: x.prompt, reference: x.reference, output: x[which] }));
-      const base = await runTool(ev.tool.command, ev.tool.timeout_s, as('base'));
-      const tuned = await runTool(ev.tool.command, ev.tool.timeout_s, as('tuned'));
+      const base = await runTool(ev.tool.command, ev.tool.timeout_s, as('base'), this.hidden);
+      const tuned = await runTool(ev.tool.command, ev.tool.timeout_s, as('tuned'), this.hidden);
       out.tool = { command: ev.tool.command, base, tuned };
       out.base.tool = base.scores;
       out.tuned.tool = tuned.scores;

@@ -2,6 +2,9 @@
 // terminal chart and the SVG plot, and the tool scorer's sandbox (real processes).
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { stringify } from 'csv-stringify/sync';
 import { parse } from 'csv-parse/sync';
@@ -209,5 +212,44 @@ describe('evaluation - the tool scorer sandbox (real processes)', function () {
     } finally {
       server.close();
     }
+  });
+
+  it("evaluation - the tool cannot read the agent's secrets, cannot write the trainer's directory and cannot remove what hides them", async () => {
+    const home = mkdtempSync(join(tmpdir(), 'tunefleet-home-'));
+    mkdirSync(join(home, 'secrets'), { mode: 0o700 });
+    writeFileSync(join(home, 'secrets', 'agent-a.creds'), 'SUAM-seed', { mode: 0o600 });
+    const work = mkdtempSync(join(tmpdir(), 'tunefleet-work-'));
+    writeFileSync(join(work, 'run.json'), '{}');
+    const probe = [
+      'sh',
+      '-c',
+      `cat '${home}/secrets/agent-a.creds' >/dev/null 2>&1; r=$?; touch '${work}/sitecustomize.py' 2>/dev/null; w=$?; ` +
+        `umount '${home}' 2>/dev/null; u=$?; echo "{\\"read\\": $r, \\"write\\": $w, \\"umount\\": $u}"`,
+    ];
+    try {
+      const r = await runTool(probe, 10, rows, [home, work]);
+      expect(r.error).to.equal(null);
+      expect(r.scores.read, 'reading a secret').to.not.equal(0);
+      expect(r.scores.write, "writing the trainer's directory").to.not.equal(0);
+      expect(r.scores.umount, 'unmounting what hides the home').to.not.equal(0);
+      expect(existsSync(join(work, 'sitecustomize.py'))).to.equal(false);
+      // the same probe unhidden does read and write, so the checks above can fail
+      const open = await runTool(probe, 10, rows, []);
+      expect(open.scores.read).to.equal(0);
+      expect(open.scores.write).to.equal(0);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it('evaluation - at the timeout every process the tool started is gone, setsid or not', async () => {
+    const marker = `tunefleet-setsid-${process.pid}`;
+    const t0 = Date.now();
+    const r = await runTool(['sh', '-c', `setsid sh -c 'exec -a ${marker} sleep 1000' & sleep 1000`], 1, rows);
+    expect(r.error).to.match(/timed out after 1 s/);
+    expect(Date.now() - t0, 'the tool returns at its timeout').to.be.below(10_000);
+    const ps = await new Promise<string>((res) => execFile('ps', ['-eo', 'args='], (_e, out) => res(out)));
+    expect(ps.split('\n').filter((l) => l.includes(marker))).to.deep.equal([]);
   });
 });

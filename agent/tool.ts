@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { ToolRun } from '../shared';
 
 const MAX_STDOUT = 1 << 20;
-/** Scores a tool may report, and the length of a score's name. */
+/** The most scores a tool may report. */
 const MAX_SCORES = 64;
 
 let isolation: { argv: string[] } | { error: string } | null = null;

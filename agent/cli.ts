@@ -10,8 +10,10 @@ import {
   ID_PATTERN,
   TunefleetError,
   resolveConfig,
+  type Flags,
   type StackFile,
 } from '../shared';
+import { connectionFlags, withConnectionOptions } from '../shared/cliflags';
 import { startAgent } from './daemon';
 import { parseGpuSelection } from './devices';
 import { DEFAULT_TRAINER_NICE, parseNice } from './priority';
@@ -72,8 +74,7 @@ function defaultAgentId(): string {
 
 export function buildAgentProgram(): Command {
   const program = new Command('tunefleet agent').description('the agent daemon of a GPU (or CPU) machine');
-  program
-    .command('start')
+  withConnectionOptions(program.command('start'))
     .addHelpText('after', '\nExample:\n  tunefleet agent start --id gpu-7 --label zone=eu --max-sessions 2')
     .description('advertise this machine and run training sessions until SIGTERM')
     .addOption(new Option('--id <agentId>', 'agent id (default: the hostname)').env('TUNEFLEET_AGENT_ID'))
@@ -82,9 +83,6 @@ export function buildAgentProgram(): Command {
         .env('TUNEFLEET_AGENT_LABELS')
         .argParser((v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)]),
     )
-    .addOption(new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'))
-    .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
-    .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'agent state and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
     .addOption(
       new Option(
@@ -133,27 +131,21 @@ export function buildAgentProgram(): Command {
       ).env('TUNEFLEET_TRAINER_THREADS'),
     )
     .action(
-      async (o: {
-        id?: string;
-        label?: string[];
-        natsUrl?: string;
-        temporalAddress?: string;
-        namespace?: string;
-        home?: string;
-        advertInterval: string;
-        capacity?: string;
-        gpus?: string;
-        maxSessions?: string;
-        heartbeat: string;
-        trainerNice: string;
-        trainerThreads?: string;
-      }) => {
-        const cfg = resolveConfig(
-          process.env,
-          { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home },
-          homedir(),
-          readStack,
-        );
+      async (
+        o: Flags & {
+          id?: string;
+          label?: string[];
+          home?: string;
+          advertInterval: string;
+          capacity?: string;
+          gpus?: string;
+          maxSessions?: string;
+          heartbeat: string;
+          trainerNice: string;
+          trainerThreads?: string;
+        },
+      ) => {
+        const cfg = resolveConfig(process.env, connectionFlags(o), homedir(), readStack);
         const agentId = o.id ?? defaultAgentId();
         if (!ID_PATTERN.test(agentId))
           throw new TunefleetError(

@@ -20,6 +20,7 @@ import { buildAdvert, hostFacts, probeTrainer } from './advert';
 import { selectDevices } from './devices';
 import { probeGpus } from './gpu';
 import { connectAgentNats } from './nats';
+import { temporalConnectOptions } from '../shared/temporalconn';
 import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
 
 export interface AgentOptions {
@@ -59,7 +60,7 @@ export async function startAgent(
   }
   // a --gpus that names a device this host lacks is refused before anything starts
   if (o.gpus) selectDevices((await probeGpus()).devices, o.gpus);
-  const nats = await connectAgentNats(cfg.natsUrl, o.agentId);
+  const nats = await connectAgentNats(cfg, o.agentId);
   const kv = await nats.adverts();
   const [host, caps, mem] = await Promise.all([hostFacts(), probeTrainer(cfg.python), si.mem()]);
   // a CPU agent offers the RAM available when it started (what jobs use later must not shrink the offer)
@@ -134,9 +135,9 @@ export async function startAgent(
     }
   })();
 
-  const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
+  const connection = await NativeConnection.connect(temporalConnectOptions(cfg));
   // a client connection, for the progress signals sessions send to their workflows
-  const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
+  const clientConnection = await Connection.connect(temporalConnectOptions(cfg));
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const heartbeatMs = o.heartbeatMs ?? 5_000;
   const trainerNice = o.trainerNice ?? DEFAULT_TRAINER_NICE;

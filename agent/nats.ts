@@ -1,7 +1,10 @@
 // The agent's NATS: adverts KV, job events, and object transfers (datasets and adapters
 // down, checkpoints and adapters up), every download checked against its sha256.
 import { connect, StorageType, type JetStreamClient, type KV, type NatsConnection, type ObjectStore } from 'nats';
-import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, COMMITS_BUCKET, ErrorCode, TunefleetError } from '../shared';
+import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, ErrorCode, TunefleetError, type Config } from '../shared';
+import { natsConnectOptions } from '../shared/natsconn';
+import { commitClient, type Commits } from './commits';
+import { agentIdentity } from '../shared/permissions';
 import { getFile, openKv, putFile } from '../shared/objects';
 
 export interface AgentNats {
@@ -10,21 +13,28 @@ export interface AgentNats {
   store(bucket: string): Promise<ObjectStore>;
   adverts(): Promise<KV>;
   agentStates(): Promise<KV>;
-  /** the job → newest committed checkpoint bucket (epoch-fenced writes) */
-  commits(): Promise<KV>;
+  /** epoch claims and checkpoint commits, through the control workers' commit service */
+  commits: Commits;
 }
 
-export async function connectAgentNats(url: string, agentId: string): Promise<AgentNats> {
+/** Connect as agent-<id>: the server lets it write only its own advert and state keys (shared/permissions.ts). */
+export async function connectAgentNats(
+  cfg: Pick<Config, 'natsUrl' | 'natsCreds' | 'tlsDir'>,
+  agentId: string,
+): Promise<AgentNats> {
   let nc: NatsConnection;
+  const identity = agentIdentity(agentId);
+  const options = natsConnectOptions(cfg, identity);
   try {
-    nc = await connect({
-      servers: url,
-      name: `tunefleet-agent-${agentId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-    });
+    nc = await connect({ ...options, name: `tunefleet-${identity}`, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
   } catch (cause) {
-    throw new TunefleetError(ErrorCode.StackUnavailable, `agent ${agentId} cannot reach NATS at ${url}`, {}, { cause });
+    const m = String((cause as Error)?.message ?? cause);
+    throw new TunefleetError(
+      ErrorCode.StackUnavailable,
+      `agent ${agentId} cannot reach NATS at ${cfg.natsUrl} as ${identity}: ${m}`,
+      {},
+      { cause },
+    );
   }
   const js = nc.jetstream();
   return {
@@ -33,7 +43,7 @@ export async function connectAgentNats(url: string, agentId: string): Promise<Ag
     store: (bucket) => js.views.os(bucket, { storage: StorageType.File }),
     adverts: () => openKv(js, ADVERTS_BUCKET),
     agentStates: () => openKv(js, AGENT_STATES_BUCKET),
-    commits: () => openKv(js, COMMITS_BUCKET),
+    commits: commitClient(nc, agentId),
   };
 }
 
@@ -58,6 +68,7 @@ export async function persistently<T>(
   fn: () => Promise<T>,
   log: (m: string) => void,
   maxMs = 60_000,
+  retryable: (e: unknown) => boolean = () => true,
 ): Promise<T> {
   const t0 = Date.now();
   let wait = 250;
@@ -65,7 +76,7 @@ export async function persistently<T>(
     try {
       return await fn();
     } catch (e) {
-      if (Date.now() - t0 + wait > maxMs) throw e;
+      if (!retryable(e) || Date.now() - t0 + wait > maxMs) throw e;
       if (n === 1) log(`${what} failed (${String(e)}); retrying for up to ${Math.round(maxMs / 1000)} s`);
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(4000, wait * 2);

@@ -3,10 +3,12 @@
 // them on free ports in a temporary directory.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SEARCH_ATTRIBUTES } from '../workflows/searchAttributes';
 import { connect } from 'nats';
+import { natsConnectOptions } from '../shared/natsconn';
+import { refreshNatsUsers, secretsDir, writeNatsConfig } from './secrets';
 import { Connection } from '@temporalio/client';
 
 export function freePort(): Promise<number> {
@@ -78,8 +80,13 @@ function stopAndThrow(child: ChildProcess): (e: unknown) => Promise<never> {
   };
 }
 
-export async function natsHealthy(url: string): Promise<boolean> {
-  const nc = await connect({ servers: url, timeout: 1000, reconnect: false });
+/** Up, with JetStream answering admin (whose credentials are in `home`'s secrets). */
+export async function natsHealthy(url: string, home: string): Promise<boolean> {
+  const nc = await connect({
+    ...natsConnectOptions({ natsUrl: url, natsCreds: null, tlsDir: secretsDir(home) }, 'admin'),
+    timeout: 1000,
+    reconnect: false,
+  });
   try {
     const jsm = await nc.jetstreamManager();
     await jsm.getAccountInfo();
@@ -107,21 +114,29 @@ export interface StartOptions {
   detached?: boolean;
 }
 
-export async function startNats(o: StartOptions): Promise<Service> {
+/** The JetStream store's cap: 100 GiB, or half the free disk where the store lives when that is less. */
+export function storeLimit(dir: string): number {
+  const fs = statfsSync(dir);
+  return Math.min(100 * 2 ** 30, Math.floor((fs.bavail * fs.bsize) / 2));
+}
+
+/**
+ * nats-server with JetStream, from the configuration written from $TUNEFLEET_HOME/secrets (infra/secrets.ts): TLS
+ * with client certificates verified, nkey users with their roles' permissions. `host`: the address it listens on
+ * (loopback unless `tunefleet up --listen`).
+ */
+export async function startNats(o: StartOptions & { host?: string }): Promise<Service> {
   const port = o.port ?? (await freePort());
   const storeDir = join(o.dataDir, 'nats');
   mkdirSync(storeDir, { recursive: true });
   mkdirSync(o.logDir, { recursive: true });
+  const host = o.host ?? '127.0.0.1';
+  const conf = writeNatsConfig(o.home, { host, port, storeDir, maxStore: storeLimit(storeDir) });
   const logFile = join(o.logDir, 'nats-server.log');
-  const child = launch(
-    'nats-server',
-    binPath(o.home, 'nats-server'),
-    ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(port)],
-    logFile,
-    o.detached ?? false,
-  );
-  const url = `nats://127.0.0.1:${port}`;
-  await waitFor(`nats-server on ${url}`, () => natsHealthy(url), 20_000, child).catch(stopAndThrow(child));
+  const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-c', conf], logFile, o.detached ?? false);
+  const dial = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const url = `tls://${dial}:${port}`;
+  await waitFor(`nats-server on ${url}`, () => natsHealthy(url, o.home), 20_000, child).catch(stopAndThrow(child));
   return { name: 'nats-server', address: url, pid: child.pid ?? -1, child, logFile };
 }
 
@@ -172,6 +187,28 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
     ),
   ).catch(stopAndThrow(child));
   return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
+}
+
+/**
+ * nats-server takes the identities now in the secrets directory (an agent added, keys rotated): nats.conf's users
+ * are rewritten and the server reloads it (SIGHUP); resolves once `identity` can connect.
+ */
+export async function reloadNats(home: string, pid: number, url: string, identity: string): Promise<void> {
+  refreshNatsUsers(home);
+  process.kill(pid, 'SIGHUP');
+  await waitFor(
+    `nats-server to accept ${identity}`,
+    async () => {
+      const nc = await connect({
+        ...natsConnectOptions({ natsUrl: url, natsCreds: null, tlsDir: secretsDir(home) }, identity),
+        timeout: 1000,
+        reconnect: false,
+      });
+      await nc.close();
+      return true;
+    },
+    10_000,
+  );
 }
 
 /** Is there a process with this pid (a zombie not yet reaped counts as alive)? */

@@ -5,6 +5,7 @@
 // objects in nats/.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, renameSync, rmSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect } from 'nats';
@@ -17,7 +18,21 @@ import {
   agentTaskQueue,
   type StackFile,
 } from '../shared';
-import { freePort, portInUse, startNats, startTemporal, stopProcess, waitFor } from './services';
+import {
+  freePort,
+  portInUse,
+  reloadNats,
+  startNats,
+  startTemporal,
+  stopProcess,
+  storeLimit,
+  waitFor,
+} from './services';
+import { addAgent, initSecrets, secretsDir } from './secrets';
+import { connectNats, ensureAssets } from '../scheduler/nats';
+import { natsConnectOptions } from '../shared/natsconn';
+
+const isLoopback = (a: string): boolean => a === '127.0.0.1' || a === '::1' || a.startsWith('127.');
 
 const ROOT = resolve(__dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'tunefleet');
@@ -76,8 +91,12 @@ async function pollerCount(address: string, taskQueue: string, kind: 'workflow' 
   }
 }
 
-async function advertPresent(natsUrl: string, agentId: string): Promise<boolean> {
-  const nc = await connect({ servers: natsUrl, timeout: 1000, reconnect: false });
+async function advertPresent(natsUrl: string, h: string, agentId: string): Promise<boolean> {
+  const nc = await connect({
+    ...natsConnectOptions({ natsUrl, natsCreds: null, tlsDir: secretsDir(h) }, 'admin'),
+    timeout: 1000,
+    reconnect: false,
+  });
   try {
     const kv = await nc.jetstream().views.kv(ADVERTS_BUCKET);
     const e = await kv.get(agentId);
@@ -102,8 +121,23 @@ function spawnTunefleet(args: string[], logFile: string, env: Record<string, str
   }
 }
 
-export async function up(): Promise<void> {
+/** Create the streams and buckets with their size limits, as admin. */
+export async function createAssets(natsUrl: string, h: string, totalBytes: number): Promise<void> {
+  const n = await connectNats({ natsUrl, natsCreds: null, tlsDir: secretsDir(h) }, 'admin');
+  try {
+    await ensureAssets(n, totalBytes);
+  } finally {
+    await n.close();
+  }
+}
+
+/**
+ * `listen`: the address nats-server listens on (default 127.0.0.1). Any other address is allowed only because NATS
+ * always runs with TLS and nkey authentication here; the Temporal dev server has no TLS and stays on loopback.
+ */
+export async function up(listen = '127.0.0.1'): Promise<void> {
   const h = home();
+  if (isIP(listen) === 0) throw new Error(`--listen '${listen}' is not an IP address`);
   const pids = readPids(h);
   const running = Object.entries(pids).filter(([, pid]) => alive(pid));
   if (running.length === 4) {
@@ -124,7 +158,21 @@ export async function up(): Promise<void> {
   const dataDir = join(h, 'data');
   mkdirSync(join(h, 'run'), { recursive: true });
   const t0 = Date.now();
-  const nats = await startNats({ home: h, dataDir, logDir, port: await pickPort(DEFAULT_NATS_PORT), detached: true });
+  const agentId = `local-${hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
+  const wildcard = listen === '0.0.0.0' || listen === '::';
+  const secrets = await initSecrets(h, isLoopback(listen) || wildcard ? [] : [listen]);
+  if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
+  await addAgent(h, agentId);
+  const nats = await startNats({
+    home: h,
+    dataDir,
+    logDir,
+    port: await pickPort(DEFAULT_NATS_PORT),
+    detached: true,
+    host: listen,
+  });
   const pidsNow: Pids = { 'nats-server': nats.pid };
   writeJson(pidFile(h), pidsNow);
   const temporal = await startTemporal({
@@ -136,6 +184,7 @@ export async function up(): Promise<void> {
   });
   pidsNow.temporal = temporal.pid;
   writeJson(pidFile(h), pidsNow);
+  await createAssets(nats.address, h, storeLimit(join(dataDir, 'nats')));
   const stack: StackFile = { natsUrl: nats.address, temporalAddress: temporal.address };
   writeJson(join(h, 'stack.json'), stack);
   const env = {
@@ -144,9 +193,6 @@ export async function up(): Promise<void> {
     TUNEFLEET_TEMPORAL_ADDRESS: stack.temporalAddress,
   };
   pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
-  const agentId = `local-${hostname()
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
   writeJson(pidFile(h), pidsNow);
   await waitFor(
@@ -158,11 +204,12 @@ export async function up(): Promise<void> {
     `agent ${agentId}`,
     async () =>
       (await pollerCount(temporal.address, agentTaskQueue(agentId), 'activity')) > 0 &&
-      (await advertPresent(nats.address, agentId)),
+      (await advertPresent(nats.address, h, agentId)),
     120_000,
   );
   const rows = [
     ['nats-server', nats.address, `pid ${nats.pid}`, join(dataDir, 'nats')],
+    ['secrets', 'TLS + nkeys', '', secretsDir(h)],
     ['temporal', temporal.address, `pid ${temporal.pid}`, join(dataDir, 'temporal.db')],
     ['worker', CONTROL_TASK_QUEUE, `pid ${pidsNow.worker}`, join(logDir, 'worker.log')],
     ['agent', agentTaskQueue(agentId), `pid ${pidsNow.agent}`, join(logDir, 'agent.log')],
@@ -170,6 +217,26 @@ export async function up(): Promise<void> {
   console.log(`tunefleet stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s (home ${h})`);
   for (const r of rows)
     console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
+}
+
+/**
+ * When the local stack runs, its nats-server takes the identities now in the secrets directory (an agent added, keys
+ * rotated). -> whether there was one to reload.
+ */
+export async function reloadLocalNats(h: string, identity: string): Promise<boolean> {
+  const pid = readPids(h)['nats-server'];
+  const stack = readStack(h);
+  if (!pid || !alive(pid) || !stack) return false;
+  await reloadNats(h, pid, stack.natsUrl, identity);
+  return true;
+}
+
+function readStack(h: string): StackFile | null {
+  try {
+    return JSON.parse(readFileSync(join(h, 'stack.json'), 'utf8')) as StackFile;
+  } catch {
+    return null;
+  }
 }
 
 export async function down(): Promise<void> {
@@ -190,8 +257,10 @@ export async function down(): Promise<void> {
 export async function main(argv: string[]): Promise<void> {
   const cmd = argv[2];
   try {
-    if (cmd === 'up') await up();
-    else if (cmd === 'down') await down();
+    if (cmd === 'up') {
+      const i = argv.indexOf('--listen');
+      await up(i > 0 ? argv[i + 1] : undefined);
+    } else if (cmd === 'down') await down();
     else throw new Error(`unknown stack command '${cmd}'`);
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);

@@ -28,8 +28,10 @@ import {
   LEASES_BUCKET,
   QUEUE_BUCKET,
   TunefleetError,
+  type Config,
 } from '../shared';
-import { getFile, objectSha256, openKv, putFile } from '../shared/objects';
+import { getFile, KV_MAX_BYTES, objectSha256, openKv, putFile } from '../shared/objects';
+import { natsConnectOptions } from '../shared/natsconn';
 
 export { ADVERT_TTL_MS };
 
@@ -46,14 +48,20 @@ export interface Nats {
   close(): Promise<void>;
 }
 
-export async function connectNats(url: string, name: string): Promise<Nats> {
+/** Connect as `identity` (control, cli, operator or admin: shared/permissions.ts). */
+export async function connectNats(
+  cfg: Pick<Config, 'natsUrl' | 'natsCreds' | 'tlsDir'>,
+  identity: string,
+  name = `tunefleet-${identity}`,
+): Promise<Nats> {
   let nc: NatsConnection;
+  const options = natsConnectOptions(cfg, identity);
   try {
-    nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    nc = await connect({ ...options, name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
   } catch (cause) {
     throw new TunefleetError(
       ErrorCode.StackUnavailable,
-      `cannot reach NATS at ${url}: is the stack up? ('tunefleet up')`,
+      `cannot reach NATS at ${cfg.natsUrl} as ${identity}: ${natsRefusal(cause)}`,
       {},
       { cause },
     );
@@ -78,25 +86,91 @@ export async function connectNats(url: string, name: string): Promise<Nats> {
   };
 }
 
-/** Create the events stream and the buckets if missing (idempotent). */
-export async function ensureAssets(n: Nats): Promise<void> {
+/** Why a connection was refused, in words (the server's authorization and TLS answers). */
+export function natsRefusal(e: unknown): string {
+  const m = String((e as Error)?.message ?? e);
+  if (/authorization|authentication/i.test(m)) return `the server refused these credentials (${m})`;
+  if (/certificate|tls|ssl/i.test(m)) return `TLS failed (${m})`;
+  return `${m}: is the stack up? ('tunefleet up')`;
+}
+
+/** The KV buckets (each capped at KV_MAX_BYTES). */
+export const KV_BUCKETS = [
+  ADVERTS_BUCKET,
+  AGENT_STATES_BUCKET,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  COMMITS_BUCKET,
+  DECISIONS_BUCKET,
+] as const;
+
+/**
+ * How the JetStream store is shared out: each stream and bucket gets a size limit, a fraction of `total` (the KV
+ * buckets a fixed KV_MAX_BYTES each), so that no one of them can fill the disk.
+ */
+export function assetLimits(total: number): Record<string, number> {
+  const rest = total - KV_BUCKETS.length * KV_MAX_BYTES;
+  return {
+    [EVENTS_STREAM]: Math.floor(rest * 0.05),
+    [DATASETS_BUCKET]: Math.floor(rest * 0.35),
+    [CHECKPOINTS_BUCKET]: Math.floor(rest * 0.4),
+    [ADAPTERS_BUCKET]: Math.floor(rest * 0.15),
+  };
+}
+
+/**
+ * Create the events stream and the buckets, each with its size limit (admin credentials: nobody else may; idempotent,
+ * and an existing stream gets the current limit).
+ */
+export async function ensureAssets(n: Nats, totalBytes: number): Promise<void> {
+  const limits = assetLimits(totalBytes);
   const jsm = await n.nc.jetstreamManager();
+  const events = {
+    name: EVENTS_STREAM,
+    subjects: [EVENTS_SUBJECTS],
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    max_age: 30 * 24 * 3600 * 1e9, // 30 days, in ns
+    max_msgs_per_subject: 200_000,
+    max_bytes: limits[EVENTS_STREAM] ?? -1,
+  };
   try {
     await jsm.streams.info(EVENTS_STREAM);
+    await jsm.streams.update(EVENTS_STREAM, events);
   } catch {
-    await jsm.streams.add({
-      name: EVENTS_STREAM,
-      subjects: [EVENTS_SUBJECTS],
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      max_age: 30 * 24 * 3600 * 1e9, // 30 days, in ns
-      max_msgs_per_subject: 200_000,
-    });
+    await jsm.streams.add(events);
   }
-  for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) await n.objects(b);
-  await n.adverts();
-  await n.agentStates();
-  for (const b of [LEASES_BUCKET, QUEUE_BUCKET, COMMITS_BUCKET, DECISIONS_BUCKET]) await n.kv(b);
+  for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) {
+    const os = await n.js.views.os(b, { storage: StorageType.File, max_bytes: limits[b] ?? -1 });
+    const stream = (await os.status()).streamInfo.config;
+    if (stream.max_bytes !== limits[b]) await jsm.streams.update(stream.name, { ...stream, max_bytes: limits[b] });
+  }
+  for (const b of KV_BUCKETS) {
+    await openKv(n.js, b, true);
+    // a bucket made before it had a limit gets it
+    const { config } = await jsm.streams.info(`KV_${b}`);
+    if (config.max_bytes !== KV_MAX_BYTES)
+      await jsm.streams.update(config.name, { ...config, max_bytes: KV_MAX_BYTES });
+  }
+}
+
+/** Every stream and bucket exists (a component binds to them; only admin creates them). */
+export async function checkAssets(n: Nats): Promise<void> {
+  const jsm = await n.nc.jetstreamManager();
+  const streams = [
+    EVENTS_STREAM,
+    ...[DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET].map((b) => `OBJ_${b}`),
+    ...KV_BUCKETS.map((b) => `KV_${b}`),
+  ];
+  for (const s of streams)
+    await jsm.streams.info(s).catch((cause: unknown) => {
+      throw new TunefleetError(
+        ErrorCode.StackUnavailable,
+        `NATS has no stream ${s}: 'tunefleet up' creates them, or 'tunefleet nats assets' with admin credentials`,
+        {},
+        { cause },
+      );
+    });
 }
 
 export function sha256Hex(data: Uint8Array | string): string {

@@ -2,10 +2,12 @@
 // tunefleet-control. Several may run at once; Temporal spreads the work.
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
-import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, type Config } from '../shared';
+import { CAPACITY_SIGNAL, COMMITS_BUCKET, CONTROL_TASK_QUEUE, LEASES_BUCKET, type Config } from '../shared';
+import { serveCommits } from './commits';
 import { createControlActivities, newControlStats, type ControlStats } from './activities';
 import { FleetView } from './fleet';
-import { ADVERT_TTL_MS, connectNats, ensureAssets } from './nats';
+import { ADVERT_TTL_MS, checkAssets, connectNats } from './nats';
+import { temporalConnectOptions } from '../shared/temporalconn';
 
 /** The SDK logs every worker state change at INFO; WARN unless TUNEFLEET_LOG_LEVEL says otherwise. */
 export function quietSdkLogs(): void {
@@ -34,12 +36,14 @@ export async function startControlWorker(
   o: { identity?: string } = {},
 ): Promise<RunningWorker> {
   quietSdkLogs();
-  const nats = await connectNats(cfg.natsUrl, 'tunefleet-control');
-  await ensureAssets(nats);
+  const nats = await connectNats(cfg, 'control');
+  await checkAssets(nats);
   const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log, Date.now, await nats.agentStates());
   await fleet.start();
-  const connection = await NativeConnection.connect({ address: cfg.temporalAddress });
-  const clientConnection = await Connection.connect({ address: cfg.temporalAddress });
+  // agents' epoch claims and checkpoint commits (only control workers write the commits bucket)
+  const commitService = serveCommits(nats.nc, await nats.kv(COMMITS_BUCKET), await nats.kv(LEASES_BUCKET), log);
+  const connection = await NativeConnection.connect(temporalConnectOptions(cfg));
+  const clientConnection = await Connection.connect(temporalConnectOptions(cfg));
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const stats = newControlStats();
   const worker = await Worker.create({
@@ -64,6 +68,7 @@ export async function startControlWorker(
     async stop() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await run.catch(() => {});
+      commitService.unsubscribe();
       await fleet.stop();
       await connection.close();
       await clientConnection.close();

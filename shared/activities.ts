@@ -31,7 +31,7 @@ export interface TrainRequest {
   devices?: string[];
   data: DataReport;
   /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
-  resumeFrom: { prefix: string; step: number } | null;
+  resumeFrom: { prefix: string; step: number; manifest_sha256?: string | null } | null;
 }
 
 export interface EvaluateRequest {
@@ -63,7 +63,8 @@ export interface TrainHeartbeat {
   step: number;
   stepsTotal: number;
   loss: number | null;
-  checkpoint: { prefix: string; step: number } | null;
+  /** the newest committed checkpoint, with its manifest's sha256: a next attempt downloads only that manifest */
+  checkpoint: { prefix: string; step: number; manifest_sha256?: string | null } | null;
 }
 
 /** Progress from the agent running an attempt, sent to the workflow as the 'progress' signal (throttled). */

@@ -7,7 +7,15 @@ import type { FineTuneInput } from './jobs';
 export interface Config {
   home: string;
   natsUrl: string;
+  /** the NATS nkey seed file to connect as (null: <tlsDir>/<the process's identity>.nk) */
+  natsCreds: string | null;
+  /** the directory with the fleet's CA (ca.pem) and, by default, each identity's credentials */
+  tlsDir: string;
   temporalAddress: string;
+  /** TLS and API key for a secured Temporal (Temporal Cloud, a self-hosted server with mTLS); null: plaintext */
+  temporalTls: TemporalTls | null;
+  /** file holding a Temporal API key (sent as a bearer token; needs TLS) */
+  temporalApiKeyFile: string | null;
   namespace: string;
   /** python interpreter with the trainer's environment */
   python: string;
@@ -28,6 +36,16 @@ export interface Config {
   queue?: FineTuneInput['queue'];
 }
 
+export interface TemporalTls {
+  /** the server's CA (PEM file); null: the system's roots */
+  ca: string | null;
+  /** client certificate and key (PEM files) for mutual TLS; both or neither */
+  cert: string | null;
+  key: string | null;
+  /** the name the server's certificate must carry (default: the address's host) */
+  serverName: string | null;
+}
+
 export interface StackFile {
   natsUrl: string;
   temporalAddress: string;
@@ -36,7 +54,10 @@ export interface StackFile {
 export const DEFAULT_NATS_PORT = 4222;
 export const DEFAULT_TEMPORAL_PORT = 7233;
 
-export type Flags = Partial<Pick<Config, 'natsUrl' | 'temporalAddress' | 'namespace' | 'home'>>;
+export type Flags = Partial<
+  Pick<Config, 'natsUrl' | 'temporalAddress' | 'namespace' | 'home' | 'natsCreds' | 'tlsDir'>
+> &
+  Partial<{ temporalTlsCa: string; temporalTlsCert: string; temporalTlsKey: string; temporalTlsServerName: string }>;
 
 export function resolveConfig(
   env: Record<string, string | undefined>,
@@ -70,10 +91,34 @@ export function resolveConfig(
       field: 'temporal-address',
     });
   }
+  const tls = {
+    ca: flags.temporalTlsCa ?? env.TUNEFLEET_TEMPORAL_TLS_CA ?? null,
+    cert: flags.temporalTlsCert ?? env.TUNEFLEET_TEMPORAL_TLS_CERT ?? null,
+    key: flags.temporalTlsKey ?? env.TUNEFLEET_TEMPORAL_TLS_KEY ?? null,
+    serverName: flags.temporalTlsServerName ?? env.TUNEFLEET_TEMPORAL_TLS_SERVER_NAME ?? null,
+  };
+  if (!tls.cert !== !tls.key)
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      'a Temporal client certificate needs its key (TUNEFLEET_TEMPORAL_TLS_CERT and TUNEFLEET_TEMPORAL_TLS_KEY)',
+      { field: tls.cert ? 'temporal-tls-key' : 'temporal-tls-cert' },
+    );
+  const temporalApiKeyFile = env.TUNEFLEET_TEMPORAL_API_KEY_FILE || null;
+  const tlsOn = env.TUNEFLEET_TEMPORAL_TLS === '1' || Object.values(tls).some((v) => v !== null);
+  if (temporalApiKeyFile && !tlsOn)
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      'a Temporal API key is only sent over TLS: set TUNEFLEET_TEMPORAL_TLS=1 (or a TUNEFLEET_TEMPORAL_TLS_* file)',
+      { field: 'TUNEFLEET_TEMPORAL_API_KEY_FILE' },
+    );
   return {
     home,
     natsUrl,
+    natsCreds: flags.natsCreds ?? env.TUNEFLEET_NATS_CREDS ?? null,
+    tlsDir: flags.tlsDir ?? env.TUNEFLEET_TLS_DIR ?? `${home}/secrets`,
     temporalAddress,
+    temporalTls: tlsOn ? tls : null,
+    temporalApiKeyFile,
     namespace: flags.namespace ?? env.TUNEFLEET_NAMESPACE ?? 'default',
     python: env.TUNEFLEET_PYTHON ?? `${home}/bin/python`,
     modelsDir: env.TUNEFLEET_MODELS_DIR ?? `${home}/models`,

@@ -35,7 +35,7 @@ export interface ContinuedRun {
   /** the spec as the last attempt left it (an OOM retry shrinks the micro-batch) */
   spec: JobSpec;
   exclude: string[];
-  resumeFrom: { prefix: string; step: number } | null;
+  resumeFrom: { prefix: string; step: number; manifest_sha256?: string | null } | null;
   data: DataReport;
   /** set when training is done and the job waits to be evaluated */
   training: TrainOutcome | null;
@@ -119,7 +119,8 @@ export interface TrainProgress {
   step: number;
   stepsTotal: number;
   loss: number | null;
-  checkpoint: { step: number; prefix: string } | null;
+  /** the newest committed checkpoint, with its manifest's sha256: the next attempt downloads only that manifest */
+  checkpoint: { step: number; prefix: string; manifest_sha256?: string | null } | null;
 }
 
 export interface TrainOutcome {
@@ -157,8 +158,11 @@ export interface EvalOutcome {
   /** how the judge ran (null: turned off in the spec) */
   judge?: { model: string; answers: number; seconds: number; error: string | null } | null;
   tool?: { command: string[]; base: ToolRun; tuned: ToolRun } | null;
-  /** every generation (JSONL: prompt, reference, base, tuned) in the adapters bucket, for review export */
-  outputs?: { object: string; records: number } | null;
+  /**
+   * every generation (JSONL: prompt, reference, base, tuned) in the adapters bucket, for review export; sha256 of the
+   * object, checked by every reader (absent in jobs from before it was recorded)
+   */
+  outputs?: { object: string; records: number; sha256?: string } | null;
 }
 
 /** Human grades attached with `tunefleet review import` (1-5 per answer). */

@@ -48,6 +48,12 @@ export const LEASES_BUCKET = 'tunefleet-leases';
 export const QUEUE_BUCKET = 'tunefleet-queue';
 /** The newest committed checkpoint of each job and the epoch that owns it (key = job id). */
 export const COMMITS_BUCKET = 'tunefleet-commits';
+/**
+ * Agents ask a control worker to claim an epoch or commit a checkpoint on this subject (request/reply): the server
+ * lets each agent publish only on its own, so the control worker knows who asks. Only control writes the commits.
+ */
+export const commitSubject = (agentId: string): string => `tunefleet.commit.${agentId}`;
+export const COMMIT_SUBJECTS = 'tunefleet.commit.*';
 /** Placement decisions per job, for `tunefleet explain`. */
 export const DECISIONS_BUCKET = 'tunefleet-decisions';
 /** The signal an agent sends a fineTune workflow with a session's progress. */

@@ -19,10 +19,17 @@ const KV_SETTINGS: Record<string, { history: number; ttl?: number }> = {
   [COMMITS_BUCKET]: { history: 64 },
 };
 
-/** Open (creating if missing) a KV bucket with its settings; file storage. */
-export function openKv(js: JetStreamClient, bucket: string): Promise<KV> {
+/** Each KV bucket's size limit: JetStream refuses writes past it instead of filling the disk. */
+export const KV_MAX_BYTES = 64 * 2 ** 20;
+
+/**
+ * Bind to an existing KV bucket. Only admin creates buckets (`create`: with its settings and size limit, file
+ * storage; idempotent): every other identity is refused stream management by the server.
+ */
+export function openKv(js: JetStreamClient, bucket: string, create = false): Promise<KV> {
+  if (!create) return js.views.kv(bucket, { bindOnly: true, allow_direct: true });
   const s = KV_SETTINGS[bucket] ?? { history: 1 };
-  return js.views.kv(bucket, { ...s, storage: StorageType.File });
+  return js.views.kv(bucket, { ...s, storage: StorageType.File, max_bytes: KV_MAX_BYTES });
 }
 
 /** Upload a file, streaming. -> bytes stored. */

@@ -44,6 +44,31 @@ export const commitRecordSchema = z.object({
     .optional(),
 });
 
+/** What an agent asks of the commit service (tunefleet.commit.<agent id>). */
+export const commitRequestSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('claim'), jobId: id, epoch: count }),
+  z.object({
+    op: z.literal('commit'),
+    jobId: id,
+    epoch: count,
+    step: count,
+    prefix: z.string().min(1).max(500),
+    manifest_sha256: sha256,
+  }),
+]);
+export type CommitRequest = z.infer<typeof commitRequestSchema>;
+
+/** The commit service's answer: the claimed record, or a commit's outcome, or why it was refused. */
+export const commitReplySchema = z.union([
+  z.object({
+    ok: z.literal(true),
+    record: z.lazy(() => commitRecordSchema).optional(),
+    outcome: z.string().optional(),
+  }),
+  z.object({ ok: z.literal(false), code: z.string().max(64), message: z.string().max(4000) }),
+]);
+export type CommitReply = z.infer<typeof commitReplySchema>;
+
 /** A job's key in the decisions bucket: its recent placement decisions (what explain prints is checked). */
 export const decisionsSchema = z.object({
   decisions: z

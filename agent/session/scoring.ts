@@ -1,6 +1,7 @@
 // Scoring an evaluation's generations on the agent: the judge (sentence embeddings through
 // onnxruntime-node, loaded at the first evaluation and kept) and the spec's tool scorer,
 // each over the base and the fine-tuned outputs; the generations go to the store for review.
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import {
   ADAPTERS_BUCKET,
@@ -77,7 +78,13 @@ export class Scorer {
         async () => upload(await this.nats.store(ADAPTERS_BUCKET), object, path),
         this.log,
       );
-      out.outputs = { object, records: rows.length };
+      out.outputs = {
+        object,
+        records: rows.length,
+        sha256: createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex'),
+      };
     }
     return out;
   }

@@ -4,7 +4,8 @@
 import { CancelledFailure, type Context } from '@temporalio/activity';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { KV } from 'nats';
+import type { Commits } from '../commits';
+import { persistently } from '../nats';
 import {
   ErrorCode,
   TunefleetError,
@@ -15,7 +16,6 @@ import {
   type TrainRequest,
   type TrainerEvent,
 } from '../../shared';
-import { claimEpoch } from '../commits';
 import type { TrainerRun } from '../trainer';
 import { heartbeating, startTrainer, sessionDir, type AgentDeps, type Session } from './deps';
 import { attemptFailure, droppedBecause, inputFailure, oomFailure, type TrainerErrorEvent } from './failures';
@@ -62,7 +62,7 @@ export class TrainSession {
     // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
     this.setupBeat = setInterval(() => this.ctx.heartbeat(this.hb), this.deps.heartbeatMs);
     try {
-      const commits = await this.deps.nats.commits();
+      const commits = this.deps.nats.commits;
       const configPath = await this.prepare(commits);
       const exit = await this.supervise(configPath, commits);
       return await this.outcome(exit);
@@ -72,12 +72,19 @@ export class TrainSession {
   }
 
   /** Claim the epoch, fetch the splits and the newest usable checkpoint, write run.json. */
-  private async prepare(commits: KV): Promise<string> {
+  private async prepare(commits: Commits): Promise<string> {
     const { req, deps } = this;
     // this attempt is the job's epoch from now on: an older attempt's commits will be refused
     let claim;
     try {
-      claim = await claimEpoch(commits, req.jobId, req.attempt, deps.agentId);
+      // safe to repeat (a claim of the epoch it holds answers the same record): a NATS blip is ridden out
+      claim = await persistently(
+        `claim ${req.jobId} attempt ${req.attempt}`,
+        () => commits.claim(req.jobId, req.attempt),
+        deps.log,
+        30_000,
+        (e) => !(e instanceof TunefleetError && e.code === ErrorCode.Fenced),
+      );
     } catch (e) {
       if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) throw attemptFailure(e.message, 'FENCED');
       throw e;
@@ -100,7 +107,7 @@ export class TrainSession {
   }
 
   /** Run the trainer to its end: heartbeats, checkpoints, cancellation, drain, the progress watchdog. */
-  private async supervise(configPath: string, commits: KV): Promise<Exit> {
+  private async supervise(configPath: string, commits: Commits): Promise<Exit> {
     const { req, deps, ctx } = this;
     const dir = join(configPath, '..');
     const proc = startTrainer(deps, 'train', this.session, configPath, dir, (e) => this.onEvent(e, commits));
@@ -137,7 +144,7 @@ export class TrainSession {
     }
   }
 
-  private onEvent(e: TrainerEvent, commits: KV): void {
+  private onEvent(e: TrainerEvent, commits: Commits): void {
     const { ctx, hb } = this;
     this.events.publish(e);
     this.lastEventAt = Date.now();
@@ -177,7 +184,7 @@ export class TrainSession {
   }
 
   /** Upload files first, manifest last, then commit with compare-and-set on the job's epoch. */
-  private async commitCheckpoint(e: Of<'checkpoint'>, commits: KV): Promise<void> {
+  private async commitCheckpoint(e: Of<'checkpoint'>, commits: Commits): Promise<void> {
     if (this.fenced) return;
     const { req, deps } = this;
     const c = {
@@ -195,7 +202,7 @@ export class TrainSession {
       this.proc?.kill();
       return;
     }
-    this.hb.checkpoint = { prefix: r.prefix, step: e.step };
+    this.hb.checkpoint = { prefix: r.prefix, step: e.step, manifest_sha256: r.manifest_sha256 };
     this.ctx.heartbeat(this.hb);
     this.signalProgress(true);
   }

@@ -4,18 +4,16 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { KV } from 'nats';
 import {
   CHECKPOINTS_BUCKET,
   DATASETS_BUCKET,
   ErrorCode,
   TunefleetError,
   checkpointPrefix,
-  type CommitRecord,
   type FileEntry,
   type TrainRequest,
 } from '../../shared';
-import { commitCheckpoint } from '../commits';
+import type { Commits } from '../commits';
 import { download, persistently, upload, type AgentNats } from '../nats';
 
 type Log = (m: string) => void;
@@ -132,28 +130,23 @@ export interface CheckpointUpload {
 }
 
 /**
- * Upload a checkpoint (files first, manifest last) and commit it with a compare-and-set on the job's epoch.
+ * Upload a checkpoint (files first, manifest last) and ask the commit service to make it the job's newest (a
+ * compare-and-set on the job's epoch).
  * 'fenced': a newer attempt owns the job (the caller stops its trainer).
  */
 export async function uploadCheckpoint(
   nats: AgentNats,
-  commits: KV,
+  commits: Commits,
   c: CheckpointUpload,
   log: Log,
-): Promise<{ outcome: 'fenced' } | { outcome: 'committed'; prefix: string }> {
+): Promise<{ outcome: 'fenced' } | { outcome: 'committed'; prefix: string; manifest_sha256: string }> {
   const prefix = checkpointPrefix(c.jobId, c.attempt, c.step);
   await uploadFiles(nats, prefix, c.path, [...c.files.map((f) => f.name), 'manifest.json'], log);
   const manifestSha = createHash('sha256')
     .update(await readFile(join(c.path, 'manifest.json')))
     .digest('hex');
-  const record: Omit<CommitRecord, 'time' | 'previous'> = {
-    epoch: c.attempt,
-    step: c.step,
-    prefix,
-    manifest_sha256: manifestSha,
-    agent_id: c.agentId,
-  };
+  const record = { epoch: c.attempt, step: c.step, prefix, manifest_sha256: manifestSha };
   // repeating a commit that landed answers 'duplicate': safe to retry through a NATS restart
-  const outcome = await persistently(`commit step ${c.step}`, () => commitCheckpoint(commits, c.jobId, record), log);
-  return outcome === 'fenced' ? { outcome } : { outcome: 'committed', prefix };
+  const outcome = await persistently(`commit step ${c.step}`, () => commits.commit(c.jobId, record), log);
+  return outcome === 'fenced' ? { outcome } : { outcome: 'committed', prefix, manifest_sha256: manifestSha };
 }

@@ -4,36 +4,41 @@ import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADVERT_PROTOCOL_VERSION, TRAINER_PROTOCOL_VERSION, TunefleetError } from '../../shared';
+import { withConnectionOptions } from '../../shared/cliflags';
 import { completionCommand } from './commands/completion';
 import { failureMessage } from './client';
 import { dataCommands } from './commands/data';
 import { fleetCommands } from './commands/fleet';
 import { jobCommands } from './commands/jobs';
 import { resultCommands } from './commands/results';
+import { secretsCommands } from './commands/secrets';
 
 export function buildProgram(): Command {
   const program = new Command('tunefleet')
     .description('Run LLM fine-tuning and evaluation jobs across a fleet of GPU machines.')
     .version(versionLine(), '-V, --version', 'the version, and the protocol versions of adverts and trainer events')
-    .addOption(new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'))
-    .addOption(new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'))
-    .addOption(new Option('--namespace <ns>', 'Temporal namespace').env('TUNEFLEET_NAMESPACE'))
     .addOption(new Option('--home <dir>', 'state, binaries and models (default ~/.tunefleet)').env('TUNEFLEET_HOME'))
-    .showHelpAfterError()
-    .addHelpText(
-      'after',
-      `
+    .showHelpAfterError();
+  withConnectionOptions(program).addHelpText(
+    'after',
+    `
 Local stack:
-  tunefleet up                 start nats-server, Temporal dev server, a control worker and a local agent
+  tunefleet up [--listen <ip>] start nats-server (TLS, nkeys), Temporal dev server, a control worker, a local agent
   tunefleet down               stop them
 Agents:
   tunefleet agent start        run an agent daemon on this machine (see 'tunefleet agent start --help')
+Security:
+  tunefleet secrets init       credentials for every role, the CA, nats-server's certificate ($TUNEFLEET_HOME/secrets)
+  tunefleet secrets add-agent  credentials for one agent;  'rotate' replaces keys;  'list' shows identities
+  tunefleet nats config|assets nats-server's configuration; the streams and buckets (admin credentials)
+  Temporal over TLS: the --temporal-tls-* flags; an API key from TUNEFLEET_TEMPORAL_API_KEY_FILE.
 Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`,
-    );
+  );
   jobCommands(program);
   resultCommands(program);
   fleetCommands(program);
   dataCommands(program);
+  secretsCommands(program);
   completionCommand(program);
   return program;
 }

@@ -5,13 +5,15 @@
 // entry (no JSON parse, no schema check, no bookkeeping).
 //   npm run bench:fleet   (results: test/bench/RESULTS.md)
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { recordResult } from './results';
 import { cpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, StorageType, type KV } from 'nats';
 import { ADVERT_TTL_MS, ADVERTS_BUCKET } from '../../shared';
 import { startNats, stopProcess } from '../../infra/services';
+import { initSecrets } from '../../infra/secrets';
+import { adminOptions } from '../harness/stack';
 import { FleetView } from '../../scheduler/fleet';
 
 interface Run {
@@ -33,11 +35,14 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
+/** the bench's own TUNEFLEET_HOME (its credentials), set in main */
+let home = '';
+
 function publish(url: string, agents: number, intervalMs: number, durationMs: number): Promise<number> {
   return new Promise((res, rej) => {
     execFile(
       process.execPath,
-      [join(__dirname, 'publishers.js'), url, String(agents), String(intervalMs), String(durationMs)],
+      [join(__dirname, 'publishers.js'), url, String(agents), String(intervalMs), String(durationMs), '8', home],
       { maxBuffer: 1 << 20 },
       (err, stdout) => {
         if (err) return rej(err);
@@ -106,10 +111,15 @@ async function measure(
 }
 
 async function main(): Promise<void> {
-  const home = process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
+  const installed = process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
   const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bench-'));
-  const nats = await startNats({ home, dataDir: dir, logDir: dir });
-  const nc = await connect({ servers: nats.address });
+  // its own home: the binary from the installed one, its own credentials (the publishers write as admin)
+  mkdirSync(join(dir, 'bin'));
+  symlinkSync(join(installed, 'bin', 'nats-server'), join(dir, 'bin', 'nats-server'));
+  await initSecrets(dir);
+  home = dir;
+  const nats = await startNats({ home: dir, dataDir: dir, logDir: dir });
+  const nc = await connect(adminOptions(dir, nats.address));
   const kv = await nc
     .jetstream()
     .views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File });

@@ -3,6 +3,7 @@
 // line with how many adverts it wrote.
 import { connect, StorageType } from 'nats';
 import { ADVERT_TTL_MS, ADVERTS_BUCKET, type Advert } from '../../shared';
+import { adminOptions } from '../harness/stack';
 
 export function simulatedAdvert(i: number, seq: number): Advert {
   const GiB = 2 ** 30;
@@ -44,9 +45,11 @@ export function simulatedAdvert(i: number, seq: number): Advert {
 }
 
 async function main(): Promise<void> {
-  const [url, n, intervalMs, durationMs, connections] = process.argv.slice(2);
+  const [url, n, intervalMs, durationMs, connections, home] = process.argv.slice(2);
   const agents = Number(n);
-  const conns = await Promise.all(Array.from({ length: Number(connections ?? 8) }, () => connect({ servers: url })));
+  const conns = await Promise.all(
+    Array.from({ length: Number(connections ?? 8) }, () => connect(adminOptions(home as string, url as string))),
+  );
   const kvs = await Promise.all(
     conns.map((nc) =>
       nc.jetstream().views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File }),

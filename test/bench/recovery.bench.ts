@@ -14,7 +14,7 @@ import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker } from '../../scheduler/worker';
 import { AgentProcesses, until } from '../harness/fleet';
-import { TINY_MODEL, startTestStack } from '../harness/stack';
+import { TINY_MODEL, adminCfg, startTestStack } from '../harness/stack';
 import { recordResult } from './results';
 
 type Ev = Record<string, unknown>;
@@ -68,10 +68,10 @@ function activities(
 async function main(): Promise<void> {
   const stack = await startTestStack();
   const worker = await startControlWorker(stack.cfg, () => {});
-  const client = await JobClient.connect(stack.cfg);
+  const client = await JobClient.connect(adminCfg(stack));
   const agents = new AgentProcesses(() => stack, ['--heartbeat', '1000']);
-  agents.start('agent-a');
-  agents.start('agent-b');
+  await agents.start('agent-a');
+  await agents.start('agent-b');
   const advertising = async (id: string): Promise<boolean> =>
     (await (await client.nats()).adverts()).get(id).then((e) => !!e && e.operation === 'PUT');
   const dir = mkdtempSync(join(tmpdir(), 'tunefleet-bench-recovery-'));
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
         ((resumedStep - startedAgain) / 1000).toFixed(2),
         ((resumedStep - killedAt) / 1000).toFixed(2),
       ]);
-      agents.start(victim);
+      await agents.start(victim);
       await until('victim back', async () => advertising(victim), 120_000);
       await new Promise((r) => setTimeout(r, 1500));
     }

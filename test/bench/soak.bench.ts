@@ -17,7 +17,7 @@ import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { AgentProcesses, readyAgents, until } from '../harness/fleet';
 import { describeLoad, runLoad, type LoadFigures } from '../harness/load';
-import { startTestStack, stopAll, type TestStack } from '../harness/stack';
+import { adminCfg, startTestStack, stopAll, type TestStack } from '../harness/stack';
 import { MARK_VAR, stopMarked } from '../harness/procs';
 import { recordResult } from './results';
 
@@ -38,8 +38,8 @@ async function soak(jobs: number, agentCount: number, workerCount: number, nice:
     stack = await startTestStack();
     for (let i = 0; i < workerCount; i++)
       workers.push(await startControlWorker(stack.cfg, () => {}, { identity: `control-${i}@${process.pid}` }));
-    client = await JobClient.connect({ ...stack.cfg, heartbeatTimeoutS: 8, scheduleToStartS: 20 });
-    for (let i = 0; i < agentCount; i++) agents.start(`agent-${String.fromCharCode(97 + i)}`);
+    client = await JobClient.connect({ ...adminCfg(stack), heartbeatTimeoutS: 8, scheduleToStartS: 20 });
+    for (let i = 0; i < agentCount; i++) await agents.start(`agent-${String.fromCharCode(97 + i)}`);
     const c = client;
     await until(`${agentCount} agents advertise`, async () => (await readyAgents(c)).length === agentCount, 120_000);
     return await runLoad(stack, client, workers, agents, {

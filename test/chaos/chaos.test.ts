@@ -25,6 +25,7 @@ import {
 import { tmpdir } from 'node:os';
 import {
   ADAPTERS_BUCKET,
+  ADVERTS_BUCKET,
   CHECKPOINTS_BUCKET,
   COMMITS_BUCKET,
   DATASETS_BUCKET,
@@ -36,7 +37,12 @@ import {
   type CommitRecord,
   type JobResult,
 } from '../../shared';
-import { claimEpoch, commitCheckpoint } from '../../agent/commits';
+import { connect } from 'nats';
+import { claimEpoch, commitCheckpoint } from '../../scheduler/commits';
+import { commitClient } from '../../agent/commits';
+import { natsConnectOptions } from '../../shared/natsconn';
+import { openKv } from '../../shared/objects';
+import { rejection } from '../harness/expect';
 import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
 import { processAlive, startNats, startTemporal, stopProcess } from '../../infra/services';
@@ -44,7 +50,16 @@ import { join } from 'node:path';
 import { downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker } from '../../scheduler/worker';
 import { useRunningFleet } from '../harness/running-fleet';
-import { adapterDiff, readyAgents, assertMonotonic, commitHistory, commitOf, tinyJob, until } from '../harness/fleet';
+import {
+  adapterDiff,
+  assertMonotonic,
+  commitHistory,
+  commitOf,
+  credentialLeaks,
+  readyAgents,
+  tinyJob,
+  until,
+} from '../harness/fleet';
 import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
 
 const HEARTBEAT_TIMEOUT_S = 8;
@@ -155,7 +170,7 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - previous,
       recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
     });
-    fleet.agents.start(victim);
+    await fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
@@ -182,7 +197,7 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - resumed,
       recoverS: ((Number(firstNew?.time) * 1000 - stoppedAt) / 1000).toFixed(1),
     });
-    fleet.agents.start(victim);
+    await fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
@@ -385,7 +400,7 @@ describe('chaos - faults injected into running jobs', function () {
       stepsLost: reached - resumed,
       recoverS: ((Number(firstNew?.time) * 1000 - killedAt) / 1000).toFixed(1),
     });
-    fleet.agents.start(victim);
+    await fleet.agents.start(victim);
     await until('victim back', async () => (await ready()).includes(victim), 60_000);
   });
 
@@ -523,7 +538,7 @@ describe('chaos - faults injected into running jobs', function () {
       // only agent-disk takes new work until its disk is full
       await runCli(fleet.stack, 'cordon', 'agent-a');
       await runCli(fleet.stack, 'cordon', 'agent-b');
-      fleet.agents.start('agent-disk');
+      await fleet.agents.start('agent-disk');
       await until('agent-disk advertises', async () => (await ready()).includes('agent-disk'), 90_000);
       const every = 50;
       const id = await fleet.client.submit(await loadSpecFile(tinyJob('disk-full', 1500, every)), 'chaos-disk-full');
@@ -766,6 +781,90 @@ describe('chaos - faults injected into running jobs', function () {
     rows.push({
       scenario: '13 bad input (CLI and NATS)',
       outcome: `${cases.length} CLI inputs, 4 forged events, 2 forged adverts, a pickle-only model: all refused`,
+      stepsLost: 0,
+      recoverS: '-',
+    });
+  });
+
+  it("chaos 14 - wrong credentials against a running job: anonymous and plaintext connections, another agent writing this agent's advert, committing for its job, deleting the commits bucket, the cli writing a lease: each refused by the server or the commit service; the job finishes on its genuine commits; no log or event holds a key", async () => {
+    const id = await fleet.client.submit(
+      await loadSpecFile(tinyJob('wrong-credentials', 240, 40)),
+      'chaos-wrong-creds',
+    );
+    await until('a commit', async () => ((await commitOf(fleet.client, id))?.step ?? 0) >= 40, 120_000);
+    const owner = ((await commitOf(fleet.client, id)) as CommitRecord).agent_id;
+    const other = owner === 'agent-a' ? 'agent-b' : 'agent-a';
+    const cfg = fleet.stack.cfg;
+    const as = (identity: string) => connect({ ...natsConnectOptions(cfg, identity), reconnect: false, timeout: 5000 });
+    const refused: string[] = [];
+    const denied = async (what: string, p: Promise<unknown>, pattern = /permissions violation/i) => {
+      const e = await rejection(p, what);
+      expect(e.message, what).to.match(pattern);
+      refused.push(what);
+    };
+    // no credential, and no TLS
+    const tls = natsConnectOptions(cfg, 'cli').tls as { caFile: string; certFile: string; keyFile: string };
+    await denied('anonymous', connect({ servers: cfg.natsUrl, tls, reconnect: false }), /authorization violation/i);
+    await denied(
+      'plaintext',
+      connect({
+        ...natsConnectOptions(cfg, 'cli'),
+        tls: null,
+        servers: cfg.natsUrl.replace('tls://', 'nats://'),
+        reconnect: false,
+        timeout: 5000,
+      }),
+      /./,
+    );
+    // another agent's credentials
+    const nc = await as(`agent-${other}`);
+    const advertBefore = (await (await (await fleet.client.nats()).adverts()).get(owner))?.revision;
+    try {
+      const js = nc.jetstream();
+      await denied(`${other} writes ${owner}'s advert`, (await openKv(js, ADVERTS_BUCKET)).put(owner, '{}'));
+      await denied(`${other} commits on ${owner}'s subject`, commitClient(nc, owner).claim(id, 99));
+      await denied(
+        `${other} claims ${id} for itself`,
+        commitClient(nc, other).claim(id, 99),
+        new RegExp(`holds no lease for ${id} attempt 99`),
+      );
+      await denied(
+        `${other} writes the commits bucket`,
+        (await openKv(js, COMMITS_BUCKET)).put(id, JSON.stringify({ epoch: 1e9 })),
+      );
+      await denied(
+        `${other} deletes the commits bucket`,
+        (await nc.jetstreamManager()).streams.delete(`KV_${COMMITS_BUCKET}`),
+      );
+    } finally {
+      await nc.close();
+    }
+    const cli = await as('cli');
+    try {
+      await denied('cli writes a lease', (await openKv(cli.jetstream(), LEASES_BUCKET)).put(owner, '{"leases":[]}'));
+    } finally {
+      await cli.close();
+    }
+    const advertAfter = await (await (await fleet.client.nats()).adverts()).get(owner);
+    expect(advertAfter?.json<{ agent_id: string }>().agent_id).to.equal(owner);
+    expect(advertAfter?.revision ?? 0).to.be.at.least(advertBefore ?? 0);
+    const events: Record<string, unknown>[] = [];
+    const result = await fleet.client.events.follow(id, (e) => events.push(e));
+    expect(result.state).to.equal('succeeded');
+    const history = await commitHistory(fleet.client, id);
+    assertMonotonic(history);
+    expect(history.every((h) => h.epoch < 99 && [owner, other].includes(h.agent_id))).to.equal(true);
+    // no credential leaked: no seed, no private key in any log or event
+    const texts = {
+      workers: fleet.logs.join('\n'),
+      'agent-a': fleet.agents.log('agent-a'),
+      'agent-b': fleet.agents.log('agent-b'),
+      events: JSON.stringify(events),
+    };
+    expect(credentialLeaks(fleet.stack.home, texts)).to.deep.equal([]);
+    rows.push({
+      scenario: '14 wrong credentials',
+      outcome: `${refused.length} refused (${refused.length - 2} by permission); job succeeded on ${owner}`,
       stepsLost: 0,
       recoverS: '-',
     });

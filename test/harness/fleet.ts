@@ -2,13 +2,15 @@
 // log lines), wait for a condition, write a tiny job, read a job's commit record.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import type { JobClient } from '../../scheduler/cli/client';
 import { openFleet } from '../../scheduler/cli/fleetcmd';
 import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
+import { addAgent } from '../../infra/secrets';
+import { reloadNats } from '../../infra/services';
 
 /**
  * Call `check` until it answers true, one call at a time, 100 ms apart; throws naming `what`
@@ -48,8 +50,13 @@ export class AgentProcesses {
     private readonly args: string[] = [],
   ) {}
 
-  /** Starts agent `id`, labelled host=<id> (a spec's `selector: {host: ...}` pins a job to it). */
-  start(id: string, extra: { args?: string[]; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+  /**
+   * Starts agent `id`, labelled host=<id> (a spec's `selector: {host: ...}` pins a job to it), with its own
+   * credentials (agent-<id>, made in the stack's secrets the first time).
+   */
+  async start(id: string, extra: { args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<ChildProcess> {
+    const stack = this.stack();
+    if (await addAgent(stack.home, id)) await reloadNats(stack.home, stack.nats.pid, stack.nats.address, `agent-${id}`);
     const child = spawn(
       process.execPath,
       [
@@ -218,4 +225,27 @@ export function processEnv(pid: number): Record<string, string> | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * What in `texts` (and in the stack's log files) is a credential: an nkey seed of the stack's secrets, a line of one
+ * of its private keys, or a PEM private key at all. Each finding says which text and which secret, not the secret.
+ */
+export function credentialLeaks(home: string, texts: Record<string, string>): string[] {
+  const dir = join(home, 'secrets');
+  const secrets: [string, string][] = readdirSync(dir).flatMap((f): [string, string][] => {
+    const body = readFileSync(join(dir, f), 'utf8');
+    if (f.endsWith('.nk')) return [[f, body.trim()]];
+    if (f.endsWith('.key')) return [[f, body.split('\n')[1] ?? '']];
+    return [];
+  });
+  const logs = Object.fromEntries(
+    readdirSync(join(home, 'logs')).map((f) => [`logs/${f}`, readFileSync(join(home, 'logs', f), 'utf8')]),
+  );
+  const found: string[] = [];
+  for (const [where, t] of Object.entries({ ...logs, ...texts })) {
+    for (const [name, secret] of secrets) if (secret.length > 20 && t.includes(secret)) found.push(`${where}: ${name}`);
+    if (t.includes('PRIVATE KEY')) found.push(`${where}: a PEM private key`);
+  }
+  return found;
 }

@@ -3,11 +3,13 @@
 // stopped in its `after` (everything, even when a start failed half-way). Agents are
 // `tunefleet agent start` processes, or one in-process agent where a suite reads its log.
 import type { Config } from '../../shared';
+import { addAgent } from '../../infra/secrets';
+import { reloadNats } from '../../infra/services';
 import { JobClient } from '../../scheduler/cli/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
 import { AgentProcesses, readyAgents, until } from './fleet';
-import { startTestStack, stopAll, type TestStack } from './stack';
+import { adminCfg, startTestStack, stopAll, type TestStack } from './stack';
 
 export interface FleetOptions {
   /** agent processes to start, by id (each labelled host=<id>) */
@@ -50,15 +52,19 @@ export function useRunningFleet(o: FleetOptions): RunningFleet {
     const s = stack;
     for (let i = 0; i < (o.controlWorkers ?? 1); i++)
       workers.push(await startControlWorker(s.cfg, (m) => logs.push(`[worker${i + 1}] ${m}`)));
-    client = await JobClient.connect({ ...s.cfg, ...o.client });
+    // the test's own client inspects every bucket, so it is admin on NATS; workers run as control, agents as
+    // agent-<id>, and `runCli` as cli: each with its own role's permissions
+    client = await JobClient.connect({ ...adminCfg(s), ...o.client });
     const c = client;
+    if (o.inProcessAgent && (await addAgent(s.home, o.inProcessAgent)))
+      await reloadNats(s.home, s.nats.pid, s.nats.address, `agent-${o.inProcessAgent}`);
     if (o.inProcessAgent)
       agent = await startAgent(
         s.cfg,
         { agentId: o.inProcessAgent, labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 },
         (m) => logs.push(`[agent] ${m}`),
       );
-    for (const id of o.agents ?? []) agents.start(id);
+    for (const id of o.agents ?? []) await agents.start(id);
     await until(`${want} agents advertise`, async () => (await readyAgents(c)).length === want, o.readyMs ?? 90_000);
   });
 

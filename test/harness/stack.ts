@@ -7,8 +7,12 @@ import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { ConnectionOptions } from 'nats';
 import { resolveConfig, type Config } from '../../shared';
-import { startNats, startTemporal, stopProcess, type Service } from '../../infra/services';
+import { natsConnectOptions } from '../../shared/natsconn';
+import { startNats, startTemporal, stopProcess, storeLimit, type Service } from '../../infra/services';
+import { initSecrets } from '../../infra/secrets';
+import { createAssets } from '../../infra/stack';
 
 export const ROOT = resolve(__dirname, '..', '..', '..');
 export const TINY_MODEL = 'tiny-llama';
@@ -43,6 +47,8 @@ export async function startTestStack(): Promise<TestStack> {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const logDir = join(home, 'logs');
+  // security is on, as in production: TLS with client certificates, one nkey per identity, least privilege
+  await initSecrets(home);
   const nats = await startNats({ home, dataDir: join(home, 'data'), logDir });
   const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir }).catch(async (e: unknown) => {
     await stopProcess(nats.pid, 10_000);
@@ -54,6 +60,11 @@ export async function startTestStack(): Promise<TestStack> {
     homedir(),
     () => null,
   );
+  await createAssets(nats.address, home, storeLimit(join(home, 'data', 'nats'))).catch(async (e: unknown) => {
+    await stopProcess(temporal.pid, 10_000);
+    await stopProcess(nats.pid, 10_000);
+    throw e;
+  });
   const stack: TestStack = {
     home,
     cfg,
@@ -67,6 +78,16 @@ export async function startTestStack(): Promise<TestStack> {
     },
   };
   return stack;
+}
+
+/** NATS connection options as admin of a stack's home (benchmarks and tests that inspect every bucket). */
+export function adminOptions(home: string, natsUrl: string): ConnectionOptions {
+  return natsConnectOptions({ natsUrl, natsCreds: null, tlsDir: join(home, 'secrets') }, 'admin');
+}
+
+/** A stack's config as admin: the test's own client, which reads every bucket. */
+export function adminCfg(s: TestStack): Config {
+  return { ...s.cfg, natsCreds: join(s.home, 'secrets', 'admin.nk') };
 }
 
 export interface CliResult {

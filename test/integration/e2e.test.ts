@@ -21,6 +21,8 @@ import {
   type JobResult,
 } from '../../shared';
 import { connectAgentNats } from '../../agent/nats';
+import { addAgent } from '../../infra/secrets';
+import { reloadNats } from '../../infra/services';
 import { fetchSplits } from '../../agent/session/transfer';
 import { prepareDataset } from '../../scheduler/prepare';
 import { loadSpecFile } from '../../scheduler/cli/client';
@@ -28,7 +30,7 @@ import { getFile, objectSha256, putFile, sha256Hex } from '../../scheduler/nats'
 import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
 import { once, useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
-import { tinyJob, until } from '../harness/fleet';
+import { credentialLeaks, tinyJob, until } from '../harness/fleet';
 
 const EXTS = ['json', 'pdf', 'plain', 'png', 'mpeg', 'html', 'xml', 'zip'];
 
@@ -130,7 +132,8 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(judge).to.include({ error: null, answers: 24 });
     expect(tool?.base.error).to.equal(null);
     expect(tool?.tuned.error).to.equal(null);
-    expect(outputs).to.deep.equal({ object: `${jobId}/eval-outputs.jsonl`, records: 12 });
+    expect(outputs).to.deep.include({ object: `${jobId}/eval-outputs.jsonl`, records: 12 });
+    expect(outputs?.sha256).to.match(/^[0-9a-f]{64}$/);
     expect(result.gates?.map((g) => g.passed)).to.deep.equal([true, true, true]);
     // exact match is computed over the generations stored for review: recomputed here from them
     const rows = await fleet.client.reviews.outputs(jobId);
@@ -222,6 +225,19 @@ describe('e2e - one LoRA job through the real stack', function () {
     expect(readFileSync(join(dir, 'loss.svg'), 'utf8'))
       .to.match(/^<svg/)
       .and.include('<polyline');
+    // the generations carry their digest: replaced in the store, export refuses them and the review is left out
+    const outputs = json.evaluation.outputs as { object: string; sha256?: string };
+    expect(outputs.sha256).to.match(/^[0-9a-f]{64}$/);
+    const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
+    const genuine = (await store.getBlob(outputs.object)) as Uint8Array;
+    await store.putBlob({ name: outputs.object }, new TextEncoder().encode('{"prompt":"planted"}\n'));
+    try {
+      const refused = await runCli(fleet.stack, 'review', 'export', jobId, '-o', join(dir, 'again.csv'));
+      expect(refused.status).to.not.equal(0);
+      expect(refused.stderr).to.match(/were replaced in the store: sha256 .*, the evaluation recorded/);
+    } finally {
+      await store.putBlob({ name: outputs.object }, genuine);
+    }
   });
 
   it('e2e - the job stream carries every step, both checkpoints and the evaluation', async () => {
@@ -364,6 +380,22 @@ print(json.dumps({"eval_loss": total / count}))
       .and.match(/step 1 +6/);
   });
 
+  it('e2e - no log, event or CLI output holds a credential (an nkey seed or a private key)', async () => {
+    const { events } = await succeeded();
+    const { followed } = await gateFailed();
+    const texts = {
+      'worker and agent': fleet.logs.join('\n'),
+      events: JSON.stringify(events),
+      'submit --follow': followed.stdout + followed.stderr,
+    };
+    expect(credentialLeaks(fleet.stack.home, texts)).to.deep.equal([]);
+    // the check finds one: a seed written into a log is named
+    const seed = readFileSync(join(fleet.stack.home, 'secrets', 'cli.nk'), 'utf8');
+    expect(credentialLeaks(fleet.stack.home, { planted: `connecting with ${seed}` })).to.deep.equal([
+      'planted: cli.nk',
+    ]);
+  });
+
   it('e2e - the same job id twice starts no second workflow', async () => {
     const { jobId } = await succeeded();
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'));
@@ -412,7 +444,10 @@ print(json.dumps({"eval_loss": total / count}))
     const report = await prepareDataset(store, input as FineTuneInput);
     expect(report.train_sha256).to.match(/^[0-9a-f]{64}$/);
     await putFile(store, report.train_object, planted);
-    const agentNats = await connectAgentNats(fleet.stack.cfg.natsUrl, 'integrity-check');
+    // an agent of its own, with its own credentials
+    if (await addAgent(fleet.stack.home, 'integrity-check'))
+      await reloadNats(fleet.stack.home, fleet.stack.nats.pid, fleet.stack.nats.address, 'agent-integrity-check');
+    const agentNats = await connectAgentNats(fleet.stack.cfg, 'integrity-check');
     try {
       const e = await rejection(
         fetchSplits(agentNats, report, mkdtempSync(join(tmpdir(), 'tunefleet-e2e-'))),

@@ -123,7 +123,7 @@ describe('fleet - two real agents', function () {
     const gone = Date.now() - t0;
     expect(gone).to.be.at.most(ADVERT_TTL_MS + 1000);
     expect((await fleetJson()).map((a) => a.agent_id)).to.deep.equal(['agent-b']);
-    fleet.agents.start('agent-a');
+    await fleet.agents.start('agent-a');
     await until('agent-a back', async () => (await fleetStates(fleet.client)).get('agent-a') === 'ready', 60_000);
   });
 
@@ -133,7 +133,7 @@ describe('fleet - two real agents', function () {
     const config = JSON.parse(readFileSync(join(fleet.stack.home, 'models', TINY_MODEL, 'config.json'), 'utf8'));
     const need = estimateForSpec(spec, shapeFromConfig(config) as ModelShape, 'cuda').total;
     const smi = fakeGpuHost(8, Math.ceil((1.5 * need) / 2 ** 20));
-    fleet.agents.start('gpu-host', { env: { TUNEFLEET_NVIDIA_SMI: smi }, args: ['--max-sessions', '9'] });
+    await fleet.agents.start('gpu-host', { env: { TUNEFLEET_NVIDIA_SMI: smi }, args: ['--max-sessions', '9'] });
     await until(
       'gpu-host offers 8 devices',
       async () => (await fleetJson()).find((a) => a.agent_id === 'gpu-host')?.devices.length === 8,
@@ -181,7 +181,7 @@ describe('fleet - two real agents', function () {
   });
 
   it('fleet - an agent on a MIG host (instances of 10, 20 and 40 GB) offers the instances; a job needing 13.7 GiB is pinned to the 20 GB instance by its MIG UUID', async () => {
-    fleet.agents.start('mig-host', { env: { TUNEFLEET_NVIDIA_SMI: recordedGpuHost('a100-mig-mixed') } });
+    await fleet.agents.start('mig-host', { env: { TUNEFLEET_NVIDIA_SMI: recordedGpuHost('a100-mig-mixed') } });
     await until(
       'mig-host offers its instances',
       async () => (await fleetJson()).find((a) => a.agent_id === 'mig-host')?.devices.length === 3,
@@ -244,7 +244,9 @@ describe('fleet - two real agents', function () {
     const spec = await loadSpecFile(job('{gpus: 2, min_gpus: 1}'));
     const config = JSON.parse(readFileSync(join(fleet.stack.home, 'models', TINY_MODEL, 'config.json'), 'utf8'));
     const need = estimateForSpec(spec.spec, shapeFromConfig(config) as ModelShape, 'cuda').total;
-    fleet.agents.start('gpu-2x', { env: { TUNEFLEET_NVIDIA_SMI: fakeGpuHost(2, Math.ceil((2 * need) / 2 ** 20)) } });
+    await fleet.agents.start('gpu-2x', {
+      env: { TUNEFLEET_NVIDIA_SMI: fakeGpuHost(2, Math.ceil((2 * need) / 2 ** 20)) },
+    });
     await until(
       'gpu-2x offers 2 devices',
       async () => (await fleetJson()).find((a) => a.agent_id === 'gpu-2x')?.devices.length === 2,

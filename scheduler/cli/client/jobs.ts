@@ -19,7 +19,8 @@ import {
 import { fineTune, statusQuery } from '../../../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../../../workflows/searchAttributes';
 import type { DecisionRecord } from '../../activities';
-import { connectNats, ensureAssets, objectSha256, putFile, sha256File, type Nats } from '../../nats';
+import { connectNats, objectSha256, putFile, sha256File, type Nats } from '../../nats';
+import { temporalConnectOptions } from '../../../shared/temporalconn';
 import { decisionsSchema, readRecord } from '../../../shared/records';
 import { listJobs, type JobRow, type ListOptions } from '../joblist';
 import { failureMessage } from '../messages';
@@ -38,12 +39,14 @@ export class JobClient {
     readonly client: Client,
     private readonly connection: Connection,
     private natsConn: Nats | null,
+    /** who this client is on NATS: cli (submitters) or operator (cordon, drain) */
+    readonly identity: 'cli' | 'operator',
   ) {}
 
-  static async connect(cfg: Config): Promise<JobClient> {
+  static async connect(cfg: Config, identity: 'cli' | 'operator' = 'cli'): Promise<JobClient> {
     let connection: Connection;
     try {
-      connection = await Connection.connect({ address: cfg.temporalAddress, connectTimeout: 3000 });
+      connection = await Connection.connect({ ...temporalConnectOptions(cfg), connectTimeout: 3000 });
     } catch (cause) {
       throw new TunefleetError(
         ErrorCode.StackUnavailable,
@@ -52,11 +55,11 @@ export class JobClient {
         { cause },
       );
     }
-    return new JobClient(cfg, new Client({ connection, namespace: cfg.namespace }), connection, null);
+    return new JobClient(cfg, new Client({ connection, namespace: cfg.namespace }), connection, null, identity);
   }
 
   async nats(): Promise<Nats> {
-    this.natsConn ??= await connectNats(this.cfg.natsUrl, 'tunefleet-cli');
+    this.natsConn ??= await connectNats(this.cfg, this.identity);
     return this.natsConn;
   }
 
@@ -101,7 +104,6 @@ export class JobClient {
     const { checkJobData } = await import('../../prepare');
     const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
     for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
-    await ensureAssets(await this.nats());
     const input: FineTuneInput = {
       jobId: id,
       spec: loaded.spec,

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { ErrorCode, JOB_STATES, TunefleetError, type Config, type Flags, type JobState } from '../../../shared';
 import { JobClient } from '../client';
+import { connectionFlags } from '../../../shared/cliflags';
 import { loadConfig } from '../../config';
 import { formatResult } from '../format';
 import { Progress, formatEvent } from '../progress';
@@ -13,13 +14,16 @@ export function redraws(): boolean {
 }
 
 export function globalFlags(cmd: Command): Flags {
-  const o = cmd.optsWithGlobals<{ natsUrl?: string; temporalAddress?: string; namespace?: string; home?: string }>();
-  return { natsUrl: o.natsUrl, temporalAddress: o.temporalAddress, namespace: o.namespace, home: o.home };
+  return connectionFlags(cmd.optsWithGlobals<Flags>());
 }
 
-export async function withClient<T>(cmd: Command, fn: (s: JobClient, cfg: Config) => Promise<T>): Promise<T> {
+export async function withClient<T>(
+  cmd: Command,
+  fn: (s: JobClient, cfg: Config) => Promise<T>,
+  identity: 'cli' | 'operator' = 'cli',
+): Promise<T> {
   const cfg = loadConfig(globalFlags(cmd));
-  const client = await JobClient.connect(cfg);
+  const client = await JobClient.connect(cfg, identity);
   try {
     return await fn(client, cfg);
   } finally {

@@ -63,15 +63,19 @@ export function fleetCommands(program: Command): void {
       .description(what)
       .argument('<agent>')
       .action(async (agentId: string, _opts: unknown, cmd: Command) => {
-        await withClient(cmd, async (client) => {
-          const r = await setAgentState(await client.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
-          console.log(
-            r.confirmed
-              ? `${agentId}: ${r.confirmed}`
-              : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). ` +
-                  'Placement honours it already.',
-          );
-        });
+        await withClient(
+          cmd,
+          async (client) => {
+            const r = await setAgentState(await client.nats(), agentId, state, `${userInfo().username}@${hostname()}`);
+            console.log(
+              r.confirmed
+                ? `${agentId}: ${r.confirmed}`
+                : `${agentId}: ${state} recorded; the agent has not confirmed it (is it running?). ` +
+                    'Placement honours it already.',
+            );
+          },
+          'operator',
+        );
       });
   }
 

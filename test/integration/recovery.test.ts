@@ -1,5 +1,5 @@
 // Placement and recovery with three real agent processes on a real stack: cancel, explain,
-// search attributes, and 9 jobs at once without overbooking any agent (`npm run soak` runs
+// search attributes, and 7 jobs at once without overbooking any agent (`npm run soak` runs
 // the same with 30). (kill -9 of the agent and the SIGSTOP zombie are chaos scenarios 2 and
 // 4, test/chaos/.)
 import { expect } from 'chai';
@@ -168,24 +168,24 @@ describe('recovery - three real agents', function () {
     }
   });
 
-  it('recovery - 9 jobs at once against 3 agents and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 9 finish', async () => {
+  it('recovery - 7 jobs at once against 3 agents (room for 6) and 2 control workers racing for the same leases: jobs queue with positions, no agent ever holds more reserved memory than it offers, trainers run below their agents on their share of the cores, all 7 finish', async () => {
     const f = await runLoad(fleet.stack, fleet.client, fleet.workers, fleet.agents, {
       name: 'many',
-      jobs: 9,
+      jobs: 7,
       capacity: CAPACITY,
       maxSteps: 4,
       trainerNice: DEFAULT_TRAINER_NICE,
       trainerThreads: threadsPerSession(availableParallelism(), 4),
     });
     for (const line of describeLoad(f, CAPACITY)) console.log(`      ${line}`);
-    await recordHistory(fleet.client.client, 'many-08', 'queued-then-placed');
+    await recordHistory(fleet.client.client, 'many-06', 'queued-then-placed');
     expect(f.failed).to.deep.equal([]);
     expect(f.overbooked).to.equal(null);
     expect(f.overrun).to.equal(null);
     expect(f.maxRunningBytes, 'sessions were seen running with their reservations').to.be.greaterThan(0);
     expect(f.maxHeldBytes).to.be.greaterThan(0).and.at.most(CAPACITY);
     expect(f.maxQueuePosition, 'some job was shown queued with a position').to.be.at.least(1);
-    expect(f.leasesTaken, 'every job took a lease for training and one for evaluation').to.be.at.least(18);
+    expect(f.leasesTaken, 'every job took a lease for training and one for evaluation').to.be.at.least(14);
     expect(f.trainersSeen, 'trainers were seen running').to.be.greaterThan(0);
     expect(f.priorityViolations).to.deep.equal([]);
   });

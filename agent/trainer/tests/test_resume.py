@@ -56,7 +56,7 @@ def test_sigterm_checkpoints_and_exits(tiny_model, dataset, tmp_path):
         events.append(json.loads(line))
         if events[-1]["type"] == "step" and events[-1]["step"] == 2:
             proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=600) == 0
     assert_valid(events)
     ck = [e for e in events if e["type"] == "checkpoint"]
     assert len(ck) == 1 and ck[0]["reason"] == "signal" and ck[0]["step"] >= 2
@@ -88,7 +88,7 @@ def test_kill9_then_resume_is_exact_and_gives_the_same_adapter(tiny_model, datas
             ckpt = e["path"]
             proc.kill()  # SIGKILL: no chance to clean up
             break
-    proc.wait(timeout=60)
+    proc.wait(timeout=600)
     assert ckpt and proc.returncode == -signal.SIGKILL
     _, resumed = run_trainer(
         dict(cfg, output_dir=str(tmp_path / "resumed"), resume_from=ckpt), tmp_path, name="resumed.json"
@@ -130,7 +130,9 @@ def test_a_session_dies_with_its_agent(tmp_path):
         [sys.executable, "-c", agent], cwd=TRAINER_DIR, env={**os.environ, "PYTHONPATH": TRAINER_DIR}
     )
     try:
-        for _ in range(300):
+        # generous deadlines: `npm test` runs this suite at low CPU priority beside the others
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             if pid_file.exists() and pid_file.read_text():
                 break
             time.sleep(0.05)
@@ -138,7 +140,8 @@ def test_a_session_dies_with_its_agent(tmp_path):
         assert _alive(child)
         parent.kill()
         parent.wait()
-        for _ in range(100):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             if not _alive(child):
                 break
             time.sleep(0.05)
@@ -159,7 +162,7 @@ def test_a_session_whose_agent_is_already_gone_exits(tmp_path):
         env={**os.environ, "PYTHONPATH": TRAINER_DIR, "TUNEFLEET_AGENT_PID": "1"},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
     )
     assert r.returncode == 1 and "ran" not in r.stdout
     assert "is gone" in r.stderr

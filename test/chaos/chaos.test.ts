@@ -864,7 +864,7 @@ describe('chaos - faults injected into running jobs', function () {
     expect(credentialLeaks(fleet.stack.home, texts)).to.deep.equal([]);
     rows.push({
       scenario: '14 wrong credentials',
-      outcome: `${refused.length} refused (${refused.length - 2} by permission); job succeeded on ${owner}`,
+      outcome: `${refused.length} refused: 2 connections, 1 by the commit service, ${refused.length - 3} by permissions; job succeeded on ${owner}`,
       stepsLost: 0,
       recoverS: '-',
     });

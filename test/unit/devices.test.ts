@@ -2,7 +2,7 @@
 // --gpus selection, the TUNEFLEET_NVIDIA_SMI seam, and reading adverts of both protocol versions.
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDevices, parseGpuSelection, parseNvidiaSmiList, parseTopology, selectDevices } from '../../agent/devices';
@@ -18,9 +18,14 @@ const MiB = 2 ** 20;
 const gpusOf = (name: string): ReturnType<typeof mergeGpuViews> =>
   mergeGpuViews(parseNvidiaSmiCsv(fixture(`${name}.csv`)).gpus, parseNvidiaSmiXml(fixture(`${name}.xml`)).gpus);
 
+/** the fake hosts' directories, removed after the suite */
+const made: string[] = [];
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
 /** A host's nvidia-smi from fixtures: the CSV query, -q -x, -L and topo -m, like the real one's arguments. */
 function fakeHost(name: string, topo?: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'fake-host-'));
+  made.push(dir);
   const p = join(dir, 'nvidia-smi');
   const f = (ext: string): string => `'${join(DIR, `${name}.${ext}`)}'`;
   writeFileSync(
@@ -130,7 +135,8 @@ describe('devices - --gpus', () => {
       expect(thrown(() => parseGpuSelection(flag), flag).message, flag).to.match(why);
   });
 
-  it('devices - tunefleet agent start refuses a malformed --gpus, and a GPU the host lacks, before connecting', () => {
+  it('devices - tunefleet agent start refuses a malformed --gpus, and a GPU the host lacks, before connecting', function () {
+    this.timeout(30_000); // two CLI processes, each loading the agent's modules
     const bin = join(ROOT, 'bin', 'tunefleet');
     const env = { ...process.env, TUNEFLEET_NVIDIA_SMI: fakeHost('a100-8x'), TUNEFLEET_NATS_URL: 'nats://127.0.0.1:1' };
     const bad = spawnSync(process.execPath, [bin, 'agent', 'start', '--gpus', 'zero'], { env, encoding: 'utf8' });

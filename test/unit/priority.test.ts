@@ -17,7 +17,8 @@ const niceOfChild = (argv: string[]): number => {
   return Number(out.slice(out.lastIndexOf(')') + 2).split(' ')[16]);
 };
 
-describe('priority - trainers below their agent', () => {
+describe('priority - trainers below their agent', function () {
+  this.timeout(20_000); // real child processes (python3 among them) on a loaded machine
   it('priority - nice (and ionice where present) go in front of the command; nice 0 adds nothing', () => {
     const all = (n: string): string | null => `/usr/bin/${n}`;
     expect(withPriority(['py', '-m', 't'], { nice: 10 }, all).argv).to.deep.equal([

@@ -25,12 +25,12 @@ t0=0
 begin() { echo "== $1"; t0=$(date +%s); }
 took() { times="$times$(printf '  %-12s %5d s' "$1" $(( $(date +%s) - t0 )))"$'\n'; }
 
-# lint and pytest run beside the mocha suites, at a lower CPU priority (nice 10): they take
-# mostly the cycles the suites leave idle (the integration and chaos suites wait on
-# timeouts and heartbeats much of the time; their deadlines are generous), so the mocha
-# suites run close to their time alone. Their output is printed, and their results
-# counted, after the mocha suites.
-nice -n 10 bash infra/lint.sh > "$OUT/lint.txt" 2>&1 &
+# lint and pytest run beside the mocha suites at the lowest CPU priority (nice 19, below
+# the trainers the suites start at nice 10): they take mostly the cycles the suites leave
+# idle (the integration and chaos suites wait on timeouts and heartbeats much of the time;
+# pytest's deadlines are generous), and what is left of them runs alone after the mocha
+# suites. Their output is printed, and their results counted, after the mocha suites.
+nice -n 19 bash infra/lint.sh > "$OUT/lint.txt" 2>&1 &
 lint_pid=$!
 lint_t0=$(date +%s)
 
@@ -56,7 +56,7 @@ run_mocha unit 'dist/test/unit/**/*.test.js'
 wait "$lint_pid"; lint_rc=$?
 lint_s=$(( $(date +%s) - lint_t0 ))
 pytest_t0=$(date +%s)
-( cd agent/trainer && exec nice -n 10 "$TUNEFLEET_HOME/bin/python" -m pytest -q -p no:cacheprovider \
+( cd agent/trainer && exec nice -n 19 "$TUNEFLEET_HOME/bin/python" -m pytest -q -p no:cacheprovider \
     --junitxml="$OUT/pytest.xml" tests ) > "$OUT/pytest.txt" 2>&1 &
 pytest_pid=$!
 run_mocha integration --timeout 600000 'dist/test/integration/**/*.test.js'

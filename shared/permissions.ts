@@ -1,6 +1,6 @@
 // Least privilege on NATS, per role: which subjects each identity may publish and subscribe
 // to. nats-server enforces these (infra/secrets.ts writes them into its configuration); the
-// README's "Who may do what on NATS" table says the same in words. Pure data.
+// README's Security table says the same in words. Pure data.
 //
 // JetStream is driven by subjects: a KV put is a publish to $KV.<bucket>.<key>, an object
 // write to $O.<bucket>.…, and every management call a request on $JS.API.<verb>.<stream>.

@@ -3,6 +3,9 @@
 // file named with the command that makes it; an API key only over TLS).
 import { expect } from 'chai';
 import { X509Certificate } from 'node:crypto';
+import { createServer } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { connect } from 'nats';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +108,47 @@ describe('security - credentials and connection settings', function () {
     expect(e.message).to.match(/agent-gpu-8\.nk.*tunefleet secrets add-agent gpu-8/);
     const e2 = thrown(() => natsConnectOptions({ ...cfg, tlsDir: '/nonexistent' }, 'cli'), 'no TLS directory');
     expect(e2.message).to.match(/tunefleet secrets init/);
+  });
+
+  it("security - a certificate of the fleet's CA without the server usage (an agent's) is not taken for nats-server", async () => {
+    const dir = join(home, 'secrets');
+    const cfg = { natsUrl: '', natsCreds: null, tlsDir: dir };
+    // a listener that speaks NATS's first line, then TLS with the named certificate
+    const attempt = async (certName: string, timeout: number): Promise<Error> => {
+      const server = createServer((sock) => {
+        sock.write(
+          'INFO {"server_id":"fake","version":"2.10.0","proto":1,"tls_required":true,"max_payload":1048576}\r\n',
+        );
+        const t = new TLSSocket(sock, {
+          isServer: true,
+          cert: readFileSync(join(dir, `${certName}.crt`)),
+          key: readFileSync(join(dir, `${certName}.key`)),
+        });
+        t.on('error', () => {});
+        sock.on('error', () => {});
+      });
+      await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+      const port = (server.address() as { port: number }).port;
+      try {
+        return await connect({
+          ...natsConnectOptions({ ...cfg, natsUrl: `tls://127.0.0.1:${port}` }, 'cli'),
+          reconnect: false,
+          timeout,
+        }).then(
+          async (nc) => {
+            await nc.close();
+            return new Error('connected');
+          },
+          (e: Error) => e,
+        );
+      } finally {
+        server.close();
+      }
+    };
+    // every certificate comes from the one CA: TLS itself refuses a client one (no serverAuth usage) as the server's
+    expect((await attempt('agent-gpu-7', 30_000)).message).to.match(/unsuitable certificate purpose/);
+    // the real server certificate passes (the fake then says nothing more: a timeout, not a refusal)
+    expect((await attempt('nats-server', 3000)).message).to.not.match(/unsuitable certificate purpose/);
   });
 
   it('security - Temporal options: plaintext by default; TLS files and an API key from files; a certificate needs its key; an API key needs TLS', () => {

@@ -18,7 +18,8 @@ import { rejection } from '../harness/expect';
 const GiB = 2 ** 30;
 /** Each agent offers this much: two tiny CPU jobs (about 0.55 GiB each) at a time. */
 const CAPACITY = 1.2 * GiB;
-const HEARTBEAT_TIMEOUT_S = 8;
+/** generous: this suite kills no agent, and on a loaded 2-core machine a heartbeat can lag many seconds */
+const HEARTBEAT_TIMEOUT_S = 20;
 
 describe('recovery - three real agents', function () {
   this.timeout(900_000);

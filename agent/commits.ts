@@ -45,7 +45,8 @@ export function commitClient(nc: NatsConnection, agentId: string): Commits {
           prefix: c.prefix,
           manifest_sha256: c.manifest_sha256,
         });
-        return r.outcome as CommitOutcome;
+        if (!r.outcome) throw new Error(`${jobId}: the commit service answered without an outcome`);
+        return r.outcome;
       } catch (e) {
         if (e instanceof TunefleetError && e.code === ErrorCode.Fenced) return 'fenced';
         throw e;

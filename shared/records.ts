@@ -63,7 +63,7 @@ export const commitReplySchema = z.union([
   z.object({
     ok: z.literal(true),
     record: z.lazy(() => commitRecordSchema).optional(),
-    outcome: z.string().optional(),
+    outcome: z.enum(['committed', 'duplicate', 'fenced', 'older']).optional(),
   }),
   z.object({ ok: z.literal(false), code: z.string().max(64), message: z.string().max(4000) }),
 ]);

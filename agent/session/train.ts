@@ -190,7 +190,6 @@ export class TrainSession {
     const c = {
       jobId: req.jobId,
       attempt: req.attempt,
-      agentId: deps.agentId,
       step: e.step,
       path: e.path,
       files: e.files,

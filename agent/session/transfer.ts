@@ -122,7 +122,6 @@ export async function uploadFiles(
 export interface CheckpointUpload {
   jobId: string;
   attempt: number;
-  agentId: string;
   step: number;
   /** the trainer's checkpoint directory: the files and manifest.json */
   path: string;

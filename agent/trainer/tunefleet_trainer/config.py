@@ -6,11 +6,13 @@ by hand to run the trainer alone.
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from .errors import TrainerError, read_json
 
 METHODS = ("lora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter", "full")
+# methods whose records can share a packed block exactly (the others add virtual tokens or adapter prompts)
+PACKABLE = ("lora", "dora", "qlora", "ia3", "full")
 
 
 @dataclass
@@ -45,12 +47,22 @@ class TrainingConfig:
     lr_scheduler: str = "cosine"  # cosine | linear | constant
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
+    # recompute each layer's activations in backward: less memory, about a third more compute.
+    # auto: on for qlora (whose point is memory), off otherwise
+    gradient_checkpointing: Union[bool, str] = "auto"
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     seed: int = 42
     checkpoint_every: int = 50  # optimizer steps; also at the end and on SIGTERM
     optimizer: str = "adamw"  # adamw | adamw_8bit (bitsandbytes, CUDA only)
-    packing: bool = False  # concatenate train examples into max_seq_len blocks
+    # whole train records into max_seq_len blocks, each record attending only to itself (position ids restart per
+    # record). auto: on where that is exact (lora, dora, qlora, ia3, full, and the model keeps packed records apart;
+    # checked at start), off otherwise
+    packing: Union[bool, str] = "auto"
+    # torch.compile of each decoder layer (regional: one layer's graph serves all). auto: on CUDA, off on CPU
+    compile: Union[bool, str] = "auto"
+    # the loss in chunks from the last hidden state, logits never held whole (where the model's head allows; else
+    # the plain loss). false: always the plain loss
+    chunked_loss: bool = True
     eval_every: int = 0  # evaluate on the eval split every N steps (0: only at the end)
     patience: Optional[int] = None  # early stopping: stop after this many evaluations without improvement
 
@@ -130,6 +142,16 @@ def validate(cfg: RunConfig):
         problems.append("training.micro_batch_size: must be a positive integer")
     if t.max_steps is not None and not (isinstance(t.max_steps, int) and t.max_steps > 0):
         problems.append("training.max_steps: must be a positive integer")
+    for name in ("gradient_checkpointing", "packing", "compile"):
+        if not (isinstance(getattr(t, name), bool) or getattr(t, name) == "auto"):
+            problems.append(f"training.{name}: must be true, false or auto")
+    if not isinstance(t.chunked_loss, bool):
+        problems.append("training.chunked_loss: must be true or false")
+    if t.packing is True and cfg.method not in PACKABLE:
+        problems.append(
+            f"training.packing: method {cfg.method} cannot pack records (its virtual tokens or adapter prompts do not "
+            "follow per-record positions); use packing: false or auto"
+        )
     if t.optimizer not in ("adamw", "adamw_8bit"):
         problems.append(f"training.optimizer: '{t.optimizer}' is not adamw or adamw_8bit")
     if not (isinstance(t.eval_every, int) and t.eval_every >= 0):

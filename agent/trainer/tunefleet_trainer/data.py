@@ -6,6 +6,7 @@ end-of-sequence token is appended to completions so the model learns where to st
 """
 
 import json
+from typing import Any, NamedTuple
 
 from .errors import TrainerError
 
@@ -101,47 +102,79 @@ def tokenize_all(records, fmt, tokenizer, max_len):
 
 
 def pack(examples, max_len):
-    """Concatenate examples (each ends with EOS) and cut into blocks of max_len tokens.
+    """Whole records into blocks of at most max_len tokens, in order (a record that does not fit the
+    block starts the next one; none is ever split: each is at most max_len after truncation).
 
-    Labels travel with their tokens, so completion-only loss still holds inside a block.
-    The last, shorter block is kept. Attention is not reset at example boundaries (the
-    usual naive packing): use it for many short records, not where cross-talk matters.
-    """
-    ids, labels, blocks = [], [], []
+    -> [(ids, labels, positions)]: positions restart at 0 with every record, which is how the model
+    keeps records apart (transformers reads restarting position ids as packed sequences and gives
+    each record its own causal block of attention, SDPA, FlexAttention and varlen flash attention
+    alike), and the label of each record's first token is IGNORE, so the end of one record never
+    predicts the start of the next: each record's loss equals its loss unpacked."""
+    blocks, ids, labels, positions = [], [], [], []
     for example_ids, example_labels in examples:
+        if ids and len(ids) + len(example_ids) > max_len:
+            blocks.append((ids, labels, positions))
+            ids, labels, positions = [], [], []
         ids.extend(example_ids)
-        labels.extend(example_labels)
-        while len(ids) >= max_len:
-            blocks.append((ids[:max_len], labels[:max_len]))
-            ids, labels = ids[max_len:], labels[max_len:]
-    if ids and any(lab != IGNORE for lab in labels[1:]):
-        blocks.append((ids, labels))
+        labels.append(IGNORE)
+        labels.extend(example_labels[1:])
+        positions.extend(range(len(example_ids)))
+    if ids:
+        blocks.append((ids, labels, positions))
     return blocks
 
 
+class Batch(NamedTuple):
+    """A micro-batch on its device. mask is None when nothing is padded or the batch is packed
+    (then position_ids restart per record and attention stays inside each); tokens counts real
+    tokens, on the host."""
+
+    input_ids: Any
+    labels: Any
+    mask: Any
+    position_ids: Any
+    tokens: int
+
+
 def collate(batch, pad_id):
+    """Right-padded tensors -> (input_ids, labels, mask, position_ids or None). Packed examples
+    (ids, labels, positions) get position ids; their padding continues as one more sequence of
+    its own, which no real token can see (it comes after them, attention is causal)."""
     import torch
 
-    n = max(len(ids) for ids, _ in batch)
+    n = max(len(example[0]) for example in batch)
     input_ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
-    for i, (ids, lab) in enumerate(batch):
+    packed = len(batch[0]) == 3
+    position_ids = torch.arange(n).repeat(len(batch), 1) if packed else None
+    for i, example in enumerate(batch):
+        ids, lab = example[0], example[1]
         input_ids[i, : len(ids)] = torch.tensor(ids)
         labels[i, : len(lab)] = torch.tensor(lab)
         mask[i, : len(ids)] = 1
-    return input_ids, labels, mask
+        if packed:
+            position_ids[i, : len(ids)] = torch.tensor(example[2])
+            position_ids[i, len(ids) :] = torch.arange(n - len(ids))
+    return input_ids, labels, mask, position_ids
 
 
 def device_batch(batch, pad_id, device):
-    """collate, then move to the device -> (input_ids, labels, mask or None, tokens).
+    """collate, then move to the device -> Batch.
 
-    The mask is dropped when nothing is padded (packed blocks, equal lengths), so attention
-    stays plain causal; tokens (not padding) is counted here on the host, without a sync."""
-    input_ids, labels, mask = collate(batch, pad_id)
+    The mask is dropped when nothing is padded (equal lengths) or the batch is packed, so
+    attention stays plain causal (per record when packed); tokens (not padding) is counted
+    here on the host, without a sync."""
+    input_ids, labels, mask, position_ids = collate(batch, pad_id)
     tokens = int(mask.sum())
-    full = tokens == mask.numel()
-    return input_ids.to(device), labels.to(device), None if full else mask.to(device), tokens
+    plain = tokens == mask.numel() or position_ids is not None
+    return Batch(
+        input_ids.to(device),
+        labels.to(device),
+        None if plain else mask.to(device),
+        None if position_ids is None else position_ids.to(device),
+        tokens,
+    )
 
 
 def epoch_order(n, seed, epoch):

@@ -1,5 +1,6 @@
 """Loading the base model and wrapping it for a method; the loss both train and evaluate use."""
 
+import contextlib
 import os
 
 from .data import IGNORE
@@ -180,44 +181,234 @@ def memory_free(device):
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_micro_batch(model_config, seq_len, batch_size, free_bytes, dtype_bytes, grad_ckpt):
+def auto_micro_batch(model_config, seq_len, batch_size, free_bytes, dtype_bytes, grad_ckpt, chunked_loss=False):
     """The largest power of two micro-batch whose activations fit in half the free memory.
 
     Per token: each layer keeps about 34 x hidden activations for backward (2 x hidden with
-    gradient checkpointing), plus the logits over the vocabulary in fp32 (value, softmax,
-    gradient). -> (micro_batch, bytes_per_sequence)
+    gradient checkpointing), plus for the loss either the logits over the vocabulary in fp32
+    (value, softmax, gradient) or, chunked, the last hidden state and its gradient (the
+    chunk's logits are a fixed amount). -> (micro_batch, bytes_per_sequence)
     """
     layers = getattr(model_config, "num_hidden_layers", 12)
     hidden = getattr(model_config, "hidden_size", 768)
     vocab = getattr(model_config, "vocab_size", 32000)
-    per_token = layers * hidden * (2 if grad_ckpt else 34) * dtype_bytes + vocab * 4 * 3
+    loss = 2 * hidden * dtype_bytes if chunked_loss else vocab * 4 * 3
+    per_token = layers * hidden * (2 if grad_ckpt else 34) * dtype_bytes + loss
     per_seq = per_token * max(1, seq_len)
-    fit = int((free_bytes * 0.5) // per_seq)
+    fixed = CHUNK_ELEMENTS * 4 * 3 if chunked_loss else 0
+    fit = int(max(0, free_bytes * 0.5 - fixed) // per_seq)
     m = 1
     while m * 2 <= min(fit, batch_size, 64):
         m *= 2
     return m, per_seq
 
 
-def batch_loss(model, input_ids, labels, mask, amp=None):
+# logits elements one chunk of the loss holds at a time: 32 Mi, 128 MiB in fp32 (1,365 tokens of a 49k vocabulary)
+CHUNK_ELEMENTS = 2**25
+
+
+def chunk_tokens(vocab):
+    """Tokens per chunk of the loss for a vocabulary of `vocab` entries."""
+    return max(64, CHUNK_ELEMENTS // max(1, vocab))
+
+
+@contextlib.contextmanager
+def _hidden_out(head):
+    """The output head passes its input through: the model returns its last hidden state as
+    "logits" (through PEFT and DDP wrappers alike, which call the same module)."""
+    head.forward = _identity
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def _identity(x):
+    return x
+
+
+def loss_head(model, device):
+    """The model's output projection when the chunked loss can stand in for it, else None.
+
+    It can when the head is a plain nn.Linear (not an adapted one) and the model's logits are
+    that head applied to the hidden state it returns: checked here on a short probe, so a model
+    that scales or caps its logits after the head keeps the plain loss."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear:
+        return None
+    probe = torch.arange(1, 9, device=device).unsqueeze(0) % head.out_features
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=probe, use_cache=False).logits
+            with _hidden_out(head):
+                hidden = model(input_ids=probe, use_cache=False).logits
+    finally:
+        model.train(was_training)
+    if hidden.shape[-1] != head.in_features:
+        return None
+    again = torch.nn.functional.linear(hidden, head.weight, head.bias)
+    return head if torch.allclose(again.float(), logits.float(), rtol=1e-3, atol=1e-3) else None
+
+
+def keeps_records_apart(model, device):
+    """Whether the model keeps packed records apart: a block of two records with restarting
+    position ids (and no mask) gives each record the logits it gets alone."""
+    import torch
+
+    vocab = model.get_output_embeddings().weight.shape[0]
+    a = torch.arange(3, 10, device=device) % vocab
+    b = torch.arange(20, 25, device=device) % vocab
+    block = torch.cat([a, b]).unsqueeze(0)
+    positions = torch.cat([torch.arange(len(a)), torch.arange(len(b))]).unsqueeze(0).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=block, position_ids=positions, use_cache=False).logits.float()
+            alone = torch.cat([model(input_ids=x.unsqueeze(0), use_cache=False).logits.float() for x in (a, b)], 1)
+    finally:
+        model.train(was_training)
+    tol = 1e-3 if packed.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32 else 5e-2
+    return bool(torch.allclose(packed, alone, rtol=tol, atol=tol))
+
+
+def compile_layers(model):
+    """torch.compile each decoder layer in place (regional compilation: the layers share one graph, so
+    compile time is one layer's; parameter names and checkpoints are unchanged). -> layers compiled.
+    Random ops (LoRA dropout) use torch's own generator, as in eager mode, so a run resumes exactly."""
+    import torch
+    import torch._inductor.config as inductor
+
+    inductor.fallback_random = True
+    n = getattr(model.config, "num_hidden_layers", None)
+    layers = next(
+        (m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n and n),
+        None,
+    )
+    if layers is None:
+        return 0
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def _linear_ce_chunks(h, weight, bias, targets, chunk, dtype, grads):
+    """Summed cross-entropy of (h @ weight.T + bias) against targets, chunk rows at a time; with
+    `grads` also the gradients of that sum (softmax - one-hot, through the projection), so the
+    backward pass needs no logits: -> (loss, grad_h, grad_weight, grad_bias)."""
+    import torch
+
+    w = weight.to(dtype)
+    acc = torch.promote_types(dtype, torch.float32)  # softmax and sums: fp32 at least, as the plain loss
+    total = torch.zeros((), dtype=acc, device=h.device)
+    gh = torch.empty_like(h) if grads[0] else None
+    gw = torch.zeros(weight.shape, dtype=acc, device=h.device) if grads[1] else None
+    gb = torch.zeros(bias.shape, dtype=acc, device=h.device) if grads[2] else None
+    for i in range(0, h.size(0), chunk):
+        hc, t = h[i : i + chunk].to(dtype), targets[i : i + chunk]
+        logits = (hc @ w.T).to(acc)
+        if bias is not None:
+            logits += bias.to(acc)
+        lse = torch.logsumexp(logits, dim=-1)
+        total += (lse - logits.gather(1, t.unsqueeze(1)).squeeze(1)).sum()
+        if not any(grads):
+            continue
+        g = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+        g[torch.arange(g.size(0), device=g.device), t] -= 1
+        gc = g.to(dtype)
+        if gh is not None:
+            gh[i : i + chunk] = (gc @ w).to(h.dtype)
+        if gw is not None:
+            gw += (gc.T @ hc).to(acc)
+        if gb is not None:
+            gb += g.sum(0)
+    return total, gh, gw, gb
+
+
+def _linear_ce_function():
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        """The loss and its gradients in one pass over chunks (the fused linear cross-entropy of
+        Liger and Apple's cut-cross-entropy, in plain torch): full logits are never held."""
+
+        @staticmethod
+        def forward(ctx, h, weight, bias, targets, chunk, dtype):
+            needs = (h.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+            total, gh, gw, gb = _linear_ce_chunks(h, weight, bias, targets, chunk, dtype, needs)
+            ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+            ctx.save_for_backward(gh, gw, gb)
+            return total
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            gh, gw, gb = ctx.saved_tensors
+            return (
+                None if gh is None else gh * grad_out.to(gh.dtype),
+                None if gw is None else (gw * grad_out).to(ctx.dtypes[0]),
+                None if gb is None else (gb * grad_out).to(ctx.dtypes[1]),
+                None,
+                None,
+                None,
+            )
+
+    return LinearCrossEntropy
+
+
+_LINEAR_CE = []
+
+
+def linear_cross_entropy(h, head, targets, amp=None):
+    """sum over rows of cross_entropy(head(h), targets), rows ignored where targets == IGNORE;
+    equal to the plain loss (logits in the autocast dtype, softmax in fp32) and its gradients."""
+    import torch
+
+    keep = targets != IGNORE
+    rows, targets = h[keep], targets[keep]
+    dtype = amp or head.weight.dtype
+    chunk = chunk_tokens(head.out_features)
+    needs = torch.is_grad_enabled() and (rows.requires_grad or head.weight.requires_grad)
+    if not needs:
+        return _linear_ce_chunks(rows, head.weight, head.bias, targets, chunk, dtype, (False, False, False))[0]
+    if not _LINEAR_CE:
+        _LINEAR_CE.append(_linear_ce_function())
+    return _LINEAR_CE[0].apply(rows, head.weight, head.bias, targets, chunk, dtype)
+
+
+def batch_loss(model, batch, amp=None, head=None):
     """-> sum of token cross-entropy over label tokens, as a tensor (no host sync).
 
     mask None means no padding: the model then runs plain causal attention (SDPA's flash
     kernel); a materialised all-ones mask sent it to a slower kernel that stores the
-    attention weights (measured on an H200: 26.3 vs 20.9 GiB peak for the HF baseline)."""
+    attention weights (measured on an H200: 26.3 vs 20.9 GiB peak for the HF baseline).
+    A packed batch carries position ids that restart per record and no mask. With `head`
+    (loss_head), the loss is computed in chunks from the last hidden state (full logits
+    are never materialised); without it, from the model's logits."""
     import torch
     import torch.nn.functional as F
 
+    # no KV cache: nothing reuses it, and transformers reads restarting position ids as packed records only without one
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.mask, "use_cache": False}
+    if batch.position_ids is not None:
+        inputs["position_ids"] = batch.position_ids
+    n = batch.input_ids.size(1)
     # amp (bf16/fp16): run the forward under autocast, as HF Trainer does. Without it the fp32
     # LoRA weights pull every adapted layer's input up to fp32 (measured on an H200: 1.2x the
     # baseline's peak memory, 0.83x its tokens/s).
-    with torch.autocast(input_ids.device.type, dtype=amp, enabled=amp is not None):
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
+    with torch.autocast(batch.input_ids.device.type, dtype=amp, enabled=amp is not None):
+        with _hidden_out(head) if head is not None else contextlib.nullcontext():
+            out = model(**inputs).logits
     # prompt tuning prepends virtual tokens to the sequence: keep the positions of real tokens
-    if logits.size(1) > input_ids.size(1):
-        logits = logits[:, -input_ids.size(1) :, :]
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
+    if out.size(1) > n:
+        out = out[:, -n:, :]
+    shift_labels = batch.labels[:, 1:].reshape(-1)
+    if head is not None:
+        return linear_cross_entropy(out[:, :-1, :].reshape(-1, out.size(-1)), head, shift_labels, amp)
+    shift_logits = out[:, :-1, :].float()
     return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels, ignore_index=IGNORE, reduction="sum"
     )

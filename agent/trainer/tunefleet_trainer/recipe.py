@@ -45,16 +45,17 @@ class OutOfMemory(Exception):
 
 def label_tokens(examples):
     """Tokens the loss is computed on (labels other than IGNORE, after the shift)."""
-    return sum(sum(1 for x in lab[1:] if x != IGNORE) for _, lab in examples)
+    return sum(sum(1 for x in example[1][1:] if x != IGNORE) for example in examples)
 
 
-def evaluate_loss(model, examples, micro, pad_id, device, amp=None):
+def evaluate_loss(model, examples, micro, pad_id, device, amp=None, head=None):
     """Mean token loss over `examples`."""
-    return evaluate_loss_sum(model, examples, micro, pad_id, device, amp) / max(1, label_tokens(examples))
+    return evaluate_loss_sum(model, examples, micro, pad_id, device, amp, head) / max(1, label_tokens(examples))
 
 
-def evaluate_loss_sum(model, examples, micro, pad_id, device, amp=None):
-    """Summed token loss over `examples` (a data-parallel rank's share adds up with the others')."""
+def evaluate_loss_sum(model, examples, micro, pad_id, device, amp=None, head=None):
+    """Summed token loss over `examples` (a data-parallel rank's share adds up with the others'); `head`: the
+    chunked loss's output head (modeling.loss_head), None for the plain loss."""
     import torch
 
     model.eval()
@@ -65,8 +66,7 @@ def evaluate_loss_sum(model, examples, micro, pad_id, device, amp=None):
             if time.time() - said > 5:  # keeps the agent's progress heartbeat going through a long evaluation
                 log(f"evaluating: {i} of {len(examples)} examples")
                 said = time.time()
-            ids, labels, mask, _ = device_batch(examples[i : i + micro], pad_id, device)
-            total += float(batch_loss(model, ids, labels, mask, amp))
+            total += float(batch_loss(model, device_batch(examples[i : i + micro], pad_id, device), amp, head))
     model.train()
     return total
 
@@ -89,19 +89,19 @@ def _step(run, params, stop):
     # the step's loss stays on the device until the step is queued: one host sync per step
     loss_sum, seen_tokens = None, 0
     for m, chunk in enumerate(chunks):
-        ids, labels, mask, tokens = device_batch(chunk, run.tokenizer.pad_token_id, run.device)
+        b = device_batch(chunk, run.tokenizer.pad_token_id, run.device)
         # gradients are all-reduced once per step, on its last micro-batch
         quiet = run.ddp.no_sync() if run.ddp is not None and m < len(chunks) - 1 else contextlib.nullcontext()
         try:
             with quiet:
-                s = batch_loss(run.net, ids, labels, mask, run.amp)
+                s = batch_loss(run.net, b, run.amp, run.head)
                 loss = s * dist.world / max(1, tokens_in_step)
                 (scaler.scale(loss) if scaler else loss).backward()
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
-            _report_oom(run, run.state.step + 1, ids.shape)
+            _report_oom(run, run.state.step + 1, b.input_ids.shape)
             raise OutOfMemory() from None
         loss_sum = s.detach() if loss_sum is None else loss_sum + s.detach()
-        seen_tokens += tokens
+        seen_tokens += b.tokens
     if scaler:
         scaler.unscale_(opt)
     norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
@@ -165,7 +165,7 @@ def _report_oom(run, step, shape):
         "step": step,
         "micro_batch_size": run.micro,
         "sequence_length": int(shape[1]),
-        "gradient_checkpointing": bool(run.cfg.training.gradient_checkpointing),
+        "gradient_checkpointing": run.grad_ckpt,
         "device": str(device),
     }
     if device.type == "cuda":
@@ -197,7 +197,7 @@ def _eval_loss(run, shared=True):
     """The eval split's loss; `shared`: every process of a data-parallel run evaluates its share of the records."""
     dist = run.dist
     mine = run.eval[dist.rank :: dist.world] if shared else run.eval
-    part = evaluate_loss_sum(run.model, mine, run.micro, run.tokenizer.pad_token_id, run.device, run.amp)
+    part = evaluate_loss_sum(run.model, mine, run.micro, run.tokenizer.pad_token_id, run.device, run.amp, run.head)
     (total,) = dist.reduce_sum([part], run.device) if shared else (part,)
     return total / max(1, label_tokens(run.eval))
 
@@ -274,10 +274,17 @@ def _announce(run):
     log(
         f"{run.trainable:,} trainable of {run.total:,} parameters ({100 * run.trainable / run.total:.3f}%); "
         f"{run.batch} sequences per step ({run.micro} x {run.accum} accumulation{processes}); {run.steps_total} steps"
-        + (f"; {run.records_used} records packed into {len(run.train)} blocks" if cfg.training.packing else "")
+        + (f"; {run.records_used} records packed into {len(run.train)} blocks" if run.packing else "")
     )
-    if run.micro_note:
-        log(run.micro_note)
+    choices = [
+        "loss in chunks" if run.head is not None else "plain loss",
+        f"{run.compiled} layers compiled" if run.compiled else "not compiled",
+        "gradient checkpointing" if run.grad_ckpt else "no gradient checkpointing",
+    ]
+    log("; ".join(choices))
+    for note in (run.packing_note, run.micro_note):
+        if note:
+            log(note)
 
 
 def _main(run, stop):

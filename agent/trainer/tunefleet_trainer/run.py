@@ -15,8 +15,11 @@ from .errors import TrainerError
 from .modeling import (
     auto_micro_batch,
     check_model_dir,
+    compile_layers,
+    keeps_records_apart,
     load_base,
     load_tokenizer,
+    loss_head,
     memory_free,
     pick_device,
     pick_dtype,
@@ -73,6 +76,13 @@ class Run:
     trainable: int = 0
     total: int = 0
     micro_note: Optional[str] = None
+    packing_note: Optional[str] = None
+    # the choices "auto" resolved for this run: packed train blocks, gradient checkpointing, compiled layers
+    packing: bool = False
+    grad_ckpt: bool = False
+    compiled: int = 0
+    # the output head the chunked loss computes from (modeling.loss_head); None: the plain loss
+    head: Any = None
     state: TrainState = field(default_factory=TrainState)
     dist: Dist = field(default_factory=Dist)
     # the model wrapped for data-parallel training (DDP), or None for a trainer alone
@@ -132,14 +142,31 @@ def _read_data(cfg, tokenizer):
     if not train:
         raise TrainerError("DATASET_EMPTY", f"{cfg.train_path}: no record has a token to learn from")
     records_used = len(train)
-    if t.packing:
-        train = pack(train, t.max_seq_len)
     evals = []
     if cfg.eval_path:
         erecs, efmt = read_jsonl(cfg.eval_path)
         evals, etrunc = tokenize_all(erecs, efmt, tokenizer, t.max_seq_len)
         truncated += etrunc
     return train, evals, truncated, records_used
+
+
+def _packing(cfg, model, device):
+    """Pack the train records? -> (yes, a note when auto chose not to). auto packs where it is exact: a method whose
+    tokens are the records' own, and a model that keeps packed records apart (tried on a probe)."""
+    from .config import PACKABLE
+
+    asked = cfg.training.packing
+    if asked is False or (asked == "auto" and cfg.method not in PACKABLE):
+        return False, None
+    if keeps_records_apart(model, device):
+        return True, None
+    if asked is True:
+        raise TrainerError(
+            "CONFIG_INVALID",
+            f"training.packing: {type(model).__name__} lets packed records attend to each other (it ignores "
+            "restarting position ids); use packing: false or auto",
+        )
+    return False, f"records not packed: {type(model).__name__} would let packed records attend to each other"
 
 
 def _per_process(cfg, dist):
@@ -160,12 +187,12 @@ def _micro_batch(run):
     share = _per_process(cfg, run.dist)
     if t.micro_batch_size:
         return min(t.micro_batch_size, share), None
-    longest = max(len(ids) for ids, _ in run.train)
+    longest = max(len(example[0]) for example in run.train)
     free = memory_free(run.device)
     if cfg.memory_budget:
         free = min(free, cfg.memory_budget)  # other sessions may share this device: stay inside the reservation
     micro, per_seq = auto_micro_batch(
-        run.model.config, longest, share, free, torch.finfo(run.dtype).bits // 8, t.gradient_checkpointing
+        run.model.config, longest, share, free, torch.finfo(run.dtype).bits // 8, run.grad_ckpt, run.head is not None
     )
     micro = run.dist.reduce_min(micro, run.device)  # every process steps with the same micro-batch
     note = (
@@ -207,7 +234,11 @@ def setup(cfg):
     train, evals, truncated, records_used = _read_data(cfg, tokenizer)
 
     model = load_base(cfg.model_path, dtype, device, cfg.method)
-    if t.gradient_checkpointing:
+    packing, packing_note = _packing(cfg, model, device)
+    if packing:
+        train = pack(train, t.max_seq_len)
+    grad_ckpt = t.gradient_checkpointing if t.gradient_checkpointing != "auto" else cfg.method == "qlora"
+    if grad_ckpt:
         # DDP and reentrant checkpointing do not mix (a parameter would be marked ready twice)
         model.gradient_checkpointing_enable(
             **({"gradient_checkpointing_kwargs": {"use_reentrant": False}} if dist.on else {})
@@ -217,6 +248,10 @@ def setup(cfg):
     model, trainable, total = wrap(model, cfg)
     run = Run(cfg, device, dtype, tokenizer, model, train, evals, truncated, records_used, dist=dist)
     run.trainable, run.total = trainable, total
+    run.packing, run.grad_ckpt, run.packing_note = packing, grad_ckpt, packing_note
+    run.head = loss_head(model, device) if t.chunked_loss else None
+    if t.compile is True or (t.compile == "auto" and device.type == "cuda"):
+        run.compiled = compile_layers(model)
     run.micro, run.micro_note = _micro_batch(run)
     run.accum = max(1, _per_process(cfg, dist) // run.micro)
     run.steps_total = t.max_steps or max(1, math.ceil(t.epochs * len(train) / run.batch))

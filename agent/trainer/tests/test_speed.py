@@ -6,14 +6,12 @@ import sys
 
 import pytest
 from conftest import run_config, run_trainer, steps
-
 from tunefleet_trainer.data import IGNORE, device_batch, pack, read_jsonl, tokenize_all
 
 
 def _model_and_examples(tiny_model, train):
     import torch
     from transformers import AutoModelForCausalLM
-
     from tunefleet_trainer.modeling import load_tokenizer
 
     torch.manual_seed(0)
@@ -35,7 +33,6 @@ def _only(block, k):
 @pytest.mark.parametrize("chunked", [False, True])
 def test_each_packed_record_has_its_unpacked_loss(tiny_model, dataset, chunked):
     import torch
-
     from tunefleet_trainer.modeling import batch_loss, keeps_records_apart, loss_head
 
     model, tok, examples = _model_and_examples(tiny_model, dataset[0])
@@ -63,7 +60,6 @@ def test_each_packed_record_has_its_unpacked_loss(tiny_model, dataset, chunked):
 def test_naive_concatenation_would_not_be_exact(tiny_model, dataset):
     """The check above can fail: the same block without restarting positions lets records see each other."""
     import torch
-
     from tunefleet_trainer.modeling import batch_loss
 
     model, tok, examples = _model_and_examples(tiny_model, dataset[0])
@@ -81,7 +77,6 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(dtype):
     a weight gradient sums hundreds of rows, and fp32 sums in another order differ by that much)."""
     import torch
     import torch.nn.functional as F
-
     from tunefleet_trainer import modeling
 
     torch.manual_seed(0)

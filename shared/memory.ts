@@ -62,6 +62,8 @@ export interface EstimateInput {
   loraRank: number;
   /** processes of a data-parallel run (default 1): each holds the whole model on its own device */
   worldSize?: number;
+  /** the trainer's chunked loss: one chunk's logits at a time (default false: the whole micro-batch's) */
+  chunkedLoss?: boolean;
 }
 
 export interface MemoryEstimate {
@@ -123,7 +125,10 @@ export function estimateMemory(i: EstimateInput): MemoryEstimate {
   const activations = i.gradientCheckpointing
     ? tokens * s.layers * s.hidden * b + 2 * tokens * perTokenLayer
     : tokens * s.layers * perTokenLayer;
-  const logits = tokens * s.vocab * (b === 2 ? 12 : 16);
+  // the chunked loss holds one chunk's logits (trainer: 2^25 elements, at least 64 tokens) and the label tokens'
+  // last hidden state with its gradient
+  const logitTokens = i.chunkedLoss ? Math.min(tokens, Math.max(64, Math.floor(2 ** 25 / s.vocab))) : tokens;
+  const logits = logitTokens * s.vocab * (b === 2 ? 12 : 16) + (i.chunkedLoss ? 2 * tokens * s.hidden * b : 0);
   const peak =
     weights +
     adapters +
@@ -151,11 +156,18 @@ export function estimateForSpec(spec: JobSpec, shape: ModelShape, device: 'cuda'
     precision: t.precision,
     microBatch: Math.min(Math.max(1, Math.floor(t.batch_size / gpus)), t.micro_batch_size ?? 8),
     seqLen: t.max_seq_len,
-    gradientCheckpointing: t.gradient_checkpointing,
+    gradientCheckpointing: gradientCheckpointingOn(spec),
+    chunkedLoss: t.chunked_loss && !(spec.lora.target_modules ?? []).includes('lm_head'),
     optimizer: t.optimizer,
     loraRank: spec.lora.r,
     worldSize: gpus,
   });
+}
+
+/** Whether the trainer checkpoints activations for this spec ('auto': for qlora, whose point is memory). */
+export function gradientCheckpointingOn(spec: JobSpec): boolean {
+  const g = spec.training.gradient_checkpointing;
+  return g === 'auto' ? spec.method === 'qlora' : g;
 }
 
 export function formatBytes(n: number): string {

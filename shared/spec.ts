@@ -84,6 +84,9 @@ export const datasetSchema = z.strictObject({
   augment: augmentSchema.default(() => augmentSchema.parse({})),
 });
 
+/** a setting the trainer may choose: true, false or auto (documented per setting) */
+const autoSwitch = z.union([z.boolean(), z.literal('auto')]).default('auto');
+
 export const trainingSchema = z
   .strictObject({
     epochs: z.number().positive().max(1000).default(1),
@@ -99,15 +102,25 @@ export const trainingSchema = z
     lr_scheduler: z.enum(['cosine', 'linear', 'constant']).default('cosine'),
     weight_decay: z.number().min(0).default(0),
     max_grad_norm: z.number().positive().default(1.0),
-    gradient_checkpointing: z.boolean().default(false),
+    /** recompute activations in backward (less memory, about a third more compute); auto: on for qlora only */
+    gradient_checkpointing: autoSwitch,
     precision: z.enum(['auto', 'bf16', 'fp16', 'fp32']).default('auto'),
     seed: z.number().int().min(0).default(42),
     /** save a checkpoint every N optimizer steps (and always at the end and on SIGTERM) */
     checkpoint_every: positiveInt.default(50),
     /** adamw, or adamw_8bit (bitsandbytes; CUDA agents only) */
     optimizer: z.enum(['adamw', 'adamw_8bit']).default('adamw'),
-    /** concatenate training records into max_seq_len blocks */
-    packing: z.boolean().default(false),
+    /**
+     * whole training records into max_seq_len blocks, each attending only to itself (position ids restart per
+     * record); auto: on where that is exact (lora, dora, qlora, ia3, full on a model that keeps packed records apart)
+     */
+    packing: autoSwitch,
+    /** attention kernels; auto: flex_attention on CUDA when packing (a document block mask), else sdpa */
+    attention: z.enum(['auto', 'sdpa', 'flex_attention', 'flash_attention_2', 'eager']).default('auto'),
+    /** torch.compile each decoder layer (regional compilation); auto: on CUDA agents, off on CPU agents */
+    compile: autoSwitch,
+    /** the loss in chunks from the last hidden state, full logits never held (where the model's head allows) */
+    chunked_loss: z.boolean().default(true),
     /** evaluate on the eval split every N steps and export the best adapter (0: only at the end) */
     eval_every: z.number().int().min(0).default(0),
     /** early stopping: stop after this many evaluations without improvement (needs eval_every) */

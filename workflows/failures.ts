@@ -7,6 +7,7 @@ import type { TrainHeartbeat } from '../shared/activities';
 import { ATTEMPT_ERRORS, attemptErrorClass, type FailureClass } from '../shared/errors';
 import type { OomEvent } from '../shared/events';
 import type { JobSpec } from '../shared/spec';
+import { gradientCheckpointingOn } from '../shared/memory';
 
 export type { FailureClass };
 
@@ -51,7 +52,7 @@ export const MAX_ATTEMPTS = 6;
 export function shrink(spec: JobSpec, oom: OomEvent | null): JobSpec | null {
   const t = spec.training;
   const micro = oom?.micro_batch_size ?? t.micro_batch_size ?? Math.min(t.batch_size, 8);
-  if (micro <= 1 && t.gradient_checkpointing) return null;
+  if (micro <= 1 && gradientCheckpointingOn(spec)) return null;
   return {
     ...spec,
     training: { ...t, gradient_checkpointing: true, micro_batch_size: Math.max(1, Math.floor(micro / 2)) },

@@ -4,8 +4,11 @@
 
 A Llama-shaped model of about 1.1B parameters with random weights (hidden 2048, 16 layers,
 32 heads, 8 KV heads, MLP 8192, vocab 32000), packed 1,024-token sequences, micro-batch 8:
-  - tunefleet recipe, LoRA r=16 bf16;   - tunefleet recipe, QLoRA (NF4 + double quant);
-  - baseline: HF Trainer + PEFT, LoRA bf16, the same settings, in the same run.
+  - tunefleet recipe, LoRA r=16 bf16, with its defaults (whole records per block, attention kept
+    inside each record; chunked loss; compiled decoder layers) and with each undone alone;
+  - tunefleet recipe, QLoRA (NF4 + double quant; gradient checkpointing, its default) and without it;
+  - baseline: HF Trainer + PEFT, LoRA bf16, the same settings, in the same run (naive packing);
+  - the default LoRA step split into data, forward, backward and optimizer (test/bench/step_bench.py).
 Reports tokens/s, MFU, peak CUDA memory, checkpoint save time, and the ratios the issue
 sets goals for (recipe >= 1.3x baseline tokens/s; MFU >= 35 % on an H100; QLoRA peak
 <= 0.5x LoRA bf16). MFU counts 4N + 8·L·s·h FLOPs per token: forward 2N, backward through
@@ -69,32 +72,35 @@ def make_data(path, n=3000):
             f.write(json.dumps({"text": " ".join(rnd.choice(words) for _ in range(200))}) + "\n")
 
 
-def run_recipe(model_dir, data, out, method, steps, micro, seq, smoke):
+def recipe_config(model_dir, data, out, method, steps, micro, seq, smoke, extra=None):
+    return {
+        "model_path": model_dir,
+        "train_path": data,
+        "output_dir": out,
+        "method": method,
+        "device": "cpu" if smoke else "cuda",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+        "training": {
+            "max_steps": steps,
+            "batch_size": micro,
+            "micro_batch_size": micro,
+            "learning_rate": 1e-4,
+            "warmup_ratio": 0.0,
+            "checkpoint_every": max(2, steps // 3),
+            "max_seq_len": seq,
+            "packing": True,
+            "precision": "fp32" if smoke else "bf16",
+            **(extra or {}),
+        },
+    }
+
+
+def run_recipe(model_dir, data, out, method, steps, micro, seq, smoke, extra=None):
     from tunefleet_trainer import config, events, recipe
 
     seen = []
     events.set_sink(seen.append)
-    cfg = config.from_dict(
-        {
-            "model_path": model_dir,
-            "train_path": data,
-            "output_dir": out,
-            "method": method,
-            "device": "cpu" if smoke else "cuda",
-            "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-            "training": {
-                "max_steps": steps,
-                "batch_size": micro,
-                "micro_batch_size": micro,
-                "learning_rate": 1e-4,
-                "warmup_ratio": 0.0,
-                "checkpoint_every": max(2, steps // 3),
-                "max_seq_len": seq,
-                "packing": True,
-                "precision": "fp32" if smoke else "bf16",
-            },
-        }
-    )
+    cfg = config.from_dict(recipe_config(model_dir, data, out, method, steps, micro, seq, smoke, extra))
     code = recipe.main(cfg)
     events.set_sink(None)
     if code != 0:
@@ -180,15 +186,27 @@ def main():
     flops_per_token = 4 * n_params + 8 * L * s * h
     tokens_per_step = a.micro * a.seq
     rows = {}
-    methods = ["lora"] if smoke else ["lora", "qlora"]
-    for m in methods:
+    # the defaults (packed records kept apart, chunked loss, compiled layers on CUDA, checkpointing for qlora), then
+    # each choice undone alone, so its share of the speed or memory shows
+    variants = {
+        "tunefleet lora": ("lora", {}),
+        "tunefleet qlora": ("qlora", {}),
+        "tunefleet lora, eager": ("lora", {"compile": False}),
+        "tunefleet lora, plain loss": ("lora", {"chunked_loss": False}),
+        "tunefleet qlora, no checkpointing": ("qlora", {"gradient_checkpointing": False}),
+    }
+    if smoke:
+        variants = {k: v for k, v in variants.items() if "qlora" not in k}
+    for name, (m, extra) in variants.items():
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        rates, saves, peak = run_recipe(model_dir, data, os.path.join(work, m), m, a.steps, a.micro, a.seq, smoke)
+        out = os.path.join(work, name.replace(" ", "_").replace(",", ""))
+        rates, saves, peak = run_recipe(model_dir, data, out, m, a.steps, a.micro, a.seq, smoke, extra)
         timed = rates[a.warmup :]
-        tps = len(timed) * tokens_per_step / sum(tokens_per_step / r for r in timed)
-        rows[f"tunefleet {m}"] = {
+        # per-step rates, harmonic mean: blocks hold whole records, so a step's tokens vary a little
+        tps = len(timed) / sum(1 / r for r in timed)
+        rows[name] = {
             "tokens_per_s": tps,
             "mfu": tps * flops_per_token / (a.peak_tflops * 1e12),
             "peak_memory": peak,
@@ -203,8 +221,16 @@ def main():
         "peak_memory": peak,
         "checkpoint_save_s": None,
     }
+    # where a default step's time goes: data, forward, backward, optimizer (each phase waits for the device)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from step_bench import measure
+
+    cfg = recipe_config(model_dir, data, os.path.join(work, "phases"), "lora", 10, a.micro, a.seq, smoke)
+    phases = measure(cfg, 3, 5 if not smoke else 2)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
     result = {"device": device, "params": n_params, "seq": a.seq, "micro": a.micro, "steps": a.steps, "rows": rows}
+    result["phases_ms"] = {k: v * 1e3 for k, v in phases["phases"].items()}
+    result["phases_s_per_step"] = phases["s_per_step"]
     base = rows["HF Trainer + PEFT lora (baseline)"]["tokens_per_s"]
     result["ratio_lora_vs_baseline"] = rows["tunefleet lora"]["tokens_per_s"] / base
     if "tunefleet qlora" in rows and rows["tunefleet lora"]["peak_memory"]:

@@ -2,7 +2,14 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { estimateMemory, shapeFromConfig, type ModelShape } from '../../shared';
+import {
+  estimateForSpec,
+  estimateMemory,
+  gradientCheckpointingOn,
+  parseSpec,
+  shapeFromConfig,
+  type ModelShape,
+} from '../../shared';
 
 import { SMOL } from '../harness/placement-fixtures';
 
@@ -59,5 +66,39 @@ describe('memory estimate', () => {
     expect(estimateMemory({ ...base, method: 'lora', device: 'cpu' }).breakdown.weights).to.equal(
       2 * lora.breakdown.weights,
     );
+  });
+
+  it("memory - the chunked loss holds one chunk's logits; checkpointing is auto-on for qlora only", () => {
+    const base = {
+      shape: SMOL, // vocabulary 49,152: a chunk is 682 tokens
+      method: 'lora' as const,
+      device: 'cuda' as const,
+      precision: 'auto' as const,
+      microBatch: 8,
+      seqLen: 1024,
+      gradientCheckpointing: false,
+      optimizer: 'adamw' as const,
+      loraRank: 16,
+    };
+    const plain = estimateMemory(base);
+    const chunked = estimateMemory({ ...base, chunkedLoss: true });
+    expect(chunked.breakdown.logits).to.equal(682 * SMOL.vocab * 12 + 2 * 8 * 1024 * SMOL.hidden * 2);
+    expect(chunked.breakdown.logits).to.be.lessThan(plain.breakdown.logits / 10);
+    // below one chunk the loss's logits are the micro-batch's either way
+    const short = { ...base, microBatch: 1, seqLen: 256 };
+    expect(estimateMemory({ ...short, chunkedLoss: true }).breakdown.logits).to.be.at.least(
+      estimateMemory(short).breakdown.logits,
+    );
+    const spec = (method: string, training: Record<string, unknown> = {}) =>
+      parseSpec(JSON.stringify({ name: 'x', model: 'm', method, dataset: { path: 'd.jsonl' }, training }));
+    expect(gradientCheckpointingOn(spec('qlora'))).to.equal(true);
+    expect(gradientCheckpointingOn(spec('lora'))).to.equal(false);
+    expect(gradientCheckpointingOn(spec('qlora', { gradient_checkpointing: false }))).to.equal(false);
+    expect(estimateForSpec(spec('lora', { max_seq_len: 1024 }), SMOL, 'cuda').breakdown.logits).to.equal(
+      chunked.breakdown.logits,
+    );
+    expect(
+      estimateForSpec(spec('lora', { chunked_loss: false, max_seq_len: 1024 }), SMOL, 'cuda').breakdown.logits,
+    ).to.equal(plain.breakdown.logits);
   });
 });

@@ -31,6 +31,21 @@ describe('spec - parsing and validation', () => {
     expect(s.lora.r).to.equal(8);
     expect(s.dataset.eval_fraction).to.equal(0.1);
     expect(s.evaluation.exact_match).to.equal(true);
+    expect(s.training).to.include({
+      packing: 'auto',
+      gradient_checkpointing: 'auto',
+      compile: 'auto',
+      attention: 'auto',
+      chunked_loss: true,
+    });
+  });
+
+  it('spec - the trainer choices take true, false or auto, and name the field when not', () => {
+    const s = parseSpec(good + '  packing: false\n  compile: true\n', 'job.yaml');
+    expect(s.training).to.include({ packing: false, compile: true });
+    const ps = problems(good + '  packing: yes please\n  attention: flash\n');
+    expect(ps.map((p) => p.where.field)).to.have.members(['training.packing', 'training.attention']);
+    expect(ps.find((p) => p.where.field === 'training.packing')?.where.line).to.equal(10);
   });
 
   it('spec - JSON is accepted too', () => {

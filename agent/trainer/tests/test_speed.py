@@ -145,12 +145,13 @@ def test_packing_is_the_default_where_exact(tiny_model, dataset, tmp_path):
 
 
 def test_choices_take_only_true_false_or_auto(tiny_model, dataset, tmp_path):
-    cfg = run_config(tmp_path, tiny_model, *dataset, compile="yes", gradient_checkpointing=1)
+    cfg = run_config(tmp_path, tiny_model, *dataset, compile="yes", gradient_checkpointing=1, attention="flash")
     proc, events = run_trainer(cfg, tmp_path)
     assert proc.returncode == 2
     msg = events[-1]["message"]
     assert "training.compile: must be true, false or auto" in msg
     assert "training.gradient_checkpointing: must be true, false or auto" in msg
+    assert "training.attention: 'flash' is not one of auto, sdpa, flex_attention" in msg
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="inductor's CPU backend is exercised on Linux")

@@ -13,6 +13,7 @@ from .errors import TrainerError, read_json
 METHODS = ("lora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter", "full")
 # methods whose records can share a packed block exactly (the others add virtual tokens or adapter prompts)
 PACKABLE = ("lora", "dora", "qlora", "ia3", "full")
+ATTENTION = ("auto", "sdpa", "flex_attention", "flash_attention_2", "eager")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class TrainingConfig:
     # record). auto: on where that is exact (lora, dora, qlora, ia3, full, and the model keeps packed records apart;
     # checked at start), off otherwise
     packing: Union[bool, str] = "auto"
+    # attention kernels (transformers' attn_implementation): auto | sdpa | flex_attention | flash_attention_2 | eager.
+    # auto: flex_attention on CUDA when packing (a document block mask: each record attends to itself, sparsely),
+    # else sdpa (on CPU packed records get a block-diagonal mask)
+    attention: str = "auto"
     # torch.compile of each decoder layer (regional: one layer's graph serves all). auto: on CUDA, off on CPU
     compile: Union[bool, str] = "auto"
     # the loss in chunks from the last hidden state, logits never held whole (where the model's head allows; else
@@ -145,6 +150,8 @@ def validate(cfg: RunConfig):
     for name in ("gradient_checkpointing", "packing", "compile"):
         if not (isinstance(getattr(t, name), bool) or getattr(t, name) == "auto"):
             problems.append(f"training.{name}: must be true, false or auto")
+    if t.attention not in ATTENTION:
+        problems.append(f"training.attention: '{t.attention}' is not one of {', '.join(ATTENTION)}")
     if not isinstance(t.chunked_loss, bool):
         problems.append("training.chunked_loss: must be true or false")
     if t.packing is True and cfg.method not in PACKABLE:

@@ -67,11 +67,14 @@ def require_bitsandbytes(code, what):
     return bitsandbytes
 
 
-def load_base(path, dtype, device, method="lora"):
+def load_base(path, dtype, device, method="lora", attention=None):
+    """The base model on its device; `attention`: transformers' attn_implementation (None: its default)."""
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path)
     kwargs = {"dtype": dtype, "use_safetensors": True}
+    if attention:
+        kwargs["attn_implementation"] = attention
     if method == "qlora":
         if device.type != "cuda":
             raise TrainerError(

@@ -71,6 +71,34 @@ def evaluate_loss_sum(model, examples, micro, pad_id, device, amp=None, head=Non
     return total
 
 
+class PhaseClock:
+    """Seconds a step spends in data, forward, backward and optimizer, summed over the steps timed (for the
+    benchmarks: set run.clock; on CUDA each mark waits for the device, which a normal run never does)."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.totals = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+        self.last = None
+
+    def mark(self, phase):
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if phase is not None and self.last is not None:
+            self.totals[phase] += now - self.last
+        self.last = now
+
+
+class _NoClock:
+    def mark(self, phase):
+        pass
+
+
+_NO_CLOCK = _NoClock()
+
+
 def _step(run, params, stop):
     """One optimizer step over the step's examples (gradient accumulation; a data-parallel rank takes its share):
     -> (loss, grad norm, tokens seen, stop agreed by every process)."""
@@ -86,17 +114,22 @@ def _step(run, params, stop):
     mine = dist.shard(batch)
     chunks = [c for c in (mine[m * run.micro : (m + 1) * run.micro] for m in range(run.accum)) if c]
     opt.zero_grad(set_to_none=True)
+    clock = run.clock or _NO_CLOCK
     # the step's loss stays on the device until the step is queued: one host sync per step
     loss_sum, seen_tokens = None, 0
     for m, chunk in enumerate(chunks):
+        clock.mark(None)
         b = device_batch(chunk, run.tokenizer.pad_token_id, run.device)
+        clock.mark("data")
         # gradients are all-reduced once per step, on its last micro-batch
         quiet = run.ddp.no_sync() if run.ddp is not None and m < len(chunks) - 1 else contextlib.nullcontext()
         try:
             with quiet:
                 s = batch_loss(run.net, b, run.amp, run.head)
                 loss = s * dist.world / max(1, tokens_in_step)
+                clock.mark("forward")
                 (scaler.scale(loss) if scaler else loss).backward()
+                clock.mark("backward")
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
             _report_oom(run, run.state.step + 1, b.input_ids.shape)
             raise OutOfMemory() from None
@@ -110,6 +143,7 @@ def _step(run, params, stop):
         scaler.update()
     else:
         opt.step()
+    clock.mark("optimizer")
     local = float(loss_sum) if loss_sum is not None else 0.0
     # one collective for what the processes report together: the loss, the tokens and a stop request any got
     total, seen, stopping = dist.reduce_sum([local, seen_tokens, float(stop.requested)], run.device)
@@ -277,6 +311,7 @@ def _announce(run):
         + (f"; {run.records_used} records packed into {len(run.train)} blocks" if run.packing else "")
     )
     choices = [
+        f"attention {getattr(run.model.config, '_attn_implementation', None) or 'default'}",
         "loss in chunks" if run.head is not None else "plain loss",
         f"{run.compiled} layers compiled" if run.compiled else "not compiled",
         "gradient checkpointing" if run.grad_ckpt else "no gradient checkpointing",

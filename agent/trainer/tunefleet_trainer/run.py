@@ -83,6 +83,8 @@ class Run:
     compiled: int = 0
     # the output head the chunked loss computes from (modeling.loss_head); None: the plain loss
     head: Any = None
+    # recipe.PhaseClock when a benchmark times the phases of each step
+    clock: Any = None
     state: TrainState = field(default_factory=TrainState)
     dist: Dist = field(default_factory=Dist)
     # the model wrapped for data-parallel training (DDP), or None for a trainer alone
@@ -148,6 +150,28 @@ def _read_data(cfg, tokenizer):
         evals, etrunc = tokenize_all(erecs, efmt, tokenizer, t.max_seq_len)
         truncated += etrunc
     return train, evals, truncated, records_used
+
+
+def _load(cfg, dtype, device):
+    """The base model with the attention kernels asked for (auto: FlexAttention for packed blocks on CUDA, where
+    its document mask skips the blocks no record attends to; SDPA otherwise). -> (model, note or None)"""
+    from .config import PACKABLE
+
+    t = cfg.training
+    asked = t.attention
+    packs = t.packing is True or (t.packing == "auto" and cfg.method in PACKABLE)
+    if asked == "auto":
+        if not (packs and device.type == "cuda"):
+            return load_base(cfg.model_path, dtype, device, cfg.method), None
+        try:
+            return load_base(cfg.model_path, dtype, device, cfg.method, "flex_attention"), None
+        except (ImportError, ValueError) as e:
+            note = f"attention: sdpa (flex_attention unavailable: {str(e).splitlines()[0][:200]})"
+            return load_base(cfg.model_path, dtype, device, cfg.method, "sdpa"), note
+    try:
+        return load_base(cfg.model_path, dtype, device, cfg.method, asked), None
+    except (ImportError, ValueError) as e:
+        raise TrainerError("CONFIG_INVALID", f"training.attention: {asked} cannot be used here: {e}") from e
 
 
 def _packing(cfg, model, device):
@@ -233,7 +257,7 @@ def setup(cfg):
     tokenizer = load_tokenizer(cfg.model_path)
     train, evals, truncated, records_used = _read_data(cfg, tokenizer)
 
-    model = load_base(cfg.model_path, dtype, device, cfg.method)
+    model, attention_note = _load(cfg, dtype, device)
     packing, packing_note = _packing(cfg, model, device)
     if packing:
         train = pack(train, t.max_seq_len)
@@ -248,7 +272,8 @@ def setup(cfg):
     model, trainable, total = wrap(model, cfg)
     run = Run(cfg, device, dtype, tokenizer, model, train, evals, truncated, records_used, dist=dist)
     run.trainable, run.total = trainable, total
-    run.packing, run.grad_ckpt, run.packing_note = packing, grad_ckpt, packing_note
+    run.packing, run.grad_ckpt = packing, grad_ckpt
+    run.packing_note = "; ".join(n for n in (attention_note, packing_note) if n) or None
     run.head = loss_head(model, device) if t.chunked_loss else None
     if t.compile is True or (t.compile == "auto" and device.type == "cuda"):
         run.compiled = compile_layers(model)

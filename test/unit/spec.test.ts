@@ -45,7 +45,7 @@ describe('spec - parsing and validation', () => {
     expect(s.training).to.include({ packing: false, compile: true });
     const ps = problems(good + '  packing: yes please\n  attention: flash\n');
     expect(ps.map((p) => p.where.field)).to.have.members(['training.packing', 'training.attention']);
-    expect(ps.find((p) => p.where.field === 'training.packing')?.where.line).to.equal(10);
+    expect(ps.find((p) => p.where.field === 'training.packing')?.where.line).to.equal(9);
   });
 
   it('spec - JSON is accepted too', () => {

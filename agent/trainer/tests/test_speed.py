@@ -57,6 +57,21 @@ def test_each_packed_record_has_its_unpacked_loss(tiny_model, dataset, chunked):
     assert checked == sum(b[2].count(0) for b in batch) and checked >= 4
 
 
+def test_flex_attention_keeps_packed_records_apart(tiny_model, dataset, tmp_path):
+    """The CUDA default for packed blocks: transformers' FlexAttention document mask, checked here on the CPU's
+    forward (torch has no FlexAttention backward on the CPU, so training with it there is refused)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from tunefleet_trainer.modeling import keeps_records_apart
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="flex_attention")
+    assert model.config._attn_implementation == "flex_attention"
+    assert keeps_records_apart(model, torch.device("cpu"))
+    cfg = run_config(tmp_path, tiny_model, *dataset, attention="flex_attention")
+    proc, events = run_trainer(cfg, tmp_path)
+    assert proc.returncode == 2 and "flex_attention trains only on CUDA" in events[-1]["message"]
+
+
 def test_naive_concatenation_would_not_be_exact(tiny_model, dataset):
     """The check above can fail: the same block without restarting positions lets records see each other."""
     import torch

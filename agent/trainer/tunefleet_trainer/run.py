@@ -168,6 +168,12 @@ def _load(cfg, dtype, device):
         except (ImportError, ValueError) as e:
             note = f"attention: sdpa (flex_attention unavailable: {str(e).splitlines()[0][:200]})"
             return load_base(cfg.model_path, dtype, device, cfg.method, "sdpa"), note
+    if asked == "flex_attention" and device.type != "cuda":
+        raise TrainerError(
+            "CONFIG_INVALID",
+            "training.attention: flex_attention trains only on CUDA (torch has no "
+            "FlexAttention backward on the CPU); use auto or sdpa on this agent",
+        )
     try:
         return load_base(cfg.model_path, dtype, device, cfg.method, asked), None
     except (ImportError, ValueError) as e:

@@ -17,6 +17,6 @@ fields=$(sed -n "/NVIDIA_SMI_FIELDS = \[/,/\]/p" agent/gpu.ts | grep -o "'[a-z_.
 nvidia-smi --query-gpu="$fields" --format=csv,noheader,nounits >"$OUT/nvidia-smi.csv" 2>&1; echo "csv exit $?"
 nvidia-smi -q -x >"$OUT/nvidia-smi.xml" 2>&1; echo "xml exit $?"
 python3 -c "import torch, transformers, peft, bitsandbytes as b; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', b.__version__, torch.cuda.get_device_name(0))" | tee "$OUT/versions.txt"
-(cd agent/trainer && timeout "${PYTEST_S:-150}" python3 -m pytest -q -p no:cacheprovider tests -k "${PYTEST_K:-cuda or kill9 or resume or every_method or gradient_checkpointing}" 2>&1) | tail -40 >"$OUT/pytest.log"; tail -3 "$OUT/pytest.log"
+(cd agent/trainer && timeout "${PYTEST_S:-150}" python3 -m pytest -q -p no:cacheprovider tests -k "${PYTEST_K:-cuda or kill9 or resume or every_method or gradient_checkpointing or speed}" 2>&1) | tail -40 >"$OUT/pytest.log"; tail -3 "$OUT/pytest.log"
 timeout "${CAL_S:-170}" python3 test/bench/memory_calibrate.py --out "$OUT" 2>&1 | grep '^{"shape"' | cut -c1-400 | tee "$OUT/calibrate.log"
-timeout "${BENCH_S:-420}" python3 test/bench/gpu_bench.py --steps 25 --out "$OUT" 2>&1 | grep -v '^{"type"' | tail -30 >"$OUT/bench.log"; tail -22 "$OUT/bench.log"
+timeout "${BENCH_S:-420}" python3 test/bench/gpu_bench.py --steps 15 --warmup 4 --out "$OUT" 2>&1 | grep -v '^{"type"' | tail -30 >"$OUT/bench.log"; tail -22 "$OUT/bench.log"

@@ -29,6 +29,8 @@ function main(): void {
       seq_len: number;
       gradient_checkpointing: boolean;
       optimizer: EstimateInput['optimizer'];
+      /** absent in rows measured before the chunked loss existed: they ran the plain loss */
+      chunked_loss?: boolean;
       lora_r: number;
       peak_allocated: number;
       peak_reserved: number;
@@ -47,6 +49,7 @@ function main(): void {
       gradientCheckpointing: r.gradient_checkpointing,
       optimizer: r.optimizer,
       loraRank: r.lora_r,
+      chunkedLoss: r.chunked_loss ?? false,
     },
     allocated: r.peak_allocated,
     reserved: r.peak_reserved,

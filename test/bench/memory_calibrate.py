@@ -41,8 +41,11 @@ SHAPES = {
         tie_word_embeddings=False,
     ),
 }
-# (shape, method, micro, seq, gradient checkpointing, optimizer)
+# (shape, method, micro, seq, gradient checkpointing, optimizer[, chunked loss: default True]); the trainer's other
+# choices are its defaults (on CUDA: compiled layers, FlexAttention for packed blocks)
 GRID = [
+    ("llama-1.1b", "lora", 4, 1024, False, "adamw", False),
+    ("smollm2-135m", "lora", 8, 1024, False, "adamw", False),
     ("smollm2-135m", "lora", 4, 512, False, "adamw"),
     ("smollm2-135m", "lora", 8, 1024, False, "adamw"),
     ("smollm2-135m", "lora", 8, 1024, True, "adamw"),
@@ -84,7 +87,7 @@ def make_data(path, n):
             f.write(json.dumps({"text": " ".join(rnd.choice(words) for _ in range(200))}) + "\n")
 
 
-def run(model_dir, data, out, method, micro, seq, gc, optimizer, smoke):
+def run(model_dir, data, out, method, micro, seq, gc, optimizer, smoke, chunked=True):
     import torch
     from tunefleet_trainer import config, events, recipe
 
@@ -112,6 +115,7 @@ def run(model_dir, data, out, method, micro, seq, gc, optimizer, smoke):
                 "packing": True,
                 "gradient_checkpointing": gc,
                 "optimizer": optimizer,
+                "chunked_loss": chunked,
                 "precision": "fp32" if smoke else "bf16",
             },
         }
@@ -146,9 +150,10 @@ def main():
     work = tempfile.mkdtemp(prefix="mem-cal-")
     data = os.path.join(work, "data.jsonl")
     make_data(data, 200 if a.cpu_smoke else 2000)
-    grid = [g for g in GRID if g[5] == "adamw" and g[1] != "qlora"][:2] if a.cpu_smoke else GRID
+    grid = [g for g in GRID if g[5] == "adamw" and g[1] != "qlora"][1:3] if a.cpu_smoke else GRID
     models, rows = {}, []
-    for i, (shape, method, micro, seq, gc, opt) in enumerate(grid):
+    for i, (shape, method, micro, seq, gc, opt, *rest) in enumerate(grid):
+        chunked = rest[0] if rest else True
         if shape not in models:
             models[shape] = (os.path.join(work, shape), make_model(os.path.join(work, shape), shape, a.cpu_smoke))
         model_dir, kw = models[shape]
@@ -162,6 +167,7 @@ def main():
             gc,
             opt,
             a.cpu_smoke,
+            chunked,
         )
         row = {
             "shape": shape,
@@ -172,6 +178,7 @@ def main():
             "seq_len": 64 if a.cpu_smoke else seq,
             "gradient_checkpointing": gc,
             "optimizer": opt,
+            "chunked_loss": chunked,
             "lora_r": 16,
             **r,
         }

@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     const p = join(dir, `job-${steps}.yaml`);
     writeFileSync(
       p,
-      `name: bench\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${steps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: 50}\nevaluation: {exact_match: false}\n`,
+      `name: bench\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${steps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: 50, packing: false}\nevaluation: {exact_match: false}\n`,
     );
     return p;
   };

@@ -102,7 +102,11 @@ export class AgentProcesses {
   }
 }
 
-/** A LoRA job on the tiny model over `records` short text records, in a new directory; returns the spec path. */
+/**
+ * A LoRA job on the tiny model over `records` short text records, in a new directory; returns the spec path.
+ * Unpacked: these jobs are about placement, leases and recovery, timed in steps of a few records (packed, each
+ * step would take the whole dataset in 512-token blocks, ~20x the work); e2e runs the default, packed.
+ */
 export function tinyJob(name: string, maxSteps: number, checkpointEvery: number, records = 48): string {
   const dir = mkdtempSync(join(tmpdir(), `tunefleet-${name}-`));
   writeFileSync(
@@ -113,7 +117,7 @@ export function tinyJob(name: string, maxSteps: number, checkpointEvery: number,
   );
   writeFileSync(
     join(dir, 'job.yaml'),
-    `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}}\nevaluation: {exact_match: false}\n`,
+    `name: ${name}\nmodel: ${TINY_MODEL}\nmethod: lora\ndataset: {path: data.jsonl, eval_fraction: 0.1, dedup: {near: false}}\ntraining: {max_steps: ${maxSteps}, batch_size: 4, learning_rate: 0.01, checkpoint_every: ${checkpointEvery}, packing: false}\nevaluation: {exact_match: false}\n`,
   );
   return join(dir, 'job.yaml');
 }

@@ -17,7 +17,7 @@ import os
 from .data import prompt_of, read_jsonl, tokenize_all
 from .errors import TrainerError
 from .events import emit, log
-from .modeling import check_model_dir, load_base, load_tokenizer, pick_device, pick_dtype
+from .modeling import check_model_dir, load_base, load_tokenizer, loss_head, pick_device, pick_dtype
 from .recipe import evaluate_loss
 from .run import amp_dtype
 
@@ -50,7 +50,8 @@ def generate(model, tokenizer, prompts, max_new_tokens, micro, device):
 
 def _metrics(model, tokenizer, examples, pairs, cfg, device, amp):
     micro = cfg.training.micro_batch_size or 8
-    loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device, amp)
+    head = loss_head(model, device) if cfg.training.chunked_loss else None  # as training computed it
+    loss = evaluate_loss(model, examples, micro, tokenizer.pad_token_id, device, amp, head)
     em = bleu = rouge_l = None
     hyps = []
     if cfg.evaluation.exact_match and pairs:

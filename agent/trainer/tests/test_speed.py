@@ -159,6 +159,25 @@ def test_packing_is_the_default_where_exact(tiny_model, dataset, tmp_path):
     assert "training.packing" in events[-1]["message"] and "prompt" in events[-1]["message"]
 
 
+def test_a_packed_run_resumes_exactly_and_keeps_packing(tiny_model, dataset, tmp_path):
+    """The checkpoint says whether its data order is over packed blocks: a resume follows it, whatever the config
+    asks now, and continues the same losses."""
+    cfg = run_config(tmp_path, tiny_model, *dataset, packing="auto", max_seq_len=64, batch_size=4, micro_batch_size=2)
+    proc, full = run_trainer(cfg, tmp_path, name="full.json")
+    assert proc.returncode == 0, full[-1]
+    assert full[0]["train_records"] < 48  # packed
+    ckpt = next(e["path"] for e in full if e["type"] == "checkpoint" and e["step"] == 3)
+    with open(f"{ckpt}/state.json") as f:
+        assert json.load(f)["packing"] is True
+    cfg2 = json.loads(json.dumps(cfg))
+    cfg2["training"]["packing"] = False
+    cfg2.update(resume_from=ckpt, output_dir=str(tmp_path / "resumed"))
+    proc, resumed = run_trainer(cfg2, tmp_path, name="resumed.json")
+    assert proc.returncode == 0, resumed[-1]
+    assert resumed[0]["train_records"] == full[0]["train_records"]
+    assert [e["loss"] for e in steps(resumed)] == [e["loss"] for e in steps(full)][3:]
+
+
 def test_choices_take_only_true_false_or_auto(tiny_model, dataset, tmp_path):
     cfg = run_config(tmp_path, tiny_model, *dataset, compile="yes", gradient_checkpointing=1, attention="flash")
     proc, events = run_trainer(cfg, tmp_path)

@@ -275,8 +275,9 @@ def keeps_records_apart(model, device):
             alone = torch.cat([model(input_ids=x.unsqueeze(0), use_cache=False).logits.float() for x in (a, b)], 1)
     finally:
         model.train(was_training)
-    tol = 1e-3 if packed.dtype == torch.float32 and next(model.parameters()).dtype == torch.float32 else 5e-2
-    return bool(torch.allclose(packed, alone, rtol=tol, atol=tol))
+    # relative to the logits' scale: half-precision kernels differ by rounding, cross-talk by a large share of it
+    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+    return float((packed - alone).abs().max()) <= tol * max(1e-6, float(alone.abs().max()))
 
 
 def compile_layers(model):

@@ -108,6 +108,8 @@ def _write_files(run, tmp):
         "rng": meta,
         "method": cfg.method,
         "seed": cfg.training.seed,
+        # the data order is over packed blocks or over records: a resume must use the same (run._packing)
+        "packing": run.packing,
     }
     with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump(saved, f)

@@ -11,7 +11,7 @@ from .data import pack, read_jsonl, tokenize_all
 from .distributed import Dist
 from .distributed import from_env as dist_from_env
 from .distributed import init as dist_init
-from .errors import TrainerError
+from .errors import TrainerError, read_json
 from .modeling import (
     auto_micro_batch,
     check_model_dir,
@@ -186,6 +186,15 @@ def _packing(cfg, model, device):
     from .config import PACKABLE
 
     asked = cfg.training.packing
+    if cfg.resume_from:  # the data order continues over what the checkpoint trained on: blocks or records
+        saved = read_json(os.path.join(cfg.resume_from, "state.json"), "CHECKPOINT_CORRUPT").get("packing", False)
+        if saved and not keeps_records_apart(model, device):
+            raise TrainerError(
+                "CHECKPOINT_MISMATCH",
+                f"{cfg.resume_from}: trained on packed blocks, but on this agent {type(model).__name__} would let "
+                "packed records attend to each other (another transformers version?); resume it where it was trained",
+            )
+        return bool(saved), None
     if asked is False or (asked == "auto" and cfg.method not in PACKABLE):
         return False, None
     if keeps_records_apart(model, device):

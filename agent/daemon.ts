@@ -172,6 +172,8 @@ export async function startAgent(
     maxHeartbeatThrottleInterval: heartbeatMs,
     defaultHeartbeatThrottleInterval: heartbeatMs,
     shutdownGraceTime: '2 minutes',
+    // an activity that ignores its cancellation must not hold the stop for ever
+    shutdownForceTime: '3 minutes',
   });
   log(
     `ready: queue ${agentTaskQueue(o.agentId)}, ${caps.cuda ? 'CUDA' : 'CPU'}, models in ${cfg.modelsDir}, ` +
@@ -179,16 +181,31 @@ export async function startAgent(
       `${maxSessions} session(s) at once, ${trainerThreads} CPU thread(s) each`,
   );
   const run = worker.run();
+  /** A stop step that may not hang the stop: after `ms` it is left behind, and the log says which. */
+  const bounded = async (what: string, p: Promise<unknown>, ms = 10_000): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((res) => (timer = setTimeout(() => res(false), ms)));
+    const ok = await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+    clearTimeout(timer);
+    if (!ok) log(`stop: ${what} did not finish in ${ms / 1000} s; going on`);
+    return ok;
+  };
   const done = (async () => {
-    await run;
+    await run.catch((e: unknown) => log(`stop: the Temporal worker ended with ${String(e)}`));
     advertising = false;
     intent.stop();
-    await intentLoop.catch(() => {});
-    await advertLoop;
-    await kv.delete(o.agentId).catch(() => {});
-    await connection.close();
-    await clientConnection.close();
-    await nats.nc.drain();
+    await bounded('the operator-intent watch', intentLoop);
+    await bounded('the advert loop', advertLoop);
+    await bounded('removing the advert', kv.delete(o.agentId));
+    await bounded('closing the worker connection', connection.close());
+    await bounded('closing the client connection', clientConnection.close());
+    if (!(await bounded('draining NATS', nats.nc.drain()))) await bounded('closing NATS', nats.nc.close());
   })();
   return {
     agentId: o.agentId,

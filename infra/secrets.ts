@@ -100,8 +100,17 @@ async function loadOrCreateCa(dir: string): Promise<{ ca: Ca; created: boolean }
   return { ca: { cert, key: keys.privateKey }, created: true };
 }
 
-/** A certificate signed by the CA: a server one (with its names) or a client one (CN = identity). */
-async function issue(ca: Ca, dir: string, file: string, cn: string, server: { dns: string[]; ips: string[] } | null) {
+/**
+ * A certificate signed by the CA: a server one (with its names), a cluster node's (server and client: a node dials
+ * the other nodes' routes with it), or a client one (CN = identity).
+ */
+async function issue(
+  ca: Ca,
+  dir: string,
+  file: string,
+  cn: string,
+  server: { dns: string[]; ips: string[]; node?: boolean } | null,
+) {
   const keys = await newKeys();
   const names: x509.JsonGeneralName[] = server
     ? [
@@ -121,9 +130,11 @@ async function issue(ca: Ca, dir: string, file: string, cn: string, server: { dn
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([
-        server ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
-      ]),
+      new x509.ExtendedKeyUsageExtension(
+        server?.node
+          ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
+          : [server ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
+      ),
       ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
     ],
@@ -169,6 +180,20 @@ export async function initSecrets(home: string, hosts: string[] = []): Promise<S
 }
 
 const isIp = (h: string): boolean => /^[\d.]+$/.test(h) || h.includes(':');
+
+/**
+ * A NATS cluster node's certificate, nats-<node>.crt/.key: for its clients and for the routes between nodes (server
+ * and client usage), for localhost, the loopback addresses and `hosts`. Replaced when asked for again.
+ */
+export async function addNode(home: string, node: string, hosts: string[] = []): Promise<void> {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(node))
+    throw new Error(`node name '${node}': lowercase letters, digits and '-', at most 63`);
+  const dir = secretsDir(home);
+  const { ca } = await loadOrCreateCa(dir);
+  const dns = [...new Set(['localhost', ...hosts.filter((h) => !isIp(h))])];
+  const ips = [...new Set(['127.0.0.1', '::1', ...hosts.filter(isIp)])];
+  await issue(ca, dir, `nats-${node}`, `tunefleet nats ${node}`, { dns, ips, node: true });
+}
 
 /** Credentials for one agent (agent-<id>.nk, .crt, .key); kept if they exist. */
 export async function addAgent(home: string, agentId: string): Promise<boolean> {
@@ -236,6 +261,27 @@ export interface NatsConfigOptions {
   storeDir: string;
   /** JetStream's file store cap in bytes (every stream's size limit fits under it) */
   maxStore: number;
+  /** a node of a cluster (its certificate from addNode); absent: one server */
+  cluster?: NatsClusterOptions;
+}
+
+export interface NatsClusterOptions {
+  /** the cluster's name, the same on every node */
+  name: string;
+  /** this node's server_name (unique in the cluster; its certificate is nats-<node>.crt) */
+  node: string;
+  /** where this node listens for routes */
+  routeHost: string;
+  routePort: number;
+  /** every node's route URL (nats-route://host:port; its own is ignored by the server) */
+  routes: string[];
+  /** HTTP monitoring port, on 127.0.0.1 only (0: none) */
+  monitorPort: number;
+  /**
+   * fsync every write (JetStream's sync_interval: always): for nodes that share a failure domain (one host, one
+   * rack's power), where losing them together would otherwise lose the last writes of all replicas
+   */
+  syncAlways: boolean;
 }
 
 /**
@@ -247,20 +293,38 @@ export function natsConfig(home: string, o: NatsConfigOptions): string {
   const users = identities(home).map((i) => ({ nkey: i.publicKey, permissions: permissionsFor(i.name) }));
   if (!users.some((u) => u.nkey === identities(home).find((i) => i.name === 'admin')?.publicKey))
     throw new Error(`no admin credentials in ${dir}: run 'tunefleet secrets init'`);
+  const c = o.cluster;
+  const cert = c ? `nats-${c.node}` : 'nats-server';
+  if (c && !existsSync(join(dir, `${cert}.crt`)))
+    throw new Error(`no certificate for node ${c.node} in ${dir}: run 'tunefleet secrets add-node ${c.node}'`);
+  const tls = {
+    cert_file: join(dir, `${cert}.crt`),
+    key_file: join(dir, `${cert}.key`),
+    ca_file: join(dir, 'ca.pem'),
+    verify: true,
+    timeout: 5,
+  };
   return JSON.stringify(
     {
       host: o.host,
       port: o.port,
-      jetstream: { store_dir: o.storeDir, max_file_store: o.maxStore, max_memory_store: 64 * 2 ** 20 },
-      tls: {
-        cert_file: join(dir, 'nats-server.crt'),
-        key_file: join(dir, 'nats-server.key'),
-        ca_file: join(dir, 'ca.pem'),
-        verify: true,
-        timeout: 5,
+      ...(c ? { server_name: c.node } : {}),
+      jetstream: {
+        store_dir: o.storeDir,
+        max_file_store: o.maxStore,
+        max_memory_store: 64 * 2 ** 20,
+        ...(c?.syncAlways ? { sync_interval: 'always' } : {}),
       },
+      tls,
       authorization: { users, timeout: 5 },
       max_payload: 8 * 2 ** 20,
+      // routes: TLS both ways with the nodes' certificates, verified against the CA (nothing else may join)
+      ...(c
+        ? {
+            cluster: { name: c.name, host: c.routeHost, port: c.routePort, routes: c.routes, tls },
+            ...(c.monitorPort ? { http: `127.0.0.1:${c.monitorPort}` } : {}),
+          }
+        : {}),
     },
     null,
     1,
@@ -268,16 +332,25 @@ export function natsConfig(home: string, o: NatsConfigOptions): string {
 }
 
 export function writeNatsConfig(home: string, o: NatsConfigOptions): string {
-  const path = join(secretsDir(home), 'nats.conf');
+  const path = join(secretsDir(home), o.cluster ? `nats-${o.cluster.node}.conf` : 'nats.conf');
   writeSecret(path, natsConfig(home, o));
   return path;
 }
 
 /** Rewrite nats.conf's users from the identities now in the secrets directory (the rest is kept). */
-export function refreshNatsUsers(home: string): string {
-  const path = join(secretsDir(home), 'nats.conf');
-  const conf = JSON.parse(readFileSync(path, 'utf8')) as { authorization: { users: unknown[] } };
-  conf.authorization.users = identities(home).map((i) => ({ nkey: i.publicKey, permissions: permissionsFor(i.name) }));
-  writeSecret(path, JSON.stringify(conf, null, 1));
-  return path;
+export function refreshNatsUsers(home: string): string[] {
+  const dir = secretsDir(home);
+  // nats.conf (one server) and nats-<node>.conf (the nodes of a cluster on this host)
+  const paths = readdirSync(dir)
+    .filter((f) => /^nats(-[a-z0-9-]+)?\.conf$/.test(f))
+    .map((f) => join(dir, f));
+  for (const path of paths) {
+    const conf = JSON.parse(readFileSync(path, 'utf8')) as { authorization: { users: unknown[] } };
+    conf.authorization.users = identities(home).map((i) => ({
+      nkey: i.publicKey,
+      permissions: permissionsFor(i.name),
+    }));
+    writeSecret(path, JSON.stringify(conf, null, 1));
+  }
+  return paths;
 }

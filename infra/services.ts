@@ -7,8 +7,9 @@ import { existsSync, mkdirSync, openSync, closeSync, statfsSync } from 'node:fs'
 import { join } from 'node:path';
 import { SEARCH_ATTRIBUTES } from '../workflows/searchAttributes';
 import { connect } from 'nats';
+import { natsServers } from '../shared/config';
 import { natsConnectOptions } from '../shared/natsconn';
-import { refreshNatsUsers, secretsDir, writeNatsConfig } from './secrets';
+import { addNode, refreshNatsUsers, secretsDir, writeNatsConfig } from './secrets';
 import { Connection } from '@temporalio/client';
 
 export function freePort(): Promise<number> {
@@ -140,6 +141,80 @@ export async function startNats(o: StartOptions & { host?: string }): Promise<Se
   return { name: 'nats-server', address: url, pid: child.pid ?? -1, child, logFile };
 }
 
+export interface NatsCluster {
+  /** the nodes, in order n1, n2, ... (a test may restart one under a new pid) */
+  nodes: Service[];
+  /** the seed list: every node's client URL, separated by commas */
+  seeds: string;
+  /** start node i again (same ports, store and configuration) after it was stopped or killed */
+  restart(i: number): Promise<Service>;
+}
+
+/**
+ * `size` nats-server nodes of one JetStream cluster on this host (n1, n2, ...): each with its own server name, store
+ * directory, client and route ports, its own certificate (server and client usage: routes are TLS both ways), the
+ * fleet's users, sync_interval always (the nodes share this host's failure domain) and monitoring on 127.0.0.1.
+ * Resolves when every node answers JetStream requests (a meta leader is elected).
+ */
+export async function startNatsCluster(o: StartOptions & { size?: number }): Promise<NatsCluster> {
+  const size = o.size ?? 3;
+  const nodes = Array.from({ length: size }, (_, i) => `n${i + 1}`);
+  const ports = [];
+  for (let i = 0; i < size; i++)
+    ports.push({ client: await freePort(), route: await freePort(), http: await freePort() });
+  mkdirSync(o.logDir, { recursive: true });
+  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`);
+  const confs: string[] = [];
+  for (const [i, node] of nodes.entries()) {
+    await addNode(o.home, node);
+    const storeDir = join(o.dataDir, `nats-${node}`);
+    mkdirSync(storeDir, { recursive: true });
+    const p = ports[i] as { client: number; route: number; http: number };
+    confs.push(
+      writeNatsConfig(o.home, {
+        host: '127.0.0.1',
+        port: p.client,
+        storeDir,
+        maxStore: storeLimit(storeDir),
+        cluster: {
+          name: 'tunefleet',
+          node,
+          routeHost: '127.0.0.1',
+          routePort: p.route,
+          routes,
+          monitorPort: p.http,
+          syncAlways: true,
+        },
+      }),
+    );
+  }
+  const urls = ports.map((p) => `tls://127.0.0.1:${p.client}`);
+  const launchNode = (i: number): Service => {
+    const logFile = join(o.logDir, `nats-${nodes[i]}.log`);
+    const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-c', confs[i] as string], logFile, false);
+    return { name: `nats-${nodes[i]}`, address: urls[i] as string, pid: child.pid ?? -1, child, logFile };
+  };
+  const started = nodes.map((_, i) => launchNode(i));
+  try {
+    for (const s of started)
+      await waitFor(`nats-server ${s.name} on ${s.address}`, () => natsHealthy(s.address, o.home), 60_000, s.child);
+  } catch (e) {
+    for (const s of started) s.child?.kill('SIGKILL');
+    throw e;
+  }
+  const cluster: NatsCluster = {
+    nodes: started,
+    seeds: urls.join(','),
+    async restart(i) {
+      const s = launchNode(i);
+      cluster.nodes[i] = s;
+      await waitFor(`nats-server ${s.name} on ${s.address}`, () => natsHealthy(s.address, o.home), 60_000, s.child);
+      return s;
+    },
+  };
+  return cluster;
+}
+
 export async function startTemporal(o: StartOptions): Promise<Service> {
   const port = o.port ?? (await freePort());
   mkdirSync(o.dataDir, { recursive: true });
@@ -193,22 +268,24 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
  * nats-server takes the identities now in the secrets directory (an agent added, keys rotated): nats.conf's users
  * are rewritten and the server reloads it (SIGHUP); resolves once `identity` can connect.
  */
-export async function reloadNats(home: string, pid: number, url: string, identity: string): Promise<void> {
+export async function reloadNats(home: string, pids: number | number[], url: string, identity: string): Promise<void> {
   refreshNatsUsers(home);
-  process.kill(pid, 'SIGHUP');
-  await waitFor(
-    `nats-server to accept ${identity}`,
-    async () => {
-      const nc = await connect({
-        ...natsConnectOptions({ natsUrl: url, natsCreds: null, tlsDir: secretsDir(home) }, identity),
-        timeout: 1000,
-        reconnect: false,
-      });
-      await nc.close();
-      return true;
-    },
-    10_000,
-  );
+  for (const pid of [pids].flat()) if (processAlive(pid)) process.kill(pid, 'SIGHUP');
+  // every server of the seed list that is up takes the new identity
+  for (const server of natsServers(url))
+    await waitFor(
+      `nats-server ${server} to accept ${identity}`,
+      async () => {
+        const nc = await connect({
+          ...natsConnectOptions({ natsUrl: server, natsCreds: null, tlsDir: secretsDir(home) }, identity),
+          timeout: 1000,
+          reconnect: false,
+        });
+        await nc.close();
+        return true;
+      },
+      10_000,
+    );
 }
 
 /** Is there a process with this pid (a zombie not yet reaped counts as alive)? */

@@ -122,10 +122,10 @@ function spawnTunefleet(args: string[], logFile: string, env: Record<string, str
 }
 
 /** Create the streams and buckets with their size limits, as admin. */
-export async function createAssets(natsUrl: string, h: string, totalBytes: number): Promise<void> {
+export async function createAssets(natsUrl: string, h: string, totalBytes: number, replicas = 1): Promise<void> {
   const n = await connectNats({ natsUrl, natsCreds: null, tlsDir: secretsDir(h) }, 'admin');
   try {
-    await ensureAssets(n, totalBytes);
+    await ensureAssets(n, totalBytes, replicas);
   } finally {
     await n.close();
   }

@@ -119,11 +119,29 @@ export function assetLimits(total: number): Record<string, number> {
 }
 
 /**
- * Create the events stream and the buckets, each with its size limit (admin credentials: nobody else may; idempotent,
- * and an existing stream gets the current limit).
+ * Create the events stream and the buckets, each with its size limit and `replicas` copies (3 on a NATS cluster, 1 on
+ * one server) — admin credentials: nobody else may. Idempotent: an existing stream gets the current limit and
+ * replica count (JetStream moves the data; a count above the cluster's servers is refused by the server, named).
  */
-export async function ensureAssets(n: Nats, totalBytes: number): Promise<void> {
+export async function ensureAssets(n: Nats, totalBytes: number, replicas = 1): Promise<void> {
   const limits = assetLimits(totalBytes);
+  try {
+    await ensureAssetsAt(n, limits, replicas);
+  } catch (cause) {
+    const m = String((cause as Error)?.message ?? cause);
+    if (/insufficient resources|replicas/i.test(m))
+      throw new TunefleetError(
+        ErrorCode.StackUnavailable,
+        `NATS could not keep ${replicas} replicas of every stream (${m}): a cluster needs at least ${replicas} ` +
+          'JetStream servers up (the embedded stack has 1)',
+        { field: 'replicas' },
+        { cause },
+      );
+    throw cause;
+  }
+}
+
+async function ensureAssetsAt(n: Nats, limits: Record<string, number>, replicas: number): Promise<void> {
   const jsm = await n.nc.jetstreamManager();
   const events = {
     name: EVENTS_STREAM,
@@ -133,6 +151,7 @@ export async function ensureAssets(n: Nats, totalBytes: number): Promise<void> {
     max_age: 30 * 24 * 3600 * 1e9, // 30 days, in ns
     max_msgs_per_subject: 200_000,
     max_bytes: limits[EVENTS_STREAM] ?? -1,
+    num_replicas: replicas,
   };
   try {
     await jsm.streams.info(EVENTS_STREAM);
@@ -141,16 +160,19 @@ export async function ensureAssets(n: Nats, totalBytes: number): Promise<void> {
     await jsm.streams.add(events);
   }
   for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) {
+    // made with one replica, then moved to `replicas` below: nats.js copies its `replicas` option into the stream
+    // configuration as an unknown field, which the server refuses
     const os = await n.js.views.os(b, { storage: StorageType.File, max_bytes: limits[b] ?? -1 });
     const stream = (await os.status()).streamInfo.config;
-    if (stream.max_bytes !== limits[b]) await jsm.streams.update(stream.name, { ...stream, max_bytes: limits[b] });
+    if (stream.max_bytes !== limits[b] || stream.num_replicas !== replicas)
+      await jsm.streams.update(stream.name, { ...stream, max_bytes: limits[b], num_replicas: replicas });
   }
   for (const b of KV_BUCKETS) {
-    await openKv(n.js, b, true);
-    // a bucket made before it had a limit gets it
+    await openKv(n.js, b, true, replicas);
+    // a bucket made before it had a limit (or with another replica count) gets it
     const { config } = await jsm.streams.info(`KV_${b}`);
-    if (config.max_bytes !== KV_MAX_BYTES)
-      await jsm.streams.update(config.name, { ...config, max_bytes: KV_MAX_BYTES });
+    if (config.max_bytes !== KV_MAX_BYTES || config.num_replicas !== replicas)
+      await jsm.streams.update(config.name, { ...config, max_bytes: KV_MAX_BYTES, num_replicas: replicas });
   }
 }
 

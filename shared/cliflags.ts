@@ -6,7 +6,9 @@ import type { Flags } from './config';
 
 export function connectionOptions(): Option[] {
   return [
-    new Option('--nats-url <url>', 'NATS server').env('TUNEFLEET_NATS_URL'),
+    new Option('--nats-url <url>', "NATS server, or a cluster's seed list (URLs separated by commas)").env(
+      'TUNEFLEET_NATS_URL',
+    ),
     new Option('--nats-creds <file>', 'NATS nkey seed (<identity>.nk; its .crt and .key beside it)').env(
       'TUNEFLEET_NATS_CREDS',
     ),

@@ -59,6 +59,14 @@ export type Flags = Partial<
 > &
   Partial<{ temporalTlsCa: string; temporalTlsCert: string; temporalTlsKey: string; temporalTlsServerName: string }>;
 
+/** The servers of a NATS URL setting: one URL, or a cluster's seed list separated by commas. */
+export function natsServers(natsUrl: string): string[] {
+  return natsUrl
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
 export function resolveConfig(
   env: Record<string, string | undefined>,
   flags: Flags,
@@ -81,11 +89,15 @@ export function resolveConfig(
         'give the bare URL and keep credentials in a credentials file',
       { field: 'nats-url' },
     );
-  if (!/^(nats|tls|wss?):\/\/[^\s/]+$/.test(natsUrl)) {
-    throw new TunefleetError(ErrorCode.FlagInvalid, `'${natsUrl}' is not a NATS URL like nats://127.0.0.1:4222`, {
-      field: 'nats-url',
-    });
-  }
+  // one URL, or a cluster's seed list: URLs separated by commas
+  for (const one of natsServers(natsUrl))
+    if (!/^(nats|tls|wss?):\/\/[^\s/,]+$/.test(one)) {
+      throw new TunefleetError(
+        ErrorCode.FlagInvalid,
+        `'${one}' is not a NATS URL like nats://127.0.0.1:4222 (a cluster: URLs separated by commas)`,
+        { field: 'nats-url' },
+      );
+    }
   if (!/^[^\s/:]+:\d{1,5}$/.test(temporalAddress)) {
     throw new TunefleetError(ErrorCode.FlagInvalid, `'${temporalAddress}' is not a host:port address`, {
       field: 'temporal-address',

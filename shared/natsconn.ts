@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { nkeyAuthenticator, type ConnectionOptions } from 'nats';
-import type { Config } from './config';
+import { natsServers, type Config } from './config';
 import { ErrorCode, TunefleetError } from './errors';
 import { inboxPrefix, isIdentity } from './permissions';
 
@@ -45,7 +45,7 @@ export function natsConnectOptions(
   // the identity the seed is (its file's name), whose inbox prefix the server lets it read
   const own = basename(f.seed).replace(/\.nk$/, '');
   return {
-    servers: cfg.natsUrl,
+    servers: natsServers(cfg.natsUrl),
     authenticator: nkeyAuthenticator(seed),
     tls: { caFile: f.ca, certFile: f.cert, keyFile: f.key },
     inboxPrefix: inboxPrefix(isIdentity(own) ? own : identity),

@@ -26,10 +26,10 @@ export const KV_MAX_BYTES = 64 * 2 ** 20;
  * Bind to an existing KV bucket. Only admin creates buckets (`create`: with its settings and size limit, file
  * storage; idempotent): every other identity is refused stream management by the server.
  */
-export function openKv(js: JetStreamClient, bucket: string, create = false): Promise<KV> {
+export function openKv(js: JetStreamClient, bucket: string, create = false, replicas = 1): Promise<KV> {
   if (!create) return js.views.kv(bucket, { bindOnly: true, allow_direct: true });
   const s = KV_SETTINGS[bucket] ?? { history: 1 };
-  return js.views.kv(bucket, { ...s, storage: StorageType.File, max_bytes: KV_MAX_BYTES });
+  return js.views.kv(bucket, { ...s, storage: StorageType.File, max_bytes: KV_MAX_BYTES, replicas });
 }
 
 /** Upload a file, streaming. -> bytes stored. */

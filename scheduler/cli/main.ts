@@ -31,6 +31,8 @@ Security:
   tunefleet secrets init       credentials for every role, the CA, nats-server's certificate ($TUNEFLEET_HOME/secrets)
   tunefleet secrets add-agent  credentials for one agent;  'rotate' replaces keys;  'list' shows identities
   tunefleet nats config|assets nats-server's configuration; the streams and buckets (admin credentials)
+  A NATS cluster:              'secrets add-node N', 'nats config --node N --route ...' per node,
+                               'nats assets --replicas 3'; then --nats-url tls://n1:4222,tls://n2:4222,...
   Temporal over TLS: the --temporal-tls-* flags; an API key from TUNEFLEET_TEMPORAL_API_KEY_FILE.
 Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`,
   );

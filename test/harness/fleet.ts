@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { COMMITS_BUCKET, type CommitRecord } from '../../shared';
 import type { JobClient } from '../../scheduler/cli/client';
 import { openFleet } from '../../scheduler/cli/fleetcmd';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, type TestStack } from './stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, natsPids, type TestStack } from './stack';
 import { addAgent } from '../../infra/secrets';
 import { reloadNats } from '../../infra/services';
 
@@ -56,7 +56,7 @@ export class AgentProcesses {
    */
   async start(id: string, extra: { args?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<ChildProcess> {
     const stack = this.stack();
-    if (await addAgent(stack.home, id)) await reloadNats(stack.home, stack.nats.pid, stack.nats.address, `agent-${id}`);
+    if (await addAgent(stack.home, id)) await reloadNats(stack.home, natsPids(stack), stack.cfg.natsUrl, `agent-${id}`);
     const child = spawn(
       process.execPath,
       [

@@ -9,7 +9,7 @@ import { JobClient } from '../../scheduler/cli/client';
 import { startControlWorker, type RunningWorker } from '../../scheduler/worker';
 import { startAgent, type RunningAgent } from '../../agent/daemon';
 import { AgentProcesses, readyAgents, until } from './fleet';
-import { adminCfg, startTestStack, stopAll, type TestStack } from './stack';
+import { adminCfg, natsPids, startTestStack, stopAll, type TestStack } from './stack';
 
 export interface FleetOptions {
   /** agent processes to start, by id (each labelled host=<id>) */
@@ -24,6 +24,8 @@ export interface FleetOptions {
   client?: Partial<Config>;
   /** how long the agents may take to advertise */
   readyMs?: number;
+  /** NATS as a JetStream cluster of this many nodes, every stream and bucket replicated on all (default: 1 server) */
+  natsNodes?: number;
 }
 
 export interface RunningFleet {
@@ -43,26 +45,31 @@ export function useRunningFleet(o: FleetOptions): RunningFleet {
   let client: JobClient | null = null;
   let agent: RunningAgent | null = null;
   const workers: RunningWorker[] = [];
+  // TUNEFLEET_TEST_LOGS=1 prints worker and agent log lines as they come (to see where a suite stands)
   const logs: string[] = [];
+  const keep = (line: string): void => {
+    logs.push(line);
+    if (process.env.TUNEFLEET_TEST_LOGS) console.error(line);
+  };
   const agents = new AgentProcesses(() => started(stack, 'stack'), o.agentArgs ?? []);
   const want = (o.agents?.length ?? 0) + (o.inProcessAgent ? 1 : 0);
 
   before(async () => {
-    stack = await startTestStack();
+    stack = await startTestStack({ natsNodes: o.natsNodes });
     const s = stack;
     for (let i = 0; i < (o.controlWorkers ?? 1); i++)
-      workers.push(await startControlWorker(s.cfg, (m) => logs.push(`[worker${i + 1}] ${m}`)));
+      workers.push(await startControlWorker(s.cfg, (m) => keep(`[worker${i + 1}] ${m}`)));
     // the test's own client inspects every bucket, so it is admin on NATS; workers run as control, agents as
     // agent-<id>, and `runCli` as cli: each with its own role's permissions
     client = await JobClient.connect({ ...adminCfg(s), ...o.client });
     const c = client;
     if (o.inProcessAgent && (await addAgent(s.home, o.inProcessAgent)))
-      await reloadNats(s.home, s.nats.pid, s.nats.address, `agent-${o.inProcessAgent}`);
+      await reloadNats(s.home, natsPids(s), s.cfg.natsUrl, `agent-${o.inProcessAgent}`);
     if (o.inProcessAgent)
       agent = await startAgent(
         s.cfg,
         { agentId: o.inProcessAgent, labels: {}, advertIntervalMs: 500, heartbeatMs: 1000 },
-        (m) => logs.push(`[agent] ${m}`),
+        (m) => keep(`[agent] ${m}`),
       );
     for (const id of o.agents ?? []) await agents.start(id);
     await until(`${want} agents advertise`, async () => (await readyAgents(c)).length === want, o.readyMs ?? 90_000);

@@ -10,7 +10,15 @@ import { join, resolve } from 'node:path';
 import type { ConnectionOptions } from 'nats';
 import { resolveConfig, type Config } from '../../shared';
 import { natsConnectOptions } from '../../shared/natsconn';
-import { startNats, startTemporal, stopProcess, storeLimit, type Service } from '../../infra/services';
+import {
+  startNats,
+  startNatsCluster,
+  startTemporal,
+  stopProcess,
+  storeLimit,
+  type NatsCluster,
+  type Service,
+} from '../../infra/services';
 import { initSecrets } from '../../infra/secrets';
 import { createAssets } from '../../infra/stack';
 
@@ -20,16 +28,25 @@ export const TINY_MODEL = 'tiny-llama';
 export interface TestStack {
   home: string;
   cfg: Config;
+  /** the NATS server (on a cluster: its first node) */
   nats: Service;
+  /** a NATS cluster's nodes when the stack was started with natsNodes > 1 */
+  cluster: NatsCluster | null;
   temporal: Service;
   stop(): Promise<void>;
+}
+
+/** The pids of the stack's NATS servers (every node of a cluster). */
+export function natsPids(s: TestStack): number[] {
+  return s.cluster ? s.cluster.nodes.map((n) => n.pid) : [s.nats.pid];
 }
 
 export function installedHome(): string {
   return process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
 }
 
-export async function startTestStack(): Promise<TestStack> {
+/** `natsNodes` > 1: a JetStream cluster of that many nodes (TLS routes), every stream and bucket replicated on all. */
+export async function startTestStack(o: { natsNodes?: number } = {}): Promise<TestStack> {
   const real = installedHome();
   for (const b of ['nats-server', 'temporal', 'python']) {
     if (!existsSync(join(real, 'bin', b)))
@@ -49,31 +66,36 @@ export async function startTestStack(): Promise<TestStack> {
   const logDir = join(home, 'logs');
   // security is on, as in production: TLS with client certificates, one nkey per identity, least privilege
   await initSecrets(home);
-  const nats = await startNats({ home, dataDir: join(home, 'data'), logDir });
+  const size = o.natsNodes ?? 1;
+  const cluster = size > 1 ? await startNatsCluster({ home, dataDir: join(home, 'data'), logDir, size }) : null;
+  const nats = cluster ? (cluster.nodes[0] as Service) : await startNats({ home, dataDir: join(home, 'data'), logDir });
+  // the pids now (a chaos test may have restarted a server under a new pid)
+  const stopNats = async (s?: TestStack): Promise<void> => {
+    for (const pid of s ? natsPids(s) : cluster ? cluster.nodes.map((n) => n.pid) : [nats.pid])
+      await stopProcess(pid, 10_000);
+  };
   const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir }).catch(async (e: unknown) => {
-    await stopProcess(nats.pid, 10_000);
+    await stopNats();
     throw e;
   });
-  const cfg = resolveConfig(
-    {},
-    { natsUrl: nats.address, temporalAddress: temporal.address, home },
-    homedir(),
-    () => null,
-  );
-  await createAssets(nats.address, home, storeLimit(join(home, 'data', 'nats'))).catch(async (e: unknown) => {
+  const natsUrl = cluster ? cluster.seeds : nats.address;
+  const cfg = resolveConfig({}, { natsUrl, temporalAddress: temporal.address, home }, homedir(), () => null);
+  const store = storeLimit(join(home, 'data', cluster ? 'nats-n1' : 'nats'));
+  await createAssets(natsUrl, home, store, size).catch(async (e: unknown) => {
     await stopProcess(temporal.pid, 10_000);
-    await stopProcess(nats.pid, 10_000);
+    await stopNats();
     throw e;
   });
   const stack: TestStack = {
     home,
     cfg,
     nats,
+    cluster,
     temporal,
     // the services as they are now: a chaos test may have restarted them under new pids
     async stop() {
       await stopProcess(stack.temporal.pid, 10_000);
-      await stopProcess(stack.nats.pid, 10_000);
+      await stopNats(stack);
       if (!process.env.TUNEFLEET_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
     },
   };

@@ -13,7 +13,10 @@ import { resolveConfig, TunefleetError } from '../../shared';
 import { natsConnectOptions } from '../../shared/natsconn';
 import { isIdentity, permissionsFor } from '../../shared/permissions';
 import { temporalConnectOptions } from '../../shared/temporalconn';
-import { addAgent, identities, initSecrets, natsConfig, rotate } from '../../infra/secrets';
+import { addAgent, addNode, identities, initSecrets, natsConfig, rotate, writeNatsConfig } from '../../infra/secrets';
+import { natsServers } from '../../shared/config';
+import { installedHome } from '../harness/stack';
+import { spawnSync } from 'node:child_process';
 import { thrown } from '../harness/expect';
 
 describe('security - credentials and connection settings', function () {
@@ -67,6 +70,59 @@ describe('security - credentials and connection settings', function () {
     for (const f of readdirSync(join(home, 'secrets')).filter((x) => x.endsWith('.nk')))
       expect(conf).to.not.include(readFileSync(join(home, 'secrets', f), 'utf8').trim());
     expect(conf).to.not.include('PRIVATE KEY');
+  });
+
+  it('security - a cluster node: a certificate for serving and dialing routes, a configuration nats-server accepts; NATS URLs as a seed list', async () => {
+    await addNode(home, 'n2', ['nats-2.internal']);
+    const dir = join(home, 'secrets');
+    const cert = new X509Certificate(readFileSync(join(dir, 'nats-n2.crt')));
+    expect(cert.subjectAltName).to.include('DNS:nats-2.internal');
+    // both usages: a node is a server to its clients and to the routes that dial it, and a client when it dials
+    const ekus = cert.toLegacyObject().ext_key_usage as string[] | undefined;
+    expect(ekus).to.include.members(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
+    const routes = ['nats-route://nats-1.internal:6222', 'nats-route://nats-2.internal:6222'];
+    const cluster = { name: 'fleet', node: 'n2', routeHost: '0.0.0.0', routePort: 6222, routes };
+    const path = writeNatsConfig(home, {
+      host: '0.0.0.0',
+      port: 4222,
+      storeDir: join(home, 'js-n2'),
+      maxStore: 2 ** 30,
+      cluster: { ...cluster, monitorPort: 8222, syncAlways: true },
+    });
+    expect(path).to.equal(join(dir, 'nats-n2.conf'));
+    const conf = JSON.parse(readFileSync(path, 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(conf.server_name).to.equal('n2');
+    expect(conf.http).to.equal('127.0.0.1:8222');
+    expect(conf.jetstream?.sync_interval).to.equal('always');
+    expect(conf.cluster).to.deep.include({ name: 'fleet', routes });
+    expect((conf.cluster?.tls as { verify: boolean; cert_file: string }).verify).to.equal(true);
+    expect((conf.cluster?.tls as { cert_file: string }).cert_file).to.equal(join(dir, 'nats-n2.crt'));
+    // nats-server itself reads it (-t: check the configuration and exit)
+    const check = spawnSync(join(installedHome(), 'bin', 'nats-server'), ['-t', '-c', path], { encoding: 'utf8' });
+    expect(check.status, `${check.stdout}${check.stderr}`).to.equal(0);
+    expect(() =>
+      natsConfig(home, {
+        host: 'h',
+        port: 1,
+        storeDir: '/x',
+        maxStore: 1,
+        cluster: { ...cluster, node: 'n9', monitorPort: 0, syncAlways: false },
+      }),
+    ).to.throw(/add-node n9/);
+    const seeds = resolveConfig(
+      { TUNEFLEET_NATS_URL: 'tls://a:4222, tls://b:4222,tls://c:4222' },
+      { home },
+      home,
+      () => null,
+    );
+    expect(natsServers(seeds.natsUrl)).to.deep.equal(['tls://a:4222', 'tls://b:4222', 'tls://c:4222']);
+    expect(natsConnectOptions(seeds, 'admin').servers).to.deep.equal(natsServers(seeds.natsUrl));
+    const bad = thrown(
+      () => resolveConfig({ TUNEFLEET_NATS_URL: 'tls://a:4222,b:4222' }, {}, home, () => null),
+      'seeds',
+    );
+    expect((bad as TunefleetError).message).to.match(/'b:4222' is not a NATS URL/);
+    expect((bad as TunefleetError).where.field).to.equal('nats-url');
   });
 
   it('security - permissions: only admin manages streams; an agent writes only its own advert and state keys and asks for commits on its own subject; each identity reads only its own inbox', () => {

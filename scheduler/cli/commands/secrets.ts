@@ -7,10 +7,19 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../config';
 import { connectNats, ensureAssets } from '../../nats';
-import { addAgent, identities, initSecrets, rotate, secretsDir, writeNatsConfig } from '../../../infra/secrets';
+import {
+  addAgent,
+  addNode,
+  identities,
+  initSecrets,
+  rotate,
+  secretsDir,
+  writeNatsConfig,
+} from '../../../infra/secrets';
 import { storeLimit } from '../../../infra/services';
 import { reloadLocalNats } from '../../../infra/stack';
 import { globalFlags, intFlag } from './common';
+import { ErrorCode, TunefleetError } from '../../../shared';
 
 export function secretsCommands(program: Command): void {
   const secrets = program
@@ -57,6 +66,23 @@ Example:
       );
     });
   secrets
+    .command('add-node')
+    .addHelpText('after', '\nExample:\n  tunefleet secrets add-node n1 --host nats-1.internal --host 10.0.0.11')
+    .description(
+      "a NATS cluster node's certificate, nats-<node>.crt/.key, for its clients and its TLS routes (replaced if there)",
+    )
+    .argument('<node>')
+    .option('--host <name>', 'a name or address the node is reached by (repeatable)', collect, [])
+    .action(async (node: string, o: { host: string[] }, cmd: Command) => {
+      const cfg = loadConfig(globalFlags(cmd));
+      await addNode(cfg.home, node, o.host).catch((e: unknown) => {
+        throw new TunefleetError(ErrorCode.FlagInvalid, (e as Error).message, { field: 'node' });
+      });
+      console.log(
+        `made ${join(secretsDir(cfg.home), `nats-${node}`)}.crt and .key; then 'tunefleet nats config --node ${node}'`,
+      );
+    });
+  secrets
     .command('rotate')
     .addHelpText('after', '\nExample:\n  tunefleet secrets rotate cli agent-gpu-7')
     .description('new nkeys and client certificates for the named identities (all when none is named)')
@@ -95,13 +121,38 @@ Example:
     .option('--listen <addr>', 'address to listen on', '0.0.0.0')
     .option('--port <n>', 'port', '4222')
     .requiredOption('--store <dir>', "JetStream's store directory")
-    .action((o: { listen: string; port: string; store: string }, cmd: Command) => {
+    .option('--node <name>', 'a cluster node (its certificate from secrets add-node): writes nats-<node>.conf')
+    .option('--route <url>', "every node's route URL, nats-route://host:port (repeatable; with --node)", collect, [])
+    .option('--cluster-name <name>', 'the cluster name, the same on every node', 'tunefleet')
+    .option('--route-port <n>', 'where this node listens for routes', '6222')
+    .option('--monitor-port <n>', 'HTTP monitoring on 127.0.0.1 (0: none)', '8222')
+    .option('--sync-always', 'fsync every write: for nodes that share a failure domain (one host, one power feed)')
+    .action((o: NatsConfigFlags, cmd: Command) => {
       const cfg = loadConfig(globalFlags(cmd));
+      if (o.node && o.route.length < 3)
+        throw new TunefleetError(
+          ErrorCode.FlagInvalid,
+          `--route: a JetStream cluster needs at least 3 nodes' route URLs (got ${o.route.length})`,
+          { field: 'route' },
+        );
       const path = writeNatsConfig(cfg.home, {
         host: o.listen,
         port: intFlag(o.port, '--port', 1),
         storeDir: o.store,
         maxStore: existsSync(o.store) ? storeLimit(o.store) : 100 * 2 ** 30,
+        ...(o.node
+          ? {
+              cluster: {
+                name: o.clusterName,
+                node: o.node,
+                routeHost: o.listen,
+                routePort: intFlag(o.routePort, '--route-port', 1),
+                routes: o.route,
+                monitorPort: intFlag(o.monitorPort, '--monitor-port', 0),
+                syncAlways: o.syncAlways === true,
+              },
+            }
+          : {}),
       });
       const users = (JSON.parse(readFileSync(path, 'utf8')) as { authorization: { users: unknown[] } }).authorization
         .users.length;
@@ -112,16 +163,31 @@ Example:
     .addHelpText('after', '\nExample:\n  tunefleet nats assets --nats-url tls://nats.internal:4222 --store-limit 500')
     .description('create the events stream and every bucket with its size limit (admin credentials; idempotent)')
     .option('--store-limit <GiB>', 'the bytes shared out over the streams and buckets', '100')
-    .action(async (o: { storeLimit: string }, cmd: Command) => {
+    .option('--replicas <n>', 'copies of every stream and bucket: 3 on a 3-node cluster, 1 on one server', '1')
+    .action(async (o: { storeLimit: string; replicas: string }, cmd: Command) => {
       const cfg = loadConfig(globalFlags(cmd));
+      const replicas = intFlag(o.replicas, '--replicas', 1);
+      if (replicas > 5) throw new TunefleetError(ErrorCode.FlagInvalid, '--replicas: at most 5', { field: 'replicas' });
       const n = await connectNats(cfg, 'admin');
       try {
-        await ensureAssets(n, intFlag(o.storeLimit, '--store-limit', 1) * 2 ** 30);
+        await ensureAssets(n, intFlag(o.storeLimit, '--store-limit', 1) * 2 ** 30, replicas);
       } finally {
         await n.close();
       }
-      console.log(`streams and buckets ready on ${cfg.natsUrl}`);
+      console.log(`streams and buckets ready on ${cfg.natsUrl}, ${replicas} replica${replicas > 1 ? 's' : ''} each`);
     });
+}
+
+interface NatsConfigFlags {
+  listen: string;
+  port: string;
+  store: string;
+  node?: string;
+  route: string[];
+  clusterName: string;
+  routePort: string;
+  monitorPort: string;
+  syncAlways?: boolean;
 }
 
 function collect(v: string, prev: string[]): string[] {

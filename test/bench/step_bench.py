@@ -130,7 +130,7 @@ def main():
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if a.child:
         return child(a.child, a.data, a.steps, a.warmup, a.seq, a.micro)
-    from trainer_bench import records
+    from trainer_bench import records, write_results
 
     data = os.path.join(tempfile.mkdtemp(prefix="step-bench-data-"), "train.jsonl")
     with open(data, "w") as f:
@@ -187,12 +187,7 @@ def main():
     ]
     table = "\n".join(rows)
     print(table)
-    path = os.path.join(ROOT, "test", "bench", "RESULTS.md")
-    head = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    title, _, rest = head.partition("\n\n")
-    intro, _, rest2 = rest.partition("\n\n")
-    with open(path, "w") as f:
-        f.write("\n\n".join(x for x in [title, intro, table, rest2.rstrip("\n")] if x) + "\n")
+    write_results(table)
 
 
 if __name__ == "__main__":

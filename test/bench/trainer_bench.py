@@ -42,6 +42,16 @@ def records(n=400, seed=0):
     return rows[:n]
 
 
+def write_results(table):
+    """Put a table at the top of test/bench/RESULTS.md, below its title and introduction."""
+    path = os.path.join(ROOT, "test", "bench", "RESULTS.md")
+    head = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    title, _, rest = head.partition("\n\n")
+    intro, _, rest2 = rest.partition("\n\n")
+    with open(path, "w") as f:
+        f.write("\n\n".join(x for x in [title, intro, table, rest2.rstrip("\n")] if x) + "\n")
+
+
 def run_ours(data_path, out_dir, steps, micro, packing=False):
     from tunefleet_trainer import config, events, recipe
 
@@ -234,12 +244,7 @@ def main():
         ]
     )
     print(table)
-    path = os.path.join(ROOT, "test", "bench", "RESULTS.md")
-    head = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    title, _, rest = head.partition("\n\n")
-    intro, _, rest2 = rest.partition("\n\n")
-    with open(path, "w") as f:
-        f.write("\n\n".join(x for x in [title, intro, table, rest2.rstrip("\n")] if x) + "\n")
+    write_results(table)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def auto_micro_batch(model_config, seq_len, batch_size, free_bytes, dtype_bytes,
     return m, per_seq
 
 
-# logits elements one chunk of the loss holds at a time: 32 Mi, 128 MiB in fp32 (1,365 tokens of a 49k vocabulary)
+# logits elements one chunk of the loss holds at a time: 32 Mi, 128 MiB in fp32 (682 tokens of a 49k vocabulary)
 CHUNK_ELEMENTS = 2**25
 
 

@@ -189,12 +189,13 @@ describe('fleet - two real agents', function () {
     );
     const devices = (await fleetJson()).find((a) => a.agent_id === 'mig-host')?.devices ?? [];
     expect(devices.map((d) => d.kind)).to.deep.equal(['mig', 'mig', 'mig']);
-    // 16 sequences of up to 65,536 tokens at once: the estimate outgrows the 10 GB instance (the tiny records are
-    // short, so the trainer itself stays small on this CPU)
+    // 16 sequences of up to 65,536 tokens at once with the plain loss (its logits over the whole micro-batch): the
+    // estimate outgrows the 10 GB instance (the tiny records are short, so the trainer itself stays small on this CPU)
     const path = tinyJob('mig', 2, 2);
     const text = readFileSync(path, 'utf8').replace(
       /training: \{[^}]*\}/,
-      'training: {max_steps: 2, batch_size: 16, micro_batch_size: 16, max_seq_len: 65536, learning_rate: 0.01}',
+      'training: {max_steps: 2, batch_size: 16, micro_batch_size: 16, max_seq_len: 65536, learning_rate: 0.01, ' +
+        'chunked_loss: false, packing: false}',
     );
     writeFileSync(path, `${text}selector: {host: mig-host}\n`);
     const spec = await loadSpecFile(path);

@@ -135,9 +135,9 @@ export async function startAgent(
     }
   })();
 
-  const connection = await NativeConnection.connect(temporalConnectOptions(cfg));
+  const connection = await NativeConnection.connect(temporalConnectOptions(cfg, `agent-${o.agentId}`));
   // a client connection, for the progress signals sessions send to their workflows
-  const clientConnection = await Connection.connect(temporalConnectOptions(cfg));
+  const clientConnection = await Connection.connect(temporalConnectOptions(cfg, `agent-${o.agentId}`));
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const heartbeatMs = o.heartbeatMs ?? 5_000;
   const trainerNice = o.trainerNice ?? DEFAULT_TRAINER_NICE;

@@ -2,7 +2,7 @@
 // down, checkpoints and adapters up), every download checked against its sha256.
 import { connect, StorageType, type JetStreamClient, type KV, type NatsConnection, type ObjectStore } from 'nats';
 import { ADVERTS_BUCKET, AGENT_STATES_BUCKET, ErrorCode, TunefleetError, type Config } from '../shared';
-import { natsConnectOptions } from '../shared/natsconn';
+import { natsConnectOptions, natsFailure } from '../shared/natsconn';
 import { commitClient, type Commits } from './commits';
 import { agentIdentity } from '../shared/permissions';
 import { getFile, openKv, putFile } from '../shared/objects';
@@ -77,7 +77,7 @@ export async function persistently<T>(
       return await fn();
     } catch (e) {
       if (!retryable(e) || Date.now() - t0 + wait > maxMs) throw e;
-      if (n === 1) log(`${what} failed (${String(e)}); retrying for up to ${Math.round(maxMs / 1000)} s`);
+      if (n === 1) log(`${what} failed (${natsFailure(e)}); retrying for up to ${Math.round(maxMs / 1000)} s`);
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(4000, wait * 2);
     }

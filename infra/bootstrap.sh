@@ -2,7 +2,11 @@
 # tunefleet bootstrap: installs everything the project needs, from the package
 # registries only. Idempotent: each part checks what is there and skips itself.
 #
-#   infra/bootstrap.sh [all|npm|tools|trainer|model|judge]...
+#   infra/bootstrap.sh [all|npm|tools|trainer|model|judge|ha]...
+#
+# `ha` (not part of `all`; `tunefleet up --ha` runs it when something is missing): the
+# production engines for the production-shaped stack — PostgreSQL 15 (Debian package) and
+# the Temporal server and its schema tool, built from the Go module proxy.
 #
 # Where things go:
 #   node_modules/, dist/                    in the clone (npm ci, tsc)
@@ -12,6 +16,8 @@
 #   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2/             the evaluation judge, exported to ONNX
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf/          its PyTorch original (the export's reference)
+#   $TUNEFLEET_CACHE/temporal-server-<ver>-<go>/bin/     temporal-server, temporal-sql-tool (part ha)
+#   $TUNEFLEET_HOME/bin/{temporal-server,temporal-sql-tool,pg}   links to those and to PostgreSQL's bin/
 # <hash> is the sha256 of the pinned requirements file plus the Python version, so a
 # change of pins builds a new env beside the old one and CI / later sessions reuse it.
 set -euo pipefail
@@ -148,6 +154,48 @@ part_judge() {
   touch "$out/.complete"
 }
 
+# The Temporal server's version, and the Go toolchain it needs (v1.32 asks for Go >= 1.26.10; the
+# machine's Go fetches this approved one from the Go module proxy like a module).
+TEMPORAL_SERVER_VERSION=v1.32.2
+TEMPORAL_GO=go1.27.3
+PG_MAJOR=15
+
+part_ha() {
+  # PostgreSQL: Debian's package (its binaries live in /usr/lib/postgresql/<major>/bin)
+  local pgbin="/usr/lib/postgresql/$PG_MAJOR/bin"
+  if [ ! -x "$pgbin/postgres" ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      say "installing Debian package postgresql-$PG_MAJOR"
+      apt-get install -y -q "postgresql-$PG_MAJOR" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q "postgresql-$PG_MAJOR" >/dev/null; }
+    else
+      say "error: $pgbin/postgres is missing: install the Debian package postgresql-$PG_MAJOR"; exit 1
+    fi
+  fi
+  ln -sfn "$pgbin" "$TUNEFLEET_HOME/bin/pg"
+  say "postgres: $("$pgbin/postgres" --version)"
+  # the Temporal server and its schema tool, built once per (server version, Go version)
+  local dir="$TUNEFLEET_CACHE/temporal-server-$TEMPORAL_SERVER_VERSION-$TEMPORAL_GO"
+  if [ -f "$dir/.complete" ]; then
+    say "temporal-server $TEMPORAL_SERVER_VERSION already built ($(cat "$dir/.complete"))"
+  else
+    command -v go >/dev/null || { say "error: go is missing (the Temporal server is built with it)"; exit 1; }
+    say "building temporal-server $TEMPORAL_SERVER_VERSION with $TEMPORAL_GO (first time only; minutes)"
+    rm -rf "$dir"; mkdir -p "$dir/bin"
+    local t0; t0=$(date +%s)
+    # -trimpath: the binaries do not carry this machine's paths; CGO off: static, no C toolchain needed
+    GOTOOLCHAIN="$TEMPORAL_GO" CGO_ENABLED=0 GOFLAGS=-trimpath GOBIN="$dir/bin" \
+      go install "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" \
+      "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION"
+    mv "$dir/bin/server" "$dir/bin/temporal-server"
+    mv "$dir/bin/sql" "$dir/bin/temporal-sql-tool"
+    echo "built in $(( $(date +%s) - t0 )) s on $(date -u +%F)" > "$dir/.complete"
+    say "temporal-server $(cat "$dir/.complete")"
+  fi
+  ln -sfn "$dir/bin/temporal-server" "$TUNEFLEET_HOME/bin/temporal-server"
+  ln -sfn "$dir/bin/temporal-sql-tool" "$TUNEFLEET_HOME/bin/temporal-sql-tool"
+}
+
 parts=("$@"); [ ${#parts[@]} -eq 0 ] && parts=(all)
 for p in "${parts[@]}"; do
   case "$p" in
@@ -156,8 +204,8 @@ for p in "${parts[@]}"; do
       timed npm part_npm; timed tools part_tools; timed trainer part_trainer
       timed model part_model; timed judge part_judge
       ;;
-    npm|tools|trainer|model|judge) timed "$p" "part_$p" ;;
-    *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge)"; exit 2 ;;
+    npm|tools|trainer|model|judge|ha) timed "$p" "part_$p" ;;
+    *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge, ha)"; exit 2 ;;
   esac
 done
 say "TUNEFLEET_HOME=$TUNEFLEET_HOME"

@@ -49,7 +49,8 @@ function main(): void {
   copyFileSync(DEMO_SPEC_FILE, join(dir, 'job.yaml'));
   console.log(`demo dataset: ${records.length} records from ${MIME_TYPES} -> ${join(dir, 'mime-extensions.jsonl')}`);
 
-  if (run(['up']) !== 0) process.exit(1);
+  // --ha (npm run demo -- --ha): the same job on the production engines (tunefleet up --ha)
+  if (run(['up', ...(process.argv.includes('--ha') ? ['--ha'] : [])]) !== 0) process.exit(1);
   const jobId = `mime-extensions-${Date.now().toString(36)}`;
   const t0 = Date.now();
   if (run(['submit', join(dir, 'job.yaml'), '--id', jobId, '--follow']) !== 0) process.exit(1);

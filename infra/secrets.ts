@@ -2,6 +2,10 @@
 // Everything lives in $TUNEFLEET_HOME/secrets (directory 0700, every file 0600):
 //   ca.pem, ca.key                  the fleet's certificate authority (ECDSA P-256, 10 years)
 //   nats-server.crt, .key           the server's certificate: localhost, this host, 127.0.0.1, ::1, --host names
+//   nats-<node>.crt, .key           a NATS cluster node's (server and client usage: routes)
+//   temporal-server.crt, .key       the Temporal server's (`tunefleet up --ha`; server and client usage)
+//   postgres.password               the HA stack's PostgreSQL superuser password
+//   temporal-server.yaml            the HA stack's Temporal server configuration (holds that password)
 //   <identity>.nk                   the identity's NATS nkey seed (NATS's own user keys)
 //   <identity>.crt, .key            its client certificate (mutual TLS), CN = the identity
 //   nats.conf                       nats-server's configuration: TLS with client certificates verified,
@@ -188,11 +192,23 @@ const isIp = (h: string): boolean => /^[\d.]+$/.test(h) || h.includes(':');
 export async function addNode(home: string, node: string, hosts: string[] = []): Promise<void> {
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(node))
     throw new Error(`node name '${node}': lowercase letters, digits and '-', at most 63`);
+  await issuePeer(home, `nats-${node}`, `tunefleet nats ${node}`, hosts);
+}
+
+/**
+ * The Temporal server's certificate, temporal-server.crt/.key: its frontend's (clients verify it) and the one its
+ * services present to each other (server and client usage), for localhost, the loopback addresses and `hosts`.
+ */
+export async function addTemporalServer(home: string, hosts: string[] = []): Promise<void> {
+  await issuePeer(home, 'temporal-server', 'tunefleet temporal-server', hosts);
+}
+
+async function issuePeer(home: string, file: string, cn: string, hosts: string[]): Promise<void> {
   const dir = secretsDir(home);
   const { ca } = await loadOrCreateCa(dir);
   const dns = [...new Set(['localhost', ...hosts.filter((h) => !isIp(h))])];
   const ips = [...new Set(['127.0.0.1', '::1', ...hosts.filter(isIp)])];
-  await issue(ca, dir, `nats-${node}`, `tunefleet nats ${node}`, { dns, ips, node: true });
+  await issue(ca, dir, file, cn, { dns, ips, node: true });
 }
 
 /** Credentials for one agent (agent-<id>.nk, .crt, .key); kept if they exist. */

@@ -25,6 +25,18 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A free port below 32768, outside the kernel's ephemeral range (so no outgoing connection takes it meanwhile) and
+ * small enough for Temporal, which stores its membership ports as a signed 16-bit number.
+ */
+export async function freeLowPort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (!(await portInUse(port))) return port;
+  }
+  throw new Error('no free port between 20000 and 32000');
+}
+
 export function portInUse(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
@@ -47,7 +59,7 @@ export interface Service {
   logFile: string;
 }
 
-function launch(name: string, cmd: string, args: string[], logFile: string, detached: boolean): ChildProcess {
+export function launch(cmd: string, args: string[], logFile: string, detached: boolean): ChildProcess {
   const fd = openSync(logFile, 'a');
   try {
     const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], detached });
@@ -134,7 +146,7 @@ export async function startNats(o: StartOptions & { host?: string }): Promise<Se
   const host = o.host ?? '127.0.0.1';
   const conf = writeNatsConfig(o.home, { host, port, storeDir, maxStore: storeLimit(storeDir) });
   const logFile = join(o.logDir, 'nats-server.log');
-  const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-c', conf], logFile, o.detached ?? false);
+  const child = launch(binPath(o.home, 'nats-server'), ['-c', conf], logFile, o.detached ?? false);
   const dial = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   const url = `tls://${dial}:${port}`;
   await waitFor(`nats-server on ${url}`, () => natsHealthy(url, o.home), 20_000, child).catch(stopAndThrow(child));
@@ -191,7 +203,7 @@ export async function startNatsCluster(o: StartOptions & { size?: number }): Pro
   const urls = ports.map((p) => `tls://127.0.0.1:${p.client}`);
   const launchNode = (i: number): Service => {
     const logFile = join(o.logDir, `nats-${nodes[i]}.log`);
-    const child = launch('nats-server', binPath(o.home, 'nats-server'), ['-c', confs[i] as string], logFile, false);
+    const child = launch(binPath(o.home, 'nats-server'), ['-c', confs[i] as string], logFile, o.detached ?? false);
     return { name: `nats-${nodes[i]}`, address: urls[i] as string, pid: child.pid ?? -1, child, logFile };
   };
   const started = nodes.map((_, i) => launchNode(i));
@@ -235,7 +247,7 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
     // the fineTune workflow's search attributes (workflows/searchAttributes.ts)
     ...SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=Keyword`]),
   ];
-  const child = launch('temporal', binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
+  const child = launch(binPath(o.home, 'temporal'), args, logFile, o.detached ?? false);
   const address = `127.0.0.1:${port}`;
   await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child).catch(
     stopAndThrow(child),
@@ -298,11 +310,14 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** SIGTERM, then SIGKILL after the grace period; resolves when the process is gone. */
-export async function stopProcess(pid: number, graceMs = 10_000): Promise<void> {
+/**
+ * SIGTERM (or `signal`: PostgreSQL's fast shutdown is SIGINT), then SIGKILL after the grace period; resolves when the
+ * process is gone.
+ */
+export async function stopProcess(pid: number, graceMs = 10_000, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const alive = (): boolean => processAlive(pid);
   if (!alive()) return;
-  process.kill(pid, 'SIGTERM');
+  process.kill(pid, signal);
   const deadline = Date.now() + graceMs;
   while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   if (alive()) process.kill(pid, 'SIGKILL');

@@ -1,9 +1,12 @@
 // The embedded local stack: `tunefleet up` starts nats-server (JetStream file store),
 // the Temporal dev server (SQLite file), one control worker and one local agent, all
 // under $TUNEFLEET_HOME, waits until each is healthy and prints what runs where.
-// `tunefleet down` stops them. State survives a down/up: jobs live in temporal.db and
-// objects in nats/.
-import { spawn } from 'node:child_process';
+// `tunefleet up --ha` starts the production engines instead (infra/ha.ts): three
+// nats-server nodes of one JetStream cluster (every stream and bucket on all three),
+// a private PostgreSQL, Temporal's real server on it with mutual TLS, two control
+// workers and the agent. `tunefleet down` stops either. State survives a down/up: jobs
+// live in temporal.db (or PostgreSQL) and objects in nats/ (nats-n1..3/).
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, renameSync, rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { homedir, hostname } from 'node:os';
@@ -23,11 +26,14 @@ import {
   portInUse,
   reloadNats,
   startNats,
+  startNatsCluster,
   startTemporal,
   stopProcess,
   storeLimit,
   waitFor,
 } from './services';
+import { fleetTemporalOptions, haInstalled, startPostgres, startTemporalServer } from './ha';
+import type { TemporalConnectOptions } from '../shared/temporalconn';
 import { addAgent, initSecrets, secretsDir } from './secrets';
 import { connectNats, ensureAssets } from '../scheduler/nats';
 import { natsConnectOptions } from '../shared/natsconn';
@@ -77,8 +83,12 @@ async function pickPort(preferred: number): Promise<number> {
   return (await portInUse(preferred)) ? freePort() : preferred;
 }
 
-async function pollerCount(address: string, taskQueue: string, kind: 'workflow' | 'activity'): Promise<number> {
-  const conn = await Connection.connect({ address, connectTimeout: 1000 });
+async function pollerCount(
+  options: TemporalConnectOptions,
+  taskQueue: string,
+  kind: 'workflow' | 'activity',
+): Promise<number> {
+  const conn = await Connection.connect({ ...options, connectTimeout: 1000 });
   try {
     const r = await conn.workflowService.describeTaskQueue({
       namespace: 'default',
@@ -135,21 +145,32 @@ export async function createAssets(natsUrl: string, h: string, totalBytes: numbe
  * `listen`: the address nats-server listens on (default 127.0.0.1). Any other address is allowed only because NATS
  * always runs with TLS and nkey authentication here; the Temporal dev server has no TLS and stays on loopback.
  */
-export async function up(listen = '127.0.0.1'): Promise<void> {
+export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promise<void> {
   const h = home();
   if (isIP(listen) === 0) throw new Error(`--listen '${listen}' is not an IP address`);
+  if (o.ha && !isLoopback(listen))
+    throw new Error(
+      '--ha runs every engine on this machine, on 127.0.0.1; a fleet deploys them on hosts ' +
+        "(infra/deploy/, README 'Production')",
+    );
   const pids = readPids(h);
   const running = Object.entries(pids).filter(([, pid]) => alive(pid));
-  if (running.length === 4) {
+  const haRunning = 'postgres' in pids;
+  if (running.length > 0 && running.length === Object.keys(pids).length && haRunning === !!o.ha) {
     console.log(
       `the stack is already up (${running.map(([n, p]) => `${n} ${p}`).join(', ')}); 'tunefleet down' stops it`,
     );
     return;
   }
   if (running.length > 0) {
-    console.log('a partial stack is running; stopping it first');
+    console.log(
+      haRunning === !!o.ha
+        ? 'a partial stack is running; stopping it first'
+        : 'another kind of stack is running; stopping it first',
+    );
     await down();
   }
+  if (o.ha) return upHa(h);
   for (const tool of ['nats-server', 'temporal', 'python']) {
     if (!existsSync(join(h, 'bin', tool)))
       throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
@@ -158,9 +179,7 @@ export async function up(listen = '127.0.0.1'): Promise<void> {
   const dataDir = join(h, 'data');
   mkdirSync(join(h, 'run'), { recursive: true });
   const t0 = Date.now();
-  const agentId = `local-${hostname()
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
+  const agentId = localAgentId();
   const wildcard = listen === '0.0.0.0' || listen === '::';
   const secrets = await initSecrets(h, isLoopback(listen) || wildcard ? [] : [listen]);
   if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
@@ -195,18 +214,7 @@ export async function up(listen = '127.0.0.1'): Promise<void> {
   pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
   writeJson(pidFile(h), pidsNow);
-  await waitFor(
-    'control worker',
-    async () => (await pollerCount(temporal.address, CONTROL_TASK_QUEUE, 'workflow')) > 0,
-    90_000,
-  );
-  await waitFor(
-    `agent ${agentId}`,
-    async () =>
-      (await pollerCount(temporal.address, agentTaskQueue(agentId), 'activity')) > 0 &&
-      (await advertPresent(nats.address, h, agentId)),
-    120_000,
-  );
+  await waitUntilServing({ address: temporal.address }, nats.address, h, agentId, 1);
   const rows = [
     ['nats-server', nats.address, `pid ${nats.pid}`, join(dataDir, 'nats')],
     ['secrets', 'TLS + nkeys', '', secretsDir(h)],
@@ -219,15 +227,121 @@ export async function up(listen = '127.0.0.1'): Promise<void> {
     console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
 }
 
+const localAgentId = (): string =>
+  `local-${hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')}`.slice(0, 63);
+
+/** Until `workers` control workers poll, and the agent polls its queue and has advertised. */
+async function waitUntilServing(
+  temporalOptions: TemporalConnectOptions,
+  natsUrl: string,
+  h: string,
+  agentId: string,
+  workers: number,
+): Promise<void> {
+  await waitFor(
+    `${workers} control worker(s)`,
+    async () => (await pollerCount(temporalOptions, CONTROL_TASK_QUEUE, 'workflow')) >= workers,
+    90_000,
+  );
+  await waitFor(
+    `agent ${agentId}`,
+    async () =>
+      (await pollerCount(temporalOptions, agentTaskQueue(agentId), 'activity')) > 0 &&
+      (await advertPresent(natsUrl, h, agentId)),
+    120_000,
+  );
+}
+
+/** The NATS cluster's size and the replicas of every stream and bucket on it. */
+const HA_NATS_NODES = 3;
+
+/**
+ * `tunefleet up --ha`: the production engines on this machine. What is missing is built first (infra/bootstrap.sh ha:
+ * PostgreSQL's package, the Temporal server from the Go module proxy, cached outside the clone); a second `up --ha`
+ * reuses it.
+ */
+async function upHa(h: string): Promise<void> {
+  if (!haInstalled(h)) {
+    console.log('the HA engines are not built here yet: infra/bootstrap.sh ha (the first time takes minutes)');
+    const r = spawnSync('bash', [join(ROOT, 'infra', 'bootstrap.sh'), 'ha'], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('infra/bootstrap.sh ha failed');
+  }
+  for (const tool of ['nats-server', 'python']) {
+    if (!existsSync(join(h, 'bin', tool)))
+      throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
+  }
+  const logDir = join(h, 'logs');
+  const dataDir = join(h, 'data');
+  mkdirSync(join(h, 'run'), { recursive: true });
+  const t0 = Date.now();
+  const agentId = localAgentId();
+  const secrets = await initSecrets(h, []);
+  if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
+  await addAgent(h, agentId);
+  const pidsNow: Pids = {};
+  const cluster = await startNatsCluster({ home: h, dataDir, logDir, size: HA_NATS_NODES, detached: true });
+  for (const n of cluster.nodes) pidsNow[n.name] = n.pid;
+  writeJson(pidFile(h), pidsNow);
+  const pg = await startPostgres({ home: h, dataDir, logDir, detached: true });
+  pidsNow.postgres = pg.pid;
+  writeJson(pidFile(h), pidsNow);
+  const temporal = await startTemporalServer({
+    home: h,
+    logDir,
+    pg,
+    port: await pickPort(DEFAULT_TEMPORAL_PORT),
+    detached: true,
+  });
+  pidsNow['temporal-server'] = temporal.pid;
+  writeJson(pidFile(h), pidsNow);
+  await createAssets(cluster.seeds, h, storeLimit(join(dataDir, 'nats-n1')), HA_NATS_NODES);
+  const stack: StackFile = {
+    natsUrl: cluster.seeds,
+    temporalAddress: temporal.address,
+    temporalTls: 'fleet',
+    temporalTlsServerName: 'localhost',
+  };
+  writeJson(join(h, 'stack.json'), stack);
+  const env = {
+    TUNEFLEET_HOME: h,
+    TUNEFLEET_NATS_URL: stack.natsUrl,
+    TUNEFLEET_TEMPORAL_ADDRESS: stack.temporalAddress,
+    TUNEFLEET_TEMPORAL_TLS: 'fleet',
+    TUNEFLEET_TEMPORAL_TLS_SERVER_NAME: 'localhost',
+  };
+  pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
+  pidsNow['worker-2'] = spawnTunefleet(['worker'], join(logDir, 'worker-2.log'), env);
+  pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
+  writeJson(pidFile(h), pidsNow);
+  await waitUntilServing(fleetTemporalOptions(h, temporal.address, 'admin'), cluster.seeds, h, agentId, 2);
+  const rows = [
+    ...cluster.nodes.map((n, i) => [n.name, n.address, `pid ${n.pid}`, join(dataDir, `nats-n${i + 1}`)]),
+    ['secrets', 'TLS + nkeys, mTLS', '', secretsDir(h)],
+    ['postgres', pg.address, `pid ${pg.pid}`, join(dataDir, 'postgres')],
+    ['temporal', `${temporal.address} (mTLS)`, `pid ${temporal.pid}`, temporal.configFile],
+    ['worker', CONTROL_TASK_QUEUE, `pid ${pidsNow.worker}`, join(logDir, 'worker.log')],
+    ['worker-2', CONTROL_TASK_QUEUE, `pid ${pidsNow['worker-2']}`, join(logDir, 'worker-2.log')],
+    ['agent', agentTaskQueue(agentId), `pid ${pidsNow.agent}`, join(logDir, 'agent.log')],
+  ];
+  console.log(`tunefleet HA stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s (home ${h})`);
+  for (const r of rows)
+    console.log(`  ${(r[0] ?? '').padEnd(16)} ${(r[1] ?? '').padEnd(34)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
+}
+
 /**
  * When the local stack runs, its nats-server takes the identities now in the secrets directory (an agent added, keys
  * rotated). -> whether there was one to reload.
  */
 export async function reloadLocalNats(h: string, identity: string): Promise<boolean> {
-  const pid = readPids(h)['nats-server'];
+  // one nats-server, or the HA stack's nodes nats-n1..3
+  const pids = Object.entries(readPids(h))
+    .filter(([name, pid]) => name.startsWith('nats-') && alive(pid))
+    .map(([, pid]) => pid);
   const stack = readStack(h);
-  if (!pid || !alive(pid) || !stack) return false;
-  await reloadNats(h, pid, stack.natsUrl, identity);
+  if (pids.length === 0 || !stack) return false;
+  await reloadNats(h, pids, stack.natsUrl, identity);
   return true;
 }
 
@@ -242,11 +356,13 @@ function readStack(h: string): StackFile | null {
 export async function down(): Promise<void> {
   const h = home();
   const pids = readPids(h);
-  // the agent first (it checkpoints running sessions), then the worker, then the servers
-  for (const name of ['agent', 'worker', 'temporal', 'nats-server']) {
+  // the agent first (it checkpoints running sessions), then the workers, then the servers
+  const order = ['agent', 'worker', 'worker-2', 'temporal', 'temporal-server', 'postgres'];
+  const rest = Object.keys(pids).filter((n) => !order.includes(n));
+  for (const name of [...order, ...rest]) {
     const pid = pids[name];
     if (pid && alive(pid)) {
-      await stopProcess(pid, name === 'agent' ? 150_000 : 15_000);
+      await stopProcess(pid, name === 'agent' ? 150_000 : 15_000, name === 'postgres' ? 'SIGINT' : 'SIGTERM');
       console.log(`stopped ${name} (pid ${pid})`);
     }
   }
@@ -259,7 +375,10 @@ export async function main(argv: string[]): Promise<void> {
   try {
     if (cmd === 'up') {
       const i = argv.indexOf('--listen');
-      await up(i > 0 ? argv[i + 1] : undefined);
+      const known = ['--listen', '--ha'];
+      const bad = argv.slice(3).filter((a, j) => a.startsWith('-') && !known.includes(a) && argv[j + 2] !== '--listen');
+      if (bad.length) throw new Error(`unknown option '${bad[0]}' for up (expected --listen <ip>, --ha)`);
+      await up(i > 0 ? argv[i + 1] : undefined, { ha: argv.includes('--ha') });
     } else if (cmd === 'down') await down();
     else throw new Error(`unknown stack command '${cmd}'`);
   } catch (e) {

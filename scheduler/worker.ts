@@ -42,8 +42,8 @@ export async function startControlWorker(
   await fleet.start();
   // agents' epoch claims and checkpoint commits (only control workers write the commits bucket)
   const commitService = serveCommits(nats.nc, await nats.kv(COMMITS_BUCKET), await nats.kv(LEASES_BUCKET), log);
-  const connection = await NativeConnection.connect(temporalConnectOptions(cfg));
-  const clientConnection = await Connection.connect(temporalConnectOptions(cfg));
+  const connection = await NativeConnection.connect(temporalConnectOptions(cfg, 'control'));
+  const clientConnection = await Connection.connect(temporalConnectOptions(cfg, 'control'));
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const stats = newControlStats();
   const worker = await Worker.create({

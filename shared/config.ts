@@ -44,11 +44,20 @@ export interface TemporalTls {
   key: string | null;
   /** the name the server's certificate must carry (default: the address's host) */
   serverName: string | null;
+  /**
+   * TUNEFLEET_TEMPORAL_TLS=fleet: mutual TLS with the fleet's own CA (tls-dir/ca.pem) and each process's own
+   * client certificate, the one it uses for NATS (control.crt, agent-<id>.crt, cli.crt); the files above override.
+   */
+  fleet: boolean;
 }
 
 export interface StackFile {
   natsUrl: string;
   temporalAddress: string;
+  /** 'fleet': the stack's Temporal server takes mutual TLS with the fleet's certificates (`tunefleet up --ha`) */
+  temporalTls?: 'fleet';
+  /** the name the stack's Temporal server certificate is checked for (its address is an IP: not a TLS server name) */
+  temporalTlsServerName?: string;
 }
 
 export const DEFAULT_NATS_PORT = 4222;
@@ -107,7 +116,8 @@ export function resolveConfig(
     ca: flags.temporalTlsCa ?? env.TUNEFLEET_TEMPORAL_TLS_CA ?? null,
     cert: flags.temporalTlsCert ?? env.TUNEFLEET_TEMPORAL_TLS_CERT ?? null,
     key: flags.temporalTlsKey ?? env.TUNEFLEET_TEMPORAL_TLS_KEY ?? null,
-    serverName: flags.temporalTlsServerName ?? env.TUNEFLEET_TEMPORAL_TLS_SERVER_NAME ?? null,
+    serverName:
+      flags.temporalTlsServerName ?? env.TUNEFLEET_TEMPORAL_TLS_SERVER_NAME ?? stack?.temporalTlsServerName ?? null,
   };
   if (!tls.cert !== !tls.key)
     throw new TunefleetError(
@@ -115,8 +125,16 @@ export function resolveConfig(
       'a Temporal client certificate needs its key (TUNEFLEET_TEMPORAL_TLS_CERT and TUNEFLEET_TEMPORAL_TLS_KEY)',
       { field: tls.cert ? 'temporal-tls-key' : 'temporal-tls-cert' },
     );
+  const tlsMode = env.TUNEFLEET_TEMPORAL_TLS ?? (stack?.temporalTls === 'fleet' ? 'fleet' : undefined);
+  if (tlsMode !== undefined && !['', '0', '1', 'fleet'].includes(tlsMode))
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      `TUNEFLEET_TEMPORAL_TLS='${tlsMode}': expected 1 (TLS), fleet (mutual TLS with the fleet's certificates) or 0`,
+      { field: 'TUNEFLEET_TEMPORAL_TLS' },
+    );
+  const fleet = tlsMode === 'fleet';
   const temporalApiKeyFile = env.TUNEFLEET_TEMPORAL_API_KEY_FILE || null;
-  const tlsOn = env.TUNEFLEET_TEMPORAL_TLS === '1' || Object.values(tls).some((v) => v !== null);
+  const tlsOn = tlsMode === '1' || fleet || Object.values(tls).some((v) => v !== null);
   if (temporalApiKeyFile && !tlsOn)
     throw new TunefleetError(
       ErrorCode.FlagInvalid,
@@ -129,7 +147,7 @@ export function resolveConfig(
     natsCreds: flags.natsCreds ?? env.TUNEFLEET_NATS_CREDS ?? null,
     tlsDir: flags.tlsDir ?? env.TUNEFLEET_TLS_DIR ?? `${home}/secrets`,
     temporalAddress,
-    temporalTls: tlsOn ? tls : null,
+    temporalTls: tlsOn ? { ...tls, fleet } : null,
     temporalApiKeyFile,
     namespace: flags.namespace ?? env.TUNEFLEET_NAMESPACE ?? 'default',
     python: env.TUNEFLEET_PYTHON ?? `${home}/bin/python`,

@@ -51,3 +51,18 @@ export function natsConnectOptions(
     inboxPrefix: inboxPrefix(isIdentity(own) ? own : identity),
   };
 }
+
+/**
+ * A failed NATS request or JetStream write, said for people: a timeout or "no responders" on a write means JetStream
+ * did not acknowledge it — on a cluster, a majority of the stream's nodes is unreachable (no quorum); on one server,
+ * the server is down. Either way nothing was stored, and the write is safe to repeat once they are back.
+ */
+export function natsFailure(e: unknown): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === 'TIMEOUT' || code === '503')
+    return (
+      `${String((e as Error).message ?? e)}: JetStream did not acknowledge the write — no quorum (a majority of the ` +
+      "stream's NATS nodes unreachable) or no server; nothing was stored"
+    );
+  return String((e as Error)?.message ?? e);
+}

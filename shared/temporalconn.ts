@@ -3,10 +3,13 @@
 // a server name — and an API key from a file, for a self-hosted server with mTLS or
 // Temporal Cloud. Settings: TUNEFLEET_TEMPORAL_TLS=1, TUNEFLEET_TEMPORAL_TLS_{CA,CERT,KEY,
 // SERVER_NAME} (PEM files) and TUNEFLEET_TEMPORAL_API_KEY_FILE, or the matching flags.
+// TUNEFLEET_TEMPORAL_TLS=fleet (what `tunefleet up --ha` writes into its stack file): mutual
+// TLS with the fleet's CA and the process's own certificate, the one its NATS identity uses.
 // Reads files: workflow code never imports this module.
 import { readFileSync } from 'node:fs';
 import type { Config } from './config';
 import { ErrorCode, TunefleetError } from './errors';
+import { credentialFiles } from './natsconn';
 
 export interface TemporalConnectOptions {
   address: string;
@@ -28,19 +31,27 @@ function read(path: string, what: string): Buffer {
   }
 }
 
-/** Options for Connection.connect and NativeConnection.connect (the same shape). */
+/**
+ * Options for Connection.connect and NativeConnection.connect (the same shape), for the process whose NATS identity
+ * is `identity` (control, agent-<id>, cli, admin): with fleet TLS it presents that identity's certificate.
+ */
 export function temporalConnectOptions(
-  cfg: Pick<Config, 'temporalAddress' | 'temporalTls' | 'temporalApiKeyFile'>,
+  cfg: Pick<Config, 'temporalAddress' | 'temporalTls' | 'temporalApiKeyFile' | 'natsCreds' | 'tlsDir'>,
+  identity: string,
 ): TemporalConnectOptions {
   const o: TemporalConnectOptions = { address: cfg.temporalAddress };
   const t = cfg.temporalTls;
   if (t) {
     o.tls = {};
-    if (t.ca) o.tls.serverRootCACertificate = read(t.ca, 'TUNEFLEET_TEMPORAL_TLS_CA');
-    if (t.cert && t.key)
+    const own = t.fleet ? credentialFiles(cfg, identity) : null;
+    const ca = t.ca ?? own?.ca;
+    const cert = t.cert ?? own?.cert;
+    const key = t.key ?? own?.key;
+    if (ca) o.tls.serverRootCACertificate = read(ca, 'TUNEFLEET_TEMPORAL_TLS_CA');
+    if (cert && key)
       o.tls.clientCertPair = {
-        crt: read(t.cert, 'TUNEFLEET_TEMPORAL_TLS_CERT'),
-        key: read(t.key, 'TUNEFLEET_TEMPORAL_TLS_KEY'),
+        crt: read(cert, 'TUNEFLEET_TEMPORAL_TLS_CERT'),
+        key: read(key, 'TUNEFLEET_TEMPORAL_TLS_KEY'),
       };
     if (t.serverName) o.tls.serverNameOverride = t.serverName;
   }

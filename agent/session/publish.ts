@@ -1,5 +1,6 @@
 // Trainer events to the job's stream, in order, without blocking the trainer's reader.
 import { jobEventSubject, type TrainerEvent } from '../../shared';
+import { natsFailure } from '../../shared/natsconn';
 import { persistently, type AgentNats } from '../nats';
 
 export class EventPublisher {
@@ -26,7 +27,7 @@ export class EventPublisher {
           this.log,
         ),
       )
-      .catch((err: unknown) => this.log(`event publish failed: ${String(err)}`));
+      .catch((err: unknown) => this.log(`event publish failed: ${natsFailure(err)}`));
   }
 
   /** Resolves once every event published so far is stored (or given up on). */

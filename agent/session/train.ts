@@ -28,6 +28,16 @@ type Exit = { code: number | null; signal: NodeJS.Signals | null };
 
 /** How often at most a session signals its progress to the workflow. */
 const PROGRESS_EVERY_MS = 2_000;
+/** how many recent steps the watchdog measures the pace by, and how many times the slowest of them is silence */
+const RECENT_STEPS = 20;
+const SLOW_STEP_FACTOR = 3;
+/**
+ * The least silence the watchdog calls a hang (s). A trainer sharing a busy machine's cores can take several times its
+ * usual step for a while (measured: a 3.2 s step took over 11 s while a compiler ran beside it on 2 cores); killing it
+ * then loses up to a checkpoint interval and can repeat until the job gives up. A dead agent is still found within
+ * the heartbeat timeout: the agent heartbeats on its own timer.
+ */
+export const WATCHDOG_MIN_S = 30;
 
 export class TrainSession {
   private readonly t0 = Date.now();
@@ -35,6 +45,8 @@ export class TrainSession {
   private readonly events: EventPublisher;
   // what the trainer said
   private started: Of<'started'> | null = null;
+  /** a step event came: the warm-up is over, and silence now means a hang */
+  private stepped = false;
   private finished: Of<'finished'> | null = null;
   private failure: TrainerErrorEvent | null = null;
   private oom: Of<'oom'> | null = null;
@@ -45,7 +57,10 @@ export class TrainSession {
   private uploads: Promise<void> = Promise.resolve();
   private uploadError: unknown = null;
   private lastSignal = 0;
-  private setupBeat: NodeJS.Timeout | null = null;
+  private beat: NodeJS.Timeout | null = null;
+  /** when the last step event came, and how long the recent steps took (ms; the watchdog's measure of pace) */
+  private lastStepAt = 0;
+  private recentStepsMs: number[] = [];
   private proc: TrainerRun | null = null;
 
   constructor(
@@ -59,15 +74,17 @@ export class TrainSession {
   }
 
   async run(): Promise<TrainOutcome> {
-    // while we set up (downloads, model load) a timer heartbeats; once the trainer steps, only progress does
-    this.setupBeat = setInterval(() => this.ctx.heartbeat(this.hb), this.deps.heartbeatMs);
+    // a timer heartbeats for the whole session: Temporal's heartbeat timeout detects a dead or frozen agent. A
+    // trainer that stops making progress is this agent's to detect (the watchdog), measured against the trainer's
+    // own pace: a step on a busy CPU may take longer than the heartbeat timeout without anything being wrong
+    this.beat = setInterval(() => this.ctx.heartbeat(this.hb), this.deps.heartbeatMs);
     try {
       const commits = this.deps.nats.commits;
       const configPath = await this.prepare(commits);
       const exit = await this.supervise(configPath, commits);
       return await this.outcome(exit);
     } finally {
-      this.stopSetupBeat();
+      this.stopBeat();
     }
   }
 
@@ -152,11 +169,12 @@ export class TrainSession {
       case 'started':
         this.started = e;
         hb.stepsTotal = e.steps_total;
-        this.stopSetupBeat();
         ctx.heartbeat(hb);
         return;
       case 'step':
         // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
+        this.stepped = true;
+        this.stepTook(Date.now());
         hb.step = e.step;
         hb.loss = e.loss;
         ctx.heartbeat(hb);
@@ -224,16 +242,21 @@ export class TrainSession {
   }
 
   /**
-   * A trainer alive but silent for the heartbeat timeout has hung: kill it (the server gives up on the attempt
-   * then too, but this agent would not hear of it without a heartbeat).
+   * A trainer alive but silent has hung: kill it. Silent means: no event for the longest of the heartbeat timeout,
+   * WATCHDOG_MIN_S and SLOW_STEP_FACTOR times its slowest recent step. The clock starts at the first step (before
+   * it: setup and one-time warm-up, such as compiling the layers on CUDA).
    */
   private watchdog(proc: TrainerRun): NodeJS.Timeout | null {
     const limit = this.ctx.info.heartbeatTimeoutMs ?? 0;
     if (limit <= 0) return null;
     const check = (): void => {
-      if (!this.started || this.finished || this.stuck || Date.now() - this.lastEventAt <= limit) return;
+      const slowest = Math.max(0, ...this.recentStepsMs);
+      const allowed = Math.max(limit, WATCHDOG_MIN_S * 1000, SLOW_STEP_FACTOR * slowest);
+      if (!this.stepped || this.finished || this.stuck || Date.now() - this.lastEventAt <= allowed) return;
       const silentS = Math.round((Date.now() - this.lastEventAt) / 1000);
-      this.stuck = `no progress from the trainer for ${silentS} s (step ${this.hb.step})`;
+      this.stuck =
+        `no progress from the trainer for ${silentS} s (step ${this.hb.step}; ` +
+        `its slowest recent step took ${(slowest / 1000).toFixed(1)} s)`;
       this.deps.log(`${this.req.jobId} attempt ${this.req.attempt}: ${this.stuck}; killing it`);
       proc.kill();
     };
@@ -292,8 +315,16 @@ export class TrainSession {
     return `the trainer exited with ${exit.code ?? exit.signal}\n${this.proc?.stderrTail() ?? ''}`;
   }
 
-  private stopSetupBeat(): void {
-    if (this.setupBeat) clearInterval(this.setupBeat);
-    this.setupBeat = null;
+  private stopBeat(): void {
+    if (this.beat) clearInterval(this.beat);
+    this.beat = null;
+  }
+
+  private stepTook(now: number): void {
+    if (this.lastStepAt > 0) {
+      this.recentStepsMs.push(now - this.lastStepAt);
+      if (this.recentStepsMs.length > RECENT_STEPS) this.recentStepsMs.shift();
+    }
+    this.lastStepAt = now;
   }
 }

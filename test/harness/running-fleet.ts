@@ -26,6 +26,8 @@ export interface FleetOptions {
   readyMs?: number;
   /** NATS as a JetStream cluster of this many nodes, every stream and bucket replicated on all (default: 1 server) */
   natsNodes?: number;
+  /** Temporal's real server on PostgreSQL with mutual TLS instead of the dev server */
+  temporalServer?: boolean;
 }
 
 export interface RunningFleet {
@@ -55,7 +57,7 @@ export function useRunningFleet(o: FleetOptions): RunningFleet {
   const want = (o.agents?.length ?? 0) + (o.inProcessAgent ? 1 : 0);
 
   before(async () => {
-    stack = await startTestStack({ natsNodes: o.natsNodes });
+    stack = await startTestStack({ natsNodes: o.natsNodes, temporalServer: o.temporalServer });
     const s = stack;
     for (let i = 0; i < (o.controlWorkers ?? 1); i++)
       workers.push(await startControlWorker(s.cfg, (m) => keep(`[worker${i + 1}] ${m}`)));

@@ -21,6 +21,13 @@ import {
 } from '../../infra/services';
 import { initSecrets } from '../../infra/secrets';
 import { createAssets } from '../../infra/stack';
+import {
+  removePostgresData,
+  startPostgres,
+  startTemporalServer,
+  type Postgres,
+  type TemporalServer,
+} from '../../infra/ha';
 
 export const ROOT = resolve(__dirname, '..', '..', '..');
 export const TINY_MODEL = 'tiny-llama';
@@ -33,6 +40,9 @@ export interface TestStack {
   /** a NATS cluster's nodes when the stack was started with natsNodes > 1 */
   cluster: NatsCluster | null;
   temporal: Service;
+  /** on the real engines (`temporalServer`): Temporal's server with mutual TLS, and its PostgreSQL */
+  temporalServer: TemporalServer | null;
+  postgres: Postgres | null;
   stop(): Promise<void>;
 }
 
@@ -45,16 +55,26 @@ export function installedHome(): string {
   return process.env.TUNEFLEET_HOME ?? join(homedir(), '.tunefleet');
 }
 
-/** `natsNodes` > 1: a JetStream cluster of that many nodes (TLS routes), every stream and bucket replicated on all. */
-export async function startTestStack(o: { natsNodes?: number } = {}): Promise<TestStack> {
+/**
+ * `natsNodes` > 1: a JetStream cluster of that many nodes (TLS routes), every stream and bucket replicated on all.
+ * `temporalServer`: Temporal's real server on a private PostgreSQL, mutual TLS (every process presents its own
+ * identity's certificate), instead of the dev server.
+ */
+export async function startTestStack(o: { natsNodes?: number; temporalServer?: boolean } = {}): Promise<TestStack> {
   const real = installedHome();
-  for (const b of ['nats-server', 'temporal', 'python']) {
+  const bins = [
+    'nats-server',
+    'temporal',
+    'python',
+    ...(o.temporalServer ? ['pg', 'temporal-server', 'temporal-sql-tool'] : []),
+  ];
+  for (const b of bins) {
     if (!existsSync(join(real, 'bin', b)))
       throw new Error(`${join(real, 'bin', b)} missing: run infra/bootstrap.sh first`);
   }
   const home = mkdtempSync(join(tmpdir(), 'tunefleet-test-'));
   mkdirSync(join(home, 'bin'));
-  for (const b of ['nats-server', 'temporal', 'python']) symlinkSync(join(real, 'bin', b), join(home, 'bin', b));
+  for (const b of bins) symlinkSync(join(real, 'bin', b), join(home, 'bin', b));
   // the evaluation judge (ONNX) that bootstrap exported
   if (existsSync(join(real, 'judge'))) symlinkSync(join(real, 'judge'), join(home, 'judge'));
   const modelDir = join(home, 'models', TINY_MODEL);
@@ -74,15 +94,33 @@ export async function startTestStack(o: { natsNodes?: number } = {}): Promise<Te
     for (const pid of s ? natsPids(s) : cluster ? cluster.nodes.map((n) => n.pid) : [nats.pid])
       await stopProcess(pid, 10_000);
   };
-  const temporal = await startTemporal({ home, dataDir: join(home, 'data'), logDir }).catch(async (e: unknown) => {
+  let postgres: Postgres | null = null;
+  let temporalServer: TemporalServer | null = null;
+  const temporal = await (async (): Promise<Service> => {
+    if (!o.temporalServer) return await startTemporal({ home, dataDir: join(home, 'data'), logDir });
+    postgres = await startPostgres({ home, dataDir: join(home, 'data'), logDir });
+    temporalServer = await startTemporalServer({ home, logDir, pg: postgres });
+    return temporalServer;
+  })().catch(async (e: unknown) => {
+    if (postgres) await stopProcess(postgres.pid, 10_000, 'SIGINT');
     await stopNats();
     throw e;
   });
   const natsUrl = cluster ? cluster.seeds : nats.address;
-  const cfg = resolveConfig({}, { natsUrl, temporalAddress: temporal.address, home }, homedir(), () => null);
+  const cfg = resolveConfig(
+    o.temporalServer ? { TUNEFLEET_TEMPORAL_TLS: 'fleet', TUNEFLEET_TEMPORAL_TLS_SERVER_NAME: 'localhost' } : {},
+    { natsUrl, temporalAddress: temporal.address, home },
+    homedir(),
+    () => null,
+  );
   const store = storeLimit(join(home, 'data', cluster ? 'nats-n1' : 'nats'));
+  const stopPostgres = async (s?: TestStack): Promise<void> => {
+    const pg = s ? s.postgres : postgres;
+    if (pg) await stopProcess(pg.pid, 10_000, 'SIGINT');
+  };
   await createAssets(natsUrl, home, store, size).catch(async (e: unknown) => {
     await stopProcess(temporal.pid, 10_000);
+    await stopPostgres();
     await stopNats();
     throw e;
   });
@@ -92,11 +130,17 @@ export async function startTestStack(o: { natsNodes?: number } = {}): Promise<Te
     nats,
     cluster,
     temporal,
+    temporalServer,
+    postgres,
     // the services as they are now: a chaos test may have restarted them under new pids
     async stop() {
       await stopProcess(stack.temporal.pid, 10_000);
+      await stopPostgres(stack);
       await stopNats(stack);
-      if (!process.env.TUNEFLEET_KEEP_TEST_HOME) rmSync(home, { recursive: true, force: true });
+      if (!process.env.TUNEFLEET_KEEP_TEST_HOME) {
+        if (o.temporalServer) removePostgresData(join(home, 'data'));
+        rmSync(home, { recursive: true, force: true });
+      }
     },
   };
   return stack;
@@ -140,6 +184,9 @@ export function cliEnv(s: TestStack): NodeJS.ProcessEnv {
     TUNEFLEET_HOME: s.home,
     TUNEFLEET_NATS_URL: s.cfg.natsUrl,
     TUNEFLEET_TEMPORAL_ADDRESS: s.cfg.temporalAddress,
+    ...(s.cfg.temporalTls?.fleet
+      ? { TUNEFLEET_TEMPORAL_TLS: 'fleet', TUNEFLEET_TEMPORAL_TLS_SERVER_NAME: s.cfg.temporalTls.serverName ?? '' }
+      : {}),
   };
 }
 

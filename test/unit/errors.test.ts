@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { ATTEMPT_ERRORS, TRAINER_ERROR_CODES, attemptErrorClass } from '../../shared/errors';
 import { FAILURE_POLICY } from '../../workflows/failures';
 import { ROOT } from '../harness/stack';
+import { natsFailure } from '../../shared/natsconn';
+import { failureMessage } from '../../scheduler/cli/messages';
 
 const TRAINER = join(ROOT, 'agent', 'trainer', 'tunefleet_trainer');
 const read = (p: string): string => readFileSync(p, 'utf8');
@@ -47,5 +49,17 @@ describe('errors - one vocabulary', () => {
     expect(thrown.filter((c) => !(c in ATTEMPT_ERRORS))).to.deep.equal([]);
     // nothing bypasses the typed helper: its own body is the one raw retryable failure
     expect(src.match(/ApplicationFailure\.retryable\(/g) ?? []).to.have.length(1);
+  });
+
+  it('errors - a NATS write nobody acknowledged is said as no quorum, nothing stored; other errors pass unchanged', () => {
+    const timeout = Object.assign(new Error('TIMEOUT'), { code: 'TIMEOUT' });
+    expect(natsFailure(timeout)).to.match(
+      /^TIMEOUT: JetStream did not acknowledge the write — no quorum .*nothing was stored$/,
+    );
+    expect(natsFailure(Object.assign(new Error('503'), { code: '503' }))).to.match(/no quorum/);
+    expect(natsFailure(new Error('permissions violation'))).to.equal('permissions violation');
+    // the CLI's one line says it too, behind what was being done
+    const wrapped = Object.assign(new Error('submit failed'), { cause: timeout });
+    expect(failureMessage(wrapped)).to.match(/^submit failed: TIMEOUT: JetStream did not acknowledge .*no quorum/);
   });
 });

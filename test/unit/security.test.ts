@@ -210,7 +210,7 @@ describe('security - credentials and connection settings', function () {
   it('security - Temporal options: plaintext by default; TLS files and an API key from files; a certificate needs its key; an API key needs TLS', () => {
     const base = resolveConfig({}, {}, '/home/x', () => null);
     expect(base.temporalTls).to.equal(null);
-    expect(temporalConnectOptions(base)).to.deep.equal({ address: '127.0.0.1:7233' });
+    expect(temporalConnectOptions(base, 'cli')).to.deep.equal({ address: '127.0.0.1:7233' });
     const dir = join(home, 'secrets');
     const keyFile = join(home, 'api-key');
     writeFileSync(keyFile, 'sekrit-key\n', { mode: 0o600 });
@@ -226,7 +226,7 @@ describe('security - credentials and connection settings', function () {
       '/home/x',
       () => null,
     );
-    const o = temporalConnectOptions(cfg);
+    const o = temporalConnectOptions(cfg, 'cli');
     expect(o.apiKey).to.equal('sekrit-key');
     expect(o.tls?.serverNameOverride).to.equal('temporal.internal');
     expect(o.tls?.serverRootCACertificate?.toString()).to.include('BEGIN CERTIFICATE');
@@ -244,6 +244,24 @@ describe('security - credentials and connection settings', function () {
     expect(plain.message).to.match(/only sent over TLS/);
     expect(plain.message).to.not.include('sekrit');
     const tlsOnly = resolveConfig({ TUNEFLEET_TEMPORAL_TLS: '1' }, {}, '/home/x', () => null);
-    expect(temporalConnectOptions(tlsOnly)).to.deep.equal({ address: '127.0.0.1:7233', tls: {} });
+    expect(temporalConnectOptions(tlsOnly, 'cli')).to.deep.equal({ address: '127.0.0.1:7233', tls: {} });
+  });
+
+  it("security - Temporal fleet mTLS: each process presents its own identity's certificate, from the environment or the stack file; a bad mode is named", () => {
+    const dir = join(home, 'secrets');
+    const fleet = resolveConfig({ TUNEFLEET_TEMPORAL_TLS: 'fleet' }, { home }, '/home/x', () => null);
+    expect(fleet.temporalTls?.fleet).to.equal(true);
+    const o = temporalConnectOptions(fleet, 'agent-gpu-7');
+    expect(o.tls?.clientCertPair?.crt.equals(readFileSync(join(dir, 'agent-gpu-7.crt')))).to.equal(true);
+    expect(o.tls?.serverRootCACertificate?.equals(readFileSync(join(dir, 'ca.pem')))).to.equal(true);
+    const control = temporalConnectOptions(fleet, 'control');
+    expect(control.tls?.clientCertPair?.crt.equals(readFileSync(join(dir, 'control.crt')))).to.equal(true);
+    // `tunefleet up --ha` writes temporalTls: 'fleet' into its stack file; the environment still decides
+    const stack = { natsUrl: 'tls://127.0.0.1:4222', temporalAddress: '127.0.0.1:7233', temporalTls: 'fleet' as const };
+    expect(resolveConfig({}, { home }, '/home/x', () => stack).temporalTls?.fleet).to.equal(true);
+    expect(resolveConfig({ TUNEFLEET_TEMPORAL_TLS: '0' }, { home }, '/home/x', () => stack).temporalTls).to.equal(null);
+    const bad = thrown(() => resolveConfig({ TUNEFLEET_TEMPORAL_TLS: 'yes' }, {}, '/home/x', () => null), 'a bad mode');
+    expect(bad.message).to.match(/TUNEFLEET_TEMPORAL_TLS='yes'/);
+    expect((bad as TunefleetError).where.field).to.equal('TUNEFLEET_TEMPORAL_TLS');
   });
 });

@@ -46,7 +46,7 @@ export class JobClient {
   static async connect(cfg: Config, identity: 'cli' | 'operator' = 'cli'): Promise<JobClient> {
     let connection: Connection;
     try {
-      connection = await Connection.connect({ ...temporalConnectOptions(cfg), connectTimeout: 3000 });
+      connection = await Connection.connect({ ...temporalConnectOptions(cfg, identity), connectTimeout: 3000 });
     } catch (cause) {
       throw new TunefleetError(
         ErrorCode.StackUnavailable,

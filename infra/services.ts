@@ -165,10 +165,13 @@ export interface NatsCluster {
 /**
  * `size` nats-server nodes of one JetStream cluster on this host (n1, n2, ...): each with its own server name, store
  * directory, client and route ports, its own certificate (server and client usage: routes are TLS both ways), the
- * fleet's users, sync_interval always (the nodes share this host's failure domain) and monitoring on 127.0.0.1.
+ * fleet's users, sync_interval always (the nodes share this host's failure domain; `syncAlways: false` leaves
+ * nats-server's default, for the benchmark's comparison) and monitoring on 127.0.0.1.
  * Resolves when every node answers JetStream requests (a meta leader is elected).
  */
-export async function startNatsCluster(o: StartOptions & { size?: number }): Promise<NatsCluster> {
+export async function startNatsCluster(
+  o: StartOptions & { size?: number; syncAlways?: boolean },
+): Promise<NatsCluster> {
   const size = o.size ?? 3;
   const nodes = Array.from({ length: size }, (_, i) => `n${i + 1}`);
   const ports = [];
@@ -195,7 +198,7 @@ export async function startNatsCluster(o: StartOptions & { size?: number }): Pro
           routePort: p.route,
           routes,
           monitorPort: p.http,
-          syncAlways: true,
+          syncAlways: o.syncAlways ?? true,
         },
       }),
     );

@@ -80,8 +80,8 @@ const quick = proxyActivities<ControlActivities>({
 });
 
 /**
- * Default seconds without step progress before an attempt counts as lost (full fine-tuning saves bigger checkpoints
- * between steps).
+ * Default seconds without a heartbeat from the agent (it heartbeats on a timer while it runs the attempt) before the
+ * attempt counts as lost: the agent died, froze or lost its link. A hung trainer is the agent's watchdog's to catch.
  */
 export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number =>
   spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);

@@ -38,6 +38,8 @@ const SLOW_STEP_FACTOR = 3;
  * the heartbeat timeout: the agent heartbeats on its own timer.
  */
 export const WATCHDOG_MIN_S = 30;
+/** The longest a trainer may take from 'started' to its first step (s): one-time warm-up, compiling the layers. */
+const FIRST_STEP_MAX_S = 900;
 
 export class TrainSession {
   private readonly t0 = Date.now();
@@ -172,7 +174,7 @@ export class TrainSession {
         ctx.heartbeat(hb);
         return;
       case 'step':
-        // the heartbeat goes out when the step advances: a hung trainer stops it, and the workflow re-places
+        // a heartbeat with the new step at once (besides the timer's): the workflow's view of progress
         this.stepped = true;
         this.stepTook(Date.now());
         hb.step = e.step;
@@ -243,16 +245,18 @@ export class TrainSession {
 
   /**
    * A trainer alive but silent has hung: kill it. Silent means: no event for the longest of the heartbeat timeout,
-   * WATCHDOG_MIN_S and SLOW_STEP_FACTOR times its slowest recent step. The clock starts at the first step (before
-   * it: setup and one-time warm-up, such as compiling the layers on CUDA).
+   * WATCHDOG_MIN_S and SLOW_STEP_FACTOR times its slowest recent step; before its first step (one-time warm-up,
+   * such as compiling the layers on CUDA), for FIRST_STEP_MAX_S.
    */
   private watchdog(proc: TrainerRun): NodeJS.Timeout | null {
     const limit = this.ctx.info.heartbeatTimeoutMs ?? 0;
     if (limit <= 0) return null;
     const check = (): void => {
       const slowest = Math.max(0, ...this.recentStepsMs);
-      const allowed = Math.max(limit, WATCHDOG_MIN_S * 1000, SLOW_STEP_FACTOR * slowest);
-      if (!this.stepped || this.finished || this.stuck || Date.now() - this.lastEventAt <= allowed) return;
+      const allowed = this.stepped
+        ? Math.max(limit, WATCHDOG_MIN_S * 1000, SLOW_STEP_FACTOR * slowest)
+        : Math.max(limit, FIRST_STEP_MAX_S * 1000);
+      if (!this.started || this.finished || this.stuck || Date.now() - this.lastEventAt <= allowed) return;
       const silentS = Math.round((Date.now() - this.lastEventAt) / 1000);
       this.stuck =
         `no progress from the trainer for ${silentS} s (step ${this.hb.step}; ` +

@@ -320,6 +320,18 @@ export function natsConfig(home: string, o: NatsConfigOptions): string {
     verify: true,
     timeout: 5,
   };
+  // a route is accepted only from a certificate whose DNS name is one of the routes' hosts (a node's): any other
+  // certificate of the fleet's CA with client usage (an agent's, the cli's) cannot join the cluster
+  for (const r of c?.routes ?? []) {
+    const host = /^nats-route:\/\/(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+)/.exec(r)?.[1] ?? '';
+    if (!host || isIp(host.replace(/^\[|\]$/g, '')))
+      throw new TunefleetError(
+        ErrorCode.FlagInvalid,
+        `route '${r}': name the node by the DNS name in its certificate (secrets add-node --host), not an IP ` +
+          "address: a route is accepted only from a certificate whose DNS name is a route's host",
+        { field: 'route' },
+      );
+  }
   return JSON.stringify(
     {
       host: o.host,
@@ -334,10 +346,16 @@ export function natsConfig(home: string, o: NatsConfigOptions): string {
       tls,
       authorization: { users, timeout: 5 },
       max_payload: 8 * 2 ** 20,
-      // routes: TLS both ways with the nodes' certificates, verified against the CA (nothing else may join)
+      // routes: TLS both ways with the nodes' certificates, verified against the CA and the routes' names
       ...(c
         ? {
-            cluster: { name: c.name, host: c.routeHost, port: c.routePort, routes: c.routes, tls },
+            cluster: {
+              name: c.name,
+              host: c.routeHost,
+              port: c.routePort,
+              routes: c.routes,
+              tls: { ...tls, verify_cert_and_check_known_urls: true },
+            },
             ...(c.monitorPort ? { http: `127.0.0.1:${c.monitorPort}` } : {}),
           }
         : {}),

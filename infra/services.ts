@@ -178,7 +178,8 @@ export async function startNatsCluster(
   for (let i = 0; i < size; i++)
     ports.push({ client: await freePort(), route: await freePort(), http: await freePort() });
   mkdirSync(o.logDir, { recursive: true });
-  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`);
+  // by name: a route is accepted only from a certificate whose DNS name is a route's host (every node's has localhost)
+  const routes = ports.map((p) => `nats-route://localhost:${p.route}`);
   const confs: string[] = [];
   for (const [i, node] of nodes.entries()) {
     await addNode(o.home, node);

@@ -16,6 +16,10 @@ export function connectionOptions(): Option[] {
       'TUNEFLEET_TLS_DIR',
     ),
     new Option('--temporal-address <host:port>', 'Temporal frontend').env('TUNEFLEET_TEMPORAL_ADDRESS'),
+    new Option(
+      '--temporal-tls <mode>',
+      "TLS to Temporal: on, off, or fleet (mutual TLS with the fleet's CA and this identity's own certificate)",
+    ).env('TUNEFLEET_TEMPORAL_TLS'),
     new Option('--temporal-tls-ca <file>', "Temporal server's CA (PEM)").env('TUNEFLEET_TEMPORAL_TLS_CA'),
     new Option('--temporal-tls-cert <file>', 'Temporal client certificate (PEM)').env('TUNEFLEET_TEMPORAL_TLS_CERT'),
     new Option('--temporal-tls-key <file>', 'Temporal client key (PEM)').env('TUNEFLEET_TEMPORAL_TLS_KEY'),
@@ -39,6 +43,7 @@ export function connectionFlags(o: Flags): Flags {
     natsCreds: o.natsCreds,
     tlsDir: o.tlsDir,
     temporalAddress: o.temporalAddress,
+    temporalTls: o.temporalTls,
     temporalTlsCa: o.temporalTlsCa,
     temporalTlsCert: o.temporalTlsCert,
     temporalTlsKey: o.temporalTlsKey,

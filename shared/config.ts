@@ -66,7 +66,14 @@ export const DEFAULT_TEMPORAL_PORT = 7233;
 export type Flags = Partial<
   Pick<Config, 'natsUrl' | 'temporalAddress' | 'namespace' | 'home' | 'natsCreds' | 'tlsDir'>
 > &
-  Partial<{ temporalTlsCa: string; temporalTlsCert: string; temporalTlsKey: string; temporalTlsServerName: string }>;
+  Partial<{
+    /** --temporal-tls: on (1), off (0) or fleet */
+    temporalTls: string;
+    temporalTlsCa: string;
+    temporalTlsCert: string;
+    temporalTlsKey: string;
+    temporalTlsServerName: string;
+  }>;
 
 /** The servers of a NATS URL setting: one URL, or a cluster's seed list separated by commas. */
 export function natsServers(natsUrl: string): string[] {
@@ -125,16 +132,19 @@ export function resolveConfig(
       'a Temporal client certificate needs its key (TUNEFLEET_TEMPORAL_TLS_CERT and TUNEFLEET_TEMPORAL_TLS_KEY)',
       { field: tls.cert ? 'temporal-tls-key' : 'temporal-tls-cert' },
     );
-  const tlsMode = env.TUNEFLEET_TEMPORAL_TLS ?? (stack?.temporalTls === 'fleet' ? 'fleet' : undefined);
-  if (tlsMode !== undefined && !['', '0', '1', 'fleet'].includes(tlsMode))
+  const tlsMode =
+    flags.temporalTls ?? env.TUNEFLEET_TEMPORAL_TLS ?? (stack?.temporalTls === 'fleet' ? 'fleet' : undefined);
+  if (tlsMode !== undefined && !['', '0', 'off', '1', 'on', 'fleet'].includes(tlsMode))
     throw new TunefleetError(
       ErrorCode.FlagInvalid,
-      `TUNEFLEET_TEMPORAL_TLS='${tlsMode}': expected 1 (TLS), fleet (mutual TLS with the fleet's certificates) or 0`,
-      { field: 'TUNEFLEET_TEMPORAL_TLS' },
+      `TLS to Temporal '${tlsMode}': expected on (or 1), off (or 0) or fleet ` +
+        "(mutual TLS with the fleet's certificates)",
+      { field: flags.temporalTls !== undefined ? 'temporal-tls' : 'TUNEFLEET_TEMPORAL_TLS' },
     );
   const fleet = tlsMode === 'fleet';
+  const off = tlsMode === '0' || tlsMode === 'off';
   const temporalApiKeyFile = env.TUNEFLEET_TEMPORAL_API_KEY_FILE || null;
-  const tlsOn = tlsMode === '1' || fleet || Object.values(tls).some((v) => v !== null);
+  const tlsOn = !off && (tlsMode === '1' || tlsMode === 'on' || fleet || Object.values(tls).some((v) => v !== null));
   if (temporalApiKeyFile && !tlsOn)
     throw new TunefleetError(
       ErrorCode.FlagInvalid,

@@ -16,7 +16,8 @@ import { temporalConnectOptions } from '../../shared/temporalconn';
 import { addAgent, addNode, identities, initSecrets, natsConfig, rotate, writeNatsConfig } from '../../infra/secrets';
 import { natsServers } from '../../shared/config';
 import { installedHome } from '../harness/stack';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { freePort } from '../../infra/services';
 import { thrown } from '../harness/expect';
 
 describe('security - credentials and connection settings', function () {
@@ -123,6 +124,94 @@ describe('security - credentials and connection settings', function () {
     );
     expect((bad as TunefleetError).message).to.match(/'b:4222' is not a NATS URL/);
     expect((bad as TunefleetError).where.field).to.equal('nats-url');
+  });
+
+  it("security - a cluster's route port takes only a node's certificate: an agent's is refused (and was taken without the name check); routes by IP are refused", async function () {
+    this.timeout(60_000);
+    const dir = join(home, 'secrets');
+    await addNode(home, 'r1');
+    await addNode(home, 'r2');
+    const p = {
+      c1: await freePort(),
+      c2: await freePort(),
+      r1: await freePort(),
+      r2: await freePort(),
+      m1: await freePort(),
+    };
+    const routes = [`nats-route://localhost:${p.r1}`, `nats-route://localhost:${p.r2}`];
+    const conf = (node: 'r1' | 'r2', port: number, routePort: number, monitorPort: number): string =>
+      writeNatsConfig(home, {
+        host: '127.0.0.1',
+        port,
+        storeDir: join(home, `js-${node}`),
+        maxStore: 2 ** 30,
+        cluster: { name: 'routes', node, routeHost: '127.0.0.1', routePort, routes, monitorPort, syncAlways: false },
+      });
+    const r1 = conf('r1', p.c1, p.r1, p.m1);
+    const genuine = conf('r2', p.c2, p.r2, 0);
+    // the intruder: node r2's configuration with an agent's certificate on its routes
+    const json = JSON.parse(readFileSync(genuine, 'utf8')) as { cluster: { tls: Record<string, unknown> } };
+    json.cluster.tls.cert_file = join(dir, 'agent-gpu-7.crt');
+    json.cluster.tls.key_file = join(dir, 'agent-gpu-7.key');
+    const intruder = join(dir, 'intruder.conf');
+    writeFileSync(intruder, JSON.stringify(json), { mode: 0o600 });
+    // the same r1 without the name check: what the route port accepted before
+    const r1Json = JSON.parse(readFileSync(r1, 'utf8')) as { cluster: { tls: Record<string, unknown> } };
+    expect(r1Json.cluster.tls.verify_cert_and_check_known_urls).to.equal(true);
+    r1Json.cluster.tls.verify_cert_and_check_known_urls = false;
+    const r1Open = join(dir, 'r1-open.conf');
+    writeFileSync(r1Open, JSON.stringify(r1Json), { mode: 0o600 });
+    const bin = join(installedHome(), 'bin', 'nats-server');
+    const routesOf = async (): Promise<number> => {
+      const r = await fetch(`http://127.0.0.1:${p.m1}/routez`);
+      return ((await r.json()) as { num_routes: number }).num_routes;
+    };
+    /** r1 and a second server up for `ms`: r1's route count at the end (or as soon as a route forms) */
+    const pair = async (first: string, second: string, ms: number): Promise<number> => {
+      const a = spawn(bin, ['-c', first], { stdio: 'ignore' });
+      const b = spawn(bin, ['-c', second], { stdio: 'ignore' });
+      try {
+        const deadline = Date.now() + ms;
+        let n = 0;
+        while (Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 500));
+          n = await routesOf().catch(() => 0);
+          if (n > 0) break;
+        }
+        return n;
+      } finally {
+        for (const c of [a, b]) {
+          c.kill('SIGKILL');
+          await new Promise((r) => c.once('exit', r));
+        }
+      }
+    };
+    expect(
+      await pair(r1Open, intruder, 15_000),
+      "without the name check an agent's certificate joins",
+    ).to.be.greaterThan(0);
+    expect(await pair(r1, intruder, 6_000), "an agent's certificate on a route").to.equal(0);
+    expect(await pair(r1, genuine, 15_000), "a node's certificate on a route").to.be.greaterThan(0);
+    const byIp = thrown(
+      () =>
+        natsConfig(home, {
+          host: '127.0.0.1',
+          port: 1,
+          storeDir: '/x',
+          maxStore: 1,
+          cluster: {
+            name: 'x',
+            node: 'r1',
+            routeHost: '127.0.0.1',
+            routePort: 2,
+            routes: ['nats-route://10.0.0.7:6222'],
+            monitorPort: 0,
+            syncAlways: false,
+          },
+        }),
+      'a route by IP',
+    );
+    expect(byIp.message).to.match(/route 'nats-route:\/\/10.0.0.7:6222': name the node by the DNS name/);
   });
 
   it('security - permissions: only admin manages streams; an agent writes only its own advert and state keys and asks for commits on its own subject; each identity reads only its own inbox', () => {
@@ -260,8 +349,19 @@ describe('security - credentials and connection settings', function () {
     const stack = { natsUrl: 'tls://127.0.0.1:4222', temporalAddress: '127.0.0.1:7233', temporalTls: 'fleet' as const };
     expect(resolveConfig({}, { home }, '/home/x', () => stack).temporalTls?.fleet).to.equal(true);
     expect(resolveConfig({ TUNEFLEET_TEMPORAL_TLS: '0' }, { home }, '/home/x', () => stack).temporalTls).to.equal(null);
+    // the flag says the same, and wins over the environment
+    expect(resolveConfig({}, { home, temporalTls: 'fleet' }, '/home/x', () => null).temporalTls?.fleet).to.equal(true);
+    const flagOff = resolveConfig(
+      { TUNEFLEET_TEMPORAL_TLS: 'fleet' },
+      { home, temporalTls: 'off' },
+      '/home/x',
+      () => null,
+    );
+    expect(flagOff.temporalTls).to.equal(null);
     const bad = thrown(() => resolveConfig({ TUNEFLEET_TEMPORAL_TLS: 'yes' }, {}, '/home/x', () => null), 'a bad mode');
-    expect(bad.message).to.match(/TUNEFLEET_TEMPORAL_TLS='yes'/);
+    expect(bad.message).to.match(/TLS to Temporal 'yes'/);
     expect((bad as TunefleetError).where.field).to.equal('TUNEFLEET_TEMPORAL_TLS');
+    const badFlag = thrown(() => resolveConfig({}, { temporalTls: 'mtls' }, '/home/x', () => null), 'a bad flag');
+    expect((badFlag as TunefleetError).where.field).to.equal('temporal-tls');
   });
 });

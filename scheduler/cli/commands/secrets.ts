@@ -122,7 +122,12 @@ Example:
     .option('--port <n>', 'port', '4222')
     .requiredOption('--store <dir>', "JetStream's store directory")
     .option('--node <name>', 'a cluster node (its certificate from secrets add-node): writes nats-<node>.conf')
-    .option('--route <url>', "every node's route URL, nats-route://host:port (repeatable; with --node)", collect, [])
+    .option(
+      '--route <url>',
+      "every node's route URL, nats-route://<its certificate's DNS name>:port (repeatable; with --node)",
+      collect,
+      [],
+    )
     .option('--cluster-name <name>', 'the cluster name, the same on every node', 'tunefleet')
     .option('--route-port <n>', 'where this node listens for routes', '6222')
     .option('--monitor-port <n>', 'HTTP monitoring on 127.0.0.1 (0: none)', '8222')

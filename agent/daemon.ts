@@ -21,6 +21,7 @@ import { selectDevices } from './devices';
 import { probeGpus } from './gpu';
 import { connectAgentNats } from './nats';
 import { temporalConnectOptions } from '../shared/temporalconn';
+import { natsFailure } from '../shared/natsconn';
 import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
 
 export interface AgentOptions {
@@ -97,33 +98,50 @@ export async function startAgent(
 
   // operator intent: a cordon or drain written to the agent-states bucket applies at once
   const states = await nats.agentStates();
-  const intent = await states.watch({ key: o.agentId });
+  // the watch is made again when it fails (its NATS node was lost, say): a watch error must not end the agent
+  let intent = await states.watch({ key: o.agentId });
+  let watching = true;
   const intentLoop = (async () => {
-    for await (const e of intent) {
-      let next: DesiredState = 'ready';
-      if (e.operation === 'PUT') {
-        const parsed = desiredStateSchema.safeParse(
-          (() => {
-            try {
-              return e.json();
-            } catch {
-              return null;
+    while (watching) {
+      try {
+        for await (const e of intent) {
+          let next: DesiredState = 'ready';
+          if (e.operation === 'PUT') {
+            const parsed = desiredStateSchema.safeParse(
+              (() => {
+                try {
+                  return e.json();
+                } catch {
+                  return null;
+                }
+              })(),
+            );
+            if (!parsed.success) {
+              log(`ignored an unreadable desired state for ${o.agentId}`);
+              continue;
             }
-          })(),
-        );
-        if (!parsed.success) {
-          log(`ignored an unreadable desired state for ${o.agentId}`);
-          continue;
+            next = parsed.data.state;
+          }
+          if (next === desired) continue;
+          log(`state: ${desired} -> ${next}`);
+          desired = next;
+          if (desired === 'draining') {
+            for (const s of sessions.values()) s.stop?.();
+          }
+          await publish().catch((err: unknown) => log(`advert failed: ${String(err)}`));
         }
-        next = parsed.data.state;
+        if (!watching) return;
+        log('the operator-intent watch ended; watching again in 1 s');
+      } catch (err) {
+        if (!watching) return;
+        log(`the operator-intent watch failed (${natsFailure(err)}); watching again in 1 s`);
       }
-      if (next === desired) continue;
-      log(`state: ${desired} -> ${next}`);
-      desired = next;
-      if (desired === 'draining') {
-        for (const s of sessions.values()) s.stop?.();
-      }
-      await publish().catch((err: unknown) => log(`advert failed: ${String(err)}`));
+      await new Promise((r) => setTimeout(r, 1000));
+      if (!watching) return;
+      intent = await states.watch({ key: o.agentId }).catch((err: unknown) => {
+        log(`watching the operator intent again failed (${natsFailure(err)})`);
+        return intent;
+      });
     }
   })();
   let advertising = true;
@@ -199,6 +217,7 @@ export async function startAgent(
   const done = (async () => {
     await run.catch((e: unknown) => log(`stop: the Temporal worker ended with ${String(e)}`));
     advertising = false;
+    watching = false;
     intent.stop();
     await bounded('the operator-intent watch', intentLoop);
     await bounded('the advert loop', advertLoop);

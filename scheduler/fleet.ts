@@ -18,6 +18,7 @@ export class FleetView {
   private readonly agents = new Map<string, Omit<FleetEntry, 'desired'>>();
   private readonly desired = new Map<string, DesiredStateRecord>();
   private readonly watchers: QueuedIterator<KvEntry>[] = [];
+  private stopped = false;
   private readonly loops: Promise<void>[] = [];
   private readonly listeners = new Set<(agentId: string) => void>();
   ready: Promise<void> = Promise.resolve();
@@ -31,21 +32,42 @@ export class FleetView {
   ) {}
 
   async start(): Promise<void> {
-    const watch = async (kv: KV, apply: (e: KvEntry) => void): Promise<void> => {
+    // a watch that fails or ends (its NATS node was lost, say) is made again: the view must not freeze, and an
+    // error in it must not end the worker
+    const watch = async (kv: KV, what: string, apply: (e: KvEntry) => void): Promise<void> => {
       let initialized!: () => void;
       const done = new Promise<void>((r) => (initialized = r));
-      const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+      let w = await kv.watch({ key: '>', initializedFn: () => initialized() });
       this.watchers.push(w);
       this.loops.push(
         (async () => {
-          for await (const e of w) apply(e);
+          while (!this.stopped) {
+            try {
+              for await (const e of w) apply(e);
+              if (this.stopped) return;
+              this.log(`the ${what} watch ended; watching again in 1 s`);
+            } catch (err) {
+              if (this.stopped) return;
+              this.log(`the ${what} watch failed (${String(err)}); watching again in 1 s`);
+            }
+            await new Promise((r) => setTimeout(r, 1000));
+            if (this.stopped) return;
+            try {
+              w = await kv.watch({ key: '>' });
+              this.watchers.push(w);
+            } catch (err) {
+              this.log(`watching the ${what} again failed (${String(err)})`);
+            }
+          }
         })(),
       );
       await done;
     };
     this.ready = Promise.all([
-      watch(this.kv, (e) => this.apply(e.key, e.operation, e.value, e.revision)),
-      this.states ? watch(this.states, (e) => this.applyDesired(e.key, e.operation, e.value)) : Promise.resolve(),
+      watch(this.kv, 'adverts', (e) => this.apply(e.key, e.operation, e.value, e.revision)),
+      this.states
+        ? watch(this.states, 'agent states', (e) => this.applyDesired(e.key, e.operation, e.value))
+        : Promise.resolve(),
     ]).then(() => undefined);
     await this.ready;
   }
@@ -108,6 +130,7 @@ export class FleetView {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const w of this.watchers) w.stop();
     await Promise.all(this.loops.map((l) => l.catch(() => {})));
   }

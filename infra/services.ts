@@ -3,7 +3,7 @@
 // them on free ports in a temporary directory.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync, mkdirSync, openSync, closeSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SEARCH_ATTRIBUTES } from '../workflows/searchAttributes';
 import { connect } from 'nats';
@@ -127,10 +127,19 @@ export interface StartOptions {
   detached?: boolean;
 }
 
-/** The JetStream store's cap: 100 GiB, or half the free disk where the store lives when that is less. */
+/**
+ * The JetStream store's cap: 100 GiB, or half the free disk where the store lives when that is less — chosen once per
+ * store and kept in it (tunefleet-store-cap): the streams' limits are shares of it, and nats-server refuses to update
+ * any stream while the limits already given exceed a cap that shrank with the free disk.
+ */
 export function storeLimit(dir: string): number {
+  const file = join(dir, 'tunefleet-store-cap');
+  const kept = existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : NaN;
+  if (Number.isSafeInteger(kept) && kept > 0) return kept;
   const fs = statfsSync(dir);
-  return Math.min(100 * 2 ** 30, Math.floor((fs.bavail * fs.bsize) / 2));
+  const cap = Math.min(100 * 2 ** 30, Math.floor((fs.bavail * fs.bsize) / 2));
+  writeFileSync(file, `${cap}\n`);
+  return cap;
 }
 
 /**

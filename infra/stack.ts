@@ -156,7 +156,14 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
   const pids = readPids(h);
   const running = Object.entries(pids).filter(([, pid]) => alive(pid));
   const haRunning = 'postgres' in pids;
-  if (running.length > 0 && running.length === Object.keys(pids).length && haRunning === !!o.ha) {
+  // every process of the stack asked for is up (a start that failed half-way leaves only some)
+  const expected = o.ha
+    ? [...Array.from({ length: HA_NATS_NODES }, (_, i) => `nats-n${i + 1}`), 'postgres', 'temporal-server']
+    : ['nats-server', 'temporal'];
+  const complete = [...expected, 'worker', ...(o.ha ? ['worker-2'] : []), 'agent'].every(
+    (n) => pids[n] !== undefined && alive(pids[n] as number),
+  );
+  if (complete) {
     console.log(
       `the stack is already up (${running.map(([n, p]) => `${n} ${p}`).join(', ')}); 'tunefleet down' stops it`,
     );
@@ -171,19 +178,12 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
     await down();
   }
   if (o.ha) return upHa(h);
-  for (const tool of ['nats-server', 'temporal', 'python']) {
-    if (!existsSync(join(h, 'bin', tool)))
-      throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
-  }
-  const logDir = join(h, 'logs');
-  const dataDir = join(h, 'data');
-  mkdirSync(join(h, 'run'), { recursive: true });
-  const t0 = Date.now();
-  const agentId = localAgentId();
   const wildcard = listen === '0.0.0.0' || listen === '::';
-  const secrets = await initSecrets(h, isLoopback(listen) || wildcard ? [] : [listen]);
-  if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
-  await addAgent(h, agentId);
+  const { logDir, dataDir, t0, agentId } = await prepareHome(
+    h,
+    ['nats-server', 'temporal', 'python'],
+    isLoopback(listen) || wildcard ? [] : [listen],
+  );
   const nats = await startNats({
     home: h,
     dataDir,
@@ -227,6 +227,25 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
     console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
 }
 
+/** What both stacks need first: their tools, directories, the credentials (server names `hosts`), the agent's. */
+async function prepareHome(
+  h: string,
+  tools: string[],
+  hosts: string[],
+): Promise<{ logDir: string; dataDir: string; t0: number; agentId: string }> {
+  for (const tool of tools) {
+    if (!existsSync(join(h, 'bin', tool)))
+      throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
+  }
+  mkdirSync(join(h, 'run'), { recursive: true });
+  const t0 = Date.now();
+  const agentId = localAgentId();
+  const secrets = await initSecrets(h, hosts);
+  if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
+  await addAgent(h, agentId);
+  return { logDir: join(h, 'logs'), dataDir: join(h, 'data'), t0, agentId };
+}
+
 const localAgentId = (): string =>
   `local-${hostname()
     .toLowerCase()
@@ -268,18 +287,7 @@ async function upHa(h: string): Promise<void> {
     const r = spawnSync('bash', [join(ROOT, 'infra', 'bootstrap.sh'), 'ha'], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error('infra/bootstrap.sh ha failed');
   }
-  for (const tool of ['nats-server', 'python']) {
-    if (!existsSync(join(h, 'bin', tool)))
-      throw new Error(`${join(h, 'bin', tool)} is missing: run 'npm run bootstrap' first`);
-  }
-  const logDir = join(h, 'logs');
-  const dataDir = join(h, 'data');
-  mkdirSync(join(h, 'run'), { recursive: true });
-  const t0 = Date.now();
-  const agentId = localAgentId();
-  const secrets = await initSecrets(h, []);
-  if (secrets.created.length) console.log(`credentials made in ${secrets.dir}: ${secrets.created.join(', ')}`);
-  await addAgent(h, agentId);
+  const { logDir, dataDir, t0, agentId } = await prepareHome(h, ['nats-server', 'python'], []);
   const pidsNow: Pids = {};
   const cluster = await startNatsCluster({ home: h, dataDir, logDir, size: HA_NATS_NODES, detached: true });
   for (const n of cluster.nodes) pidsNow[n.name] = n.pid;

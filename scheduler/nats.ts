@@ -129,6 +129,15 @@ export async function ensureAssets(n: Nats, totalBytes: number, replicas = 1): P
     await ensureAssetsAt(n, limits, replicas);
   } catch (cause) {
     const m = String((cause as Error)?.message ?? cause);
+    if (/insufficient storage/i.test(m))
+      throw new TunefleetError(
+        ErrorCode.StackUnavailable,
+        `NATS refused the streams' limits (${m}): the limits they already have add up to more than the store's cap ` +
+          "now (it shrank with the free disk). Give the store its old cap (its 'tunefleet-store-cap' file; " +
+          "'nats assets --store-limit' for a cluster), or free disk",
+        { field: 'store-limit' },
+        { cause },
+      );
     if (/insufficient resources|replicas/i.test(m))
       throw new TunefleetError(
         ErrorCode.StackUnavailable,
@@ -153,12 +162,12 @@ async function ensureAssetsAt(n: Nats, limits: Record<string, number>, replicas:
     max_bytes: limits[EVENTS_STREAM] ?? -1,
     num_replicas: replicas,
   };
-  try {
-    await jsm.streams.info(EVENTS_STREAM);
-    await jsm.streams.update(EVENTS_STREAM, events);
-  } catch {
-    await jsm.streams.add(events);
-  }
+  const exists = await jsm.streams.info(EVENTS_STREAM).then(
+    () => true,
+    () => false,
+  );
+  if (exists) await jsm.streams.update(EVENTS_STREAM, events);
+  else await jsm.streams.add(events);
   for (const b of [DATASETS_BUCKET, CHECKPOINTS_BUCKET, ADAPTERS_BUCKET]) {
     // made with one replica, then moved to `replicas` below: nats.js copies its `replicas` option into the stream
     // configuration as an unknown field, which the server refuses

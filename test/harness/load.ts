@@ -113,6 +113,9 @@ export function checkTrainerPriority(
     // the trainer itself, not `nice` or `ionice` on their way to exec it (nice is set by then)
     if (argv[1] !== '-m' || argv[2] !== 'tunefleet_trainer' || !argv.some((a) => a.startsWith(home))) continue;
     const agent = parentOf(pid);
+    // a process the trainer forked (a worker, or a child between fork and exec) carries the trainer's command line and
+    // its nice: it is not a trainer under its agent (seen once in a CI run: "nice 10, its agent <trainer pid> 10")
+    if (agent !== null && isTrainer(agent)) continue;
     const agentNice = agent === null ? null : niceOf(`/proc/${agent}/stat`);
     if (agentNice === null) continue;
     let tasks: string[];
@@ -136,6 +139,15 @@ export function checkTrainerPriority(
       if (n !== null && n !== Math.min(19, agentNice + nice) && violations.length < 10)
         violations.push(`trainer ${pid} thread ${t}: nice ${n}, its agent ${agent} ${agentNice}`);
     }
+  }
+}
+
+function isTrainer(pid: number): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    return argv[1] === '-m' && argv[2] === 'tunefleet_trainer';
+  } catch {
+    return false;
   }
 }
 

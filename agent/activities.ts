@@ -8,7 +8,7 @@ import type { AgentActivities, EvalOutcome, EvaluateRequest, TrainOutcome, Train
 import type { AgentDeps, Session } from './session/deps';
 import { evaluateSession } from './session/evaluate';
 import { attemptFailure } from './session/failures';
-import { checkRequest } from './session/inputs';
+import { checkGang, checkRequest } from './session/inputs';
 import { Scorer } from './session/scoring';
 import { TrainSession } from './session/train';
 
@@ -20,7 +20,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
   const scorer = new Scorer(deps.nats, deps.judgeDir, deps.log, hidden);
   return {
     async train(received: TrainRequest): Promise<TrainOutcome> {
-      const req = checkRequest(received);
+      const req = checkGang(checkRequest(received));
       if (deps.draining())
         throw attemptFailure(`agent ${deps.agentId} is draining: place the job elsewhere`, 'AGENT_DRAINING', {
           checkpoint: req.resumeFrom,
@@ -31,6 +31,7 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
         attempt: req.attempt,
         reservedBytes: req.reservedBytes,
         devices: req.devices ?? [],
+        ...(req.gang ? { rank: req.gang.rank, nodes: req.gang.nodes } : {}),
       };
       deps.sessions.set(key, session);
       try {

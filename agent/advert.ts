@@ -1,5 +1,6 @@
 // Building and publishing this agent's advert: host facts from systeminformation, GPUs
 // from nvidia-smi, the trainer's capabilities from one probe of its Python environment.
+import type { Session } from './session/deps';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -118,7 +119,9 @@ export interface AdvertInput {
   host: HostFacts;
   caps: TrainerCaps;
   modelsDir: string;
-  sessions: { jobId: string; attempt: number; reservedBytes: number; devices: string[] }[];
+  sessions: Pick<Session, 'jobId' | 'attempt' | 'reservedBytes' | 'devices' | 'rank' | 'nodes'>[];
+  /** where gang peers reach this agent (its rendezvous address and port range); unset: it takes no gang */
+  rendezvous?: { address: string; ports: [number, number] };
   /** bytes offered to jobs on each device (--capacity); unset: the device's memory, or on CPU the RAM at start */
   capacity?: number;
   /** sessions the agent runs at once */
@@ -185,7 +188,9 @@ export async function buildAdvert(i: AdvertInput): Promise<{ advert: Advert; gpu
       attempt: s.attempt,
       reserved_bytes: s.reservedBytes,
       devices: s.devices,
+      ...(s.rank !== undefined ? { rank: s.rank, nodes: s.nodes } : {}),
     })),
+    ...(i.rendezvous ? { rendezvous: i.rendezvous } : {}),
     models,
     model_shapes: modelShapes(i.modelsDir, models),
     ...(i.capacity !== undefined ? { capacity: i.capacity } : {}),

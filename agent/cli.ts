@@ -1,7 +1,7 @@
 // tunefleet agent start: the agent daemon, configured by flags or TUNEFLEET_* variables.
 import { Command, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir, hostname } from 'node:os';
+import { homedir, hostname, networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import {
   ADVERT_INTERVAL_MS,
@@ -60,6 +60,33 @@ export function parseBytes(text: string, field: string): number {
       field,
     });
   return n;
+}
+
+/** Ports a gang's rank 0 may listen on by default (torchrun's customary 29500 and the 99 after it). */
+export const DEFAULT_RENDEZVOUS_PORTS = '29500-29599';
+
+/** `29500-29599` (or one port) -> [first, last]; refused with the flag named when it is not a range of ports. */
+export function parseRendezvousPorts(text: string): [number, number] {
+  const m = /^(\d{4,5})(?:-(\d{4,5}))?$/.exec(text.trim());
+  const lo = Number(m?.[1]);
+  const hi = Number(m?.[2] ?? m?.[1]);
+  if (!m || lo < 1024 || hi > 65535 || lo > hi)
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      `'${text}' must be a port range FIRST-LAST (or one port) within 1024-65535, first not above last`,
+      { field: '--rendezvous-ports' },
+    );
+  return [lo, hi];
+}
+
+/**
+ * The address gang peers reach this agent at by default: its first non-loopback IPv4 address (the LAN a fleet shares),
+ * or 127.0.0.1 on a host with none. Hosts with several networks name the one their GPUs talk over.
+ */
+export function defaultRendezvousAddress(): string {
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  return '127.0.0.1';
 }
 
 function defaultAgentId(): string {
@@ -130,6 +157,18 @@ export function buildAgentProgram(): Command {
         'CPU threads per trainer (default: the cores split over --max-sessions, at least 1)',
       ).env('TUNEFLEET_TRAINER_THREADS'),
     )
+    .addOption(
+      new Option(
+        '--rendezvous-address <host>',
+        "where gang peers reach this agent (torchrun's rendezvous, the process group) " +
+          '(default: its first non-loopback IPv4 address)',
+      ).env('TUNEFLEET_AGENT_RENDEZVOUS_ADDRESS'),
+    )
+    .addOption(
+      new Option('--rendezvous-ports <first-last>', 'ports a gang rank 0 on this agent may listen on')
+        .env('TUNEFLEET_AGENT_RENDEZVOUS_PORTS')
+        .default(DEFAULT_RENDEZVOUS_PORTS),
+    )
     .action(
       async (
         o: Flags & {
@@ -143,6 +182,8 @@ export function buildAgentProgram(): Command {
           heartbeat: string;
           trainerNice: string;
           trainerThreads?: string;
+          rendezvousAddress?: string;
+          rendezvousPorts: string;
         },
       ) => {
         const cfg = resolveConfig(process.env, connectionFlags(o), homedir(), readStack);
@@ -191,6 +232,12 @@ export function buildAgentProgram(): Command {
         }
         const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
         const gpus = o.gpus === undefined ? undefined : parseGpuSelection(o.gpus);
+        const ports = parseRendezvousPorts(o.rendezvousPorts);
+        const address = o.rendezvousAddress ?? defaultRendezvousAddress();
+        if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(address))
+          throw new TunefleetError(ErrorCode.FlagInvalid, `'${address}' is not a host name or address`, {
+            field: '--rendezvous-address',
+          });
         const agent = await startAgent(cfg, {
           agentId,
           labels: parseLabels(o.label ?? []),
@@ -201,6 +248,7 @@ export function buildAgentProgram(): Command {
           trainerNice,
           trainerThreads,
           ...(gpus ? { gpus } : {}),
+          rendezvous: { address, ports },
         });
         const stop = (): void => void agent.stop();
         process.once('SIGTERM', stop);

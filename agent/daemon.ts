@@ -39,6 +39,8 @@ export interface AgentOptions {
   trainerThreads?: number;
   /** --gpus: the GPU indexes or UUIDs (GPU-…, MIG-…) this agent offers; unset: all */
   gpus?: string[];
+  /** where gang peers reach this agent: its address and the ports its rank 0 may listen on (unset: no gangs) */
+  rendezvous?: { address: string; ports: [number, number] };
 }
 
 export interface RunningAgent {
@@ -89,6 +91,7 @@ export async function startAgent(
       capacity,
       maxSessions,
       ...(o.gpus ? { gpuSelection: o.gpus } : {}),
+      ...(o.rendezvous ? { rendezvous: o.rendezvous } : {}),
     });
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;

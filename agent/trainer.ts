@@ -30,6 +30,8 @@ export interface TrainerOptions {
   env?: Record<string, string>;
   /** processes of a data-parallel run (torchrun --standalone, one per device); 1 or absent: the trainer alone */
   processes?: number;
+  /** a gang member: node `rank` of `count` hosts, meeting at rank 0's address and port (torchrun --nnodes) */
+  nodes?: { count: number; rank: number; address: string; port: number };
   /** how far below the agent the trainer runs */
   priority: Priority;
   onEvent: (e: TrainerEvent) => void;
@@ -54,7 +56,12 @@ export function trainerEnv(parent: NodeJS.ProcessEnv): Record<string, string> {
 export function runTrainer(o: TrainerOptions): TrainerRun {
   const processes = o.processes ?? 1;
   const args = ['-m', 'tunefleet_trainer', o.command, '--config', o.configPath];
-  if (processes > 1) args.push('--processes', String(processes));
+  if (processes > 1 || o.nodes) args.push('--processes', String(processes));
+  if (o.nodes) {
+    const n = o.nodes;
+    args.push('--nnodes', String(n.count), '--node-rank', String(n.rank));
+    args.push('--master-addr', n.address, '--master-port', String(n.port));
+  }
   const { argv } = withPriority([o.python, ...args], o.priority);
   const tail: string[] = [];
   const child = spawn(argv[0] as string, argv.slice(1), {

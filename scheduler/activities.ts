@@ -16,12 +16,26 @@ import {
   checkGates,
   metricValues,
   resultObjectName,
+  type Advert,
   type ControlActivities,
   type JobResult,
+  type PlaceRequest,
+  type Rendezvous,
 } from '../shared';
+import type { KV } from 'nats';
 import { commitRecordSchema, decisionsSchema, readRecord } from '../shared/records';
 import { failpoint } from '../shared/failpoint';
-import { LeaseConflict, ahead, capacitiesOf, heldOn, readLeases, readQueue, releaseLease, reserve } from './leases';
+import {
+  LeaseConflict,
+  type AgentLeases,
+  ahead,
+  capacitiesOf,
+  heldOn,
+  readLeases,
+  readQueue,
+  releaseLease,
+  reserve,
+} from './leases';
 import type { FleetView } from './fleet';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
@@ -68,6 +82,68 @@ function wrap<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) =>
       throw asFailure(e);
     }
   };
+}
+
+/**
+ * Take a gang's leases all or nothing, in agent-id order (two gangs after overlapping agents meet at the same first
+ * one, so neither ever holds part of what the other needs while waiting for it). A lease write that loses a race,
+ * or a member's device that no longer has room, gives back what this call took: false, decide again.
+ */
+async function reserveGang(
+  kv: KV,
+  leases: Map<string, AgentLeases>,
+  byId: Map<string, Advert>,
+  req: PlaceRequest,
+  members: NonNullable<Decision['members']>,
+  now: number,
+  log: (m: string) => void,
+  stats: ControlStats,
+): Promise<boolean> {
+  const taken: string[] = [];
+  for (const m of [...members].sort((a, b) => a.agentId.localeCompare(b.agentId))) {
+    const advert = byId.get(m.agentId);
+    try {
+      await reserve(
+        kv,
+        m.agentId,
+        leases.get(m.agentId),
+        {
+          jobId: req.jobId,
+          attempt: req.attempt,
+          bytes: m.bytes,
+          purpose: req.purpose,
+          time: now,
+          rank: m.rank,
+          ...(m.devices.length ? { devices: m.devices } : {}),
+        },
+        capacitiesOf(advert),
+        advert,
+      );
+      taken.push(m.agentId);
+    } catch (e) {
+      if (!(e instanceof LeaseConflict)) throw e;
+      stats.leaseConflicts += 1;
+      log(
+        `${req.jobId} attempt ${req.attempt}: gang lease on ${m.agentId} lost a race (${e.message}); ` +
+          `giving back ${taken.length ? taken.join(', ') : 'nothing'} and deciding again`,
+      );
+      for (const id of taken) await releaseLease(kv, id, req.jobId, req.attempt);
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * The gang's rendezvous: rank 0's advertised address, and a port of its range picked by the job and the attempt (a
+ * port found taken fails the attempt, and the next attempt gets the next port).
+ */
+export function rendezvousFor(advert: Advert | undefined, jobId: string, attempt: number): Rendezvous {
+  if (!advert?.rendezvous) throw new TunefleetError(ErrorCode.Internal, `${advert?.agent_id} has no rendezvous`);
+  const [lo, hi] = advert.rendezvous.ports;
+  let h = 0x811c9dc5;
+  for (const ch of jobId) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return { address: advert.rendezvous.address, port: lo + ((h + attempt) % (hi - lo + 1)) };
 }
 
 /** A placement decision as `tunefleet explain` shows it. */
@@ -134,7 +210,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         // evaluation runs one process: it needs one device, whatever training used
         const spec =
           req.purpose === 'evaluate'
-            ? { ...req.spec, resources: { ...req.spec.resources, gpus: 1, min_gpus: 1 } }
+            ? { ...req.spec, resources: { ...req.spec.resources, gpus: 1, min_gpus: 1, nodes: 1 } }
             : req.spec;
         const decision = place(
           { adverts, reserved, checkpointAgent },
@@ -148,7 +224,58 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         }
         const queue = await readQueue(queueKv, now);
         let summary = decision.summary;
-        if (decision.chosen && decision.estimate) {
+        if (decision.members) {
+          const members = decision.members;
+          // a job ahead in the queue that could use any of the members goes first (no backfill past it)
+          const blockers = ahead(queue, me).filter((q) =>
+            members.some(
+              (m) => q.bytes !== null && q.bytes <= (decision.agents.find((a) => a.agentId === m.agentId)?.free ?? 0),
+            ),
+          );
+          if (blockers.length === 0) {
+            const taken = await reserveGang(leasesKv, leases, byId, req, members, now, log, stats);
+            if (!taken) continue;
+            stats.leasesTaken += members.length;
+            failpoint('place:after-reserve');
+            const ids = new Set(members.map((m) => m.agentId));
+            for (const [id, held] of leases) {
+              if (!ids.has(id) && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
+                await releaseLease(leasesKv, id, req.jobId, req.attempt);
+            }
+            await queueKv.delete(req.jobId).catch(() => {});
+            await record({ ...base, position: null });
+            log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
+            const rank0 = members[0] as (typeof members)[number];
+            const advert = byId.get(rank0.agentId);
+            return {
+              placement: {
+                agentId: rank0.agentId,
+                attempt: req.attempt,
+                reason: decision.summary,
+                device: advert?.accelerator ?? 'cpu',
+                reservedBytes: rank0.bytes,
+                devices: rank0.devices,
+                gang: {
+                  members: members.map((m) => ({
+                    agentId: m.agentId,
+                    rank: m.rank,
+                    devices: m.devices,
+                    reservedBytes: m.bytes,
+                  })),
+                  rendezvous: rendezvousFor(advert, req.jobId, req.attempt),
+                },
+              },
+              waiting: null,
+              position: null,
+            };
+          }
+          summary =
+            `the gang has its ${members.length} agents, but ${blockers.length} job(s) ahead in the queue can use ` +
+            `them first: ${blockers
+              .slice(0, 3)
+              .map((b) => b.jobId)
+              .join(', ')}`;
+        } else if (decision.chosen && decision.estimate) {
           const chosen = decision.chosen;
           const free = decision.agents.find((a) => a.agentId === chosen)?.free ?? 0;
           const blockers = ahead(queue, me).filter((q) => q.bytes !== null && q.bytes <= free);

@@ -1,7 +1,7 @@
 // The activity contracts between workflows and the processes that run them. The control
 // worker (scheduler/) implements ControlActivities on task queue tunefleet-control; each
 // agent (agent/) implements AgentActivities on its own queue agent-<id>.
-import type { DataReport, EvalOutcome, FineTuneInput, JobResult, Placement, TrainOutcome } from './jobs';
+import type { DataReport, EvalOutcome, FineTuneInput, JobResult, Placement, Rendezvous, TrainOutcome } from './jobs';
 import type { JobSpec } from './spec';
 
 export interface PlaceRequest {
@@ -30,8 +30,17 @@ export interface TrainRequest {
   /** the device UUIDs reserved for it: the trainer sees only these (absent from older workflows: any) */
   devices?: string[];
   data: DataReport;
+  /** a gang (multi-node job): this member's rank, the gang's size and members, where rank 0 listens */
+  gang?: GangRequest;
   /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
   resumeFrom: { prefix: string; step: number; manifest_sha256?: string | null } | null;
+}
+
+export interface GangRequest {
+  nodes: number;
+  rank: number;
+  members: { agentId: string; rank: number }[];
+  rendezvous: Rendezvous;
 }
 
 export interface EvaluateRequest {

@@ -97,8 +97,24 @@ export const advertSchema = z.object({
       reserved_bytes: bytes,
       /** the device UUIDs the session was given (absent in adverts of older agents) */
       devices: z.array(z.string()).max(64).default([]),
+      /** the session's rank in a gang (a multi-node job): 0 speaks for the job; absent for a single-host job */
+      rank: z.number().int().nonnegative().max(63).optional(),
+      /** the gang's size (hosts), with rank */
+      nodes: z.number().int().positive().max(64).optional(),
     }),
   ),
+  /**
+   * where the other members of a gang reach this agent when it is rank 0 (torchrun's rendezvous and the process
+   * group): an address they can connect to and the ports it may listen on (absent: the agent takes no gang)
+   */
+  rendezvous: z
+    .object({
+      address: z.string().min(1).max(253),
+      ports: z
+        .tuple([z.number().int().min(1024).max(65535), z.number().int().min(1024).max(65535)])
+        .refine(([lo, hi]) => lo <= hi, 'the port range is empty (first above last)'),
+    })
+    .optional(),
   models: z.array(z.string().regex(MODEL_NAME_PATTERN)),
   /** each cached model's shape (from its config.json), for the memory estimate */
   model_shapes: z.record(z.string().regex(MODEL_NAME_PATTERN), modelShapeSchema).default({}),

@@ -72,6 +72,8 @@ export const ATTEMPT_ERRORS = {
   AGENT_DRAINING: 'agent_draining',
   OOM: 'oom',
   TRAINER_FAILED: 'trainer_crash',
+  // a gang's rank-0 agent could not open the rendezvous port the placement chose (another process holds it)
+  RENDEZVOUS_PORT_TAKEN: 'trainer_crash',
   // its progress watchdog killed a silent trainer
   TRAINER_STUCK: 'trainer_crash',
   CHECKPOINT_UPLOAD_FAILED: 'upload_failed',

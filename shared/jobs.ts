@@ -80,7 +80,23 @@ export interface DataReport {
   eval_sha256?: string;
 }
 
+/** One host of a gang (a multi-node job): its agent, rank and devices. */
+export interface GangMember {
+  agentId: string;
+  /** 0 speaks for the job: events, checkpoints, commits, the adapter */
+  rank: number;
+  devices: string[];
+  reservedBytes: number;
+}
+
+/** Where a gang meets: the rank-0 agent's advertised address and the port the placement chose from its range. */
+export interface Rendezvous {
+  address: string;
+  port: number;
+}
+
 export interface Placement {
+  /** the agent (a gang's rank 0) */
   agentId: string;
   attempt: number;
   reason: string;
@@ -89,6 +105,8 @@ export interface Placement {
   reservedBytes: number;
   /** the devices reserved (UUIDs; 'cpu' on a CPU agent); absent in histories from before per-device leases */
   devices?: string[];
+  /** a gang: every member, by rank (rank 0 is agentId), leases taken on all of them, and where they meet */
+  gang?: { members: GangMember[]; rendezvous: Rendezvous };
 }
 
 /**
@@ -201,6 +219,8 @@ export interface JobStatus {
   /** the epoch of the current attempt (checkpoint commits of older epochs are refused) */
   epoch: number;
   agentId: string | null;
+  /** a gang's members by rank while it trains (absent or null: one host) */
+  members?: { agentId: string; rank: number }[] | null;
   progress: TrainProgress | null;
   /** 1 = next to be placed, while queued */
   queuePosition: number | null;

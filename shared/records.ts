@@ -14,6 +14,8 @@ export const leaseSchema = z.object({
   purpose: z.enum(['train', 'evaluate']),
   time,
   devices: z.array(z.string().min(1).max(200)).max(1024).optional(),
+  /** a gang member's rank (the gang's other members hold leases of the same attempt on their agents) */
+  rank: z.number().int().nonnegative().max(63).optional(),
 });
 export type Lease = z.infer<typeof leaseSchema>;
 
@@ -82,6 +84,8 @@ export const decisionsSchema = z.object({
         position: count.nullable(),
         impossible: z.boolean(),
         summary: z.string().max(1_000_000),
+        /** a gang's members by rank */
+        members: z.array(z.looseObject({ agentId: id, rank: z.number().int().nonnegative().max(63) })).optional(),
         agents: z.array(
           z.looseObject({ agentId: id, code: z.enum(['fits', 'not_now', 'never']), reasons: z.array(z.string()) }),
         ),

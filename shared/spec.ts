@@ -175,6 +175,11 @@ export const resourcesSchema = z.strictObject({
    * (only counts that divide batch_size); a job resumes from its checkpoint on any count. Default: gpus (not elastic)
    */
   min_gpus: positiveInt.max(64).optional(),
+  /**
+   * hosts (agents) the job runs on at once, `gpus` devices on each: a gang, placed all or nothing, trained
+   * data-parallel across hosts (torchrun --nnodes); every rank takes batch_size / (nodes x gpus) sequences per step
+   */
+  nodes: positiveInt.max(64).default(1),
 });
 
 export const jobSpecSchema = z
@@ -204,28 +209,36 @@ export const jobSpecSchema = z
     resources: resourcesSchema.default(() => resourcesSchema.parse({})),
   })
   .superRefine((s, ctx) => {
-    const { gpus, min_gpus: least } = s.resources;
+    const { gpus, min_gpus: least, nodes } = s.resources;
     const t = s.training;
+    const ranks = gpus * nodes;
+    const across = nodes > 1 ? `${nodes} nodes x ${gpus} gpus` : `${gpus} gpus`;
+    if (nodes > 1 && least !== undefined && least < gpus)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['resources', 'min_gpus'],
+        message: `min_gpus (elastic) is for one host; a gang of ${nodes} nodes runs on exactly ${gpus} gpus each`,
+      });
     if (least !== undefined && least > gpus)
       ctx.addIssue({
         code: 'custom',
         path: ['resources', 'min_gpus'],
         message: `min_gpus ${least} is more than gpus ${gpus}`,
       });
-    if (gpus > 1 && t.batch_size % gpus !== 0)
+    if (ranks > 1 && t.batch_size % ranks !== 0)
       ctx.addIssue({
         code: 'custom',
         path: ['training', 'batch_size'],
         message:
-          `batch_size ${t.batch_size} does not divide over ${gpus} gpus ` + '(each takes an equal share of every step)',
+          `batch_size ${t.batch_size} does not divide over ${across} ` + '(each takes an equal share of every step)',
       });
-    else if (gpus > 1 && t.micro_batch_size !== undefined && (t.batch_size / gpus) % t.micro_batch_size !== 0)
+    else if (ranks > 1 && t.micro_batch_size !== undefined && (t.batch_size / ranks) % t.micro_batch_size !== 0)
       ctx.addIssue({
         code: 'custom',
         path: ['training', 'micro_batch_size'],
         message:
-          `micro_batch_size ${t.micro_batch_size} does not divide the ${t.batch_size / gpus} sequences ` +
-          `each of ${gpus} gpus takes per step (batch_size / gpus)`,
+          `micro_batch_size ${t.micro_batch_size} does not divide the ${t.batch_size / ranks} sequences ` +
+          `each of ${across} takes per step (batch_size / ${nodes > 1 ? '(nodes x gpus)' : 'gpus'})`,
       });
   });
 

@@ -14,6 +14,7 @@
 // run that has queued for long continues as new (same workflow id) once its history
 // passes QUEUE_HISTORY_EVENTS, handing over what it had got to (ContinuedRun).
 import {
+  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   ContinueAsNew,
@@ -27,7 +28,13 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { AgentActivities, ControlActivities, ProgressUpdate, TrainHeartbeat } from '../shared/activities';
+import type {
+  AgentActivities,
+  ControlActivities,
+  ProgressUpdate,
+  TrainHeartbeat,
+  TrainRequest,
+} from '../shared/activities';
 import type {
   DataReport,
   EvalOutcome,
@@ -86,8 +93,15 @@ const quick = proxyActivities<ControlActivities>({
 export const heartbeatSeconds = (spec: JobSpec, t: FineTuneInput['timeouts']): number =>
   spec.heartbeat_timeout ?? t?.heartbeatSeconds ?? (spec.method === 'full' ? 60 : 10);
 
-function agentActivities(agentId: string, t: FineTuneInput['timeouts'], spec: JobSpec): AgentActivities {
+function agentActivities(
+  agentId: string,
+  t: FineTuneInput['timeouts'],
+  spec: JobSpec,
+  /** a gang member: a cancelled member is waited for (its agent stopped its trainer, or it timed out) */
+  member = false,
+): AgentActivities {
   return proxyActivities<AgentActivities>({
+    ...(member ? { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}),
     taskQueue: agentTaskQueue(agentId),
     // no poller picks the task up in this long: the agent is gone
     scheduleToStartTimeout: (t?.scheduleToStartSeconds ?? 120) * 1000,
@@ -99,6 +113,44 @@ function agentActivities(agentId: string, t: FineTuneInput['timeouts'], spec: Jo
   });
 }
 
+/** A gang attempt that ended early: the failure that ended it, and the agents the next placement avoids. */
+class GangFailed extends Error {
+  constructor(
+    readonly failure: unknown,
+    readonly avoid: string[],
+    readonly checkpoint: TrainHeartbeat['checkpoint'],
+  ) {
+    super('gang failed');
+  }
+}
+
+type Member = NonNullable<Placement['gang']>['members'][number];
+
+/**
+ * How a gang attempt ended, from each member's end (only those that failed are given). A member whose agent was lost
+ * (its heartbeat or schedule-to-start timed out) is the cause and the only one avoided; the others' ends follow from
+ * it (a rank whose peer died fails its collective; the rest were stopped by the workflow). With none lost, the first
+ * failure is the cause, and its agent is avoided where the failure table says so.
+ */
+function gangFailure(ended: { member: Member; error: unknown }[]): GangFailed {
+  const lost = ended.filter((e) => isLost(e.error));
+  const own = ended.filter((e) => !isCancellation(e.error));
+  const cause = lost[0] ?? own[0] ?? (ended[0] as (typeof ended)[number]);
+  const avoid = lost.length
+    ? lost.map((e) => e.member.agentId)
+    : FAILURE_POLICY[classify(cause.error).cls].avoidAgent
+      ? [cause.member.agentId]
+      : [];
+  let checkpoint: TrainHeartbeat['checkpoint'] = null;
+  for (const e of ended) {
+    const c = classify(e.error).checkpoint;
+    if (c && (!checkpoint || c.step > checkpoint.step)) checkpoint = c;
+  }
+  return new GangFailed(cause.error, avoid, checkpoint);
+}
+
+const isLost = (e: unknown): boolean => classify(e).cls === 'lost_agent' && !isCancellation(e);
+
 export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   const before = input.continued;
   const status: JobStatus = before
@@ -109,6 +161,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         attempt: 0,
         epoch: 0,
         agentId: null,
+        members: null,
         progress: null,
         queuePosition: null,
         message: null,
@@ -194,17 +247,22 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
       status.epoch = status.attempt;
       const placement = placed.placement;
       status.agentId = placement.agentId;
+      status.members = placement.gang?.members.map((m) => ({ agentId: m.agentId, rank: m.rank })) ?? null;
       status.message = placement.reason;
       setState(purpose === 'train' ? 'training' : 'evaluating');
       try {
         return await work(agentActivities(placement.agentId, input.timeouts, spec), placement);
-      } catch (err) {
+      } catch (caught) {
+        const gang = caught instanceof GangFailed ? caught : null;
+        const err = gang ? gang.failure : caught;
         if (isCancellation(err)) throw err;
         const f = classify(err);
         const policy = FAILURE_POLICY[f.cls];
         if (!policy.retry) throw err;
-        if (f.checkpoint && (!resumeFrom || f.checkpoint.step > resumeFrom.step)) resumeFrom = f.checkpoint;
-        if (policy.avoidAgent) exclude.push(placement.agentId);
+        const checkpoint = gang?.checkpoint ?? f.checkpoint;
+        if (checkpoint && (!resumeFrom || checkpoint.step > resumeFrom.step)) resumeFrom = checkpoint;
+        if (gang) exclude.push(...gang.avoid);
+        else if (policy.avoidAgent) exclude.push(placement.agentId);
         if (policy.shrink) {
           const smaller = shrink(spec, f.oom);
           if (!smaller)
@@ -217,12 +275,55 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         const next = policy.shrink
           ? `retrying with micro-batch ${spec.training.micro_batch_size} and gradient checkpointing`
           : 'placing again';
-        status.message = `attempt ${status.attempt} on ${placement.agentId} ended (${f.cls}: ${f.why}); ${next}`;
+        const on = gang
+          ? `the gang of ${placement.gang?.members.length} (avoiding ${gang.avoid.join(', ') || 'none'})`
+          : placement.agentId;
+        status.message = `attempt ${status.attempt} on ${on} ended (${f.cls}: ${f.why}); ${next}`;
       } finally {
         const attempt = status.attempt;
-        await CancellationScope.nonCancellable(() => quick.release(input.jobId, attempt, placement.agentId));
+        status.members = null;
+        const holders = placement.gang?.members.map((m) => m.agentId) ?? [placement.agentId];
+        await CancellationScope.nonCancellable(async () => {
+          for (const id of holders) await quick.release(input.jobId, attempt, id);
+        });
       }
     }
+  }
+
+  /**
+   * Train on every member of a gang at once. The first member to fail stops the others at once (their agents kill
+   * their trainers: a surviving rank must not wait in a collective for a peer that is gone), every member's end is
+   * waited for, and the attempt fails with the cause (gangFailure). Rank 0's outcome is the job's.
+   */
+  async function trainGang(p: Placement, req: Omit<TrainRequest, 'reservedBytes' | 'devices' | 'gang'>) {
+    const gang = p.gang as NonNullable<Placement['gang']>;
+    const members = gang.members.map((m) => ({ agentId: m.agentId, rank: m.rank }));
+    const scope = new CancellationScope();
+    const ended: { member: Member; error: unknown }[] = [];
+    const runs = gang.members.map((m) =>
+      scope
+        .run(() =>
+          agentActivities(m.agentId, input.timeouts, spec, true).train({
+            ...req,
+            reservedBytes: m.reservedBytes,
+            devices: m.devices,
+            gang: { nodes: gang.members.length, rank: m.rank, members, rendezvous: gang.rendezvous },
+          }),
+        )
+        .catch((e: unknown) => {
+          ended.push({ member: m, error: e });
+          if (ended.length === 1) scope.cancel();
+          throw e;
+        }),
+    );
+    const results = await Promise.allSettled(runs);
+    if (ended.length === 0) {
+      const rank0 = results[gang.members.findIndex((m) => m.rank === 0)];
+      if (rank0?.status === 'fulfilled') return rank0.value;
+    }
+    // the job itself was cancelled: that is how the members ended
+    if (CancellationScope.current().consideredCancelled) throw (ended[0] as (typeof ended)[number]).error;
+    throw gangFailure(ended);
   }
 
   try {
@@ -231,15 +332,17 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     const trained: TrainOutcome =
       training ??
       (await onAgent('train', (agent, p) =>
-        agent.train({
-          jobId: input.jobId,
-          spec,
-          attempt: p.attempt,
-          reservedBytes: p.reservedBytes,
-          devices: p.devices ?? [],
-          data: prepared,
-          resumeFrom,
-        }),
+        p.gang
+          ? trainGang(p, { jobId: input.jobId, spec, attempt: p.attempt, data: prepared, resumeFrom })
+          : agent.train({
+              jobId: input.jobId,
+              spec,
+              attempt: p.attempt,
+              reservedBytes: p.reservedBytes,
+              devices: p.devices ?? [],
+              data: prepared,
+              resumeFrom,
+            }),
       ));
     if (!training)
       status.progress = {

@@ -2,7 +2,7 @@
 // a real trainer on a tiny model), and the one way a session starts its trainer.
 import type { Context } from '@temporalio/activity';
 import { join } from 'node:path';
-import type { ProgressUpdate, TrainerEvent } from '../../shared';
+import type { GangRequest, ProgressUpdate, TrainerEvent } from '../../shared';
 import type { AgentNats } from '../nats';
 import { threadEnv } from '../priority';
 import { runTrainer, type TrainerRun } from '../trainer';
@@ -38,6 +38,9 @@ export interface Session {
   reservedBytes: number;
   /** the device UUIDs it was given */
   devices: string[];
+  /** a gang member's rank and the gang's size (absent: a single-host job) */
+  rank?: number;
+  nodes?: number;
   /** ask the trainer to checkpoint and stop (drain) */
   stop?: () => void;
   stopping?: boolean;
@@ -59,7 +62,9 @@ export function deviceEnv(devices: string[]): Record<string, string> {
 
 /**
  * Start the trainer on `configPath`, below the agent's priority, on its devices, its log in `dir`. Training on several
- * devices runs one process per device (torchrun --standalone, DDP); evaluation runs one process on the first.
+ * devices runs one process per device (torchrun --standalone, DDP); a gang member's training runs its devices'
+ * processes as node `rank` of `nodes` (torchrun --nnodes, rendezvous at rank 0); evaluation runs one process on the
+ * first.
  */
 export function startTrainer(
   deps: AgentDeps,
@@ -68,6 +73,7 @@ export function startTrainer(
   configPath: string,
   dir: string,
   onEvent: (e: TrainerEvent) => void,
+  gang?: GangRequest,
 ): TrainerRun {
   const jobId = session.jobId;
   const processes = command === 'train' ? Math.max(1, session.devices.filter((d) => d !== 'cpu').length) : 1;
@@ -77,6 +83,9 @@ export function startTrainer(
     // the session's CPU threads are shared by its processes
     env: { ...threadEnv(Math.max(1, Math.floor(deps.trainerThreads / processes))), ...deviceEnv(session.devices) },
     processes,
+    ...(gang && command === 'train'
+      ? { nodes: { count: gang.nodes, rank: gang.rank, address: gang.rendezvous.address, port: gang.rendezvous.port } }
+      : {}),
     command,
     configPath,
     logPath: join(dir, 'trainer.log'),

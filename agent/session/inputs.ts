@@ -5,7 +5,14 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { existsSync, lstatSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCode, ID_PATTERN, MODEL_NAME_PATTERN, jobSpecSchema, type JobSpec } from '../../shared';
+import {
+  ErrorCode,
+  ID_PATTERN,
+  MODEL_NAME_PATTERN,
+  jobSpecSchema,
+  type JobSpec,
+  type TrainRequest,
+} from '../../shared';
 
 export function checkJobId(jobId: string): void {
   if (!ID_PATTERN.test(jobId))
@@ -38,6 +45,31 @@ export function checkRequest<R extends { jobId: string; spec: JobSpec; devices?:
   if (bad !== undefined)
     throw ApplicationFailure.nonRetryable(`device ${JSON.stringify(bad)} is not a device name`, ErrorCode.SpecInvalid);
   return { ...req, spec: r.data };
+}
+
+/** A gang request's shape: a rank inside the gang, every rank once, a rendezvous port that can be one. */
+export function checkGang(req: TrainRequest): TrainRequest {
+  const g = req.gang;
+  if (!g) return req;
+  const ranks = g.members.map((m) => m.rank).sort((a, b) => a - b);
+  const problem =
+    !Number.isInteger(g.nodes) || g.nodes < 2 || g.nodes > 64
+      ? `a gang of ${g.nodes} nodes (2 to 64)`
+      : !Number.isInteger(g.rank) || g.rank < 0 || g.rank >= g.nodes
+        ? `rank ${g.rank} outside the gang of ${g.nodes}`
+        : ranks.length !== g.nodes || ranks.some((r, i) => r !== i)
+          ? `members with ranks ${ranks.join(', ')} for a gang of ${g.nodes}`
+          : !Number.isInteger(g.rendezvous.port) || g.rendezvous.port < 1024 || g.rendezvous.port > 65535
+            ? `rendezvous port ${g.rendezvous.port}`
+            : !/^[A-Za-z0-9.:_-]{1,253}$/.test(g.rendezvous.address)
+              ? `rendezvous address ${JSON.stringify(g.rendezvous.address)}`
+              : null;
+  if (problem)
+    throw ApplicationFailure.nonRetryable(
+      `the gang this agent was given is not valid: ${problem}`,
+      ErrorCode.SpecInvalid,
+    );
+  return req;
 }
 
 /** The base model's directory under the agent's models directory; refused if missing, a symlink or a path. */

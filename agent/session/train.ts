@@ -3,6 +3,7 @@
 // turns the way the trainer ended into the outcome or a failure from the shared table.
 import { CancelledFailure, type Context } from '@temporalio/activity';
 import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Commits } from '../commits';
 import { persistently } from '../nats';
@@ -13,6 +14,9 @@ import {
   trainedAdapterPrefix,
   type TrainHeartbeat,
   type TrainOutcome,
+  TRAINER_PROTOCOL_VERSION,
+  type GangRequest,
+  type Rendezvous,
   type TrainRequest,
   type TrainerEvent,
 } from '../../shared';
@@ -41,6 +45,39 @@ export const WATCHDOG_MIN_S = 30;
 /** The longest a trainer may take from 'started' to its first step (s): one-time warm-up, compiling the layers. */
 const FIRST_STEP_MAX_S = 900;
 
+/**
+ * A gang's rank 0 listens on the port the placement chose (torchrun's store, on every interface): one already taken
+ * fails the attempt with a clear error before the trainer starts, and the gang is placed again (another port).
+ */
+async function rendezvousPortFree(r: Rendezvous, agentId: string): Promise<void> {
+  const taken = await new Promise<string | null>((resolve) => {
+    const s = createServer();
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.listen({ port: r.port, exclusive: true }, () => s.close(() => resolve(null)));
+  });
+  if (taken)
+    throw attemptFailure(
+      `rendezvous port ${r.port} on ${agentId} (${r.address}) cannot be opened (${taken}): another process holds ` +
+        'it; give the agent a port range nothing else uses (--rendezvous-ports)',
+      'RENDEZVOUS_PORT_TAKEN',
+    );
+}
+
+/** What `watch` shows of a gang once rank 0 has started: every member by rank, and where they met. */
+function gangLine(g: GangRequest, time: number): TrainerEvent {
+  const members = g.members
+    .slice()
+    .sort((a, b) => a.rank - b.rank)
+    .map((m) => `rank ${m.rank} ${m.agentId}`);
+  return {
+    v: TRAINER_PROTOCOL_VERSION,
+    type: 'log',
+    time,
+    level: 'info',
+    message: `gang of ${g.nodes}: ${members.join(', ')} (rendezvous ${g.rendezvous.address}:${g.rendezvous.port})`,
+  };
+}
+
 export class TrainSession {
   private readonly t0 = Date.now();
   private readonly hb: TrainHeartbeat;
@@ -64,6 +101,8 @@ export class TrainSession {
   private lastStepAt = 0;
   private recentStepsMs: number[] = [];
   private proc: TrainerRun | null = null;
+  /** rank 0 of a gang, or a single-host job: this session speaks for the job (events, progress, commits) */
+  private readonly speaks: boolean;
 
   constructor(
     private readonly deps: AgentDeps,
@@ -72,6 +111,7 @@ export class TrainSession {
     private readonly session: Session,
   ) {
     this.hb = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+    this.speaks = (req.gang?.rank ?? 0) === 0;
     this.events = new EventPublisher(deps.nats, req.jobId, req.attempt, deps.agentId, deps.log);
   }
 
@@ -121,6 +161,7 @@ export class TrainSession {
     const resume = await fetchNewestCheckpoint(deps.nats, req.jobId, candidates, dir, deps.log);
     this.hb.step = resume?.from.step ?? 0;
     this.hb.checkpoint = resume?.from ?? null;
+    if (req.gang?.rank === 0) await rendezvousPortFree(req.gang.rendezvous, deps.agentId);
     const paths = { model, ...splits, out: join(dir, 'out'), resume: resume?.path ?? null };
     return writeRunConfig(dir, req.spec, paths, req.jobId, req.reservedBytes);
   }
@@ -129,7 +170,7 @@ export class TrainSession {
   private async supervise(configPath: string, commits: Commits): Promise<Exit> {
     const { req, deps, ctx } = this;
     const dir = join(configPath, '..');
-    const proc = startTrainer(deps, 'train', this.session, configPath, dir, (e) => this.onEvent(e, commits));
+    const proc = startTrainer(deps, 'train', this.session, configPath, dir, (e) => this.onEvent(e, commits), req.gang);
     this.proc = proc;
     this.session.stop = () => {
       this.session.stopping = true;
@@ -137,8 +178,14 @@ export class TrainSession {
     };
     // cancelled by the job's owner: checkpoint and stop (SIGTERM, SIGKILL after the grace);
     // the server no longer knows this attempt (timed out, lost): it is a zombie, kill at once
+    // a gang member is killed at once either way: its peers may be gone, and a checkpoint needs them all (the last
+    // commit stands)
     const onCancel = (): void => {
       const why = ctx.cancellationDetails;
+      if (req.gang && why?.cancelRequested) {
+        deps.log(`${req.jobId} attempt ${req.attempt}: gang rank ${req.gang.rank} stopped by the workflow; killing`);
+        return proc.kill();
+      }
       if (why?.cancelRequested) return proc.interrupt(deps.killGraceMs);
       deps.log(
         `${req.jobId} attempt ${req.attempt}: the server dropped this attempt (${droppedBecause(why)}); ` +
@@ -165,13 +212,15 @@ export class TrainSession {
 
   private onEvent(e: TrainerEvent, commits: Commits): void {
     const { ctx, hb } = this;
-    this.events.publish(e);
+    // a gang's other ranks report their own steps to their own heartbeat only: rank 0 speaks for the job
+    if (this.speaks) this.events.publish(e);
     this.lastEventAt = Date.now();
     switch (e.type) {
       case 'started':
         this.started = e;
         hb.stepsTotal = e.steps_total;
         ctx.heartbeat(hb);
+        if (this.speaks && this.req.gang) this.events.publish(gangLine(this.req.gang, e.time));
         return;
       case 'step':
         // a heartbeat with the new step at once (besides the timer's): the workflow's view of progress
@@ -228,6 +277,7 @@ export class TrainSession {
 
   /** Tell the workflow how far training is (at most every PROGRESS_EVERY_MS unless forced). */
   private signalProgress(force: boolean): void {
+    if (!this.speaks) return;
     if (!force && Date.now() - this.lastSignal < PROGRESS_EVERY_MS) return;
     this.lastSignal = Date.now();
     const { hb, req } = this;
@@ -280,24 +330,18 @@ export class TrainSession {
         checkpoint,
       );
     if (this.ctx.cancellationSignal.aborted)
-      throw new CancelledFailure('train cancelled; trainer checkpointed and stopped');
+      throw new CancelledFailure(
+        req.gang ? 'gang member stopped' : 'train cancelled; trainer checkpointed and stopped',
+      );
+    // a gang rank other than 0 trained its share; rank 0 exports the adapter and reports the result
+    if (exit.code === 0 && !this.speaks && !err) return this.trained(hb.step, hb.loss, '', []);
     if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const names = fin.adapter_files.map((f) => f.name);
       await heartbeating(this.ctx, this.hb, this.deps.heartbeatMs, () =>
         uploadFiles(deps.nats, prefix, fin.adapter_path, names, deps.log),
       );
-      return {
-        attempt: req.attempt,
-        agentId: deps.agentId,
-        steps: fin.step,
-        trainLoss: fin.train_loss,
-        trainableParams: this.started?.trainable_params ?? 0,
-        totalParams: this.started?.total_params ?? 0,
-        adapterPrefix: prefix,
-        adapterFiles: fin.adapter_files,
-        seconds: (Date.now() - this.t0) / 1000,
-      };
+      return this.trained(fin.step, fin.train_loss, prefix, fin.adapter_files);
     }
     const bad = inputFailure(err);
     if (bad) throw bad;
@@ -311,6 +355,25 @@ export class TrainSession {
     if (err && attemptErrorClass(err.code) === 'disk_full')
       throw attemptFailure(`agent ${deps.agentId}: ${err.message}`, 'DISK_FULL', checkpoint);
     throw attemptFailure(this.why(exit), 'TRAINER_FAILED', checkpoint);
+  }
+
+  private trained(
+    steps: number,
+    trainLoss: TrainOutcome['trainLoss'],
+    adapterPrefix: string,
+    adapterFiles: TrainOutcome['adapterFiles'],
+  ): TrainOutcome {
+    return {
+      attempt: this.req.attempt,
+      agentId: this.deps.agentId,
+      steps,
+      trainLoss,
+      trainableParams: this.started?.trainable_params ?? 0,
+      totalParams: this.started?.total_params ?? 0,
+      adapterPrefix,
+      adapterFiles,
+      seconds: (Date.now() - this.t0) / 1000,
+    };
   }
 
   private why(exit: Exit): string {

@@ -35,7 +35,9 @@ function rowsOf(entries: FleetEntry[]): string[][] {
           return `@${d ? deviceLabel(d) : u}`;
         })
         .join('');
-    const held = a.sessions.map((s) => `${s.job_id}${on(s.devices)}`).join(',') || '-';
+    const rank = (s: (typeof a.sessions)[number]): string =>
+      s.rank !== undefined ? ` rank ${s.rank}/${s.nodes ?? '?'}` : '';
+    const held = a.sessions.map((s) => `${s.job_id}${on(s.devices)}${rank(s)}`).join(',') || '-';
     const jobs = a.max_sessions === undefined ? held : `${held} (${a.sessions.length}/${a.max_sessions})`;
     if (a.accelerator === 'cuda' && a.gpus.length > 0) {
       const names = [...new Set(a.gpus.map((g) => g.name))].join('+');

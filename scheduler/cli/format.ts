@@ -184,9 +184,17 @@ const gib = (b: number | null): string => (b === null ? '-' : `${(b / 2 ** 30).t
 
 /** What a placement decided, in a few words. */
 function outcome(d: DecisionRecord): string {
+  if (d.members) return `gang placed: ${d.members.map((m) => `rank ${m.rank} ${m.agentId}`).join(', ')}`;
   if (d.chosen) return `placed on ${d.chosen}`;
   if (d.impossible) return 'impossible';
   return `waiting${d.position ? `, position ${d.position} in the queue` : ''}`;
+}
+
+/** An agent's row marker: * for the chosen one, or a gang member's rank. */
+function member(d: DecisionRecord, agentId: string): string {
+  const m = d.members?.find((x) => x.agentId === agentId);
+  if (m) return `${m.rank} ${agentId}`;
+  return agentId === d.chosen ? `* ${agentId}` : `  ${agentId}`;
 }
 
 /** `tunefleet explain`: each decision, and for each agent why it was or was not chosen. */
@@ -203,7 +211,7 @@ export function formatDecisions(jobId: string, decisions: DecisionRecord[]): str
       .slice()
       .sort((x, y) => (y.total ?? -1) - (x.total ?? -1))
       .map((a) => [
-        a.agentId === d.chosen ? `* ${a.agentId}` : `  ${a.agentId}`,
+        member(d, a.agentId),
         a.code,
         a.total === null ? '-' : a.total.toFixed(1),
         Object.entries(a.scores)
@@ -219,7 +227,7 @@ export function formatDecisions(jobId: string, decisions: DecisionRecord[]): str
         .map((l) => `  ${l}`)
         .join('\n'),
     );
-    if (!d.chosen) out.push(`  ${d.summary}`);
+    if (!d.chosen || d.members) out.push(`  ${d.summary}`);
     out.push('');
   }
   return out.length ? out.join('\n').trimEnd() : `no decisions recorded for ${jobId}`;

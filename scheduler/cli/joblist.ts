@@ -99,7 +99,8 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): P
       ...base,
       state: s?.state ?? null,
       position: s?.queuePosition ?? null,
-      agent: s?.agentId ?? null,
+      // a gang: its members in rank order, joined with +
+      agent: s?.members?.length ? s.members.map((m) => m.agentId).join('+') : (s?.agentId ?? null),
       attempt: s?.attempt || null,
       evalLoss: null,
       error: null,

@@ -45,7 +45,7 @@ function describeEvent(e: JobEvent): string | null {
     case 'error':
       return `trainer error ${e.code}: ${e.message}`;
     case 'log':
-      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:/.test(e.message)
+      return e.level === 'warning' || e.level === 'error' || /trainable|base:|fine-tuned:|^gang of/.test(e.message)
         ? e.message
         : null;
     default:

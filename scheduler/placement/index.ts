@@ -11,6 +11,7 @@ import {
   type ModelShape,
 } from '../../shared';
 import * as F from './filters';
+import { decideGang } from './gang';
 import * as S from './scores';
 import type { AgentDecision, AgentView, Decision, FilterCode, Job } from './types';
 
@@ -100,13 +101,16 @@ export function deviceCounts(spec: Job['spec']): number[] {
  * tried again.
  */
 export function place(fleet: FleetState, job: Job): Decision {
-  const first = onSomeCount(fleet, job);
+  // a gang is one decision over several agents, each judged as a host of `gpus` devices
+  const judge =
+    (job.spec.resources?.nodes ?? 1) > 1 ? (f: FleetState, j: Job) => decideGang(f, j, decide) : onSomeCount;
+  const first = judge(fleet, job);
   // Agents that failed this job are avoided, not banned: when no other agent fits, one of
   // them gets another try (the workflow's attempt budget bounds the retries). Having failed
   // the job never makes it impossible: that is decided as if no agent had failed it (every
   // agent failed it once and all are busy now: the job waits; none could ever hold it: it fails).
   if (first.chosen || job.exclude.length === 0) return first;
-  const again = onSomeCount(fleet, { ...job, exclude: [] });
+  const again = judge(fleet, { ...job, exclude: [] });
   if (again.chosen)
     return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
   return { ...first, impossible: again.impossible };

@@ -52,6 +52,8 @@ export interface Decision {
   /** bytes reserved on the chosen agent */
   estimate: MemoryEstimate | null;
   agents: AgentDecision[];
+  /** a gang (resources.nodes above 1): its members by rank, rank 0 first (chosen is rank 0); absent otherwise */
+  members?: { agentId: string; rank: number; devices: string[]; bytes: number }[];
   /** every agent answered never: the job cannot run on this fleet as it is */
   impossible: boolean;
   summary: string;

@@ -226,7 +226,7 @@ describe('placement - several devices on one host', () => {
     expect(waiting.summary).to.match(
       /needs 2 devices with .* each on one host; 1 has that much free now \(free: GPU 0 .*, GPU 1 /,
     );
-    const spec4 = { ...spec2, resources: { gpus: 4 } };
+    const spec4 = { ...spec2, resources: { gpus: 4, nodes: 1 } };
     const d = place({ adverts: [a], checkpointAgent: null, reserved: () => heldOn([], a, 0) }, job({ spec: spec4 }));
     expect(d.impossible).to.equal(true);
     expect(d.summary).to.match(/needs 4 GPUs on one host, the most any agent has is 2 \(gpu-2x\)/);

@@ -123,3 +123,76 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused(runs):
         _per_process(config.load(str(path)), Dist(world=2, rank=1))
     assert e.value.code == "CONFIG_INVALID"
     assert "batch_size 7 does not divide over 2" in e.value.message
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gang(cfg, tmp_path, name, nodes=2):
+    """A gang of `nodes` hosts on this machine: one launcher per node (--nnodes, static rendezvous at node 0), each
+    with its own run.json and output directory, as each member's agent runs it. -> [(proc, events, out)] by rank."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": TRAINER_DIR, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for rank in range(nodes):
+        d = tmp_path / f"{name}-node{rank}"
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({**cfg, "output_dir": str(d / "out"), "lora": {"dropout": 0.0}}))
+        args = [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(d / "run.json")]
+        args += ["--processes", "1", "--nnodes", str(nodes), "--node-rank", str(rank)]
+        args += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
+        procs.append(
+            (
+                subprocess.Popen(
+                    args, cwd=TRAINER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                ),
+                str(d / "out"),
+            )
+        )
+    out = []
+    for p, o in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        p.stderr_text = stderr
+        out.append((p, [json.loads(line) for line in stdout.splitlines() if line.startswith("{")], o))
+    return out
+
+
+def test_a_gang_of_two_hosts_trains_the_steps_of_one_process_and_each_host_reports_its_steps(runs):
+    tmp, cfg, (_, e1, out1), _ = runs
+    (p0, e0, o0), (p1, ev1, o1) = _gang(cfg, tmp, "gang")
+    assert p0.returncode == 0, p0.stderr_text[-2000:]
+    assert p1.returncode == 0, p1.stderr_text[-2000:]
+    assert_valid(e0)
+    assert_valid(ev1)
+    # rank 0 speaks for the job; node 1's first process reports its own start and steps (its agent heartbeats them)
+    assert [e["type"] for e in e0].count("finished") == 1
+    assert {e["type"] for e in ev1} <= {"started", "step"}, {e["type"] for e in ev1}
+    assert next(e for e in e0 if e["type"] == "started")["world_size"] == 2
+    l1, l0, lr1 = ([s["loss"] for s in steps(e)] for e in (e1, e0, ev1))
+    assert [s["step"] for s in steps(ev1)] == [1, 2, 3, 4, 5, 6]
+    for a, b, c in zip(l1, l0, lr1):
+        assert abs(a - b) <= 1e-4 * abs(a), (l1, l0)
+        assert b == c
+    # rank 0 alone writes checkpoints and the adapter, which equals the one-process adapter
+    assert not os.path.exists(os.path.join(o1, "checkpoints")) and not os.path.exists(os.path.join(o1, "adapter"))
+    assert _max_diff(os.path.join(out1, "adapter"), os.path.join(o0, "adapter")) < 1e-4
+
+
+def test_a_gang_without_a_rendezvous_is_refused(tmp_path):
+    args = [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(tmp_path / "run.json")]
+    proc = subprocess.run(
+        args + ["--nnodes", "2", "--node-rank", "1"],
+        cwd=TRAINER_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
+    )
+    assert proc.returncode == 2
+    error = json.loads(proc.stdout.splitlines()[-1])
+    assert error["code"] == "CONFIG_INVALID" and "--master-addr" in error["message"]

@@ -1,5 +1,7 @@
 """python -m tunefleet_trainer train|evaluate --config run.json
    python -m tunefleet_trainer train --config run.json --processes N   (data-parallel, see distributed.py)
+   python -m tunefleet_trainer train --config run.json --processes N --nnodes M --node-rank R \
+       --master-addr HOST --master-port PORT   (node R of a gang of M hosts, see distributed.py)
    python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
    python -m tunefleet_trainer make-tiny-model --out DIR
    python -m tunefleet_trainer export-judge --src DIR|model.zip --out DIR
@@ -61,9 +63,14 @@ def main(argv=None):
     for name in ("train", "evaluate"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, help="run.json")
-    sub.choices["train"].add_argument(
+    train = sub.choices["train"]
+    train.add_argument(
         "--processes", type=int, default=1, help="data-parallel processes, one per device (torchrun --standalone)"
     )
+    train.add_argument("--nnodes", type=int, default=1, help="hosts of a gang (torchrun --nnodes); 1: this host alone")
+    train.add_argument("--node-rank", type=int, default=0, help="this host's rank in the gang (0 speaks for the job)")
+    train.add_argument("--master-addr", default=None, help="rank 0's address: the gang's rendezvous")
+    train.add_argument("--master-port", type=int, default=None, help="the port rank 0 listens on")
     p = sub.add_parser("convert-gguf")
     p.add_argument("--gguf", required=True)
     p.add_argument("--out", required=True)
@@ -78,7 +85,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.cmd == "train" and args.processes != 1:
+    if args.cmd == "train" and (args.processes != 1 or args.nnodes != 1):
         # the launcher leaves stdout to its workers: rank 0 writes the events there
         return guarded(lambda: _launch(args))
     claim_stdout()
@@ -88,9 +95,16 @@ def main(argv=None):
 def _launch(args):
     from . import distributed
 
-    if not 2 <= args.processes <= 64:
-        raise TrainerError("CONFIG_INVALID", f"--processes {args.processes}: give 1 to 64")
-    return distributed.launch(args.cmd, args.config, args.processes)
+    if not 1 <= args.processes <= 64 or (args.processes == 1 and args.nnodes == 1):
+        raise TrainerError("CONFIG_INVALID", f"--processes {args.processes}: give 2 to 64 (1 with --nnodes)")
+    gang = None
+    if args.nnodes != 1:
+        if not 2 <= args.nnodes <= 64 or not 0 <= args.node_rank < args.nnodes:
+            raise TrainerError("CONFIG_INVALID", f"--nnodes {args.nnodes} --node-rank {args.node_rank}: a rank of 2-64")
+        if not args.master_addr or not args.master_port or not 1024 <= args.master_port <= 65535:
+            raise TrainerError("CONFIG_INVALID", "a gang needs --master-addr and --master-port (1024-65535)")
+        gang = distributed.Gang(args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    return distributed.launch(args.cmd, args.config, args.processes, gang)
 
 
 def guarded(fn):

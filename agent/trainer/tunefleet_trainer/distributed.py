@@ -1,4 +1,4 @@
-"""Data-parallel training on one host: one process per device, started by torchrun.
+"""Data-parallel training: one process per device, started by torchrun, on one host or a gang of hosts.
 
 `python -m tunefleet_trainer train --config run.json --processes N` (N > 1) is the
 launcher: it runs torchrun --standalone --nproc-per-node N in this process (so it dies
@@ -12,6 +12,15 @@ size) is the one-process gradient of the same batch: the loss curve, the checkpo
 the data position do not depend on the number of processes, and a job trained on four
 devices resumes on two or one. Only rank 0 writes checkpoints, the best weights, the
 adapter and events (other ranks report only their own error or oom).
+
+A gang (`--nnodes M --node-rank R --master-addr A --master-port P`) runs the same on M
+hosts: torchrun's static rendezvous at rank 0's address (its TCP store on port P), every
+host's processes in one process group. The first process of each other host (local rank
+0) reports its own steps too, to its own agent, so that every member's agent heartbeats
+its own progress. Rank 0 checkpoints right after the step's closing collective (the
+loss and token sums every rank contributes to), so every rank has finished the step
+when the checkpoint is written: it is complete across ranks (model, optimizer,
+scheduler, RNG and data position, which all ranks share).
 """
 
 import os
@@ -21,6 +30,18 @@ from dataclasses import dataclass
 from .errors import TrainerError
 
 LAUNCHER_PID = "TUNEFLEET_LAUNCHER_PID"
+# what the first process of a gang's other hosts reports to its agent: its progress and its own failure
+NODE_LEADER_EVENTS = ("started", "step", "error", "oom")
+
+
+@dataclass
+class Gang:
+    """This host's place in a gang of hosts (torchrun --nnodes with a static rendezvous at rank 0)."""
+
+    nodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int
 
 
 @dataclass
@@ -96,13 +117,14 @@ def init(dist, device):
 
     from . import events
 
-    events.speak_only(dist.main, ("error", "oom"))
+    events.speak_only(dist.main, NODE_LEADER_EVENTS if dist.local_rank == 0 else ("error", "oom"))
     backend = "nccl" if device.type == "cuda" else "gloo"
     td.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
 
 
-def launch(command, config_path, processes):
-    """Run `processes` workers of `command` under torchrun --standalone in this process. -> exit code.
+def launch(command, config_path, processes, gang=None):
+    """Run `processes` workers of `command` under torchrun in this process: --standalone, or as node
+    `gang.node_rank` of a gang. -> exit code.
 
     A worker's failure ends the run (torchrun stops the others); the exit code is the
     first failed worker's (3 out of memory, 2 bad input), so the agent reads it as it
@@ -116,9 +138,18 @@ def launch(command, config_path, processes):
     # torchrun passes the agent's SIGTERM on to its workers (they checkpoint and stop) and waits for them; the agent's
     # own grace period, not torchrun's 30 s, decides when they are killed
     os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "86400")
+    where = ["--standalone"]
+    if gang is not None:
+        where = [
+            f"--nnodes={gang.nodes}",
+            f"--node-rank={gang.node_rank}",
+            f"--master-addr={gang.master_addr}",
+            f"--master-port={gang.master_port}",
+            "--rdzv-backend=static",
+        ]
     args = get_args_parser().parse_args(
         [
-            "--standalone",
+            *where,
             f"--nproc-per-node={processes}",
             "--max-restarts=0",
             "--monitor-interval=0.5",

@@ -15,7 +15,10 @@ import {
   type JobResult,
   type JobEventOf,
   type JobStatus,
+  type JobSpec,
 } from '../../../shared';
+import { openFleet } from '../fleetcmd';
+import { place } from '../../placement';
 import { fineTune, statusQuery } from '../../../workflows';
 import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../../../workflows/searchAttributes';
 import type { DecisionRecord } from '../../activities';
@@ -104,6 +107,7 @@ export class JobClient {
     const { checkJobData } = await import('../../prepare');
     const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
     for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
+    if ((loaded.spec.resources.nodes ?? 1) > 1) await this.gangCouldRun(id, loaded.spec);
     const input: FineTuneInput = {
       jobId: id,
       spec: loaded.spec,
@@ -141,6 +145,24 @@ export class JobClient {
       throw e;
     }
     return id;
+  }
+
+  /**
+   * A gang is refused at submit when no `nodes` agents of the fleet could ever hold it, even idle, with the numbers (a
+   * one-host job that can never run fails at its first placement instead, as before). An empty fleet refuses nothing:
+   * the job waits for agents.
+   */
+  private async gangCouldRun(jobId: string, spec: JobSpec): Promise<void> {
+    const view = await openFleet(await this.nats());
+    try {
+      const adverts = view.snapshot().map((e) => e.advert);
+      if (adverts.length === 0) return;
+      const idle = { bytes: 0, sessions: 0, onDevice: () => 0 };
+      const d = place({ adverts, reserved: () => idle, checkpointAgent: null }, { jobId, spec, exclude: [] });
+      if (d.impossible) throw new TunefleetError(ErrorCode.NoAgentFits, d.summary);
+    } finally {
+      await view.stop();
+    }
   }
 
   async describe(jobId: string): Promise<{

@@ -49,7 +49,9 @@ export function jobCommands(program: Command): void {
   program
     .command('status')
     .addHelpText('after', '\nExample:\n  tunefleet status mime-extensions-mf3k2a --json')
-    .description("a job's state (with its queue position), attempt/epoch, agent and latest step")
+    .description(
+      "a job's state (with its queue position), attempt/epoch, agent (a gang: each member's rank), latest step",
+    )
     .argument('<job>')
     .option('--json', 'machine-readable output')
     .action(async (job: string, opts: { json?: boolean }, cmd: Command) => {
@@ -60,10 +62,14 @@ export function jobCommands(program: Command): void {
         const last = d.lastStep;
         const step = last ? `step ${last.step}/${last.steps_total}, loss ${last.loss.toFixed(4)}` : '-';
         const state = s ? `${s.state}${s.queuePosition ? ` (#${s.queuePosition})` : ''}` : '-';
+        // a gang: every member with its rank
+        const agent = s?.members?.length
+          ? s.members.map((m) => `${m.agentId} (rank ${m.rank})`).join(', ')
+          : (s?.agentId ?? '-');
         console.log(
           table(
             ['job', 'workflow', 'state', 'attempt/epoch', 'agent', 'progress'],
-            [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', s?.agentId ?? '-', step]],
+            [[job, d.temporal, state, s ? `${s.attempt}/${s.epoch}` : '-', agent, step]],
           ),
         );
         if (s?.message) console.log(s.message);

@@ -2,7 +2,13 @@
 // which row an error belongs to (classify) and how an out-of-memory retry shrinks the job.
 // Pure and deterministic (imported by workflow code).
 
-import { ActivityFailure, ApplicationFailure, CancelledFailure, TimeoutFailure } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  TimeoutFailure,
+  isCancellation,
+} from '@temporalio/workflow';
 import type { TrainHeartbeat } from '../shared/activities';
 import { ATTEMPT_ERRORS, attemptErrorClass, type FailureClass } from '../shared/errors';
 import type { OomEvent } from '../shared/events';
@@ -87,4 +93,34 @@ export function classify(err: unknown): {
     };
   }
   return { cls: 'trainer_crash', why: err.message, ...none };
+}
+
+/**
+ * Why a gang attempt ended, from the members that failed (in the order they ended): a member whose agent was lost
+ * (its heartbeat or schedule-to-start timed out) is the cause and the only one avoided; the others' ends follow from
+ * it (a rank whose peer died fails its collective; the rest were stopped by the workflow). With none lost, a drained
+ * member is the cause (it stopped every rank at a step they agreed on), else the first failure, and its agent is
+ * avoided where the failure table says so. The newest checkpoint any member reported comes along.
+ */
+export function gangCause(ended: { agentId: string; error: unknown }[]): {
+  failure: unknown;
+  avoid: string[];
+  checkpoint: TrainHeartbeat['checkpoint'];
+} {
+  const lost = ended.filter((e) => classify(e.error).cls === 'lost_agent' && !isCancellation(e.error));
+  const own = ended.filter((e) => !isCancellation(e.error));
+  const drained = own.filter((e) => classify(e.error).cls === 'agent_draining');
+  const cause = lost[0] ?? drained[0] ?? own[0] ?? ended[0];
+  if (!cause) throw new Error('a gang attempt ends with at least one member failed');
+  const avoid = lost.length
+    ? lost.map((e) => e.agentId)
+    : FAILURE_POLICY[classify(cause.error).cls].avoidAgent
+      ? [cause.agentId]
+      : [];
+  let checkpoint: TrainHeartbeat['checkpoint'] = null;
+  for (const e of ended) {
+    const c = classify(e.error).checkpoint;
+    if (c && (!checkpoint || c.step > checkpoint.step)) checkpoint = c;
+  }
+  return { failure: cause.error, avoid, checkpoint };
 }

@@ -48,7 +48,7 @@ import type {
 import type { JobSpec } from '../shared/spec';
 import type { RetryPolicy } from '@temporalio/common';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
-import { FAILURE_POLICY, MAX_ATTEMPTS, classify, shrink } from './failures';
+import { FAILURE_POLICY, MAX_ATTEMPTS, classify, gangCause, shrink } from './failures';
 import { SA_STATE } from './searchAttributes';
 
 export { MAX_ATTEMPTS };
@@ -125,31 +125,6 @@ class GangFailed extends Error {
 }
 
 type Member = NonNullable<Placement['gang']>['members'][number];
-
-/**
- * How a gang attempt ended, from each member's end (only those that failed are given). A member whose agent was lost
- * (its heartbeat or schedule-to-start timed out) is the cause and the only one avoided; the others' ends follow from
- * it (a rank whose peer died fails its collective; the rest were stopped by the workflow). With none lost, the first
- * failure is the cause, and its agent is avoided where the failure table says so.
- */
-function gangFailure(ended: { member: Member; error: unknown }[]): GangFailed {
-  const lost = ended.filter((e) => isLost(e.error));
-  const own = ended.filter((e) => !isCancellation(e.error));
-  const cause = lost[0] ?? own[0] ?? (ended[0] as (typeof ended)[number]);
-  const avoid = lost.length
-    ? lost.map((e) => e.member.agentId)
-    : FAILURE_POLICY[classify(cause.error).cls].avoidAgent
-      ? [cause.member.agentId]
-      : [];
-  let checkpoint: TrainHeartbeat['checkpoint'] = null;
-  for (const e of ended) {
-    const c = classify(e.error).checkpoint;
-    if (c && (!checkpoint || c.step > checkpoint.step)) checkpoint = c;
-  }
-  return new GangFailed(cause.error, avoid, checkpoint);
-}
-
-const isLost = (e: unknown): boolean => classify(e).cls === 'lost_agent' && !isCancellation(e);
 
 export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   const before = input.continued;
@@ -323,7 +298,8 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     }
     // the job itself was cancelled: that is how the members ended
     if (CancellationScope.current().consideredCancelled) throw (ended[0] as (typeof ended)[number]).error;
-    throw gangFailure(ended);
+    const why = gangCause(ended.map((e) => ({ agentId: e.member.agentId, error: e.error })));
+    throw new GangFailed(why.failure, why.avoid, why.checkpoint);
   }
 
   try {

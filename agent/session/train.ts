@@ -334,7 +334,9 @@ export class TrainSession {
         req.gang ? 'gang member stopped' : 'train cancelled; trainer checkpointed and stopped',
       );
     // a gang rank other than 0 trained its share; rank 0 exports the adapter and reports the result
-    if (exit.code === 0 && !this.speaks && !err) return this.trained(hb.step, hb.loss, '', []);
+    // (a drain of this member stopped every rank at a step they agreed on: that is the drain's failure, below)
+    if (exit.code === 0 && !this.speaks && !err && !this.session.stopping)
+      return this.trained(hb.step, hb.loss, '', []);
     if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const names = fin.adapter_files.map((f) => f.name);

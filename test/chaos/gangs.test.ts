@@ -193,6 +193,7 @@ describe('gangs - multi-node jobs on three agent processes', function () {
     const started = events.find((e) => e.type === 'started' && Number(e.attempt) === 2);
     const from = Number(started?.resumed_from_step);
     expect(from).to.be.at.least(EVERY);
+    const lost = Math.max(...stepsOf(events, 1).map((e) => Number(e.step))) - from;
     expect(stepsOf(events, 2).map((e) => Number(e.step))).to.deep.equal(
       Array.from({ length: STEPS - from }, (_, i) => from + 1 + i),
     );
@@ -207,7 +208,7 @@ describe('gangs - multi-node jobs on three agent processes', function () {
     rows.push(
       `19 kill -9 of rank 1 (${rank1}) at step ~${EVERY}: rank 0 (${rank0}) stopped ${(rank0Stopped / 1000).toFixed(1)} s ` +
         `after the kill; placed again (${again.map((m) => `rank ${m.rank} ${m.agentId}`).join(', ')}) after ` +
-        `${(replaced / 1000 + rank0Stopped / 1000).toFixed(1)} s; resumed from step ${from} ` +
+        `${(replaced / 1000 + rank0Stopped / 1000).toFixed(1)} s; resumed from step ${from} (${lost} steps lost) ` +
         `${(resumedAfter / 1000).toFixed(1)} s after the kill; adapter max diff ${diff.toExponential(1)}`,
     );
     await startAgent(rank1);

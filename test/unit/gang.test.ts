@@ -7,6 +7,15 @@ import { NO_RENDEZVOUS, SEGMENT_LABEL } from '../../scheduler/placement/gang';
 import { rendezvousFor } from '../../scheduler/activities';
 import { parseRendezvousPorts } from '../../agent/cli';
 import { checkGang } from '../../agent/session/inputs';
+import { classify, gangCause } from '../../workflows/failures';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  RetryState,
+  TimeoutFailure,
+  TimeoutType,
+} from '@temporalio/common';
 import { advert, fleet } from '../harness/placement-fixtures';
 
 const gangSpec = (extra = ''): ReturnType<typeof parseSpec> =>
@@ -134,5 +143,49 @@ describe('gangs', () => {
     expect(() => checkGang(req({ nodes: 2, rank: 0, members, rendezvous: { address: 'a b', port: 29500 } }))).to.throw(
       /rendezvous address/,
     );
+  });
+});
+
+describe('gangs - why a gang attempt ended (workflows/failures.ts gangCause)', () => {
+  const failed = (cause: Error): ActivityFailure =>
+    new ActivityFailure('activity failed', 'train', '1', RetryState.MAXIMUM_ATTEMPTS_REACHED, 'agent', cause);
+  const lost = (step: number): ActivityFailure =>
+    failed(
+      new TimeoutFailure(
+        'heartbeat',
+        { step, stepsTotal: 10, loss: 1, checkpoint: { prefix: `p${step}/`, step } },
+        TimeoutType.HEARTBEAT,
+      ),
+    );
+  const stopped = (): ActivityFailure => failed(new CancelledFailure('gang member stopped'));
+  const crashed = (type = 'TRAINER_FAILED'): ActivityFailure =>
+    failed(ApplicationFailure.retryable('gloo: connection closed by peer', type, { checkpoint: null }));
+
+  it('a lost member is the cause and the only agent avoided, even when a peer failed first for it', () => {
+    const why = gangCause([
+      { agentId: 'rank0', error: crashed() },
+      { agentId: 'rank1', error: lost(30) },
+    ]);
+    expect(why.avoid).to.deep.equal(['rank1']);
+    expect(classify(why.failure).cls).to.equal('lost_agent');
+    expect(why.checkpoint?.step).to.equal(30);
+  });
+
+  it('with none lost, the first own failure is the cause; members the workflow stopped are not blamed', () => {
+    const why = gangCause([
+      { agentId: 'rank1', error: crashed('RENDEZVOUS_PORT_TAKEN') },
+      { agentId: 'rank0', error: stopped() },
+    ]);
+    expect(why.avoid).to.deep.equal(['rank1']);
+    expect(classify(why.failure).why).to.match(/^RENDEZVOUS_PORT_TAKEN/);
+  });
+
+  it('a drained member is the cause over the ranks it stopped', () => {
+    const why = gangCause([
+      { agentId: 'rank0', error: crashed() },
+      { agentId: 'rank1', error: crashed('AGENT_DRAINING') },
+    ]);
+    expect(classify(why.failure).cls).to.equal('agent_draining');
+    expect(why.avoid).to.deep.equal(['rank1']);
   });
 });

@@ -111,7 +111,11 @@ export function place(fleet: FleetState, job: Job): Decision {
   // agent failed it once and all are busy now: the job waits; none could ever hold it: it fails).
   if (first.chosen || job.exclude.length === 0) return first;
   const again = judge(fleet, { ...job, exclude: [] });
-  if (again.chosen)
+  // a gang waits for members that have not failed it while they could fit later: right after a gang fails, its
+  // healthy members still show their ending sessions for a moment, and taking the failed agent instead would repeat
+  // the failure (its port, its host) until the job gives up
+  const gangWaits = (job.spec.resources?.nodes ?? 1) > 1 && !first.impossible;
+  if (again.chosen && !gangWaits)
     return { ...again, summary: `${again.summary}; no agent that has not failed this job fits, so it is tried again` };
   return { ...first, impossible: again.impossible };
 }

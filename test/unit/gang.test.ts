@@ -110,6 +110,17 @@ describe('gangs', () => {
     expect(d.members?.map((m) => m.agentId).sort()).to.deep.equal(['a', 'c']);
   });
 
+  it('placement - a gang waits for agents that did not fail it rather than take the one that did, while they could fit', () => {
+    // right after attempt 1 (rank 0 on a) failed, b still shows its ending session; c is free
+    const d = place(fleet([member('a'), member('b'), member('c')], { b: 1 }), { ...gangJob(), exclude: ['a'] });
+    expect(d.chosen).to.equal(null);
+    expect(d.impossible).to.equal(false);
+    expect(d.summary).to.match(/^needs 2 agents .*; 1 fits now \(c\)/);
+    // when only the failed agent could ever complete the gang, it is tried again
+    const small = place(fleet([member('a'), member('c')]), { ...gangJob(), exclude: ['a'] });
+    expect(small.members?.map((m) => m.agentId).sort()).to.deep.equal(['a', 'c']);
+  });
+
   it('rendezvous - the port comes from rank 0 range, fixed by job and attempt, the next attempt the next port', () => {
     const a = member('a');
     const p1 = rendezvousFor(a, 'job-x', 1);

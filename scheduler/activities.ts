@@ -20,6 +20,7 @@ import {
   type ControlActivities,
   type JobResult,
   type PlaceRequest,
+  type PlaceResult,
   type Rendezvous,
 } from '../shared';
 import type { KV } from 'nats';
@@ -35,8 +36,10 @@ import {
   readQueue,
   releaseLease,
   reserve,
+  type QueueEntry,
 } from './leases';
 import type { FleetView } from './fleet';
+import type { ControlMetrics } from './metrics';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
 import { place, type Decision } from './placement';
@@ -49,6 +52,8 @@ export interface ControlDeps {
   log: (msg: string) => void;
   /** counters this worker's placements keep (read by the tests and the soak run; each conflict is also logged) */
   stats?: ControlStats;
+  /** this worker's Prometheus metrics (absent: none kept) */
+  metrics?: ControlMetrics;
 }
 
 /** What a control worker's placements ran into. */
@@ -98,6 +103,7 @@ async function reserveGang(
   now: number,
   log: (m: string) => void,
   stats: ControlStats,
+  metrics: ControlMetrics | undefined,
 ): Promise<boolean> {
   const taken: string[] = [];
   for (const m of [...members].sort((a, b) => a.agentId.localeCompare(b.agentId))) {
@@ -123,6 +129,7 @@ async function reserveGang(
     } catch (e) {
       if (!(e instanceof LeaseConflict)) throw e;
       stats.leaseConflicts += 1;
+      metrics?.leaseConflicts.inc();
       log(
         `${req.jobId} attempt ${req.attempt}: gang lease on ${m.agentId} lost a race (${e.message}); ` +
           `giving back ${taken.length ? taken.join(', ') : 'nothing'} and deciding again`,
@@ -173,6 +180,185 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     await kv.put(d.jobId, JSON.stringify({ decisions: list.slice(-KEEP_DECISIONS) }));
   }
 
+  /** A job was placed: how long it waited in the queue, and whether this placement is a recovery. */
+  function placedNow(req: PlaceRequest, queue: QueueEntry[], now: number): void {
+    const waited = queue.find((q) => q.jobId === req.jobId)?.since;
+    if (waited !== undefined) deps.metrics?.queueWait.observe((now - waited) / 1000);
+    if (req.after) deps.metrics?.recovered(req.jobId, req.after);
+  }
+
+  /** One placement request: decide, take the leases (compare-and-set) or queue; see place() for the metrics. */
+  async function placeNow(req: PlaceRequest): Promise<PlaceResult> {
+    await fleet.ready;
+    const [leasesKv, queueKv, commitsKv] = await Promise.all([
+      nats.kv(LEASES_BUCKET),
+      nats.kv(QUEUE_BUCKET),
+      nats.kv(COMMITS_BUCKET),
+    ]);
+    const commit = await commitsKv.get(req.jobId);
+    const checkpointAgent =
+      commit && commit.operation === 'PUT'
+        ? (readRecord(commitRecordSchema, commit.value, `commits/${req.jobId}`, log)?.agent_id ?? null)
+        : null;
+    const me = { jobId: req.jobId, priority: req.spec.priority, submitted: req.submittedAt };
+    // compare-and-set: a decision made on a stale view of the leases fails its write and is made again
+    for (let round = 0; round < 20; round++) {
+      const now = Date.now();
+      const adverts = fleet.snapshot().map((e) => e.advert);
+      const byId = new Map(adverts.map((a) => [a.agent_id, a]));
+      const leases = await readLeases(leasesKv);
+      // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a
+      // competitor
+      const reserved = (id: string): { bytes: number; sessions: number } =>
+        heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
+      // evaluation runs one process: it needs one device, whatever training used
+      const spec =
+        req.purpose === 'evaluate'
+          ? { ...req.spec, resources: { ...req.spec.resources, gpus: 1, min_gpus: 1, nodes: 1 } }
+          : req.spec;
+      const decision = place({ adverts, reserved, checkpointAgent }, { jobId: req.jobId, spec, exclude: req.exclude });
+      const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
+      if (decision.impossible) {
+        await record({ ...base, position: null });
+        await queueKv.delete(req.jobId).catch(() => {});
+        throw new TunefleetError(ErrorCode.NoAgentFits, decision.summary);
+      }
+      const queue = await readQueue(queueKv, now);
+      let summary = decision.summary;
+      if (decision.members) {
+        const members = decision.members;
+        // a job ahead in the queue that could use any of the members goes first (no backfill past it)
+        const blockers = ahead(queue, me).filter((q) =>
+          members.some(
+            (m) => q.bytes !== null && q.bytes <= (decision.agents.find((a) => a.agentId === m.agentId)?.free ?? 0),
+          ),
+        );
+        if (blockers.length === 0) {
+          const taken = await reserveGang(leasesKv, leases, byId, req, members, now, log, stats, deps.metrics);
+          if (!taken) continue;
+          stats.leasesTaken += members.length;
+          deps.metrics?.leasesTaken.inc(members.length);
+          placedNow(req, queue, now);
+          failpoint('place:after-reserve');
+          const ids = new Set(members.map((m) => m.agentId));
+          for (const [id, held] of leases) {
+            if (!ids.has(id) && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
+              await releaseLease(leasesKv, id, req.jobId, req.attempt);
+          }
+          await queueKv.delete(req.jobId).catch(() => {});
+          await record({ ...base, position: null });
+          log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
+          const rank0 = members[0] as (typeof members)[number];
+          const advert = byId.get(rank0.agentId);
+          return {
+            placement: {
+              agentId: rank0.agentId,
+              attempt: req.attempt,
+              reason: decision.summary,
+              device: advert?.accelerator ?? 'cpu',
+              reservedBytes: rank0.bytes,
+              devices: rank0.devices,
+              gang: {
+                members: members.map((m) => ({
+                  agentId: m.agentId,
+                  rank: m.rank,
+                  devices: m.devices,
+                  reservedBytes: m.bytes,
+                })),
+                rendezvous: rendezvousFor(advert, req.jobId, req.attempt),
+              },
+            },
+            waiting: null,
+            position: null,
+          };
+        }
+        summary =
+          `the gang has its ${members.length} agents, but ${blockers.length} job(s) ahead in the queue can use ` +
+          `them first: ${blockers
+            .slice(0, 3)
+            .map((b) => b.jobId)
+            .join(', ')}`;
+      } else if (decision.chosen && decision.estimate) {
+        const chosen = decision.chosen;
+        const free = decision.agents.find((a) => a.agentId === chosen)?.free ?? 0;
+        const blockers = ahead(queue, me).filter((q) => q.bytes !== null && q.bytes <= free);
+        if (blockers.length === 0) {
+          const advert = byId.get(chosen);
+          try {
+            await reserve(
+              leasesKv,
+              chosen,
+              leases.get(chosen),
+              {
+                jobId: req.jobId,
+                attempt: req.attempt,
+                bytes: decision.estimate.total,
+                purpose: req.purpose,
+                time: now,
+                ...(decision.devices.length ? { devices: decision.devices } : {}),
+              },
+              capacitiesOf(advert),
+              advert,
+            );
+          } catch (e) {
+            if (!(e instanceof LeaseConflict)) throw e;
+            stats.leaseConflicts += 1;
+            deps.metrics?.leaseConflicts.inc();
+            log(
+              `${req.jobId} attempt ${req.attempt}: lease write on ${chosen} lost a race (${e.message}); ` +
+                'deciding again',
+            );
+            continue;
+          }
+          stats.leasesTaken += 1;
+          deps.metrics?.leasesTaken.inc();
+          placedNow(req, queue, now);
+          failpoint('place:after-reserve');
+          // an earlier try of this placement that reserved elsewhere and died leaves that lease behind: take it back
+          for (const [id, held] of leases) {
+            if (id !== chosen && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
+              await releaseLease(leasesKv, id, req.jobId, req.attempt);
+          }
+          await queueKv.delete(req.jobId).catch(() => {});
+          await record({ ...base, position: null });
+          log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
+          return {
+            placement: {
+              agentId: chosen,
+              attempt: req.attempt,
+              reason: decision.summary,
+              device: advert?.accelerator ?? 'cpu',
+              reservedBytes: decision.estimate.total,
+              devices: decision.devices,
+            },
+            waiting: null,
+            position: null,
+          };
+        }
+        const first = blockers.slice(0, 3).map((b) => b.jobId);
+        summary =
+          `${chosen} has room, but ${blockers.length} job(s) ahead in the queue (priority, then submit time) ` +
+          `can use it first: ${first.join(', ')}`;
+      }
+      const estimates = decision.agents
+        .filter((a) => a.code !== 'never' && a.estimate !== null)
+        .map((a) => a.estimate as number);
+      await queueKv.put(
+        req.jobId,
+        JSON.stringify({
+          ...me,
+          bytes: estimates.length ? Math.min(...estimates) : null,
+          refreshed: now,
+          since: queue.find((q) => q.jobId === req.jobId)?.since ?? now,
+        }),
+      );
+      const position = ahead(queue, me).length + 1;
+      await record({ ...base, chosen: null, summary, position });
+      return { placement: null, waiting: summary, position };
+    }
+    return { placement: null, waiting: 'other placements kept changing the leases; trying again', position: 1 };
+  }
+
   return {
     prepare: wrap(async (input) => {
       const { prepareDataset } = await import('./prepare');
@@ -185,170 +371,23 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     }),
 
     place: wrap(async (req) => {
-      await fleet.ready;
-      const [leasesKv, queueKv, commitsKv] = await Promise.all([
-        nats.kv(LEASES_BUCKET),
-        nats.kv(QUEUE_BUCKET),
-        nats.kv(COMMITS_BUCKET),
-      ]);
-      const commit = await commitsKv.get(req.jobId);
-      const checkpointAgent =
-        commit && commit.operation === 'PUT'
-          ? (readRecord(commitRecordSchema, commit.value, `commits/${req.jobId}`, log)?.agent_id ?? null)
-          : null;
-      const me = { jobId: req.jobId, priority: req.spec.priority, submitted: req.submittedAt };
-      // compare-and-set: a decision made on a stale view of the leases fails its write and is made again
-      for (let round = 0; round < 20; round++) {
-        const now = Date.now();
-        const adverts = fleet.snapshot().map((e) => e.advert);
-        const byId = new Map(adverts.map((a) => [a.agent_id, a]));
-        const leases = await readLeases(leasesKv);
-        // a lease of this very attempt is an earlier try of this placement (its worker died after reserving): not a
-        // competitor
-        const reserved = (id: string): { bytes: number; sessions: number } =>
-          heldOn(leases.get(id)?.leases ?? [], byId.get(id), now, req);
-        // evaluation runs one process: it needs one device, whatever training used
-        const spec =
-          req.purpose === 'evaluate'
-            ? { ...req.spec, resources: { ...req.spec.resources, gpus: 1, min_gpus: 1, nodes: 1 } }
-            : req.spec;
-        const decision = place(
-          { adverts, reserved, checkpointAgent },
-          { jobId: req.jobId, spec, exclude: req.exclude },
-        );
-        const base = { ...decision, attempt: req.attempt, purpose: req.purpose, time: now };
-        if (decision.impossible) {
-          await record({ ...base, position: null });
-          await queueKv.delete(req.jobId).catch(() => {});
-          throw new TunefleetError(ErrorCode.NoAgentFits, decision.summary);
-        }
-        const queue = await readQueue(queueKv, now);
-        let summary = decision.summary;
-        if (decision.members) {
-          const members = decision.members;
-          // a job ahead in the queue that could use any of the members goes first (no backfill past it)
-          const blockers = ahead(queue, me).filter((q) =>
-            members.some(
-              (m) => q.bytes !== null && q.bytes <= (decision.agents.find((a) => a.agentId === m.agentId)?.free ?? 0),
-            ),
-          );
-          if (blockers.length === 0) {
-            const taken = await reserveGang(leasesKv, leases, byId, req, members, now, log, stats);
-            if (!taken) continue;
-            stats.leasesTaken += members.length;
-            failpoint('place:after-reserve');
-            const ids = new Set(members.map((m) => m.agentId));
-            for (const [id, held] of leases) {
-              if (!ids.has(id) && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
-                await releaseLease(leasesKv, id, req.jobId, req.attempt);
-            }
-            await queueKv.delete(req.jobId).catch(() => {});
-            await record({ ...base, position: null });
-            log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
-            const rank0 = members[0] as (typeof members)[number];
-            const advert = byId.get(rank0.agentId);
-            return {
-              placement: {
-                agentId: rank0.agentId,
-                attempt: req.attempt,
-                reason: decision.summary,
-                device: advert?.accelerator ?? 'cpu',
-                reservedBytes: rank0.bytes,
-                devices: rank0.devices,
-                gang: {
-                  members: members.map((m) => ({
-                    agentId: m.agentId,
-                    rank: m.rank,
-                    devices: m.devices,
-                    reservedBytes: m.bytes,
-                  })),
-                  rendezvous: rendezvousFor(advert, req.jobId, req.attempt),
-                },
-              },
-              waiting: null,
-              position: null,
-            };
-          }
-          summary =
-            `the gang has its ${members.length} agents, but ${blockers.length} job(s) ahead in the queue can use ` +
-            `them first: ${blockers
-              .slice(0, 3)
-              .map((b) => b.jobId)
-              .join(', ')}`;
-        } else if (decision.chosen && decision.estimate) {
-          const chosen = decision.chosen;
-          const free = decision.agents.find((a) => a.agentId === chosen)?.free ?? 0;
-          const blockers = ahead(queue, me).filter((q) => q.bytes !== null && q.bytes <= free);
-          if (blockers.length === 0) {
-            const advert = byId.get(chosen);
-            try {
-              await reserve(
-                leasesKv,
-                chosen,
-                leases.get(chosen),
-                {
-                  jobId: req.jobId,
-                  attempt: req.attempt,
-                  bytes: decision.estimate.total,
-                  purpose: req.purpose,
-                  time: now,
-                  ...(decision.devices.length ? { devices: decision.devices } : {}),
-                },
-                capacitiesOf(advert),
-                advert,
-              );
-            } catch (e) {
-              if (!(e instanceof LeaseConflict)) throw e;
-              stats.leaseConflicts += 1;
-              log(
-                `${req.jobId} attempt ${req.attempt}: lease write on ${chosen} lost a race (${e.message}); ` +
-                  'deciding again',
-              );
-              continue;
-            }
-            stats.leasesTaken += 1;
-            failpoint('place:after-reserve');
-            // an earlier try of this placement that reserved elsewhere and died leaves that lease behind: take it back
-            for (const [id, held] of leases) {
-              if (id !== chosen && held.leases.some((l) => l.jobId === req.jobId && l.attempt === req.attempt))
-                await releaseLease(leasesKv, id, req.jobId, req.attempt);
-            }
-            await queueKv.delete(req.jobId).catch(() => {});
-            await record({ ...base, position: null });
-            log(`${req.jobId} attempt ${req.attempt} (${req.purpose}): ${decision.summary}`);
-            return {
-              placement: {
-                agentId: chosen,
-                attempt: req.attempt,
-                reason: decision.summary,
-                device: advert?.accelerator ?? 'cpu',
-                reservedBytes: decision.estimate.total,
-                devices: decision.devices,
-              },
-              waiting: null,
-              position: null,
-            };
-          }
-          const first = blockers.slice(0, 3).map((b) => b.jobId);
-          summary =
-            `${chosen} has room, but ${blockers.length} job(s) ahead in the queue (priority, then submit time) ` +
-            `can use it first: ${first.join(', ')}`;
-        }
-        const estimates = decision.agents
-          .filter((a) => a.code !== 'never' && a.estimate !== null)
-          .map((a) => a.estimate as number);
-        await queueKv.put(
-          req.jobId,
-          JSON.stringify({ ...me, bytes: estimates.length ? Math.min(...estimates) : null, refreshed: now }),
-        );
-        const position = ahead(queue, me).length + 1;
-        await record({ ...base, chosen: null, summary, position });
-        return { placement: null, waiting: summary, position };
+      const t0 = performance.now();
+      const m = deps.metrics;
+      try {
+        const r = await placeNow(req);
+        m?.placements.inc({ purpose: req.purpose, outcome: r.placement ? 'placed' : 'waiting' });
+        return r;
+      } catch (e) {
+        if (e instanceof TunefleetError && e.code === ErrorCode.NoAgentFits)
+          m?.placements.inc({ purpose: req.purpose, outcome: 'impossible' });
+        throw e;
+      } finally {
+        m?.placementSeconds.observe({ purpose: req.purpose }, (performance.now() - t0) / 1000);
       }
-      return { placement: null, waiting: 'other placements kept changing the leases; trying again', position: 1 };
     }),
 
-    release: wrap(async (jobId, attempt, agentId) => {
+    release: wrap(async (jobId, attempt, agentId, failed) => {
+      if (failed) deps.metrics?.attemptFailed(jobId, failed);
       const queueKv = await nats.kv(QUEUE_BUCKET);
       await queueKv.delete(jobId).catch(() => {});
       if (!agentId) return;

@@ -1,28 +1,33 @@
 // The control worker: runs fineTune workflows and the control activities on
 // tunefleet-control. Several may run at once; Temporal spreads the work.
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
-import { CAPACITY_SIGNAL, COMMITS_BUCKET, CONTROL_TASK_QUEUE, LEASES_BUCKET, type Config } from '../shared';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { hostname } from 'node:os';
+import {
+  CAPACITY_SIGNAL,
+  COMMITS_BUCKET,
+  CONTROL_TASK_QUEUE,
+  LEASES_BUCKET,
+  QUEUE_BUCKET,
+  type Config,
+} from '../shared';
+import { SA_STATE } from '../workflows/searchAttributes';
 import { serveCommits } from './commits';
 import { createControlActivities, newControlStats, type ControlStats } from './activities';
 import { FleetView } from './fleet';
 import { ADVERT_TTL_MS, checkAssets, connectNats } from './nats';
 import { temporalConnectOptions } from '../shared/temporalconn';
-
-/** The SDK logs every worker state change at INFO; WARN unless TUNEFLEET_LOG_LEVEL says otherwise. */
-export function quietSdkLogs(): void {
-  try {
-    Runtime.install({ logger: new DefaultLogger((process.env.TUNEFLEET_LOG_LEVEL ?? 'WARN') as LogLevel) });
-  } catch {
-    // already installed in this process (a second worker): keep it
-  }
-}
+import { installRuntime, serveMetrics, type MetricsServer } from '../shared/metrics';
+import { ControlMetrics } from './metrics';
+import { readQueue } from './leases';
 
 export interface RunningWorker {
   worker: Worker;
   run: Promise<void>;
   /** what this worker's placements ran into (lease compare-and-set conflicts, leases taken) */
   stats: ControlStats;
+  /** where its Prometheus /metrics is served (null: not asked for, or the address could not be opened) */
+  metrics: MetricsServer | null;
   stop(): Promise<void>;
 }
 
@@ -33,9 +38,9 @@ export interface RunningWorker {
 export async function startControlWorker(
   cfg: Config,
   log: (m: string) => void = (m) => console.log(`[worker] ${m}`),
-  o: { identity?: string } = {},
+  o: { identity?: string; metricsAddress?: { host: string; port: number } } = {},
 ): Promise<RunningWorker> {
-  quietSdkLogs();
+  await installRuntime();
   const nats = await connectNats(cfg, 'control');
   await checkAssets(nats);
   const fleet = new FleetView(await nats.adverts(), ADVERT_TTL_MS, log, Date.now, await nats.agentStates());
@@ -46,6 +51,20 @@ export async function startControlWorker(
   const clientConnection = await Connection.connect(temporalConnectOptions(cfg, 'control'));
   const client = new Client({ connection: clientConnection, namespace: cfg.namespace });
   const stats = newControlStats();
+  const queueKv = await nats.kv(QUEUE_BUCKET);
+  const metrics = new ControlMetrics(o.identity ?? `${process.pid}@${hostname()}`, {
+    queueDepth: async () => (await readQueue(queueKv, Date.now(), () => {})).length,
+    // the running jobs by their current state (the state search attribute); one visibility listing per scrape
+    jobsByState: async () => {
+      const counts = new Map<string, number>();
+      const query = `WorkflowType = 'fineTune' AND ExecutionStatus = 'Running'`;
+      for await (const w of client.workflow.list({ query })) {
+        const state = String(w.typedSearchAttributes.get(SA_STATE) ?? 'preparing');
+        counts.set(state, (counts.get(state) ?? 0) + 1);
+      }
+      return counts;
+    },
+  });
   const worker = await Worker.create({
     connection,
     namespace: cfg.namespace,
@@ -57,18 +76,23 @@ export async function startControlWorker(
       fleet,
       log,
       stats,
+      metrics,
       wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL),
     }),
   });
+  const served = o.metricsAddress ? await serveMetrics(o.metricsAddress, metrics.registry, log) : null;
+  if (served) log(`metrics on ${served.url}`);
   const run = worker.run();
   return {
     worker,
     run,
     stats,
+    metrics: served,
     async stop() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await run.catch(() => {});
       commitService.unsubscribe();
+      await served?.close();
       await fleet.stop();
       await connection.close();
       await clientConnection.close();

@@ -14,6 +14,8 @@ export interface PlaceRequest {
   /** agents that failed this job before */
   exclude: string[];
   purpose: 'train' | 'evaluate';
+  /** the failure class of the attempt before, when this placement follows a failed attempt (a recovery) */
+  after?: string;
 }
 
 /** null: nothing fits now (the job waits); a placement; or a thrown NO_AGENT_FITS that is final. */
@@ -57,8 +59,11 @@ export interface EvaluateRequest {
 export interface ControlActivities {
   prepare(input: FineTuneInput): Promise<DataReport>;
   place(req: PlaceRequest): Promise<PlaceResult>;
-  /** free the attempt's lease (agentId null: the job was only queued) and its queue entry; safe to repeat */
-  release(jobId: string, attempt: number, agentId: string | null): Promise<void>;
+  /**
+   * free the attempt's lease (agentId null: the job was only queued) and its queue entry; safe to repeat. `failed`: the
+   * attempt failed with this class and the job will be placed again (counted once per attempt)
+   */
+  release(jobId: string, attempt: number, agentId: string | null, failed?: string): Promise<void>;
   register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
 }
 

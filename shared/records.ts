@@ -28,6 +28,8 @@ export const queueEntrySchema = z.object({
   submitted: z.string().max(64),
   bytes: count.nullable(),
   refreshed: time,
+  /** when the job started waiting (absent in entries of older workers) */
+  since: time.optional(),
 });
 export type QueueEntry = z.infer<typeof queueEntrySchema>;
 

@@ -16,7 +16,7 @@ export TUNEFLEET_TEST_RUN="run-$$-$(date +%s%N)"
 T_START=$(date +%s)
 
 # what the suites need and a fresh clone lacks (cached and quick when already there)
-bash infra/bootstrap.sh npm tools trainer judge >&2 || { echo "0 passed, 1 failed"; exit 1; }
+bash infra/bootstrap.sh npm tools trainer judge browser >&2 || { echo "0 passed, 1 failed"; exit 1; }
 
 passed=0; failed=0; skipped=0
 add() { passed=$((passed + $1)); failed=$((failed + $2)); skipped=$((skipped + $3)); }

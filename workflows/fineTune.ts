@@ -189,6 +189,8 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     work: (agent: AgentActivities, placement: Placement) => Promise<T>,
   ): Promise<T> {
     let poll = pollMs;
+    /** the failure class of the attempt that just failed: the next placement is a recovery (counted by the worker) */
+    let failedAs: string | null = null;
     for (;;) {
       if (status.attempt >= MAX_ATTEMPTS) {
         throw ApplicationFailure.nonRetryable(
@@ -204,6 +206,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         submittedAt: input.submittedAt,
         exclude,
         purpose,
+        ...(failedAs ? { after: failedAs } : {}),
       });
       if (!placed.placement) {
         setState('queued');
@@ -217,6 +220,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         continue;
       }
       poll = pollMs;
+      failedAs = null;
       status.queuePosition = null;
       status.attempt += 1;
       status.epoch = status.attempt;
@@ -234,6 +238,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         const f = classify(err);
         const policy = FAILURE_POLICY[f.cls];
         if (!policy.retry) throw err;
+        failedAs = f.cls;
         const checkpoint = gang?.checkpoint ?? f.checkpoint;
         if (checkpoint && (!resumeFrom || checkpoint.step > resumeFrom.step)) resumeFrom = checkpoint;
         if (gang) exclude.push(...gang.avoid);
@@ -259,7 +264,8 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         status.members = null;
         const holders = placement.gang?.members.map((m) => m.agentId) ?? [placement.agentId];
         await CancellationScope.nonCancellable(async () => {
-          for (const id of holders) await quick.release(input.jobId, attempt, id);
+          for (const [i, id] of holders.entries())
+            await quick.release(input.jobId, attempt, id, ...(i === 0 && failedAs ? [failedAs] : []));
         });
       }
     }

@@ -4,6 +4,7 @@ import type { Context } from '@temporalio/activity';
 import { join } from 'node:path';
 import type { GangRequest, ProgressUpdate, TrainerEvent } from '../../shared';
 import type { AgentNats } from '../nats';
+import type { AgentMetrics } from '../metrics';
 import { threadEnv } from '../priority';
 import { runTrainer, type TrainerRun } from '../trainer';
 
@@ -29,6 +30,8 @@ export interface AgentDeps {
   /** true while an operator drains this agent: no new work starts */
   draining: () => boolean;
   log: (m: string) => void;
+  /** this agent's Prometheus metrics (absent: none kept) */
+  metrics?: AgentMetrics;
 }
 
 /** A session as the agent's advert and drain see it. */

@@ -127,6 +127,7 @@ export class TrainSession {
       return await this.outcome(exit);
     } finally {
       this.stopBeat();
+      this.deps.metrics?.ended(this.req.jobId, this.req.attempt);
     }
   }
 
@@ -229,6 +230,7 @@ export class TrainSession {
         hb.step = e.step;
         hb.loss = e.loss;
         ctx.heartbeat(hb);
+        this.deps.metrics?.stepped(this.req.jobId, this.req.attempt, e);
         this.signalProgress(false);
         return;
       case 'checkpoint':

@@ -41,6 +41,9 @@ export interface JobRow {
   position: number | null;
   agent: string | null;
   attempt: number | null;
+  /** a running job's epoch and progress (its status query); null otherwise */
+  epoch?: number | null;
+  progress?: { step: number; stepsTotal: number } | null;
   /** submit time */
   started: Date;
   closed: Date | null;
@@ -102,6 +105,8 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): P
       // a gang: its members in rank order, joined with +
       agent: s?.members?.length ? s.members.map((m) => m.agentId).join('+') : (s?.agentId ?? null),
       attempt: s?.attempt || null,
+      epoch: s?.epoch || null,
+      progress: s?.progress ? { step: s.progress.step, stepsTotal: s.progress.stepsTotal } : null,
       evalLoss: null,
       error: null,
     };

@@ -69,6 +69,9 @@ export class AgentProcesses {
         `host=${id}`,
         '--advert-interval',
         '500',
+        // several agents on one host: each serves its metrics on a port of its own
+        '--metrics-address',
+        '127.0.0.1:0',
         ...this.args,
         ...(extra.args ?? []),
       ],

@@ -26,6 +26,8 @@ export interface FleetOptions {
   readyMs?: number;
   /** NATS as a JetStream cluster of this many nodes, every stream and bucket replicated on all (default: 1 server) */
   natsNodes?: number;
+  /** control workers serve Prometheus /metrics (on a free loopback port: RunningWorker.metrics.url) */
+  workerMetrics?: boolean;
   /** Temporal's real server on PostgreSQL with mutual TLS instead of the dev server */
   temporalServer?: boolean;
 }
@@ -60,7 +62,13 @@ export function useRunningFleet(o: FleetOptions): RunningFleet {
     stack = await startTestStack({ natsNodes: o.natsNodes, temporalServer: o.temporalServer });
     const s = stack;
     for (let i = 0; i < (o.controlWorkers ?? 1); i++)
-      workers.push(await startControlWorker(s.cfg, (m) => keep(`[worker${i + 1}] ${m}`)));
+      workers.push(
+        await startControlWorker(
+          s.cfg,
+          (m) => keep(`[worker${i + 1}] ${m}`),
+          o.workerMetrics ? { metricsAddress: { host: '127.0.0.1', port: 0 } } : {},
+        ),
+      );
     // the test's own client inspects every bucket, so it is admin on NATS; workers run as control, agents as
     // agent-<id>, and `runCli` as cli: each with its own role's permissions
     client = await JobClient.connect({ ...adminCfg(s), ...o.client });

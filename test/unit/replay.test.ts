@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { quietSdkLogs } from '../../scheduler/worker';
+import { installRuntime } from '../../shared/metrics';
 
 const DIR = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'histories');
 
@@ -29,7 +29,7 @@ describe('replay - recorded workflow histories', function () {
   });
 
   it('replay - every history replays on the current workflow code', async () => {
-    quietSdkLogs();
+    await installRuntime();
     const histories = files.map((f) => ({
       workflowId: f.replace(/\.pb$/, ''),
       history: temporal.api.history.v1.History.decode(readFileSync(join(DIR, f))),

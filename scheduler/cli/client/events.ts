@@ -77,6 +77,21 @@ export class JobEvents {
     }
   }
 
+  /** Every event of a job from the first, then each new one as it comes, until `signal` aborts. */
+  async stream(jobId: string, print: Print, signal: AbortSignal, warn = stderrWarn): Promise<void> {
+    if (signal.aborted) return;
+    const n = await this.jobs.nats();
+    const consumer = await n.js.consumers.get(EVENTS_STREAM, { filterSubjects: [jobEventsFilter(jobId)] });
+    const messages = await consumer.consume();
+    const stop = (): void => void messages.close();
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      for await (const m of messages) deliver(m.data, m.subject, m.seq, jobId, print, warn);
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
+  }
+
   /** Train loss by step (the attempt that ran it last) and eval losses, from the job's events. */
   async lossCurve(jobId: string): Promise<LossCurve> {
     const train = new Map<number, [number, number]>();

@@ -1,9 +1,13 @@
 // The operator's commands: fleet (view), cordon, uncordon, drain, and running a control worker.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { hostname, userInfo } from 'node:os';
 import { loadConfig } from '../../config';
 import { fleetJson, fleetTable, openFleet, setAgentState } from '../fleetcmd';
 import { startControlWorker } from '../../worker';
+import { parseMetricsAddress } from '../../../shared/metrics';
+import { ErrorCode, TunefleetError } from '../../../shared';
+import { startUi } from '../../ui/start';
+import { join } from 'node:path';
 import { globalFlags, redraws, withClient } from './common';
 
 export function fleetCommands(program: Command): void {
@@ -80,15 +84,58 @@ export function fleetCommands(program: Command): void {
   }
 
   program
+    .command('ui')
+    .addHelpText('after', '\nExample:\n  tunefleet ui --address 127.0.0.1:8300   # then open the printed address')
+    .description(
+      'the web console: the fleet (devices, jobs on them, cordon/drain), the queue and jobs (cancel), each job ' +
+        '(live loss, attempts, placement, evaluation); prints its address with a login token',
+    )
+    .addOption(
+      new Option('--address <host:port>', 'where to listen (loopback by default; port 0: any free one)')
+        .env('TUNEFLEET_UI_ADDRESS')
+        .default('127.0.0.1:8300'),
+    )
+    .addOption(
+      new Option('--temporal-ui <url>', "Temporal's web UI, for a link from each job (e.g. http://temporal:8080)").env(
+        'TUNEFLEET_TEMPORAL_UI',
+      ),
+    )
+    .action(async (opts: { address: string; temporalUi?: string }, cmd: Command) => {
+      const cfg = loadConfig(globalFlags(cmd));
+      const where = parseMetricsAddress(opts.address, '--address');
+      if (!where)
+        throw new TunefleetError(ErrorCode.FlagInvalid, 'the console needs an address', { field: '--address' });
+      const ui = await startUi(cfg, where, undefined, opts.temporalUi ?? null);
+      console.log(`[ui] console on ${ui.url}/fleet?token=${ui.tokens.operator}`);
+      console.log(
+        `[ui] operator token: ${join(cfg.home, 'secrets', 'ui-operator.token')}; read-only token: ` +
+          `${join(cfg.home, 'secrets', 'ui-viewer.token')}`,
+      );
+      const stop = (): void => void ui.close().then(() => process.exit(0));
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      await new Promise(() => {});
+    });
+
+  program
     .command('worker')
     .addHelpText(
       'after',
       '\nExample:\n  tunefleet worker --temporal-address temporal.internal:7233 --nats-url nats://nats.internal:4222',
     )
     .description('run a control worker (workflows, placement, data preparation) until SIGTERM')
-    .action(async (_opts: unknown, cmd: Command) => {
+    .addOption(
+      new Option(
+        '--metrics-address <host:port>',
+        'where to serve Prometheus /metrics (port 0: any free one; off: none)',
+      )
+        .env('TUNEFLEET_WORKER_METRICS_ADDRESS')
+        .default('127.0.0.1:9465'),
+    )
+    .action(async (opts: { metricsAddress: string }, cmd: Command) => {
       const cfg = loadConfig(globalFlags(cmd));
-      const w = await startControlWorker(cfg);
+      const metricsAddress = parseMetricsAddress(opts.metricsAddress, '--metrics-address');
+      const w = await startControlWorker(cfg, undefined, metricsAddress ? { metricsAddress } : {});
       console.log(`[worker] polling tunefleet-control on ${cfg.temporalAddress}; NATS ${cfg.natsUrl}`);
       const stop = (): void => void w.stop();
       process.once('SIGTERM', stop);

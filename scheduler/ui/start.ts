@@ -15,7 +15,12 @@ export function uiToken(home: string, role: Role): string {
   const path = join(dir, `ui-${role}.token`);
   if (!existsSync(path)) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    writeFileSync(path, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    try {
+      writeFileSync(path, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      // another process (up, a second console) made it first: its token stands
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
   }
   return readFileSync(path, 'utf8').trim();
 }

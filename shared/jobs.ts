@@ -151,6 +151,9 @@ export interface TrainOutcome {
   /** object-store prefix of the final adapter in the checkpoints bucket */
   adapterPrefix: string;
   adapterFiles: FileEntry[];
+  /** object-store prefix of the run's TensorBoard event files in the checkpoints bucket (absent: none) */
+  logPrefix?: string;
+  logFiles?: FileEntry[];
   seconds: number;
 }
 
@@ -210,6 +213,8 @@ export interface JobResult {
   evaluation: EvalOutcome;
   /** prefix of the registered adapter in the adapters bucket */
   adapter: { bucket: string; prefix: string; files: FileEntry[] };
+  /** the TensorBoard event files in the adapters bucket (`tunefleet download JOB --logs`); absent: none */
+  logs?: { bucket: string; prefix: string; files: FileEntry[] };
 }
 
 export interface JobStatus {

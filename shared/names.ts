@@ -32,8 +32,12 @@ export const preparedObjectName = (jobId: string, split: 'train' | 'eval'): stri
 export const checkpointPrefix = (jobId: string, attempt: number, step: number): string =>
   `${jobId}/a${attempt}/step-${String(step).padStart(8, '0')}/`;
 export const trainedAdapterPrefix = (jobId: string, attempt: number): string => `${jobId}/a${attempt}/adapter/`;
+/** The TensorBoard event files of a finished attempt, beside its adapter. */
+export const trainedLogsPrefix = (jobId: string, attempt: number): string => `${jobId}/a${attempt}/tensorboard/`;
 /** The registered adapter, in the adapters bucket. */
 export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;
+/** The registered job's TensorBoard event files, in the adapters bucket. */
+export const logsPrefix = (jobId: string): string => `${jobId}/tensorboard/`;
 export const jobEventSubject = (jobId: string, type: string): string => `tunefleet.job.${jobId}.${type}`;
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
 /** every evaluation generation of a job (JSONL), for review export */

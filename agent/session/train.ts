@@ -12,6 +12,7 @@ import {
   TunefleetError,
   attemptErrorClass,
   trainedAdapterPrefix,
+  trainedLogsPrefix,
   type TrainHeartbeat,
   type TrainOutcome,
   TRAINER_PROTOCOL_VERSION,
@@ -342,10 +343,16 @@ export class TrainSession {
     if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const names = fin.adapter_files.map((f) => f.name);
-      await heartbeating(this.ctx, this.hb, this.deps.heartbeatMs, () =>
-        uploadFiles(deps.nats, prefix, fin.adapter_path, names, deps.log),
-      );
-      return this.trained(fin.step, fin.train_loss, prefix, fin.adapter_files);
+      const logs = fin.logs_path && fin.log_files.length ? { prefix: trainedLogsPrefix(req.jobId, req.attempt) } : null;
+      await heartbeating(this.ctx, this.hb, this.deps.heartbeatMs, async () => {
+        await uploadFiles(deps.nats, prefix, fin.adapter_path, names, deps.log);
+        if (logs && fin.logs_path) {
+          const logNames = fin.log_files.map((f) => f.name);
+          await uploadFiles(deps.nats, logs.prefix, fin.logs_path, logNames, deps.log);
+        }
+      });
+      const out = this.trained(fin.step, fin.train_loss, prefix, fin.adapter_files);
+      return logs ? { ...out, logPrefix: logs.prefix, logFiles: fin.log_files } : out;
     }
     const bad = inputFailure(err);
     if (bad) throw bad;

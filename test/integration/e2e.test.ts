@@ -27,7 +27,7 @@ import { fetchSplits } from '../../agent/session/transfer';
 import { prepareDataset } from '../../scheduler/prepare';
 import { loadSpecFile } from '../../scheduler/cli/client';
 import { getFile, objectSha256, putFile, sha256Hex } from '../../scheduler/nats';
-import { ROOT, TINY_MODEL, cliEnv, recordHistory, runCli } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli } from '../harness/stack';
 import { once, useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
 import { credentialLeaks, tinyJob, until } from '../harness/fleet';
@@ -319,6 +319,42 @@ print(json.dumps({"eval_loss": total / count}))
     expect(measured).to.be.closeTo(result.evaluation.tuned.eval_loss, 1e-4);
     const saved = JSON.parse(readFileSync(join(dir, 'adapter', 'tunefleet-result.json'), 'utf8')) as JobResult;
     expect(saved.jobId).to.equal(jobId);
+  });
+
+  it("e2e - download --logs fetches the TensorBoard event files, and TensorBoard's own reader finds every step", async () => {
+    const { jobId, result, events } = await succeeded();
+    const dir = join(mkdtempSync(join(tmpdir(), 'tunefleet-tb-')), 'logs');
+    const r = await runCli(fleet.stack, 'download', jobId, '--logs', '--out', dir);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(
+      /wrote 1 TensorBoard event files \(\d+ bytes\) to .*\nview them with: tensorboard --logdir /,
+    );
+    expect(result.logs?.files.map((f) => f.name)).to.have.length(1);
+    // the event accumulator of the tensorboard package (the tools virtualenv), not tunefleet's code
+    const out = execFileSync(
+      join(installedHome(), 'bin', 'tools-python'),
+      [join(ROOT, 'test', 'harness', 'tensorboard_read.py'), dir],
+      { encoding: 'utf8' },
+    );
+    const scalars = JSON.parse(out) as Record<string, [number, number][]>;
+    const tag = (name: string): [number, number][] => scalars[name] ?? expect.fail(`no ${name} in ${out}`);
+    const steps = events.filter((e) => e.type === 'step') as { step: number; loss: number; lr: number }[];
+    expect(steps.map((e) => e.step)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    expect(tag('train/loss').map(([s]) => s)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    steps.forEach((e, i) => {
+      expect(tag('train/loss')[i]?.[1]).to.be.closeTo(e.loss, 1e-5 * e.loss);
+      expect(tag('train/learning_rate')[i]?.[1]).to.be.closeTo(e.lr, 1e-6);
+    });
+    for (const name of ['train/grad_norm', 'train/tokens_per_s', 'train/epoch'])
+      expect(
+        tag(name).map(([s]) => s),
+        name,
+      ).to.deep.equal([1, 2, 3, 4, 5, 6]);
+    // the exported adapter's eval loss at the last step, as the trainer reported it
+    expect(tag('adapter/loss').map(([s]) => s)).to.deep.equal([6]);
+    const again = await runCli(fleet.stack, 'download', jobId, '--logs', '--out', dir);
+    expect(again.status).to.not.equal(0);
+    expect(again.stderr).to.match(/already exists; choose another --out/);
   });
 
   it('e2e - status, list and result work from the CLI', async () => {

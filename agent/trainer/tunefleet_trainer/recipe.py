@@ -172,16 +172,30 @@ def train(run, stop):
                 f"loss became {step_loss} at step {state.step}; lower the learning rate or use fp32",
             )
         state.losses.append(round(step_loss, 6))
+        epoch = state.step * run.batch / len(run.train)
+        tokens_per_s = seen_tokens / max(1e-9, time.time() - t0)
+        norm = grad_norm if math.isfinite(grad_norm) else None
         emit(
             "step",
             step=state.step,
             steps_total=run.steps_total,
-            epoch=state.step * run.batch / len(run.train),
+            epoch=epoch,
             loss=step_loss,
             lr=lr,
-            grad_norm=grad_norm if math.isfinite(grad_norm) else None,
-            tokens_per_s=seen_tokens / max(1e-9, time.time() - t0),
+            grad_norm=norm,
+            tokens_per_s=tokens_per_s,
         )
+        if run.tb:
+            run.tb.scalars(
+                state.step,
+                {
+                    "train/loss": step_loss,
+                    "train/learning_rate": lr,
+                    "train/grad_norm": norm,
+                    "train/tokens_per_s": tokens_per_s,
+                    "train/epoch": epoch,
+                },
+            )
         if t.eval_every and state.step % t.eval_every == 0 and state.step < run.steps_total and run.eval:
             if _evaluate_and_track(run):
                 save_checkpoint(run, "final")
@@ -215,8 +229,11 @@ def _report_oom(run, step, shape):
     emit("oom", **fields)
 
 
-def _emit_eval(run, eval_loss):
+def _emit_eval(run, eval_loss, tag="eval"):
+    """Report an evaluation; TensorBoard gets it under `tag` (eval: periodic; adapter: the exported weights)."""
     s = run.state
+    if run.tb:
+        run.tb.scalars(s.step, {f"{tag}/loss": eval_loss, f"{tag}/perplexity": math.exp(min(eval_loss, 50))})
     emit(
         "eval",
         step=s.step,
@@ -347,7 +364,9 @@ def _main(run, stop):
         load_weights(run.model, cfg.method, run.best_dir)
         log(f"exporting the best adapter: step {state.best_step}, eval loss {state.best_eval_loss:.4f}")
     if done and run.eval:
-        _emit_eval(run, _eval_loss(run, shared=False))
+        _emit_eval(run, _eval_loss(run, shared=False), "adapter")
+    if run.tb:
+        run.tb.close()
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     tmp = adapter_dir + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -359,6 +378,8 @@ def _main(run, stop):
         step=state.step,
         adapter_path=os.path.abspath(adapter_dir),
         adapter_files=ckpt.file_entries(adapter_dir),
+        logs_path=os.path.abspath(run.log_dir),
+        log_files=ckpt.file_entries(run.log_dir) if os.path.isdir(run.log_dir) else [],
         train_loss=state.losses[-1] if state.losses else None,
         stopped=outcome,
         best_step=state.best_step,

@@ -18,6 +18,7 @@ import time
 from . import checkpoint as ckpt
 from .errors import TrainerError, read_json
 from .events import emit
+from .tensorboard import LOG_DIR, copy_logs
 from .weights import checkpoint_weights_dir, load_weights, save_weights
 
 STATE_FILE = "state.json"
@@ -82,6 +83,8 @@ def restore(run, path):
         raise TrainerError(
             "CHECKPOINT_CORRUPT", f"{path}: state.json says step {saved['step']}, manifest says {manifest['step']}"
         )
+    if run.dist.main:  # the event files up to this step; what a lost attempt logged after it is dropped
+        copy_logs(os.path.join(path, LOG_DIR), run.log_dir)
     best = os.path.join(path, "best")
     if os.path.isdir(best):
         shutil.rmtree(run.best_dir, ignore_errors=True)
@@ -99,6 +102,7 @@ def _write_files(run, tmp):
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(tmp, RNG_FILE))
     if os.path.isdir(run.best_dir):
         shutil.copytree(run.best_dir, os.path.join(tmp, "best"))
+    copy_logs(run.log_dir, os.path.join(tmp, LOG_DIR))
     saved = {
         **state.saved(),
         "steps_total": run.steps_total,

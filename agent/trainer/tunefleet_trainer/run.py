@@ -27,6 +27,7 @@ from .modeling import (
     wrap,
 )
 from .resume import restore, seed_all
+from .tensorboard import LOG_DIR, EventWriter
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Run:
     dist: Dist = field(default_factory=Dist)
     # the model wrapped for data-parallel training (DDP), or None for a trainer alone
     ddp: Any = None
+    # tensorboard.EventWriter of rank 0 (None on the other ranks)
+    tb: Any = None
 
     @property
     def batch(self):
@@ -104,6 +107,11 @@ class Run:
     def amp(self):
         """The autocast dtype: None for fp32 (no autocast)."""
         return amp_dtype(self.dtype)
+
+    @property
+    def log_dir(self):
+        """The run's TensorBoard event files (tensorboard.py)."""
+        return os.path.join(self.cfg.output_dir, LOG_DIR)
 
     @property
     def best_dir(self):
@@ -301,6 +309,8 @@ def setup(cfg):
     run.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and cfg.method != "full" else None
     if cfg.resume_from:
         restore(run, cfg.resume_from)
+    if dist.main:
+        run.tb = EventWriter(run.log_dir)
     if dist.on:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -3,7 +3,7 @@
 export { JobClient } from './jobs';
 export { JobEvents } from './events';
 export { Reviews } from './reviews';
-export { downloadAdapter } from './download';
+export { downloadAdapter, downloadLogs } from './download';
 export { loadSpecFile, newJobId, type LoadedSpec } from '../specfile';
 export type { JobRow, ListOptions } from '../joblist';
 export { failureMessage } from '../messages';

@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { ErrorCode, TunefleetError } from '../../../shared';
-import { downloadAdapter } from '../client';
+import { downloadAdapter, downloadLogs } from '../client';
 import { formatResult } from '../format';
 import { intFlag, reviewFormat, withClient } from './common';
 
@@ -95,14 +95,26 @@ export function resultCommands(program: Command): void {
 
   program
     .command('download')
-    .addHelpText('after', '\nExample:\n  tunefleet download mime-extensions-mf3k2a --out ./adapter')
-    .description("write a finished job's adapter (PEFT format) to a directory")
+    .addHelpText(
+      'after',
+      '\nExample:\n  tunefleet download mime-extensions-mf3k2a --out ./adapter\n' +
+        '  tunefleet download mime-extensions-mf3k2a --logs --out ./runs/mime && tensorboard --logdir ./runs',
+    )
+    .description(
+      "write a finished job's adapter (PEFT format), or with --logs its TensorBoard event files, to a directory",
+    )
     .argument('<job>')
-    .option('-o, --out <dir>', 'output directory (default ./<job>-adapter)')
-    .action(async (job: string, opts: { out?: string }, cmd: Command) => {
+    .option('--logs', 'the TensorBoard event files (train loss, learning rate, gradient norm, tokens/s, eval loss)')
+    .option('-o, --out <dir>', 'output directory (default ./<job>-adapter, with --logs ./<job>-logs)')
+    .action(async (job: string, opts: { out?: string; logs?: boolean }, cmd: Command) => {
       await withClient(cmd, async (client) => {
-        const out = resolve(opts.out ?? `${job}-adapter`);
-        const r = await downloadAdapter(client, job, out);
+        if (opts.logs) {
+          const r = await downloadLogs(client, job, resolve(opts.out ?? `${job}-logs`));
+          console.log(`wrote ${r.files} TensorBoard event files (${r.bytes} bytes) to ${r.dir}`);
+          console.log(`view them with: tensorboard --logdir ${r.dir}`);
+          return;
+        }
+        const r = await downloadAdapter(client, job, resolve(opts.out ?? `${job}-adapter`));
         console.log(`wrote ${r.files} adapter files to ${r.dir}`);
       });
     });

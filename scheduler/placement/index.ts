@@ -213,7 +213,17 @@ function decide(fleet: FleetState, job: Job): Decision {
   const impossible = agents.length > 0 && agents.every((d) => d.code === 'never');
   let summary: string;
   // every agent's reasons, for a job that is not placed (not built for one that is: a large fleet pays for it)
-  const reasons = (): string => agents.map((d) => `${d.agentId}: ${d.reasons.join('; ')}`).join(' | ');
+  // agents with the same reasons are named together (a fleet of 100 hosts without the model is one line, not 100)
+  const reasons = (): string => {
+    const groups = new Map<string, string[]>();
+    for (const d of agents) {
+      const why = d.reasons.join('; ');
+      groups.set(why, [...(groups.get(why) ?? []), d.agentId]);
+    }
+    const named = (ids: string[]): string =>
+      ids.length <= 3 ? ids.join(', ') : `${ids.slice(0, 3).join(', ')} and ${ids.length - 3} more`;
+    return [...groups].map(([why, ids]) => `${named(ids)}: ${why}`).join(' | ');
+  };
   if (chosen) {
     const reserves = formatBytes(agents.find((a) => a.agentId === chosen)?.estimate ?? 0);
     const uuids = agents.find((a) => a.agentId === chosen)?.devices ?? [];

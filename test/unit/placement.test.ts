@@ -101,6 +101,16 @@ describe('placement - filters and scores', () => {
     expect(big.summary).to.match(/needs [\d.]+ GiB, the largest agent \(b\) offers 2\.0 GiB/);
   });
 
+  it('placement - agents with the same reasons are named together: 100 hosts without the model make one short line', () => {
+    const d = place(fleet(Array.from({ length: 100 }, (_, i) => advert(`h${i}`, { models: [] }))), job());
+    expect(d.impossible).to.equal(true);
+    expect(d.summary).to.match(/^no agent can ever run this job.* — h0, h1, h2 and 97 more: base model \S+ is not on/);
+    expect(d.summary.length).to.be.lessThan(200);
+    expect(d.agents).to.have.length(100); // explain still has every agent's own reasons
+    const two = place(fleet([advert('a', { state: 'cordoned' }), advert('b', { models: [] })]), job());
+    expect(two.summary).to.match(/a: .*cordoned.* \| b: base model/);
+  });
+
   it('placement - memory: reserved bytes make an agent wait (not_now), and the best fit wins', () => {
     const need = place(fleet([advert('a')]), job()).estimate?.total ?? 0;
     const d = place(

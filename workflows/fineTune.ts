@@ -49,7 +49,7 @@ import type { JobSpec } from '../shared/spec';
 import type { RetryPolicy } from '@temporalio/common';
 import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
 import { FAILURE_POLICY, MAX_ATTEMPTS, classify, gangCause, shrink } from './failures';
-import { SA_STATE } from './searchAttributes';
+import { SA_AGENT, SA_ATTEMPT, SA_STATE } from './searchAttributes';
 
 export { MAX_ATTEMPTS };
 
@@ -150,14 +150,26 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   setHandler(capacitySignal, () => {
     woken = true;
   });
+  /**
+   * The state, and where the attempt runs, as search attributes (the job list reads them from visibility alone); one
+   * upsert command as before, so recorded histories replay.
+   */
+  const showState = (): void => {
+    const agent = status.members?.length ? status.members.map((m) => m.agentId).join('+') : status.agentId;
+    upsertSearchAttributes([
+      { key: SA_STATE, value: status.state },
+      ...(agent ? [{ key: SA_AGENT, value: agent }] : []),
+      ...(status.attempt > 0 ? [{ key: SA_ATTEMPT, value: String(status.attempt) }] : []),
+    ]);
+  };
   const setState = (s: JobState): void => {
     if (status.state === s) return;
     status.state = s;
-    upsertSearchAttributes([{ key: SA_STATE, value: s }]);
+    showState();
   };
 
   // a continued run shows the state it was handed at once (the list reads it from the search attribute)
-  if (before) upsertSearchAttributes([{ key: SA_STATE, value: status.state }]);
+  if (before) showState();
 
   let spec: JobSpec = before?.spec ?? input.spec;
   const exclude: string[] = [...(before?.exclude ?? [])];

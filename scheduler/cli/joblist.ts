@@ -4,7 +4,7 @@
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import type { JobResult, JobState, JobStatus } from '../../shared';
 import { statusQuery } from '../../workflows';
-import { SA_STATE } from '../../workflows/searchAttributes';
+import { SA_AGENT, SA_ATTEMPT, SA_STATE } from '../../workflows/searchAttributes';
 import { failureMessage } from './messages';
 
 /** How long `list` waits for one job's status query. */
@@ -29,6 +29,11 @@ export interface ListOptions {
   page?: number;
   /** any further visibility query over the search attributes */
   query?: string;
+  /**
+   * visibility alone: state, agent and attempt from the search attributes, no status query or result per row (no
+   * queue position, progress, eval loss or error) — the console's first draw, filled in by its live stream
+   */
+  brief?: boolean;
 }
 
 /** One job as `tunefleet list` shows it. */
@@ -71,7 +76,9 @@ export async function listJobs(client: Client, o: ListOptions = {}): Promise<Job
   if (o.query) where.push(`(${o.query})`);
   const found: { w: WorkflowExecutionInfo; submitted: Date }[] = [];
   let skip = o.limit && o.page ? (o.page - 1) * o.limit : 0;
-  for await (const w of client.workflow.list({ query: where.join(' AND ') })) {
+  // a page as large as what is asked for: visibility reads (and the client decodes) no more rows than are shown
+  const pageSize = o.limit ? Math.min(1000, o.limit + skip) : undefined;
+  for await (const w of client.workflow.list({ query: where.join(' AND '), ...(pageSize ? { pageSize } : {}) })) {
     if (skip > 0) {
       skip -= 1;
       continue;
@@ -80,10 +87,10 @@ export async function listJobs(client: Client, o: ListOptions = {}): Promise<Job
     found.push({ w, submitted });
     if (o.limit && found.length >= o.limit) break;
   }
-  return Promise.all(found.map(({ w, submitted }) => row(client, w, submitted)));
+  return Promise.all(found.map(({ w, submitted }) => row(client, w, submitted, o.brief ?? false)));
 }
 
-async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): Promise<JobRow> {
+async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date, brief: boolean): Promise<JobRow> {
   const handle = client.workflow.getHandle(w.workflowId);
   const temporal = w.status.name;
   const closed = w.closeTime ?? null;
@@ -96,6 +103,15 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): P
   };
   // a query needs a control worker; without one the row shows what visibility knows
   const status = (): Promise<JobStatus | null> => within(QUERY_MS, handle.query(statusQuery));
+  const recorded = w.typedSearchAttributes.get(SA_STATE) ?? null;
+  // where the attempt ran and its number, as the workflow recorded them (absent on jobs from before they were)
+  const agent = w.typedSearchAttributes.get(SA_AGENT) ?? null;
+  const attempt = Number(w.typedSearchAttributes.get(SA_ATTEMPT) ?? NaN) || null;
+  const none = { position: null, agent: null, attempt: null, evalLoss: null, error: null };
+  if (brief) {
+    const state = recorded ?? (temporal === 'RUNNING' ? null : temporal === 'CANCELLED' ? 'cancelled' : 'failed');
+    return { ...base, ...none, state: temporal === 'COMPLETED' ? (recorded ?? 'succeeded') : state, agent, attempt };
+  }
   if (temporal === 'RUNNING') {
     const s = await status();
     return {
@@ -111,8 +127,6 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): P
       error: null,
     };
   }
-  const recorded = w.typedSearchAttributes.get(SA_STATE) ?? null;
-  const none = { position: null, agent: null, attempt: null, evalLoss: null, error: null };
   if (temporal === 'COMPLETED') {
     const r = (await handle.result().catch(() => null)) as JobResult | null;
     if (!r) return { ...base, ...none, state: recorded };
@@ -125,9 +139,10 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date): P
       evalLoss: { base: r.evaluation.base.eval_loss, tuned: r.evaluation.tuned.eval_loss },
     };
   }
-  // failed or cancelled: where it last ran comes from the status query (a worker replays the history)
+  // failed or cancelled: where it last ran, from the search attributes; for a job from before they were recorded,
+  // from the status query (a worker replays the whole history)
   const state = temporal === 'CANCELLED' ? 'cancelled' : 'failed';
-  const last = await status();
+  const last = w.memo?.recordsAgent === true ? { agentId: agent, attempt } : await status();
   const error = state === 'failed' ? await handle.result().then(() => null, failureMessage) : null;
   return {
     ...base,

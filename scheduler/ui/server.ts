@@ -168,17 +168,41 @@ function pushEvery(streams: Streams, req: FastifyRequest, reply: FastifyReply, n
   void stream.done.finally(() => streams.delete(stream));
 }
 
+/**
+ * One read for many askers: a read of `key` in flight, or finished less than `ms` ago, is handed to the next asker
+ * rather than made again (an older one is read afresh; a failed read is not kept).
+ */
+export function sharedReads(ms: number): <T>(key: string, read: () => Promise<T>) => Promise<T> {
+  const reads = new Map<string, { done: number | null; value: Promise<unknown> }>();
+  return <T>(key: string, read: () => Promise<T>): Promise<T> => {
+    const now = Date.now();
+    const hit = reads.get(key);
+    if (hit && (hit.done === null || now - hit.done < ms)) return hit.value as Promise<T>;
+    for (const [k, r] of reads) if (r.done !== null && now - r.done >= ms) reads.delete(k);
+    const entry: { done: number | null; value: Promise<unknown> } = { done: null, value: read() };
+    reads.set(key, entry);
+    entry.value.then(
+      () => (entry.done = Date.now()),
+      () => reads.get(key) === entry && reads.delete(key),
+    );
+    return entry.value as Promise<T>;
+  };
+}
+
 function checkId(id: string, what: string): string {
   if (!ID_PATTERN.test(id)) throw new TunefleetError(ErrorCode.FlagInvalid, `'${id.slice(0, 80)}' is not ${what}`);
   return id;
 }
 
-const page = (title: string): string =>
+/** The page shell; `boot` (what /api/whoami answers) rides along so the script draws without asking first. */
+const page = (title: string, boot: unknown): string =>
   `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
   `<meta name="viewport" content="width=device-width, initial-scale=1">` +
   `<title>${title} · tunefleet</title><link rel="stylesheet" href="/static/app.css"></head>` +
   `<body><header><a class="brand" href="/fleet">tunefleet</a><nav><a href="/fleet">Fleet</a>` +
   `<a href="/jobs">Jobs</a></nav><span id="role"></span></header><main id="main"><p>loading…</p></main>` +
+  // JSON in a script element: '<' escaped, so no text in it can close the element
+  `<script id="boot" type="application/json">${JSON.stringify(boot).replace(/</g, '\\u003c')}</script>` +
   `<script src="/static/app.js"></script></body></html>`;
 
 export function buildUi(deps: UiDeps): FastifyInstance {
@@ -253,16 +277,25 @@ export function buildUi(deps: UiDeps): FastifyInstance {
     } else deps.log(`ui: ${req.method} ${req.url}: ${(err as Error).stack ?? String(err)}`);
     await reply.code(code).send({ error: message });
   });
+  const whoami = (req: FastifyRequest) => ({
+    role: roleIn(req),
+    temporalUi: deps.temporalUi,
+    states: JOB_STATES,
+    methods: METHODS,
+  });
   app.setNotFoundHandler(async (req, reply) => {
     if (req.url.startsWith('/api/'))
       return reply.code(404).send({ error: `no such endpoint: ${req.method} ${req.url}` });
-    return reply.code(404).header('content-type', 'text/html; charset=utf-8').send(page('not found'));
+    return reply
+      .code(404)
+      .header('content-type', 'text/html; charset=utf-8')
+      .send(page('not found', whoami(req)));
   });
 
   app.get('/', async (_req, reply) => reply.redirect('/fleet'));
   for (const path of ['/fleet', '/jobs'])
-    app.get(path, async (_req, reply) =>
-      reply.header('content-type', 'text/html; charset=utf-8').send(page(path.slice(1))),
+    app.get(path, async (req, reply) =>
+      reply.header('content-type', 'text/html; charset=utf-8').send(page(path.slice(1), whoami(req))),
     );
   app.get('/jobs/:id', async (req, reply) => {
     const { id } = req.params as { id: string };
@@ -276,17 +309,13 @@ export function buildUi(deps: UiDeps): FastifyInstance {
     return reply
       .code(known ? 200 : 404)
       .header('content-type', 'text/html; charset=utf-8')
-      .send(page(known ? id : 'not found'));
+      .send(page(known ? id : 'not found', whoami(req)));
   });
   app.get('/static/app.js', async (_req, reply) => sendStatic(reply, 'app.js', 'text/javascript; charset=utf-8'));
   app.get('/static/app.css', async (_req, reply) => sendStatic(reply, 'app.css', 'text/css; charset=utf-8'));
 
-  app.get('/api/whoami', async (req) => ({
-    role: roleIn(req),
-    temporalUi: deps.temporalUi,
-    states: JOB_STATES,
-    methods: METHODS,
-  }));
+  app.get('/api/whoami', async (req) => whoami(req));
+  const recent = sharedReads(PUSH_MS / 2);
   const fleetNow = async () => {
     const now = Date.now();
     return { agents: fleet.snapshot().map((e) => agentRow(e, now)) };
@@ -299,13 +328,18 @@ export function buildUi(deps: UiDeps): FastifyInstance {
     const method = q.method && (METHODS as readonly string[]).includes(q.method) ? q.method : undefined;
     const model = q.model && /^[A-Za-z0-9._-]{1,200}$/.test(q.model) ? q.model : undefined;
     const limit = Math.min(200, Math.max(1, Number(q.limit ?? 50) || 50));
-    const rows = await jobs.list({
-      ...(state ? { state } : {}),
-      ...(model ? { model } : {}),
-      ...(method ? { query: `TunefleetMethod = '${method}'` } : {}),
-      limit,
-    });
-    return { jobs: rows };
+    // a page's first request and its stream's first push, and every viewer of the same list, share one read
+    // brief=1: visibility alone (the page's first draw; its stream fills in progress, eval loss and errors)
+    const brief = q.brief === '1';
+    return recent(`list ${state} ${model} ${method} ${limit} ${brief}`, async () => ({
+      jobs: await jobs.list({
+        ...(state ? { state } : {}),
+        ...(model ? { model } : {}),
+        ...(method ? { query: `TunefleetMethod = '${method}'` } : {}),
+        limit,
+        brief,
+      }),
+    }));
   };
   app.get('/api/jobs', async (req) => listNow(req.query as Record<string, string>));
   app.get('/api/jobs/stream', async (req, reply) =>

@@ -38,7 +38,19 @@ export function simulatedAdvert(i: number, seq: number): Advert {
     memory: { total: 2048 * GiB, available: 1500 * GiB },
     sessions: [],
     models: ['SmolLM2-135M-Instruct'],
-    model_shapes: {},
+    // the real shape of SmolLM2-135M-Instruct (its config.json), so placement can estimate a job's memory
+    model_shapes: {
+      'SmolLM2-135M-Instruct': {
+        params: 134_515_008,
+        layers: 30,
+        hidden: 576,
+        intermediate: 1536,
+        vocab: 49152,
+        heads: 9,
+        kv_heads: 3,
+        tied_embeddings: true,
+      },
+    },
     trainer: { methods: ['lora', 'dora', 'qlora', 'ia3', 'full'], bitsandbytes: true, bf16: true },
     time: Date.now(),
   };

@@ -118,5 +118,17 @@ def assert_valid(events):
         jsonschema.validate(e, SCHEMA)
 
 
+def train_process(config_path):
+    """`python -m tunefleet_trainer train` on a config file as a child process (events on its stdout, as text)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(config_path)],
+        cwd=TRAINER_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
+    )
+
+
 def steps(events):
     return [e for e in events if e["type"] == "step"]

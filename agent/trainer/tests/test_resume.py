@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import TRAINER_DIR, assert_valid, run_config, run_trainer, steps
+from conftest import TRAINER_DIR, assert_valid, run_config, run_trainer, steps, train_process
 
 
 def test_resume_continues_the_same_loss_trajectory(tiny_model, dataset, tmp_path):
@@ -43,14 +43,7 @@ def test_sigterm_checkpoints_and_exits(tiny_model, dataset, tmp_path):
     cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=100000, checkpoint_every=100000)
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)],
-        cwd=TRAINER_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
-    )
+    proc = train_process(path)
     events = []
     for line in proc.stdout:
         events.append(json.loads(line))
@@ -73,14 +66,7 @@ def test_kill9_then_resume_is_exact_and_gives_the_same_adapter(tiny_model, datas
     _, full = run_trainer(dict(cfg, output_dir=str(tmp_path / "full")), tmp_path, name="full.json")
     path = tmp_path / "killed.json"
     path.write_text(json.dumps(dict(cfg, output_dir=str(tmp_path / "killed"))))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)],
-        cwd=TRAINER_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
-    )
+    proc = train_process(path)
     ckpt = None
     for line in proc.stdout:
         e = json.loads(line)

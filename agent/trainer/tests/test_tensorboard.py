@@ -6,11 +6,9 @@ import json
 import os
 import signal
 import struct
-import subprocess
-import sys
 
 import pytest
-from conftest import TRAINER_DIR, run_config, run_trainer, steps
+from conftest import run_config, run_trainer, steps, train_process
 from tunefleet_trainer import tensorboard as tb
 
 
@@ -120,14 +118,7 @@ def test_after_kill9_and_a_resume_elsewhere_each_step_is_logged_once(tiny_model,
     _, full = run_trainer(dict(cfg, output_dir=str(tmp_path / "full")), tmp_path, name="full.json")
     path = tmp_path / "killed.json"
     path.write_text(json.dumps(dict(cfg, output_dir=str(tmp_path / "killed"))))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunefleet_trainer", "train", "--config", str(path)],
-        cwd=TRAINER_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": TRAINER_DIR},
-    )
+    proc = train_process(path)
     ckpt = None
     for line in proc.stdout:
         e = json.loads(line)

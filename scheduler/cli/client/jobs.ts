@@ -131,7 +131,8 @@ export class JobClient {
         args: [input],
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         // the job's submit time outlives its runs (a queued job continues as new; visibility's start time is the run's)
-        memo: { submittedAt: input.submittedAt },
+        // recordsAgent: its workflow records where each attempt runs as search attributes (joblist reads them)
+        memo: { submittedAt: input.submittedAt, recordsAgent: true },
         typedSearchAttributes: [
           { key: SA_JOB_ID, value: id },
           { key: SA_MODEL, value: loaded.spec.model },

@@ -72,6 +72,17 @@ function follow(path, on) {
   return s;
 }
 
+/** `draw`, called only when what it is given differs from what it drew last (a snapshot pushed again is skipped). */
+function changed(draw) {
+  let last = null;
+  return (data) => {
+    const text = JSON.stringify(data);
+    if (text === last) return;
+    last = text;
+    draw(data);
+  };
+}
+
 // ---------------------------------------------------------------- fleet
 function deviceCell(d) {
   const share = d.used !== null && d.total ? Math.min(100, (100 * d.used) / d.total) : 0;
@@ -163,14 +174,16 @@ function fleetPage() {
   document.title = 'fleet · tunefleet';
   const list = el('div', { id: 'hosts' });
   main.replaceChildren(el('h1', {}, 'Fleet'), list);
-  const draw = (f) => {
+  const draw = changed((f) => {
     if (f.error) return list.replaceChildren(el('p', { class: 'fail' }, f.error));
     list.replaceChildren(
       ...(f.agents.length ? f.agents.map(hostRow) : [el('p', { class: 'muted' }, 'no agent is advertising')]),
     );
-  };
-  api('/api/fleet').then(draw, (e) => draw({ error: e.message }));
-  follow('/api/fleet/stream', draw);
+  });
+  // the live stream opens once the first answer is drawn: it does not compete with the first draw
+  api('/api/fleet')
+    .then(draw, (e) => draw({ error: e.message }))
+    .finally(() => follow('/api/fleet/stream', draw));
 }
 
 // ---------------------------------------------------------------- jobs
@@ -228,7 +241,7 @@ function jobsPage() {
       ),
     ),
   );
-  const draw = (r) => {
+  const drawn = changed((r) => {
     if (r.error) return body.replaceChildren(el('tr', {}, el('td', { colspan: 9, class: 'fail' }, r.error)));
     body.replaceChildren(
       ...r.jobs.map((j) => {
@@ -268,10 +281,12 @@ function jobsPage() {
       }),
     );
     if (r.jobs.length === 0) body.replaceChildren(el('tr', {}, el('td', { colspan: 9, class: 'muted' }, 'no jobs')));
-  };
+  });
   const query = q.toString();
-  api(`/api/jobs?${query}`).then(draw, (e) => draw({ error: e.message }));
-  follow(`/api/jobs/stream?${query}`, draw);
+  // first the rows as visibility has them (fast); then the stream's full rows (progress, queue position, eval loss)
+  api(`/api/jobs?${query}${query ? '&' : ''}brief=1`)
+    .then(drawn, (e) => drawn({ error: e.message }))
+    .finally(() => follow(`/api/jobs/stream?${query}`, drawn));
 }
 
 // ---------------------------------------------------------------- a job
@@ -656,7 +671,9 @@ async function jobPage(id) {
 
 // ---------------------------------------------------------------- router
 (async () => {
-  const who = await api('/api/whoami').catch(() => ({ role: 'viewer' }));
+  // the page carries what /api/whoami answers (one round trip less before the first draw)
+  const boot = document.getElementById('boot');
+  const who = boot ? JSON.parse(boot.textContent) : await api('/api/whoami').catch(() => ({ role: 'viewer' }));
   role = who.role;
   choices = { states: who.states || [], methods: who.methods || [] };
   document.getElementById('role').textContent = role === 'operator' ? 'operator' : 'read-only';

@@ -16,6 +16,10 @@ import {
   checkGates,
   logsPrefix,
   metricValues,
+  modelCard,
+  modelRecord,
+  modelRecordObjectName,
+  MODEL_CARD,
   resultObjectName,
   type Advert,
   type ControlActivities,
@@ -440,12 +444,24 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         adapter: { bucket: ADAPTERS_BUCKET, prefix, files: training.adapterFiles },
         ...(logs ? { logs } : {}),
       };
+      // the registry's record, and the adapter's README.md replaced by the model card made from it
+      const record = modelRecord(input, result, new Date());
+      const card = new TextEncoder().encode(modelCard(record));
+      await to.putBlob({ name: `${prefix}${MODEL_CARD}` }, card);
+      const cardEntry = { name: MODEL_CARD, sha256: sha256Hex(card), bytes: card.length };
+      result.adapter.files = [...training.adapterFiles.filter((f) => f.name !== MODEL_CARD), cardEntry];
+      record.adapter = result.adapter;
+      await to.putBlob(
+        { name: modelRecordObjectName(input.jobId) },
+        new TextEncoder().encode(JSON.stringify(record, null, 1)),
+      );
       await to.putBlob(
         { name: resultObjectName(input.jobId) },
         new TextEncoder().encode(JSON.stringify(result, null, 1)),
       );
       log(
-        `${input.jobId}: registered adapter (${training.adapterFiles.length} files) and result: ${result.state}` +
+        `${input.jobId}: registered adapter (${result.adapter.files.length} files, model card), record and result: ` +
+          `${result.state}` +
           (gates.length ? ` (${gates.map((g) => g.message).join('; ')})` : ''),
       );
       return result;

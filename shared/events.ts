@@ -32,6 +32,8 @@ export const startedEvent = z.object({
   cuda_devices: z.number().int().nonnegative().max(1024).default(0),
   /** processes of a data-parallel run (torchrun); 1 for a trainer alone */
   world_size: z.number().int().positive().max(1024).default(1),
+  /** what trained it: python, torch, transformers, peft (an older trainer: absent) */
+  versions: z.record(z.string().max(64), z.string().max(128)).optional(),
 });
 
 export const stepEvent = z.object({

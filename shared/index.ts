@@ -12,3 +12,4 @@ export * from './dataprep';
 export * from './dedup';
 export * from './memory';
 export * from './gates';
+export * from './registry';

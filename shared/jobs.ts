@@ -151,6 +151,10 @@ export interface TrainOutcome {
   /** object-store prefix of the final adapter in the checkpoints bucket */
   adapterPrefix: string;
   adapterFiles: FileEntry[];
+  /** what trained it (the trainer's started event): python, torch, transformers, peft */
+  versions?: Record<string, string>;
+  /** the base model's weights as the training agent held them: sha256 over its weight files (modelDigest) */
+  baseSha256?: string | null;
   /** object-store prefix of the run's TensorBoard event files in the checkpoints bucket (absent: none) */
   logPrefix?: string;
   logFiles?: FileEntry[];

@@ -40,6 +40,8 @@ export const adapterPrefix = (jobId: string): string => `${jobId}/adapter/`;
 export const logsPrefix = (jobId: string): string => `${jobId}/tensorboard/`;
 export const jobEventSubject = (jobId: string, type: string): string => `tunefleet.job.${jobId}.${type}`;
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
+/** The registry's record of a job's adapter (shared/registry.ts), beside it. */
+export const modelRecordObjectName = (jobId: string): string => `${jobId}/model.json`;
 /** every evaluation generation of a job (JSONL), for review export */
 export const evalOutputsObjectName = (jobId: string): string => `${jobId}/eval-outputs.jsonl`;
 /** human grades imported with `tunefleet review import`: one object per import, and the newest */

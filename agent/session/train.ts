@@ -24,6 +24,7 @@ import {
 import type { TrainerRun } from '../trainer';
 import { heartbeating, startTrainer, sessionDir, type AgentDeps, type Session } from './deps';
 import { attemptFailure, droppedBecause, inputFailure, oomFailure, type TrainerErrorEvent } from './failures';
+import { modelDigest } from '../modeldigest';
 import { modelDir, writeRunConfig } from './inputs';
 import { EventPublisher } from './publish';
 import { fetchNewestCheckpoint, fetchSplits, uploadCheckpoint, uploadFiles, type CheckpointRef } from './transfer';
@@ -95,6 +96,8 @@ export class TrainSession {
   private fenced: string | null = null;
   private stuck: string | null = null;
   private uploads: Promise<void> = Promise.resolve();
+  /** the base model's digest (agent/modeldigest.ts), computed beside the training */
+  private baseDigest: Promise<string | null> = Promise.resolve(null);
   private uploadError: unknown = null;
   private lastSignal = 0;
   private beat: NodeJS.Timeout | null = null;
@@ -159,6 +162,8 @@ export class TrainSession {
     const dir = sessionDir(deps, req.jobId, `attempt-${req.attempt}`);
     await mkdir(dir, { recursive: true });
     const model = modelDir(req.spec, deps.modelsDir, deps.agentId);
+    // hashed while the trainer runs (once per model and agent), recorded with the adapter
+    if (this.speaks) this.baseDigest = modelDigest(model);
     const splits = await fetchSplits(deps.nats, req.data, dir);
     const resume = await fetchNewestCheckpoint(deps.nats, req.jobId, candidates, dir, deps.log);
     this.hb.step = resume?.from.step ?? 0;
@@ -351,7 +356,11 @@ export class TrainSession {
           await uploadFiles(deps.nats, logs.prefix, fin.logs_path, logNames, deps.log);
         }
       });
-      const out = this.trained(fin.step, fin.train_loss, prefix, fin.adapter_files);
+      const out = {
+        ...this.trained(fin.step, fin.train_loss, prefix, fin.adapter_files),
+        ...(this.started?.versions ? { versions: this.started.versions } : {}),
+        baseSha256: await this.baseDigest,
+      };
       return logs ? { ...out, logPrefix: logs.prefix, logFiles: fin.log_files } : out;
     }
     const bad = inputFailure(err);

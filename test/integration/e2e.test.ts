@@ -2,7 +2,8 @@
 // worker and agent, the real Python trainer on a tiny model.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
@@ -19,6 +20,7 @@ import {
   datasetObjectName,
   type FineTuneInput,
   type JobResult,
+  type ModelRecord,
 } from '../../shared';
 import { connectAgentNats } from '../../agent/nats';
 import { addAgent } from '../../infra/secrets';
@@ -355,6 +357,55 @@ print(json.dumps({"eval_loss": total / count}))
     const again = await runCli(fleet.stack, 'download', jobId, '--logs', '--out', dir);
     expect(again.status).to.not.equal(0);
     expect(again.stderr).to.match(/already exists; choose another --out/);
+  });
+
+  it('e2e - the registry: models lists the adapter, models show gives its lineage, the adapter carries its model card', async () => {
+    const { jobId, result } = await succeeded();
+    const list = await runCli(fleet.stack, 'models');
+    expect(list.status, list.stderr).to.equal(0);
+    expect(list.stdout).to.match(/^MODEL\s+BASE\s+METHOD\s+DATASET\s+STEPS\s+EVAL LOSS BASE -> TUNED\s+GATES/);
+    expect(list.stdout).to.match(new RegExp(`\\n${jobId}\\s+${TINY_MODEL}\\s+lora\\s+[0-9a-f]{12}\\s+6\\s+`));
+    const shown = await runCli(fleet.stack, 'models', 'show', jobId, '--json');
+    expect(shown.status, shown.stderr).to.equal(0);
+    const r = JSON.parse(shown.stdout) as ModelRecord;
+    // the base model's weights as the agent held them, hashed here independently
+    const modelDir = join(fleet.stack.home, 'models', TINY_MODEL);
+    const weights = readdirSync(modelDir)
+      .filter((n) => /\.(safetensors|bin|gguf)$/.test(n))
+      .sort();
+    const digest = createHash('sha256')
+      .update(
+        weights
+          .map(
+            (n) =>
+              `${n} ${createHash('sha256')
+                .update(readFileSync(join(modelDir, n)))
+                .digest('hex')}\n`,
+          )
+          .join(''),
+      )
+      .digest('hex');
+    expect(r.base).to.deep.equal({ name: TINY_MODEL, sha256: digest });
+    expect(r.data.trainSha256).to.equal(result.data.train_sha256);
+    expect(r.data.dataset.sha256).to.match(/^[0-9a-f]{64}$/);
+    expect(r.spec.training.max_steps).to.equal(6);
+    expect(r.metrics.tuned.eval_loss).to.equal(result.evaluation.tuned.eval_loss);
+    expect(r.gates.map((g) => g.passed)).to.deep.equal([true, true, true]);
+    expect(Object.keys(r.versions ?? {})).to.have.members(['python', 'torch', 'transformers', 'peft']);
+    expect(r.parent).to.equal(null);
+    const human = await runCli(fleet.stack, 'models', 'show', jobId);
+    expect(human.stdout).to.match(new RegExp(`dataset\\s+sha256 ${r.data.dataset.sha256}`));
+    // the downloaded adapter's README.md is the model card: the dataset digest and the spec's settings
+    const dir = join(mkdtempSync(join(tmpdir(), 'tunefleet-card-')), 'adapter');
+    expect((await runCli(fleet.stack, 'download', jobId, '--out', dir)).status).to.equal(0);
+    const card = readFileSync(join(dir, 'README.md'), 'utf8');
+    expect(card).to.match(new RegExp(`^---\\nbase_model: "${TINY_MODEL}"\\nlibrary_name: peft\\n`));
+    expect(card).to.include(r.data.dataset.sha256);
+    expect(card).to.include(`6 steps, batch 8, learning rate 0.01`);
+    expect(card).to.match(/\| eval loss \(lower is better\) \| [\d.]+ \| [\d.]+ \|/);
+    const missing = await runCli(fleet.stack, 'models', 'show', 'no-such-job');
+    expect(missing.status).to.not.equal(0);
+    expect(missing.stderr).to.match(/no model 'no-such-job' \(no such job\)/);
   });
 
   it('e2e - status, list and result work from the CLI', async () => {

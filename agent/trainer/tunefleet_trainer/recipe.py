@@ -299,6 +299,22 @@ def main(cfg):
             run.dist.close()
 
 
+def stack_versions():
+    """The versions of what trained the model (recorded with the registered adapter)."""
+    import platform
+
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
 def _announce(run):
     import torch
 
@@ -320,6 +336,7 @@ def _announce(run):
         visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0,
         world_size=run.dist.world,
+        versions=stack_versions(),
     )
     processes = f" x {run.dist.world} processes" if run.dist.on else ""
     log(

@@ -7,3 +7,4 @@ export { downloadAdapter, downloadLogs } from './download';
 export { loadSpecFile, newJobId, type LoadedSpec } from '../specfile';
 export type { JobRow, ListOptions } from '../joblist';
 export { failureMessage } from '../messages';
+export { listModels, showModel } from './models';

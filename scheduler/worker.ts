@@ -89,14 +89,28 @@ export async function startControlWorker(
     stats,
     metrics: served,
     async stop() {
+      // a phase that takes long is said (a stop that hangs says where)
+      const phase = async (what: string, p: Promise<unknown> | unknown): Promise<void> => {
+        const t0 = Date.now();
+        const slow = setTimeout(() => log(`stopping: still waiting for ${what} after 15 s`), 15_000);
+        try {
+          await p;
+        } finally {
+          clearTimeout(slow);
+          if (Date.now() - t0 > 15_000) log(`stopping: ${what} took ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+        }
+      };
       if (worker.getState() === 'RUNNING') worker.shutdown();
-      await run.catch(() => {});
+      await phase(
+        'the Temporal worker to finish its tasks',
+        run.catch(() => {}),
+      );
       commitService.unsubscribe();
-      await served?.close();
-      await fleet.stop();
-      await connection.close();
-      await clientConnection.close();
-      await nats.close();
+      await phase('the metrics server', served?.close());
+      await phase('the fleet view', fleet.stop());
+      await phase('the worker connection', connection.close());
+      await phase('the client connection', clientConnection.close());
+      await phase('NATS', nats.close());
     },
   };
 }

@@ -211,11 +211,18 @@ export async function recordHistory(client: Client, jobId: string, name: string,
  */
 export async function stopAll(...steps: (() => unknown)[]): Promise<void> {
   const errors: string[] = [];
-  for (const step of steps) {
+  for (const [i, step] of steps.entries()) {
+    // a step that takes long is said, with its place and source (a cleanup that hangs says which)
+    const slow = setTimeout(
+      () => console.error(`[harness] cleanup step ${i + 1} of ${steps.length} still running after 20 s: ${step}`),
+      20_000,
+    );
     try {
       await step();
     } catch (e) {
       errors.push(String(e));
+    } finally {
+      clearTimeout(slow);
     }
   }
   if (errors.length) throw new Error(`cleanup: ${errors.join('; ')}`);

@@ -127,7 +127,8 @@ export function modelCard(r: ModelRecord): string {
     '',
     `The task its data shows (below), on top of ${r.base.name}; check it on your own cases before relying on it. ` +
       (peft
-        ? `Load it with PEFT: \`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<${r.base.name}>), <this directory>)\`.`
+        ? 'Load it with PEFT: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(' +
+          `<${r.base.name}>), <this directory>)\`.`
         : 'The directory holds the whole model (transformers format).'),
     '',
     '## Training data',

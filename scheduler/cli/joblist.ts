@@ -7,6 +7,9 @@ import { statusQuery } from '../../workflows';
 import { SA_AGENT, SA_ATTEMPT, SA_STATE } from '../../workflows/searchAttributes';
 import { failureMessage } from './messages';
 
+/** The states a job ends in (the state search attribute of a closed workflow). */
+const ENDED: readonly string[] = ['succeeded', 'failed_gate', 'failed', 'cancelled'];
+
 /** How long `list` waits for one job's status query. */
 const QUERY_MS = 5_000;
 
@@ -109,8 +112,13 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date, br
   const attempt = Number(w.typedSearchAttributes.get(SA_ATTEMPT) ?? NaN) || null;
   const none = { position: null, agent: null, attempt: null, evalLoss: null, error: null };
   if (brief) {
-    const state = recorded ?? (temporal === 'RUNNING' ? null : temporal === 'CANCELLED' ? 'cancelled' : 'failed');
-    return { ...base, ...none, state: temporal === 'COMPLETED' ? (recorded ?? 'succeeded') : state, agent, attempt };
+    // an ended job's recorded state is how it ended; a workflow terminated from outside never recorded one
+    const ended = recorded && ENDED.includes(recorded) ? recorded : null;
+    const state =
+      temporal === 'RUNNING'
+        ? recorded
+        : (ended ?? (temporal === 'COMPLETED' ? 'succeeded' : temporal === 'CANCELLED' ? 'cancelled' : 'failed'));
+    return { ...base, ...none, state, agent, attempt };
   }
   if (temporal === 'RUNNING') {
     const s = await status();

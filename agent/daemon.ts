@@ -21,7 +21,7 @@ import { selectDevices } from './devices';
 import { probeGpus } from './gpu';
 import { connectAgentNats } from './nats';
 import { temporalConnectOptions } from '../shared/temporalconn';
-import { natsFailure } from '../shared/natsconn';
+import { closeNats, natsFailure } from '../shared/natsconn';
 import { installRuntime, serveMetrics } from '../shared/metrics';
 import { AgentMetrics } from './metrics';
 import { DEFAULT_TRAINER_NICE, defaultMaxSessions, threadsPerSession, withPriority } from './priority';
@@ -233,7 +233,7 @@ export async function startAgent(
     if (served) await bounded('closing the metrics server', served.close());
     await bounded('closing the worker connection', connection.close());
     await bounded('closing the client connection', clientConnection.close());
-    if (!(await bounded('draining NATS', nats.nc.drain()))) await bounded('closing NATS', nats.nc.close());
+    await bounded('closing NATS', closeNats(nats.nc), 20_000);
   })();
   return {
     agentId: o.agentId,

@@ -31,7 +31,7 @@ import {
   type Config,
 } from '../shared';
 import { getFile, KV_MAX_BYTES, objectSha256, openKv, putFile } from '../shared/objects';
-import { natsConnectOptions } from '../shared/natsconn';
+import { closeNats, natsConnectOptions } from '../shared/natsconn';
 
 export { ADVERT_TTL_MS };
 
@@ -82,7 +82,7 @@ export async function connectNats(
     adverts: () => openKv(js, ADVERTS_BUCKET),
     agentStates: () => openKv(js, AGENT_STATES_BUCKET),
     kv: (bucket) => openKv(js, bucket),
-    close: () => nc.drain(),
+    close: () => closeNats(nc),
   };
 }
 

@@ -6,7 +6,7 @@
 // <identity>.nk. Reads files: workflow code never imports this module.
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { nkeyAuthenticator, type ConnectionOptions } from 'nats';
+import { nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import { natsServers, type Config } from './config';
 import { ErrorCode, TunefleetError } from './errors';
 import { inboxPrefix, isIdentity } from './permissions';
@@ -65,4 +65,18 @@ export function natsFailure(e: unknown): string {
       "stream's NATS nodes unreachable) or no server; nothing was stored"
     );
   return String((e as Error)?.message ?? e);
+}
+
+/**
+ * Close a connection for good: drain it (pending messages out, subscriptions finished), then
+ * close it if the drain did not. nats.js's drain gives up without closing when its flush
+ * fails (the server gone), leaving the connection reconnecting forever, and with the server
+ * gone it may wait; so the drain gets `ms` and the close always follows.
+ */
+export async function closeNats(nc: NatsConnection, ms = 10_000): Promise<void> {
+  if (nc.isClosed()) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([nc.drain().catch(() => {}), new Promise<void>((res) => (timer = setTimeout(res, ms)))]);
+  clearTimeout(timer);
+  if (!nc.isClosed()) await nc.close().catch(() => {});
 }

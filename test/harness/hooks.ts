@@ -14,6 +14,23 @@ const mark = (process.env[MARK_VAR] = `mocha-${process.pid}-${randomBytes(4).toS
 
 process.once('exit', () => killMarkedNow(MARK_VAR, mark));
 
+/** One line per handle keeping the process alive: what it is and, where Node says, whose it is. */
+function describeHandles(): string[] {
+  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
+  return handles.map((h) => {
+    const r = h as Record<string, unknown> & { constructor: { name: string } };
+    if (r.constructor.name === 'Timeout' && typeof r._onTimeout === 'function') {
+      const source = String(r._onTimeout).replace(/\s+/g, ' ').slice(0, 160);
+      return `timer ${String(r._idleTimeout)} ms${r._repeat ? ' (repeating)' : ''}: ${source}`;
+    }
+    const handle = r._handle as { fd?: number; constructor?: { name: string } } | undefined;
+    const fd = handle?.fd ?? (r.fd as number | undefined);
+    const spawnfile = (r as { spawnfile?: string }).spawnfile;
+    const remote = r.remoteAddress ? ` to ${String(r.remoteAddress)}:${String(r.remotePort)}` : '';
+    return `${r.constructor.name}${handle?.constructor ? `/${handle.constructor.name}` : ''}${fd !== undefined ? ` fd ${fd}` : ''}${remote}${spawnfile ? ` ${spawnfile}` : ''}`;
+  });
+}
+
 export const mochaHooks = {
   async afterAll(this: Mocha.Context): Promise<void> {
     this.timeout(60_000);
@@ -21,6 +38,7 @@ export const mochaHooks = {
       console.error(
         `[harness] mocha is still running 20 s after its last hook; kept alive by: ${process.getActiveResourcesInfo().join(', ')}`,
       );
+      for (const line of describeHandles()) console.error(`[harness]   ${line}`);
       process.exit(1);
     }, 20_000).unref();
     const left = await stopMarked(MARK_VAR, mark);

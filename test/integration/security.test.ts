@@ -6,7 +6,7 @@
 // hold the job's lease.
 import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
@@ -29,6 +29,7 @@ import { addAgent, initSecrets } from '../../infra/secrets';
 import { reloadNats } from '../../infra/services';
 import { commitClient } from '../../agent/commits';
 import { serveCommits } from '../../scheduler/commits';
+import { connectNats } from '../../scheduler/nats';
 import { startTestStack, type TestStack } from '../harness/stack';
 import { rejection } from '../harness/expect';
 
@@ -328,6 +329,41 @@ describe('security - TLS, nkeys and least privilege on NATS', function () {
       await agentA.close();
       await control.close();
       await admin.close();
+    }
+  });
+
+  it('security - a client closing while its server is gone ends its connection (no reconnecting forever, nothing left running)', async () => {
+    // the server goes away behind a relay: the client loses it the way it would on a network cut
+    const upstream = new URL(stack.nats.address.replace(/^tls:/, 'http:'));
+    const sockets = new Set<Socket>();
+    const relay = createServer((c) => {
+      const s = netConnect(Number(upstream.port), upstream.hostname);
+      for (const x of [c, s]) {
+        sockets.add(x);
+        x.on('error', () => {});
+      }
+      c.pipe(s).pipe(c);
+    });
+    await new Promise<void>((res) => relay.listen(0, '127.0.0.1', res));
+    const port = (relay.address() as AddressInfo).port;
+    const n = await connectNats({ ...stack.cfg, natsUrl: `tls://127.0.0.1:${port}` }, 'cli');
+    try {
+      // a watch holds a subscription open, as the console's fleet view does
+      await (await n.adverts()).watch();
+      const disconnected = (async () => {
+        for await (const s of n.nc.status()) if (s.type === 'disconnect') return;
+      })();
+      relay.close();
+      for (const x of sockets) x.destroy();
+      await disconnected;
+      const started = Date.now();
+      await n.close();
+      expect(n.nc.isClosed(), 'the connection is closed, not reconnecting').to.equal(true);
+      expect(Date.now() - started).to.be.below(15_000);
+    } finally {
+      relay.close();
+      for (const x of sockets) x.destroy();
+      await n.nc.close();
     }
   });
 });

@@ -10,12 +10,18 @@ import { loadSpecFile } from '../../scheduler/cli/client';
 describe('metrics - Prometheus /metrics of agents and control workers', function () {
   this.timeout(600_000);
   const fleet = useRunningFleet({ agents: ['metrics-a', 'metrics-b'], workerMetrics: true, readyMs: 60_000 });
-  /** the URL an agent process printed ("metrics on http://127.0.0.1:PORT/metrics") */
+  /** the URL an agent process printed ("metrics on http://127.0.0.1:PORT/metrics"), soon after its first advert */
+  const printed = (id: string): string | undefined =>
+    /metrics on (http:\/\/\S+\/metrics)/.exec(fleet.agents.log(id))?.[1];
   const agentUrl = (id: string): string => {
-    const m = /metrics on (http:\/\/\S+\/metrics)/.exec(fleet.agents.log(id));
-    if (!m) throw new Error(`${id} printed no metrics address:\n${fleet.agents.log(id)}`);
-    return m[1] as string;
+    const url = printed(id);
+    if (!url) throw new Error(`${id} printed no metrics address:\n${fleet.agents.log(id)}`);
+    return url;
   };
+  before(async () => {
+    for (const id of ['metrics-a', 'metrics-b'])
+      await until(`${id} prints its metrics address`, async () => printed(id) !== undefined, 60_000);
+  });
 
   it('metrics - agent and worker pages parse; the step gauge moves; a kill -9 is counted as a failed attempt and a recovery', async () => {
     const workerUrl = fleet.workers[0]?.metrics?.url as string;

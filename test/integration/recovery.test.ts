@@ -160,8 +160,10 @@ describe('recovery - three real agents', function () {
       await recordHistory(fleet.client.client, id, 'queued-after-continue-as-new');
       for (const runId of [...continued, undefined]) {
         const events = (await fleet.client.client.workflow.getHandle(id, runId).fetchHistory()).events?.length ?? 0;
-        // the bound, plus at most one poll's events and the hand-over itself
-        expect(events, `run ${runId ?? 'last'}`).to.be.below(HISTORY + 20);
+        // the bound, plus at most one poll's events and the hand-over itself; the last run also places, trains,
+        // evaluates and registers (about 30 events), after however many polls a loaded machine took to see the
+        // uncordon (105 in one busy CI run). Unbounded, polling every 100 ms would be thousands.
+        expect(events, `run ${runId ?? 'last'}`).to.be.below(HISTORY + (runId ? 20 : 60));
       }
     } finally {
       await cli('uncordon', 'agent-c');

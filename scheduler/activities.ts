@@ -49,6 +49,7 @@ import type { ControlMetrics } from './metrics';
 import type { Nats } from './nats';
 import { sha256Hex } from './nats';
 import { place, type Decision } from './placement';
+import { parentAdapter } from './parent';
 
 export interface ControlDeps {
   nats: Nats;
@@ -368,7 +369,10 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
   return {
     prepare: wrap(async (input) => {
       const { prepareDataset } = await import('./prepare');
+      // the adapter it continues from first: a wrong one fails the job before its data is read
+      const parent = await parentAdapter(await nats.objects(ADAPTERS_BUCKET), input.spec);
       const report = await prepareDataset(await nats.objects(DATASETS_BUCKET), input);
+      if (parent) report.parent = parent;
       log(
         `${input.jobId}: prepared ${report.train_records} train / ${report.eval_records} eval records ` +
           `(${report.format})`,

@@ -78,6 +78,19 @@ export interface DataReport {
   /** the prepared splits' sha256 (absent in reports from before digests) */
   train_sha256?: string;
   eval_sha256?: string;
+  /** the registered adapter the job starts from (spec init_adapter), as prepare found it */
+  parent?: ParentAdapter | null;
+}
+
+/** A registered adapter a job continues from: where its files are, and where its evaluation left it. */
+export interface ParentAdapter {
+  /** the job that trained it */
+  job: string;
+  bucket: string;
+  prefix: string;
+  files: FileEntry[];
+  /** the parent's fine-tuned eval loss (the evaluation step's) */
+  evalLoss: number | null;
 }
 
 /** One host of a gang (a multi-node job): its agent, rank and devices. */

@@ -42,6 +42,8 @@ export const jobEventSubject = (jobId: string, type: string): string => `tunefle
 export const resultObjectName = (jobId: string): string => `${jobId}/result.json`;
 /** The registry's record of a job's adapter (shared/registry.ts), beside it. */
 export const modelRecordObjectName = (jobId: string): string => `${jobId}/model.json`;
+/** Left by `tunefleet models rm` where the record was: when and what was removed (so a later read says so). */
+export const removedRecordObjectName = (jobId: string): string => `${jobId}/removed.json`;
 /** every evaluation generation of a job (JSONL), for review export */
 export const evalOutputsObjectName = (jobId: string): string => `${jobId}/eval-outputs.jsonl`;
 /** human grades imported with `tunefleet review import`: one object per import, and the newest */

@@ -84,7 +84,7 @@ export function modelRecord(input: FineTuneInput, result: JobResult, created: Da
     versions: t.versions ?? null,
     metrics: { base: result.evaluation.base, tuned: result.evaluation.tuned },
     gates: result.gates ?? [],
-    parent: null,
+    parent: input.spec.init_adapter ?? null,
     adapter: result.adapter,
   };
 }

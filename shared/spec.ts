@@ -207,11 +207,22 @@ export const jobSpecSchema = z
     /** run only on agents whose labels include all of these (agent start --label key=value) */
     selector: z.record(z.string().regex(/^[A-Za-z0-9_.\/-]{1,63}$/, 'a label key'), z.string().max(63)).default({}),
     resources: resourcesSchema.default(() => resourcesSchema.parse({})),
+    /**
+     * start from the adapter a finished job registered (its id) rather than fresh weights: same base model and kind of
+     * adapter (lora and qlora continue each other); the parent's adapter configuration (rank, alpha, targets) rules
+     */
+    init_adapter: z.string().regex(ID_PATTERN, 'a job id (the id `tunefleet submit` printed)').optional(),
   })
   .superRefine((s, ctx) => {
     const { gpus, min_gpus: least, nodes } = s.resources;
     const t = s.training;
     const ranks = gpus * nodes;
+    if (s.init_adapter !== undefined && s.method === 'full')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['init_adapter'],
+        message: 'continues a PEFT adapter; method full trains the whole model (no adapter to start from)',
+      });
     const across = nodes > 1 ? `${nodes} nodes x ${gpus} gpus` : `${gpus} gpus`;
     if (nodes > 1 && least !== undefined && least < gpus)
       ctx.addIssue({

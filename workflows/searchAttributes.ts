@@ -14,4 +14,7 @@ export const SA_AGENT = defineSearchAttributeKey('TunefleetAgent', SearchAttribu
 /** the current (or last) attempt's number, as text (every attribute is a keyword: one registration command) */
 export const SA_ATTEMPT = defineSearchAttributeKey('TunefleetAttempt', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTES = [SA_JOB_ID, SA_MODEL, SA_METHOD, SA_STATE, SA_AGENT, SA_ATTEMPT];
+/** the registered adapter the job continues from (spec init_adapter): `models rm` refuses while a running job has it */
+export const SA_PARENT = defineSearchAttributeKey('TunefleetParent', SearchAttributeType.KEYWORD);
+
+export const SEARCH_ATTRIBUTES = [SA_JOB_ID, SA_MODEL, SA_METHOD, SA_STATE, SA_AGENT, SA_ATTEMPT, SA_PARENT];

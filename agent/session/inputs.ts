@@ -102,6 +102,8 @@ export interface RunPaths {
   out: string;
   resume?: string | null;
   adapter?: string;
+  /** train: the registered adapter it continues from (spec init_adapter) */
+  initAdapter?: string | null;
 }
 
 /** The trainer's run.json: the spec's training fields, the paths on this agent, the memory budget. */
@@ -116,6 +118,7 @@ export function runConfig(spec: JobSpec, paths: RunPaths, jobId: string, memoryB
     method: spec.method,
     resume_from: paths.resume ?? null,
     adapter_path: paths.adapter ?? null,
+    init_adapter: paths.initAdapter ?? null,
     lora: {
       r: spec.lora.r,
       alpha: spec.lora.alpha,

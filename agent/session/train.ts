@@ -2,7 +2,7 @@
 // session owns what it learns from the trainer's events (typed fields, no casts) and
 // turns the way the trainer ended into the outcome or a failure from the shared table.
 import { CancelledFailure, type Context } from '@temporalio/activity';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Commits } from '../commits';
@@ -27,7 +27,14 @@ import { attemptFailure, droppedBecause, inputFailure, oomFailure, type TrainerE
 import { modelDigest } from '../modeldigest';
 import { modelDir, writeRunConfig } from './inputs';
 import { EventPublisher } from './publish';
-import { fetchNewestCheckpoint, fetchSplits, uploadCheckpoint, uploadFiles, type CheckpointRef } from './transfer';
+import {
+  fetchFiles,
+  fetchNewestCheckpoint,
+  fetchSplits,
+  uploadCheckpoint,
+  uploadFiles,
+  type CheckpointRef,
+} from './transfer';
 
 type Of<T extends TrainerEvent['type']> = Extract<TrainerEvent, { type: T }>;
 type Exit = { code: number | null; signal: NodeJS.Signals | null };
@@ -169,7 +176,14 @@ export class TrainSession {
     this.hb.step = resume?.from.step ?? 0;
     this.hb.checkpoint = resume?.from ?? null;
     if (req.gang?.rank === 0) await rendezvousPortFree(req.gang.rendezvous, deps.agentId);
-    const paths = { model, ...splits, out: join(dir, 'out'), resume: resume?.path ?? null };
+    // a job continued from a registered adapter starts from its files (a resume has its own in the checkpoint)
+    const parent = resume ? null : req.data.parent;
+    const initAdapter = parent ? join(dir, 'init-adapter') : null;
+    if (parent && initAdapter) {
+      await rm(initAdapter, { recursive: true, force: true });
+      await fetchFiles(deps.nats, parent.bucket, parent.prefix, parent.files, initAdapter);
+    }
+    const paths = { model, ...splits, out: join(dir, 'out'), resume: resume?.path ?? null, initAdapter };
     return writeRunConfig(dir, req.spec, paths, req.jobId, req.reservedBytes);
   }
 

@@ -63,6 +63,8 @@ describe('cli - bad specs are refused before anything starts', function () {
       'list',
       'result',
       'download',
+      'models',
+      'export',
       'watch',
       'logs',
       'explain',

@@ -323,6 +323,73 @@ print(json.dumps({"eval_loss": total / count}))
     expect(saved.jobId).to.equal(jobId);
   });
 
+  it('e2e - export --merged writes the base with the adapter folded in: plain transformers loads it, with the eval loss and the greedy answers of the evaluation', async () => {
+    const { jobId, result } = await succeeded();
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-merged-'));
+    const out = join(dir, 'merged');
+    const r = await runCli(fleet.stack, 'export', jobId, '--merged', '--out', out, '--dtype', 'float32');
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/wrote the merged model \(\d+ files, [\d.]+ MiB\) to /);
+    expect(readdirSync(out)).to.include.members(['config.json', 'model.safetensors', 'tokenizer.json']);
+    expect(readdirSync(out).some((n) => n.startsWith('adapter_'))).to.equal(false);
+    const n = await fleet.client.nats();
+    await getFile(await n.objects(DATASETS_BUCKET), result.data.eval_object, join(dir, 'eval.jsonl'));
+    // the merged directory in plain transformers (no PEFT); the answers generated as the evaluation step does
+    const script = `
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from tunefleet_trainer.evaluate import generate
+path, data = sys.argv[1:3]
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path).eval()
+records = [json.loads(line) for line in open(data)]
+total, count = 0.0, 0
+for r in records:
+    p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
+    c = tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids, labels = torch.tensor([p + c]), torch.tensor([[-100] * len(p) + c])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+    total += float(loss); count += int((labels[:, 1:] != -100).sum())
+outs = generate(model, tok, [r["prompt"] for r in records], 4, 4, torch.device("cpu"))
+answers = [o.lstrip().split("\\n", 1)[0] if "\\n" not in r["completion"].strip() else o for r, o in zip(records, outs)]
+print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in records], "answers": answers}))
+`;
+    const got = JSON.parse(
+      execFileSync(join(fleet.stack.home, 'bin', 'python'), ['-c', script, out, join(dir, 'eval.jsonl')], {
+        encoding: 'utf8',
+        env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONPATH: join(ROOT, 'agent', 'trainer') },
+        stdio: ['ignore', 'pipe', 'ignore'],
+      })
+        .trim()
+        .split('\n')
+        .pop() as string,
+    ) as { eval_loss: number; prompts: string[]; answers: string[] };
+    expect(got.eval_loss).to.be.closeTo(result.evaluation.tuned.eval_loss, 1e-4);
+    const evaluated = new Map(result.evaluation.examples.map((e) => [e.prompt, e.tuned]));
+    const compared = got.prompts.filter((p) => evaluated.has(p));
+    expect(compared).to.have.length(result.evaluation.examples.length);
+    for (const [i, p] of got.prompts.entries())
+      if (evaluated.has(p)) expect(got.answers[i], p).to.equal(evaluated.get(p));
+    // the base must be the weights the job trained on, and a second export does not overwrite the first
+    const again = await runCli(fleet.stack, 'export', jobId, '--merged', '--out', out);
+    expect(again.status).to.not.equal(0);
+    expect(again.stderr).to.include('already exists');
+    const elsewhere = await runCli(
+      fleet.stack,
+      'export',
+      jobId,
+      '--merged',
+      '--out',
+      join(dir, 'x'),
+      '--models-dir',
+      dir,
+    );
+    expect(elsewhere.status).to.not.equal(0);
+    expect(elsewhere.stderr).to.include(`the base model ${TINY_MODEL} is not in ${dir}`);
+  });
+
   it("e2e - download --logs fetches the TensorBoard event files, and TensorBoard's own reader finds every step", async () => {
     const { jobId, result, events } = await succeeded();
     const dir = join(mkdtempSync(join(tmpdir(), 'tunefleet-tb-')), 'logs');
@@ -406,6 +473,32 @@ print(json.dumps({"eval_loss": total / count}))
     const missing = await runCli(fleet.stack, 'models', 'show', 'no-such-job');
     expect(missing.status).to.not.equal(0);
     expect(missing.stderr).to.match(/no model 'no-such-job' \(no such job\)/);
+  });
+
+  it("e2e - init_adapter: a job continued from the finished job's adapter starts at its eval loss and its record names the parent; a parent that is missing or of another kind is refused at submit", async () => {
+    const { jobId, result } = await succeeded();
+    const spec = writeJob(mkdtempSync(join(tmpdir(), 'tunefleet-child-')), `init_adapter: ${jobId}\n`);
+    const childId = await fleet.client.submit(await loadSpecFile(spec), 'e2e-child');
+    const events: Record<string, unknown>[] = [];
+    const child = await fleet.client.events.follow(childId, (e) => events.push(e));
+    expect(child.state).to.equal('succeeded');
+    const first = events.find((e) => e.type === 'eval') as { step: number; eval_loss: number } | undefined;
+    expect(first?.step, 'an evaluation before the first step').to.equal(0);
+    expect(first?.eval_loss).to.be.closeTo(result.evaluation.tuned.eval_loss, 1e-4);
+    expect(child.training.steps).to.equal(6);
+    const shown = await runCli(fleet.stack, 'models', 'show', childId, '--json');
+    expect(shown.status, shown.stderr).to.equal(0);
+    expect((JSON.parse(shown.stdout) as ModelRecord).parent).to.equal(jobId);
+    expect((await runCli(fleet.stack, 'models', 'show', childId)).stdout).to.match(new RegExp(`parent\\s+${jobId}\\n`));
+    // refused at submit, naming the field: a job that does not exist, and an adapter the method cannot continue
+    const missing = writeJob(mkdtempSync(join(tmpdir(), 'tunefleet-child-')), 'init_adapter: no-such-job\n');
+    const refused = await runCli(fleet.stack, 'submit', missing);
+    expect(refused.status).to.not.equal(0);
+    expect(refused.stderr).to.match(/init_adapter.*no model 'no-such-job' \(no such job\)/);
+    writeFileSync(spec, readFileSync(spec, 'utf8').replace('method: lora', 'method: ia3'));
+    const other = await runCli(fleet.stack, 'submit', spec);
+    expect(other.status).to.not.equal(0);
+    expect(other.stderr).to.match(/init_adapter.*a lora adapter; this job's method ia3 cannot continue it/);
   });
 
   it('e2e - status, list and result work from the CLI', async () => {
@@ -561,5 +654,43 @@ print(json.dumps({"eval_loss": total / count}))
     // the decision list was replaced by the real one: explain reads it
     expect((await fleet.client.decisions(id)).map((d) => d.chosen)).to.include('test-agent');
     await (await n.kv(QUEUE_BUCKET)).delete('planted');
+  });
+
+  it('e2e - models rm: refused while a running job continues from the adapter; then files, logs and record go, the result stays, and download, show and init_adapter say it was removed', async () => {
+    const { jobId } = await succeeded();
+    const dir = mkdtempSync(join(tmpdir(), 'tunefleet-rm-'));
+    const spec = writeJob(dir, `init_adapter: ${jobId}\n`);
+    writeFileSync(spec, readFileSync(spec, 'utf8').replace('max_steps: 6', 'max_steps: 100000'));
+    const user = await fleet.client.submit(await loadSpecFile(spec), 'e2e-rm-user');
+    await until('training', async () => (await fleet.client.describe(user)).status?.state === 'training', 180_000);
+    const refused = await runCli(fleet.stack, 'models', 'rm', jobId);
+    expect(refused.status).to.not.equal(0);
+    expect(refused.stderr).to.include(`running job(s) ${user} continue from it`);
+    await fleet.client.cancel(user);
+    await until('cancelled', async () => (await fleet.client.describe(user)).temporal === 'CANCELLED', 120_000);
+    const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
+    const before = (await store.list()).map((i) => i.name).filter((n) => n.startsWith(`${jobId}/`));
+    expect(before).to.include.members([`${jobId}/model.json`, `${jobId}/adapter/adapter_model.safetensors`]);
+    expect(before.some((n) => n.startsWith(`${jobId}/tensorboard/`))).to.equal(true);
+    const removed = await runCli(fleet.stack, 'models', 'rm', jobId);
+    expect(removed.status, removed.stderr).to.equal(0);
+    expect(removed.stdout).to.match(new RegExp(`removed the adapter of ${jobId}: \\d+ files, \\d+ bytes`));
+    const after = (await store.list()).map((i) => i.name).filter((n) => n.startsWith(`${jobId}/`));
+    expect(after).to.include.members([`${jobId}/result.json`, `${jobId}/removed.json`]);
+    expect(after.filter((n) => /\/(adapter|tensorboard)\/|model\.json$/.test(n))).to.deep.equal([]);
+    expect((await runCli(fleet.stack, 'models')).stdout).to.not.match(new RegExp(`\\n${jobId}\\s`));
+    expect((await runCli(fleet.stack, 'result', jobId)).status).to.equal(0);
+    for (const args of [
+      ['download', jobId, '--out', join(dir, 'out')],
+      ['models', 'show', jobId],
+    ]) {
+      const r = await runCli(fleet.stack, ...args);
+      expect(r.status, args.join(' ')).to.not.equal(0);
+      expect(r.stderr).to.match(new RegExp(`the adapter of job '${jobId}' was removed on \\d{4}-`));
+    }
+    writeFileSync(spec, readFileSync(spec, 'utf8').replace('max_steps: 100000', 'max_steps: 6'));
+    const orphan = await runCli(fleet.stack, 'submit', spec);
+    expect(orphan.status).to.not.equal(0);
+    expect(orphan.stderr).to.match(/init_adapter.*was removed on/);
   });
 });

@@ -64,6 +64,16 @@ describe('spec - parsing and validation', () => {
     expect(p?.code).to.equal(ErrorCode.SpecInvalid);
   });
 
+  it('spec - init_adapter names a job id, and a full fine-tune cannot continue an adapter', () => {
+    expect(parseSpec(`${good}init_adapter: demo-abc123\n`).init_adapter).to.equal('demo-abc123');
+    const [bad] = problems(`${good}init_adapter: ../adapter\n`);
+    expect(bad?.where.field).to.equal('init_adapter');
+    expect(bad?.message).to.match(/a job id/);
+    const [full] = problems(`${good.replace('method: lora', 'method: full')}init_adapter: demo-abc123\n`);
+    expect(full?.where.field).to.equal('init_adapter');
+    expect(full?.message).to.match(/method full/);
+  });
+
   it('spec - a negative learning rate names training.learning_rate', () => {
     const [p] = problems(good.replace('0.0005', '-0.1'));
     expect(p?.where.field).to.equal('training.learning_rate');

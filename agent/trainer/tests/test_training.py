@@ -155,3 +155,35 @@ def test_started_reports_the_devices_it_was_given(tiny_model, dataset, tmp_path,
     started = next(e for e in events if e["type"] == "started")
     assert started["visible_devices"] == "GPU-00000003-aaaa-bbbb-cccc-000000000003"
     assert started["cuda_devices"] == 0
+
+
+def test_init_adapter_continues_from_the_parent(tiny_model, dataset, tmp_path):
+    """A job started from a trained adapter begins where it ended: its first evaluation (step 0) is the parent's
+    final one, with the parent's adapter configuration whatever the spec's lora section says."""
+    parent_cfg = run_config(tmp_path, tiny_model, *dataset, max_steps=6, checkpoint_every=100, eval_every=3)
+    proc, parent = run_trainer(parent_cfg, tmp_path, name="parent.json")
+    assert proc.returncode == 0, parent[-1]
+    parent_final = [e for e in parent if e["type"] == "eval"][-1]["eval_loss"]
+
+    child_cfg = json.loads(json.dumps(parent_cfg))
+    child_cfg.update(output_dir=str(tmp_path / "child"), init_adapter=parent[-1]["adapter_path"])
+    child_cfg["lora"] = {"r": 2}  # the parent's rank (8) rules
+    proc, child = run_trainer(child_cfg, tmp_path, name="child.json")
+    assert proc.returncode == 0, child[-1]
+    assert_valid(child)
+    assert child[0]["trainable_params"] == parent[0]["trainable_params"]
+    evals = [e for e in child if e["type"] == "eval"]
+    assert evals[0]["step"] == 0
+    assert evals[0]["eval_loss"] == pytest.approx(parent_final, abs=1e-4)
+    assert [e["step"] for e in steps(child)] == [1, 2, 3, 4, 5, 6]
+    # it trains on from there: its first step's loss is nearer where the parent ended than where it began
+    first, last, child_first = steps(parent)[0]["loss"], steps(parent)[-1]["loss"], steps(child)[0]["loss"]
+    assert abs(child_first - last) < abs(child_first - first), (first, last, child_first)
+
+    # an adapter of another kind than the method trains is refused, naming it
+    wrong = json.loads(json.dumps(child_cfg))
+    wrong.update(output_dir=str(tmp_path / "wrong"), method="ia3")
+    proc, events = run_trainer(wrong, tmp_path, name="wrong.json")
+    assert proc.returncode != 0
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "CONFIG_INVALID"
+    assert "init_adapter" in events[-1]["message"] and "LORA" in events[-1]["message"]

@@ -3,6 +3,7 @@
    python -m tunefleet_trainer train --config run.json --processes N --nnodes M --node-rank R \
        --master-addr HOST --master-port PORT   (node R of a gang of M hosts, see distributed.py)
    python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
+   python -m tunefleet_trainer export-merged --model DIR --adapter DIR --out DIR [--dtype auto|float32|...]
    python -m tunefleet_trainer make-tiny-model --out DIR
    python -m tunefleet_trainer export-judge --src DIR|model.zip --out DIR
    python -m tunefleet_trainer judge-embed --src DIR --sentences IN.json --out OUT.json   (PyTorch reference)
@@ -81,6 +82,11 @@ def main(argv=None):
     p.add_argument("--src", required=True)
     p.add_argument("--sentences", required=True)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("export-merged")
+    p.add_argument("--model", required=True, help="the base model directory")
+    p.add_argument("--adapter", required=True, help="the PEFT adapter directory")
+    p.add_argument("--out", required=True, help="the merged model's directory (must not exist)")
+    p.add_argument("--dtype", default="auto", help="auto (the base's stored dtype), float32, bfloat16 or float16")
     p = sub.add_parser("make-tiny-model")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -158,6 +164,10 @@ def _dispatch(args):
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(vectors, f)
         return 0
+    if args.cmd == "export-merged":
+        from . import merge
+
+        return merge.export_merged(args.model, args.adapter, args.out, args.dtype)
     if args.cmd == "convert-gguf":
         from . import convert
 

@@ -88,6 +88,7 @@ class RunConfig:
     eval_path: Optional[str] = None
     resume_from: Optional[str] = None  # a checkpoint directory with a manifest
     adapter_path: Optional[str] = None  # evaluate: the adapter to compare with the base
+    init_adapter: Optional[str] = None  # train: a PEFT adapter directory to start from (not from fresh weights)
     device: str = "auto"  # auto | cpu | cuda
     job_id: str = "local"
     memory_budget: Optional[int] = (

@@ -160,12 +160,34 @@ def wrap(model, cfg):
         )
     else:
         raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' is not supported")
+    if cfg.init_adapter and not cfg.resume_from:  # a resume's checkpoint already holds the trained weights
+        model = _from_adapter(model, cfg.init_adapter, pc)
+        trainable, total = model.get_nb_trainable_parameters()
+        return model, int(trainable), int(total)
     try:
         model = get_peft_model(model, pc)
     except (ValueError, KeyError, TypeError) as e:
         raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' cannot wrap {type(model).__name__}: {e}") from e
     trainable, total = model.get_nb_trainable_parameters()
     return model, int(trainable), int(total)
+
+
+def _from_adapter(model, path, pc):
+    """The base model with a trained adapter loaded for further training: its own configuration (rank, targets)
+    rules; the kind must be the method's."""
+    from peft import PeftConfig, PeftModel
+
+    try:
+        saved = PeftConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise TrainerError("CONFIG_INVALID", f"init_adapter {path}: not a PEFT adapter ({e})") from e
+    if saved.peft_type != pc.peft_type or getattr(saved, "use_dora", False) != getattr(pc, "use_dora", False):
+        kind = f"{saved.peft_type}{' (DoRA)' if getattr(saved, 'use_dora', False) else ''}"
+        raise TrainerError("CONFIG_INVALID", f"init_adapter {path}: a {kind} adapter, not one this method trains")
+    try:
+        return PeftModel.from_pretrained(model, path, is_trainable=True)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise TrainerError("CONFIG_INVALID", f"init_adapter {path}: does not load on this base model: {e}") from e
 
 
 def memory_free(device):

@@ -361,6 +361,12 @@ def _main(run, stop):
 
     cfg = run.cfg
     _announce(run)
+    if cfg.init_adapter and not cfg.resume_from and run.eval:
+        # where a continued adapter starts: its parent's eval loss (with periodic evaluation, the best to beat)
+        if cfg.training.eval_every:
+            _evaluate_and_track(run)
+        else:
+            _emit_eval(run, _eval_loss(run))
     try:
         outcome = train(run, stop)
     except OutOfMemory:

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { ADAPTERS_BUCKET, ErrorCode, TunefleetError, type FileEntry, type JobResult } from '../../../shared';
 import { getFile } from '../../nats';
 import type { JobClient } from './jobs';
+import { assertNotRemoved } from './models';
 
 /** Write the registered adapter of `jobId` (and its result as tunefleet-result.json) to the new directory `out`. */
 export async function downloadAdapter(
@@ -14,6 +15,7 @@ export async function downloadAdapter(
   out: string,
 ): Promise<{ dir: string; files: number }> {
   const result = await jobs.result(jobId);
+  await assertNotRemoved(jobs, jobId);
   const { prefix, files } = result.adapter;
   await download(jobs, prefix, files, out, { 'tunefleet-result.json': JSON.stringify(result, null, 1) });
   return { dir: out, files: files.length };
@@ -26,6 +28,7 @@ export async function downloadLogs(
   out: string,
 ): Promise<{ dir: string; files: number; bytes: number }> {
   const result: JobResult = await jobs.result(jobId);
+  await assertNotRemoved(jobs, jobId);
   if (!result.logs?.files.length)
     throw new TunefleetError(
       ErrorCode.ObjectMissing,

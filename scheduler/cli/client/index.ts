@@ -7,4 +7,5 @@ export { downloadAdapter, downloadLogs } from './download';
 export { loadSpecFile, newJobId, type LoadedSpec } from '../specfile';
 export type { JobRow, ListOptions } from '../joblist';
 export { failureMessage } from '../messages';
-export { listModels, showModel } from './models';
+export { listModels, removeModel, showModel } from './models';
+export { exportMerged, MERGED_DTYPES } from './export';

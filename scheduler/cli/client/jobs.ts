@@ -3,6 +3,7 @@
 // download are read through the parts below (events.ts, reviews.ts, download.ts).
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import {
+  ADAPTERS_BUCKET,
   CONTROL_TASK_QUEUE,
   DATASETS_BUCKET,
   DECISIONS_BUCKET,
@@ -20,7 +21,7 @@ import {
 import { openFleet } from '../fleetcmd';
 import { place } from '../../placement';
 import { fineTune, statusQuery } from '../../../workflows';
-import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_STATE } from '../../../workflows/searchAttributes';
+import { SA_JOB_ID, SA_METHOD, SA_MODEL, SA_PARENT, SA_STATE } from '../../../workflows/searchAttributes';
 import type { DecisionRecord } from '../../activities';
 import { connectNats, objectSha256, putFile, sha256File, type Nats } from '../../nats';
 import { temporalConnectOptions } from '../../../shared/temporalconn';
@@ -108,6 +109,7 @@ export class JobClient {
     const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
     for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
     if ((loaded.spec.resources.nodes ?? 1) > 1) await this.gangCouldRun(id, loaded.spec);
+    if (loaded.spec.init_adapter) await this.parentUsable(loaded.spec, loaded.file);
     const input: FineTuneInput = {
       jobId: id,
       spec: loaded.spec,
@@ -138,6 +140,7 @@ export class JobClient {
           { key: SA_MODEL, value: loaded.spec.model },
           { key: SA_METHOD, value: loaded.spec.method },
           { key: SA_STATE, value: 'preparing' },
+          ...(loaded.spec.init_adapter ? [{ key: SA_PARENT, value: loaded.spec.init_adapter }] : []),
         ],
       });
     } catch (e) {
@@ -163,6 +166,22 @@ export class JobClient {
       if (d.impossible) throw new TunefleetError(ErrorCode.NoAgentFits, d.summary);
     } finally {
       await view.stop();
+    }
+  }
+
+  /** The adapter spec.init_adapter names is registered and fits this job: else an error naming the field. */
+  private async parentUsable(spec: JobSpec, file: string): Promise<void> {
+    const { showModel } = await import('./models');
+    const { parentAdapter } = await import('../../parent');
+    try {
+      await showModel(this, spec.init_adapter ?? '');
+      await parentAdapter(await (await this.nats()).objects(ADAPTERS_BUCKET), spec);
+    } catch (e) {
+      if (!(e instanceof TunefleetError) || e.code === ErrorCode.StackUnavailable) throw e;
+      throw new TunefleetError(e.code === ErrorCode.JobNotFound ? e.code : ErrorCode.SpecInvalid, e.message, {
+        file,
+        field: 'init_adapter',
+      });
     }
   }
 

@@ -5,9 +5,14 @@ import {
   ErrorCode,
   ID_PATTERN,
   TunefleetError,
+  adapterPrefix,
+  logsPrefix,
   modelRecordObjectName,
+  removedRecordObjectName,
+  type FileEntry,
   type ModelRecord,
 } from '../../../shared';
+import { SA_PARENT } from '../../../workflows/searchAttributes';
 import type { JobClient } from './jobs';
 
 const RECORD = /^([a-z0-9][a-z0-9-]{0,62})\/model\.json$/;
@@ -37,6 +42,8 @@ export async function showModel(jobs: JobClient, id: string): Promise<ModelRecor
   const store = await (await jobs.nats()).objects(ADAPTERS_BUCKET);
   const blob = await store.getBlob(modelRecordObjectName(id));
   if (!blob) {
+    const removed = await removedRecord(jobs, id);
+    if (removed) throw new TunefleetError(ErrorCode.ObjectMissing, removedMessage(id, removed));
     // a job that exists but registered no adapter (still running, failed, or from before the registry) says so
     const why = await jobs.describe(id).then(
       (d) =>
@@ -48,4 +55,78 @@ export async function showModel(jobs: JobClient, id: string): Promise<ModelRecor
     throw new TunefleetError(ErrorCode.JobNotFound, why);
   }
   return JSON.parse(new TextDecoder().decode(blob)) as ModelRecord;
+}
+
+/** What `models rm` left where a record was. */
+export interface RemovedRecord {
+  id: string;
+  removed: string;
+  files: number;
+  bytes: number;
+}
+
+async function removedRecord(jobs: JobClient, id: string): Promise<RemovedRecord | null> {
+  const blob = await (await (await jobs.nats()).objects(ADAPTERS_BUCKET)).getBlob(removedRecordObjectName(id));
+  return blob ? (JSON.parse(new TextDecoder().decode(blob)) as RemovedRecord) : null;
+}
+
+export const removedMessage = (id: string, r: RemovedRecord): string =>
+  `the adapter of job '${id}' was removed on ${r.removed} ('tunefleet models rm'); its result and history remain`;
+
+/** Refuse when the adapter of `id` was removed (downloads and continuations read this first). */
+export async function assertNotRemoved(jobs: JobClient, id: string): Promise<void> {
+  const r = await removedRecord(jobs, id);
+  if (r) throw new TunefleetError(ErrorCode.ObjectMissing, removedMessage(id, r));
+}
+
+/**
+ * Remove a registered adapter: its files, its TensorBoard event files and its record; the job's result and history
+ * stay, and a note where the record was says when it went. Refused while a running job continues from it
+ * (init_adapter). The note is written first, so a removal cut short is finished by running it again.
+ */
+export async function removeModel(jobs: JobClient, id: string): Promise<RemovedRecord> {
+  const record = await showModel(jobs, id).catch(async (e: unknown) => {
+    // a removal cut short: the record is gone, the note says so; finish deleting what is left
+    if (e instanceof TunefleetError && e.code === ErrorCode.ObjectMissing && (await removedRecord(jobs, id)))
+      return null;
+    throw e;
+  });
+  const users: string[] = [];
+  for await (const w of jobs.client.workflow.list({
+    query: `${SA_PARENT.name} = '${id}' AND ExecutionStatus = 'Running'`,
+    pageSize: 10,
+  })) {
+    users.push(w.workflowId);
+    if (users.length === 5) break;
+  }
+  if (users.length)
+    throw new TunefleetError(
+      ErrorCode.FlagInvalid,
+      `the adapter of '${id}' is in use: running job(s) ${users.join(', ')} continue from it (init_adapter); ` +
+        'cancel them or wait for them to finish',
+    );
+  const store = await (await jobs.nats()).objects(ADAPTERS_BUCKET);
+  const names = new Set<string>();
+  let bytes = 0;
+  const add = (prefix: string, files: FileEntry[]): void => {
+    for (const f of files) {
+      names.add(`${prefix}${f.name}`);
+      bytes += f.bytes;
+    }
+  };
+  if (record) add(record.adapter.prefix, record.adapter.files);
+  const present = new Set((await store.list()).map((i) => i.name));
+  // whatever else sits under the adapter's and the logs' prefixes (older records listed fewer files)
+  for (const name of present)
+    if (name.startsWith(adapterPrefix(id)) || name.startsWith(logsPrefix(id))) names.add(name);
+  const note: RemovedRecord = (await removedRecord(jobs, id)) ?? {
+    id,
+    removed: new Date().toISOString(),
+    files: names.size,
+    bytes,
+  };
+  await store.putBlob({ name: removedRecordObjectName(id) }, new TextEncoder().encode(JSON.stringify(note)));
+  await store.delete(modelRecordObjectName(id)).catch(() => false);
+  for (const name of names) if (present.has(name)) await store.delete(name);
+  return note;
 }

@@ -1,7 +1,7 @@
 // The model registry: every registered adapter with where it came from and what it scored.
 import { Command } from 'commander';
 import type { ModelRecord } from '../../../shared';
-import { listModels, showModel } from '../client';
+import { listModels, removeModel, showModel } from '../client';
 import { f4, table } from '../format';
 import { withClient } from './common';
 
@@ -87,6 +87,20 @@ export function modelCommands(program: Command): void {
       await withClient(cmd, async (client) => {
         const r = await showModel(client, id);
         console.log(opts.json ? JSON.stringify(r, null, 1) : formatModel(r));
+      });
+    });
+  models
+    .command('rm')
+    .addHelpText('after', '\nExample:\n  tunefleet models rm mime-extensions-mf3k2a')
+    .description(
+      "remove a registered adapter (its files, event files and record; the job's result stays); " +
+        'refused while a running job continues from it',
+    )
+    .argument('<model>', 'the id of the job that trained it')
+    .action(async (id: string, _opts: object, cmd: Command) => {
+      await withClient(cmd, async (client) => {
+        const r = await removeModel(client, id);
+        console.log(`removed the adapter of ${id}: ${r.files} files, ${r.bytes} bytes`);
       });
     });
 }

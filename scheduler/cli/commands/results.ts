@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { ErrorCode, TunefleetError } from '../../../shared';
-import { downloadAdapter, downloadLogs } from '../client';
+import { downloadAdapter, downloadLogs, exportMerged, MERGED_DTYPES } from '../client';
 import { formatResult } from '../format';
 import { intFlag, reviewFormat, withClient } from './common';
 
@@ -116,6 +116,41 @@ export function resultCommands(program: Command): void {
         }
         const r = await downloadAdapter(client, job, resolve(opts.out ?? `${job}-adapter`));
         console.log(`wrote ${r.files} adapter files to ${r.dir}`);
+      });
+    });
+
+  program
+    .command('export')
+    .addHelpText(
+      'after',
+      '\nExample:\n  tunefleet export mime-extensions-mf3k2a --merged --out ./mime-merged --dtype float32\n' +
+        '  python -c "import transformers; transformers.AutoModelForCausalLM.from_pretrained(\'./mime-merged\')"',
+    )
+    .description(
+      "a finished job's model for use without tunefleet: --merged writes the base model with the adapter folded in " +
+        "(safetensors, config, tokenizer: plain transformers loads it). Runs here with the trainer's Python and a " +
+        "local copy of the base model, checked against the weights' sha256 in the job's record",
+    )
+    .argument('<job>')
+    .requiredOption('--merged', 'the base model with the adapter merged in (LoRA, DoRA, QLoRA, IA3)')
+    .option('-o, --out <dir>', 'output directory (default ./<job>-merged); must not exist')
+    .option('--models-dir <dir>', "where the base model is, laid out as an agent's (default $TUNEFLEET_HOME/models)")
+    .option(
+      '--dtype <dtype>',
+      `${MERGED_DTYPES.join(', ')}: auto keeps the base's stored dtype; float32 keeps the merged weights exact`,
+      'auto',
+    )
+    .action(async (job: string, opts: { out?: string; modelsDir?: string; dtype: string }, cmd: Command) => {
+      if (!(MERGED_DTYPES as readonly string[]).includes(opts.dtype))
+        throw new TunefleetError(ErrorCode.FlagInvalid, `--dtype ${opts.dtype}: one of ${MERGED_DTYPES.join(', ')}`, {
+          field: '--dtype',
+        });
+      await withClient(cmd, async (client) => {
+        const r = await exportMerged(client, job, resolve(opts.out ?? `${job}-merged`), {
+          modelsDir: resolve(opts.modelsDir ?? client.cfg.modelsDir),
+          dtype: opts.dtype as (typeof MERGED_DTYPES)[number],
+        });
+        console.log(`wrote the merged model (${r.files} files, ${(r.bytes / 2 ** 20).toFixed(1)} MiB) to ${r.dir}`);
       });
     });
 }

@@ -176,8 +176,9 @@ export class TrainSession {
     this.hb.step = resume?.from.step ?? 0;
     this.hb.checkpoint = resume?.from ?? null;
     if (req.gang?.rank === 0) await rendezvousPortFree(req.gang.rendezvous, deps.agentId);
-    // a job continued from a registered adapter starts from its files (a resume has its own in the checkpoint)
-    const parent = resume ? null : req.data.parent;
+    // a job continued from a registered adapter starts from its files; a resume loads them too, for the adapter's
+    // configuration (its rank and targets, which the checkpoint's weights have), then the checkpoint over them
+    const parent = req.data.parent;
     const initAdapter = parent ? join(dir, 'init-adapter') : null;
     if (parent && initAdapter) {
       await rm(initAdapter, { recursive: true, force: true });

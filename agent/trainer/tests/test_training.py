@@ -168,6 +168,7 @@ def test_init_adapter_continues_from_the_parent(tiny_model, dataset, tmp_path):
     child_cfg = json.loads(json.dumps(parent_cfg))
     child_cfg.update(output_dir=str(tmp_path / "child"), init_adapter=parent[-1]["adapter_path"])
     child_cfg["lora"] = {"r": 2}  # the parent's rank (8) rules
+    child_cfg["training"]["checkpoint_every"] = 3
     proc, child = run_trainer(child_cfg, tmp_path, name="child.json")
     assert proc.returncode == 0, child[-1]
     assert_valid(child)
@@ -179,6 +180,16 @@ def test_init_adapter_continues_from_the_parent(tiny_model, dataset, tmp_path):
     # it trains on from there: its first step's loss is nearer where the parent ended than where it began
     first, last, child_first = steps(parent)[0]["loss"], steps(parent)[-1]["loss"], steps(child)[0]["loss"]
     assert abs(child_first - last) < abs(child_first - first), (first, last, child_first)
+
+    # a resume of the continued job (another agent, its checkpoint): the parent's configuration again, the
+    # checkpoint's weights over it, the same steps as without the interruption and no second step-0 evaluation
+    ckpt = next(e["path"] for e in child if e["type"] == "checkpoint" and e["step"] == 3)
+    resumed_cfg = dict(child_cfg, output_dir=str(tmp_path / "resumed"), resume_from=ckpt)
+    proc, resumed = run_trainer(resumed_cfg, tmp_path, name="resumed.json")
+    assert proc.returncode == 0, resumed[-1]
+    assert [e["step"] for e in steps(resumed)] == [4, 5, 6]
+    assert [e["loss"] for e in steps(resumed)] == pytest.approx([e["loss"] for e in steps(child)][3:], abs=1e-5)
+    assert all(e["step"] > 0 for e in resumed if e["type"] == "eval")
 
     # an adapter of another kind than the method trains is refused, naming it
     wrong = json.loads(json.dumps(child_cfg))

@@ -160,7 +160,7 @@ def wrap(model, cfg):
         )
     else:
         raise TrainerError("METHOD_UNSUPPORTED", f"method '{method}' is not supported")
-    if cfg.init_adapter and not cfg.resume_from:  # a resume's checkpoint already holds the trained weights
+    if cfg.init_adapter:  # its configuration rules (on a resume the checkpoint's weights are then loaded over it)
         model = _from_adapter(model, cfg.init_adapter, pc)
         trainable, total = model.get_nb_trainable_parameters()
         return model, int(trainable), int(total)

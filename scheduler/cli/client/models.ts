@@ -106,27 +106,21 @@ export async function removeModel(jobs: JobClient, id: string): Promise<RemovedR
         'cancel them or wait for them to finish',
     );
   const store = await (await jobs.nats()).objects(ADAPTERS_BUCKET);
-  const names = new Set<string>();
-  let bytes = 0;
-  const add = (prefix: string, files: FileEntry[]): void => {
-    for (const f of files) {
-      names.add(`${prefix}${f.name}`);
-      bytes += f.bytes;
-    }
-  };
-  if (record) add(record.adapter.prefix, record.adapter.files);
-  const present = new Set((await store.list()).map((i) => i.name));
-  // whatever else sits under the adapter's and the logs' prefixes (older records listed fewer files)
-  for (const name of present)
+  // the record's files, and whatever else sits under the adapter's and the logs' prefixes (older records listed fewer)
+  const present = new Map((await store.list()).map((i) => [i.name, i.size]));
+  const names = new Set((record?.adapter.files ?? []).map((f: FileEntry) => `${record?.adapter.prefix}${f.name}`));
+  for (const name of present.keys())
     if (name.startsWith(adapterPrefix(id)) || name.startsWith(logsPrefix(id))) names.add(name);
+  const gone = [...names].filter((n) => present.has(n));
+  const bytes = gone.reduce((sum, n) => sum + (present.get(n) ?? 0), 0);
   const note: RemovedRecord = (await removedRecord(jobs, id)) ?? {
     id,
     removed: new Date().toISOString(),
-    files: names.size,
+    files: gone.length,
     bytes,
   };
   await store.putBlob({ name: removedRecordObjectName(id) }, new TextEncoder().encode(JSON.stringify(note)));
   await store.delete(modelRecordObjectName(id)).catch(() => false);
-  for (const name of names) if (present.has(name)) await store.delete(name);
+  for (const name of gone) await store.delete(name);
   return note;
 }

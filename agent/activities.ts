@@ -4,9 +4,18 @@
 // a tiny model.
 import { Context } from '@temporalio/activity';
 import { homedir } from 'node:os';
-import type { AgentActivities, EvalOutcome, EvaluateRequest, TrainOutcome, TrainRequest } from '../shared';
+import type {
+  AgentActivities,
+  EvalOutcome,
+  EvaluateRequest,
+  GenerateOutcome,
+  GenerateRequest,
+  TrainOutcome,
+  TrainRequest,
+} from '../shared';
 import type { AgentDeps, Session } from './session/deps';
 import { evaluateSession } from './session/evaluate';
+import { generateSession } from './session/generate';
 import { attemptFailure } from './session/failures';
 import { checkGang, checkRequest } from './session/inputs';
 import { Scorer } from './session/scoring';
@@ -43,6 +52,10 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
 
     async evaluate(req: EvaluateRequest): Promise<EvalOutcome> {
       return evaluateSession(deps, scorer, checkRequest(req), Context.current());
+    },
+
+    async generate(req: GenerateRequest): Promise<GenerateOutcome> {
+      return generateSession(deps, checkRequest(req), Context.current());
     },
   };
 }

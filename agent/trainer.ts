@@ -24,7 +24,7 @@ export interface TrainerRun {
 
 export interface TrainerOptions {
   python: string;
-  command: 'train' | 'evaluate';
+  command: 'train' | 'evaluate' | 'generate';
   configPath: string;
   logPath: string;
   env?: Record<string, string>;

@@ -2,6 +2,7 @@
 // worker (scheduler/) implements ControlActivities on task queue tunefleet-control; each
 // agent (agent/) implements AgentActivities on its own queue agent-<id>.
 import type { DataReport, EvalOutcome, FineTuneInput, JobResult, Placement, Rendezvous, TrainOutcome } from './jobs';
+import type { FileEntry } from './events';
 import type { JobSpec } from './spec';
 
 export interface PlaceRequest {
@@ -67,9 +68,35 @@ export interface ControlActivities {
   register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
 }
 
+/** Ask a registered adapter (and with `base` its base model) some prompts, on an agent that holds the base. */
+export interface GenerateRequest {
+  /** the request's own id: its token and answer events go to this id's job subjects */
+  jobId: string;
+  /** the job whose registered adapter answers */
+  model: string;
+  /** that job's spec: base model, method, precision */
+  spec: JobSpec;
+  adapter: { bucket: string; prefix: string; files: FileEntry[] };
+  prompts: string[];
+  base: boolean;
+  maxNewTokens: number;
+  /** 0: greedy (what the evaluation step generated); above 0: sampled, seeded by `seed` */
+  temperature: number;
+  seed: number;
+  attempt: number;
+  reservedBytes: number;
+  devices?: string[];
+}
+
+export interface GenerateOutcome {
+  agentId: string;
+  answers: { prompt: string; tuned: string; base: string | null; tokens: number }[];
+}
+
 export interface AgentActivities {
   train(req: TrainRequest): Promise<TrainOutcome>;
   evaluate(req: EvaluateRequest): Promise<EvalOutcome>;
+  generate(req: GenerateRequest): Promise<GenerateOutcome>;
 }
 
 /** Heartbeat details of the train activity: what survives the agent's death. */

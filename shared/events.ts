@@ -142,6 +142,25 @@ export const evaluationEvent = z.object({
   outputs: z.number().int().nonnegative().optional(),
 });
 
+/** generate: a piece of an answer as it is generated (`prompt`: its index; `side`: which model answers) */
+export const tokenEvent = z.object({
+  ...base,
+  type: z.literal('token'),
+  prompt: z.number().int().nonnegative(),
+  side: z.enum(['base', 'tuned']),
+  text: z.string(),
+});
+
+/** generate: a finished answer, whole */
+export const answerEvent = z.object({
+  ...base,
+  type: z.literal('answer'),
+  prompt: z.number().int().nonnegative(),
+  side: z.enum(['base', 'tuned']),
+  text: z.string(),
+  tokens: z.number().int().nonnegative(),
+});
+
 export const errorEvent = z.object({
   ...base,
   type: z.literal('error'),
@@ -159,6 +178,8 @@ export const trainerEvent = z.discriminatedUnion('type', [
   logEvent,
   finishedEvent,
   evaluationEvent,
+  tokenEvent,
+  answerEvent,
   errorEvent,
 ]);
 export type TrainerEvent = z.infer<typeof trainerEvent>;
@@ -182,6 +203,8 @@ export const TRAINER_EVENT_TYPES: readonly TrainerEventType[] = [
   'log',
   'finished',
   'evaluation',
+  'token',
+  'answer',
   'error',
 ];
 

@@ -1,1 +1,2 @@
 export * from './fineTune';
+export * from './generate';

@@ -71,7 +71,7 @@ export function deviceEnv(devices: string[]): Record<string, string> {
  */
 export function startTrainer(
   deps: AgentDeps,
-  command: 'train' | 'evaluate',
+  command: 'train' | 'evaluate' | 'generate',
   session: Session,
   configPath: string,
   dir: string,

@@ -10,6 +10,7 @@ import { failureMessage } from './client';
 import { dataCommands } from './commands/data';
 import { fleetCommands } from './commands/fleet';
 import { jobCommands } from './commands/jobs';
+import { generateCommands } from './commands/generate';
 import { modelCommands } from './commands/models';
 import { resultCommands } from './commands/results';
 import { secretsCommands } from './commands/secrets';
@@ -43,6 +44,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
   jobCommands(program);
   resultCommands(program);
   modelCommands(program);
+  generateCommands(program);
   fleetCommands(program);
   dataCommands(program);
   secretsCommands(program);

@@ -65,6 +65,7 @@ describe('cli - bad specs are refused before anything starts', function () {
       'download',
       'models',
       'export',
+      'generate',
       'watch',
       'logs',
       'explain',

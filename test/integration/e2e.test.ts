@@ -19,6 +19,7 @@ import {
   TunefleetErrors,
   datasetObjectName,
   type FineTuneInput,
+  type GenerateOutcome,
   type JobResult,
   type ModelRecord,
 } from '../../shared';
@@ -388,6 +389,58 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     );
     expect(elsewhere.status).to.not.equal(0);
     expect(elsewhere.stderr).to.include(`the base model ${TINY_MODEL} is not in ${dir}`);
+  });
+
+  it('e2e - generate: a held-out prompt gets, streamed, the greedy answer the evaluation generated, the base model beside it; an unknown job, a prompt over the context length and a base model no agent holds are refused', async () => {
+    const { jobId, result } = await succeeded();
+    const example = result.evaluation.examples[0];
+    expect(example, 'an evaluated example').to.not.equal(undefined);
+    const { prompt, base, tuned } = example as { prompt: string; base: string; tuned: string };
+    const r = await runCli(fleet.stack, 'generate', jobId, '--prompt', prompt, '--base', '--max-new-tokens', '4');
+    expect(r.status, r.stderr).to.equal(0);
+    const line = (side: string): string =>
+      (r.stdout.split('\n').find((l) => l.startsWith(`[1 ${side}] `)) ?? '').slice(`[1 ${side}] `.length);
+    // the evaluation keeps an answer's first line when the reference has one
+    expect(line('base').trimStart().split('\n')[0]).to.equal(base);
+    expect(line('tuned').trimStart()).to.equal(tuned);
+    const json = await runCli(fleet.stack, 'generate', jobId, '--prompt', prompt, '--max-new-tokens', '4', '--json');
+    expect(json.status, json.stderr).to.equal(0);
+    const out = JSON.parse(json.stdout) as GenerateOutcome;
+    expect(out.agentId).to.equal('test-agent');
+    expect(out.answers[0]?.tuned.trimStart()).to.equal(tuned);
+    expect(out.answers[0]?.base).to.equal(null);
+
+    const unknown = await runCli(fleet.stack, 'generate', 'no-such-job', '--prompt', 'hi');
+    expect(unknown.status).to.not.equal(0);
+    expect(unknown.stderr).to.include("no model 'no-such-job' (no such job)");
+    const long = await runCli(
+      fleet.stack,
+      'generate',
+      jobId,
+      '--prompt',
+      'word '.repeat(3000),
+      '--max-new-tokens',
+      '8',
+    );
+    expect(long.status).to.not.equal(0);
+    expect(long.stderr).to.match(
+      /prompt 1: \d+ tokens \+ max_new_tokens 8 = \d+, more than the model's context length/,
+    );
+    // a record whose base model no agent holds (planted beside the real one): placement says so, nothing runs
+    const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
+    const record = JSON.parse(
+      new TextDecoder().decode((await store.getBlob(`${jobId}/model.json`)) ?? undefined),
+    ) as ModelRecord;
+    const elsewhere = { ...record, id: 'e2e-no-base', base: { ...record.base, name: 'NoSuchModel-1B' } };
+    elsewhere.spec = { ...record.spec, model: 'NoSuchModel-1B' };
+    await store.putBlob({ name: 'e2e-no-base/model.json' }, new TextEncoder().encode(JSON.stringify(elsewhere)));
+    try {
+      const missing = await runCli(fleet.stack, 'generate', 'e2e-no-base', '--prompt', 'hi');
+      expect(missing.status).to.not.equal(0);
+      expect(missing.stderr).to.include('base model NoSuchModel-1B is not on this agent');
+    } finally {
+      await store.delete('e2e-no-base/model.json');
+    }
   });
 
   it("e2e - download --logs fetches the TensorBoard event files, and TensorBoard's own reader finds every step", async () => {

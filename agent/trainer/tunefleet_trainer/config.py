@@ -80,6 +80,17 @@ class EvaluationConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """generate: the prompts, and how to answer them (temperature 0: greedy, as the evaluation step)."""
+
+    prompts: List[str] = field(default_factory=list)
+    base: bool = False  # the base model's answer beside the fine-tuned one
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
     model_path: str  # Hugging Face model directory (safetensors + tokenizer)
     train_path: str  # JSONL
@@ -99,6 +110,7 @@ class RunConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 SECTIONS = {
@@ -107,6 +119,7 @@ SECTIONS = {
     "adapter": AdapterConfig,
     "training": TrainingConfig,
     "evaluation": EvaluationConfig,
+    "generation": GenerationConfig,
 }
 
 
@@ -166,6 +179,13 @@ def validate(cfg: RunConfig):
         problems.append("training.eval_every: must be a whole number >= 0")
     if t.patience is not None and not (isinstance(t.patience, int) and t.patience > 0):
         problems.append("training.patience: must be a positive integer")
+    g = cfg.generation
+    if not (isinstance(g.prompts, list) and all(isinstance(p, str) for p in g.prompts)):
+        problems.append("generation.prompts: must be a list of strings")
+    if not (isinstance(g.max_new_tokens, int) and 0 < g.max_new_tokens <= 4096):
+        problems.append("generation.max_new_tokens: must be an integer from 1 to 4096")
+    if not (isinstance(g.temperature, (int, float)) and 0 <= g.temperature <= 5):
+        problems.append("generation.temperature: must be a number from 0 (greedy) to 5")
     if t.patience is not None and not t.eval_every:
         problems.append("training.patience: early stopping needs training.eval_every > 0")
     if not (isinstance(cfg.prompt.num_virtual_tokens, int) and 0 < cfg.prompt.num_virtual_tokens <= 1024):

@@ -53,15 +53,15 @@ export async function exportMerged(
   if (!existsSync(join(base, 'config.json')))
     throw new TunefleetError(
       ErrorCode.ModelMissing,
-      `the base model ${record.base.name} is not in ${o.modelsDir} (--models-dir: a directory laid out as an agent's, ` +
-        `<dir>/${record.base.name}/config.json and its weights)`,
+      `the base model ${record.base.name} is not in ${o.modelsDir} ` +
+        `(--models-dir: a directory laid out as an agent's, <dir>/${record.base.name}/config.json and its weights)`,
     );
   const digest = await modelDigest(base);
   if (record.base.sha256 && digest !== record.base.sha256)
     throw new TunefleetError(
       ErrorCode.ChecksumMismatch,
-      `the base model at ${base} is not the one ${jobId} trained on: its weights' sha256 is ${digest ?? 'unreadable'}, ` +
-        `the record's ${record.base.sha256}`,
+      `the base model at ${base} is not the one ${jobId} trained on: ` +
+        `its weights' sha256 is ${digest ?? 'unreadable'}, the record's ${record.base.sha256}`,
     );
   const work = mkdtempSync(join(tmpdir(), 'tunefleet-merge-'));
   try {

@@ -9,3 +9,4 @@ export type { JobRow, ListOptions } from '../joblist';
 export { failureMessage } from '../messages';
 export { listModels, removeModel, showModel } from './models';
 export { exportMerged, MERGED_DTYPES } from './export';
+export { generateAnswers, readPrompts, type GenerateOptions } from './generate';

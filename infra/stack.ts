@@ -164,7 +164,7 @@ export async function up(listen = '127.0.0.1', o: { ha?: boolean } = {}): Promis
   const expected = o.ha
     ? [...Array.from({ length: HA_NATS_NODES }, (_, i) => `nats-n${i + 1}`), 'postgres', 'temporal-server']
     : ['nats-server', 'temporal'];
-  const complete = [...expected, 'worker', ...(o.ha ? ['worker-2'] : []), 'agent', ...(o.ha ? [] : ['ui'])].every(
+  const complete = [...expected, 'worker', ...(o.ha ? ['worker-2'] : []), 'agent', 'ui'].every(
     (n) => pids[n] !== undefined && alive(pids[n] as number),
   );
   if (complete) {
@@ -337,6 +337,10 @@ async function upHa(h: string): Promise<void> {
     env,
   );
   pidsNow.agent = spawnTunefleet(['agent', 'start', '--id', agentId], join(logDir, 'agent.log'), env);
+  // the console, on loopback, as on the local stack
+  const uiPort = await pickPort(DEFAULT_UI_PORT);
+  const uiAddress = `http://127.0.0.1:${uiPort}/fleet?token=${uiToken(h, 'operator')}`;
+  pidsNow.ui = spawnTunefleet(['ui', '--address', `127.0.0.1:${uiPort}`], join(logDir, 'ui.log'), env);
   writeJson(pidFile(h), pidsNow);
   await waitUntilServing(fleetTemporalOptions(h, temporal.address, 'admin'), cluster.seeds, h, agentId, 2);
   const rows = [
@@ -347,10 +351,12 @@ async function upHa(h: string): Promise<void> {
     ['worker', CONTROL_TASK_QUEUE, `pid ${pidsNow.worker}`, join(logDir, 'worker.log')],
     ['worker-2', CONTROL_TASK_QUEUE, `pid ${pidsNow['worker-2']}`, join(logDir, 'worker-2.log')],
     ['agent', agentTaskQueue(agentId), `pid ${pidsNow.agent}`, join(logDir, 'agent.log')],
+    ['ui', `127.0.0.1:${uiPort}`, `pid ${pidsNow.ui}`, join(logDir, 'ui.log')],
   ];
   console.log(`tunefleet HA stack up in ${((Date.now() - t0) / 1000).toFixed(1)} s (home ${h})`);
   for (const r of rows)
     console.log(`  ${(r[0] ?? '').padEnd(16)} ${(r[1] ?? '').padEnd(34)} ${(r[2] ?? '').padEnd(11)} ${r[3] ?? ''}`);
+  console.log(`console: ${uiAddress}`);
 }
 
 /**

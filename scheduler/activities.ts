@@ -396,8 +396,9 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       }
     }),
 
-    release: wrap(async (jobId, attempt, agentId, failed) => {
+    release: wrap(async (jobId, attempt, agentId, failed, lastBeatAt) => {
       if (failed) deps.metrics?.attemptFailed(jobId, failed);
+      if (failed && lastBeatAt) deps.metrics?.detected(failed, (Date.now() - lastBeatAt) / 1000);
       const queueKv = await nats.kv(QUEUE_BUCKET);
       await queueKv.delete(jobId).catch(() => {});
       if (!agentId) return;

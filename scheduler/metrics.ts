@@ -30,6 +30,7 @@ export class ControlMetrics {
   readonly failedAttempts: Counter;
   readonly recoveries: Counter;
   readonly recoverySeconds: Histogram;
+  readonly detectionSeconds: Histogram;
   private readonly failedAt = new Map<string, number>();
 
   constructor(worker: string, sources: ControlMetricsSources) {
@@ -83,6 +84,15 @@ export class ControlMetrics {
       buckets: [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300],
       registers: r,
     });
+    this.detectionSeconds = new Histogram({
+      name: 'tunefleet_fault_detection_seconds',
+      help:
+        "from a lost attempt's last heartbeat (the agent's clock) to its release here: the time to detect a dead or " +
+        'cut-off agent, by failure class',
+      labelNames: ['cause'],
+      buckets: [1, 2, 5, 10, 15, 20, 30, 60, 120, 300],
+      registers: r,
+    });
     new Gauge({
       name: 'tunefleet_queue_depth',
       help: 'jobs waiting in the queue',
@@ -112,6 +122,12 @@ export class ControlMetrics {
     this.failedAt.delete(jobId);
     this.failedAt.set(jobId, Date.now());
     if (this.failedAt.size > REMEMBER) this.failedAt.delete(this.failedAt.keys().next().value as string);
+  }
+
+  /** A lost attempt was detected `seconds` after its agent's last heartbeat. */
+  detected(cause: string, seconds: number): void {
+    // another host's clock: a negative difference is skew, not a time
+    if (Number.isFinite(seconds) && seconds >= 0) this.detectionSeconds.observe({ cause }, seconds);
   }
 
   /** The job was placed again after a failed attempt. */

@@ -64,7 +64,8 @@ export interface ControlActivities {
    * free the attempt's lease (agentId null: the job was only queued) and its queue entry; safe to repeat. `failed`: the
    * attempt failed with this class and the job will be placed again (counted once per attempt)
    */
-  release(jobId: string, attempt: number, agentId: string | null, failed?: string): Promise<void>;
+  /** `failed`: the failure class, when the attempt failed; `lastBeatAt`: a lost agent's last heartbeat (ms epoch) */
+  release(jobId: string, attempt: number, agentId: string | null, failed?: string, lastBeatAt?: number): Promise<void>;
   register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
 }
 
@@ -106,6 +107,11 @@ export interface TrainHeartbeat {
   loss: number | null;
   /** the newest committed checkpoint, with its manifest's sha256: a next attempt downloads only that manifest */
   checkpoint: { prefix: string; step: number; manifest_sha256?: string | null } | null;
+  /**
+   * when this heartbeat was sent (ms since the epoch, the agent's clock): after a heartbeat timeout the control worker
+   * measures the time to detect the fault from the last one (absent from older agents)
+   */
+  at?: number;
 }
 
 /** Progress from the agent running an attempt, sent to the workflow as the 'progress' signal (throttled). */

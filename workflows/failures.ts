@@ -71,6 +71,8 @@ export function classify(err: unknown): {
   why: string;
   checkpoint: TrainHeartbeat['checkpoint'];
   oom: OomEvent | null;
+  /** a lost agent's last heartbeat (ms since the epoch, its clock), when it said */
+  lastBeatAt?: number;
 } {
   const none = { checkpoint: null, oom: null };
   if (!(err instanceof ActivityFailure))
@@ -78,7 +80,13 @@ export function classify(err: unknown): {
   const cause = err.cause;
   if (cause instanceof TimeoutFailure) {
     const hb = cause.lastHeartbeatDetails as TrainHeartbeat | undefined;
-    return { cls: 'lost_agent', why: `${cause.timeoutType} timeout`, checkpoint: hb?.checkpoint ?? null, oom: null };
+    return {
+      cls: 'lost_agent',
+      why: `${cause.timeoutType} timeout`,
+      checkpoint: hb?.checkpoint ?? null,
+      oom: null,
+      ...(typeof hb?.at === 'number' ? { lastBeatAt: hb.at } : {}),
+    };
   }
   // the workflow itself was not cancelled (that is caught before): the agent's worker went away
   if (cause instanceof CancelledFailure) return { cls: 'lost_agent', why: 'the agent cancelled the activity', ...none };

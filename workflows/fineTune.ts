@@ -203,6 +203,8 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     let poll = pollMs;
     /** the failure class of the attempt that just failed: the next placement is a recovery (counted by the worker) */
     let failedAs: string | null = null;
+    /** a lost agent's last heartbeat: the worker measures the time to detect the fault from it */
+    let lastBeatAt: number | undefined;
     for (;;) {
       if (status.attempt >= MAX_ATTEMPTS) {
         throw ApplicationFailure.nonRetryable(
@@ -233,6 +235,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
       }
       poll = pollMs;
       failedAs = null;
+      lastBeatAt = undefined;
       status.queuePosition = null;
       status.attempt += 1;
       status.epoch = status.attempt;
@@ -251,6 +254,7 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         const policy = FAILURE_POLICY[f.cls];
         if (!policy.retry) throw err;
         failedAs = f.cls;
+        lastBeatAt = f.lastBeatAt;
         const checkpoint = gang?.checkpoint ?? f.checkpoint;
         if (checkpoint && (!resumeFrom || checkpoint.step > resumeFrom.step)) resumeFrom = checkpoint;
         if (gang) exclude.push(...gang.avoid);
@@ -277,7 +281,9 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
         const holders = placement.gang?.members.map((m) => m.agentId) ?? [placement.agentId];
         await CancellationScope.nonCancellable(async () => {
           for (const [i, id] of holders.entries())
-            await quick.release(input.jobId, attempt, id, ...(i === 0 && failedAs ? [failedAs] : []));
+            if (i > 0 || !failedAs) await quick.release(input.jobId, attempt, id);
+            else if (lastBeatAt === undefined) await quick.release(input.jobId, attempt, id, failedAs);
+            else await quick.release(input.jobId, attempt, id, failedAs, lastBeatAt);
         });
       }
     }

@@ -121,7 +121,16 @@ export class TrainSession {
     private readonly ctx: Context,
     private readonly session: Session,
   ) {
-    this.hb = { step: req.resumeFrom?.step ?? 0, stepsTotal: 0, loss: null, checkpoint: req.resumeFrom };
+    this.hb = {
+      step: req.resumeFrom?.step ?? 0,
+      stepsTotal: 0,
+      loss: null,
+      checkpoint: req.resumeFrom,
+      // read when the heartbeat's details are serialized: the time of the heartbeat itself
+      get at() {
+        return Date.now();
+      },
+    };
     this.speaks = (req.gang?.rank ?? 0) === 0;
     this.events = new EventPublisher(deps.nats, req.jobId, req.attempt, deps.agentId, deps.log);
   }

@@ -78,6 +78,7 @@ describe('metrics - Prometheus /metrics of agents and control workers', function
     expect(value(w2, 'tunefleet_attempts_failed_total', { cause: 'lost_agent' })).to.equal(1);
     expect(value(w2, 'tunefleet_recoveries_total', { cause: 'lost_agent' })).to.equal(1);
     expect(value(w2, 'tunefleet_recovery_seconds'), 'one recovery timed').to.equal(1);
+    expect(value(w2, 'tunefleet_fault_detection_seconds'), 'one detection timed').to.equal(1);
     expect(value(w2, 'tunefleet_placements_total', { purpose: 'train', outcome: 'placed' })).to.equal(2);
     const resumed = await scrape(agentUrl(other));
     await until(
@@ -89,6 +90,10 @@ describe('metrics - Prometheus /metrics of agents and control workers', function
     await fleet.client.cancel(id);
     const text = await (await fetch(workerUrl)).text();
     const sum = /^tunefleet_recovery_seconds_sum\{[^}]*\} (\S+)$/m.exec(text)?.[1];
+    // from the killed agent's last heartbeat to the release: about the heartbeat timeout, never more than a minute here
+    const detected = Number(/^tunefleet_fault_detection_seconds_sum\{[^}]*\} (\S+)$/m.exec(text)?.[1]);
+    expect(detected).to.be.within(0.1, 60);
+    console.log(`      fault detection (last heartbeat to release): ${detected.toFixed(2)} s`);
     console.log(`      recovery (release of the lost attempt to the new placement): ${Number(sum).toFixed(2)} s`);
   });
 });

@@ -9,13 +9,14 @@ export function generateCommands(program: Command): void {
     .command('generate')
     .addHelpText(
       'after',
-      '\nExample:\n  tunefleet generate mime-extensions-mf3k2a --prompt "MIME type application/pdf has extension" --base\n' +
+      '\nExample:\n  tunefleet generate mime-extensions-mf3k2a --base \\\n' +
+        '    --prompt "MIME type application/pdf has extension"\n' +
         '  tunefleet generate mime-extensions-mf3k2a --file prompts.jsonl --json',
     )
     .description(
-      "ask a finished job's fine-tuned model (with --base its base model beside it): placed by memory on an agent " +
-        'that holds the base model, at interactive priority; answers stream as they are generated (greedy by default: ' +
-        'what the evaluation step generated)',
+      "ask a finished job's fine-tuned model (with --base its base model beside it): placed by memory on an " +
+        'agent that holds the base model, at interactive priority; answers stream as they are generated ' +
+        '(greedy by default: what the evaluation step generated)',
     )
     .argument('<job>', 'the job whose registered adapter answers')
     .option('-p, --prompt <text>', 'one prompt')

@@ -8,12 +8,15 @@ import type {
   AgentActivities,
   EvalOutcome,
   EvaluateRequest,
+  ChatTurnOutcome,
+  ChatTurnRequest,
   GenerateOutcome,
   GenerateRequest,
   TrainOutcome,
   TrainRequest,
 } from '../shared';
 import type { AgentDeps, Session } from './session/deps';
+import { chatTurn, checkChatTurn, endChat } from './session/chat';
 import { evaluateSession } from './session/evaluate';
 import { generateSession } from './session/generate';
 import { attemptFailure } from './session/failures';
@@ -56,6 +59,14 @@ export function createAgentActivities(deps: AgentDeps): AgentActivities {
 
     async generate(req: GenerateRequest): Promise<GenerateOutcome> {
       return generateSession(deps, checkRequest(req), Context.current());
+    },
+
+    async chatTurn(req: ChatTurnRequest): Promise<ChatTurnOutcome> {
+      return chatTurn(deps, checkChatTurn(checkRequest(req)), Context.current());
+    },
+
+    async chatEnd(chatId: string, attempt: number): Promise<void> {
+      await endChat(deps, chatId, attempt);
     },
   };
 }

@@ -22,10 +22,14 @@ export interface TrainerRun {
   stderrTail(): string;
 }
 
+export type TrainerCommand = 'train' | 'evaluate' | 'generate' | 'chat';
+
 export interface TrainerOptions {
   python: string;
-  command: 'train' | 'evaluate' | 'generate';
+  command: TrainerCommand;
   configPath: string;
+  /** a pipe to the trainer's stdin (a chat's turns); otherwise it reads nothing */
+  stdin?: boolean;
   logPath: string;
   env?: Record<string, string>;
   /** processes of a data-parallel run (torchrun --standalone, one per device); 1 or absent: the trainer alone */
@@ -74,7 +78,7 @@ export function runTrainer(o: TrainerOptions): TrainerRun {
       TUNEFLEET_AGENT_PID: String(process.pid),
       ...o.env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [o.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     // its own process group: a kill reaches whatever the trainer started (data loader workers)
     detached: true,
   });

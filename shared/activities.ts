@@ -94,10 +94,36 @@ export interface GenerateOutcome {
   answers: { prompt: string; tuned: string; base: string | null; tokens: number }[];
 }
 
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/**
+ * One turn of a chat with a registered adapter: the conversation so far, ending with the user's message. The agent
+ * keeps the chat's trainer (the model loaded once) between turns, keyed by the chat's id and attempt.
+ */
+export interface ChatTurnRequest extends Omit<GenerateRequest, 'prompts' | 'base'> {
+  /** the turn's number, from 0: its token and answer events carry it as `prompt` */
+  turn: number;
+  messages: ChatMessage[];
+  /** the agent stops a chat's trainer after this long without a turn (the workflow's idle limit and a margin) */
+  idleSeconds: number;
+}
+
+export interface ChatTurnOutcome {
+  agentId: string;
+  text: string;
+  tokens: number;
+}
+
 export interface AgentActivities {
   train(req: TrainRequest): Promise<TrainOutcome>;
   evaluate(req: EvaluateRequest): Promise<EvalOutcome>;
   generate(req: GenerateRequest): Promise<GenerateOutcome>;
+  chatTurn(req: ChatTurnRequest): Promise<ChatTurnOutcome>;
+  /** end the chat's trainer on this agent (none running: nothing to do) */
+  chatEnd(chatId: string, attempt: number): Promise<void>;
 }
 
 /** Heartbeat details of the train activity: what survives the agent's death. */

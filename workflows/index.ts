@@ -1,2 +1,3 @@
 export * from './fineTune';
 export * from './generate';
+export * from './chat';

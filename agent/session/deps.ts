@@ -6,7 +6,7 @@ import type { GangRequest, ProgressUpdate, TrainerEvent } from '../../shared';
 import type { AgentNats } from '../nats';
 import type { AgentMetrics } from '../metrics';
 import { threadEnv } from '../priority';
-import { runTrainer, type TrainerRun } from '../trainer';
+import { runTrainer, type TrainerCommand, type TrainerRun } from '../trainer';
 
 export interface AgentDeps {
   agentId: string;
@@ -71,7 +71,7 @@ export function deviceEnv(devices: string[]): Record<string, string> {
  */
 export function startTrainer(
   deps: AgentDeps,
-  command: 'train' | 'evaluate' | 'generate',
+  command: TrainerCommand,
   session: Session,
   configPath: string,
   dir: string,
@@ -91,6 +91,7 @@ export function startTrainer(
       : {}),
     command,
     configPath,
+    stdin: command === 'chat',
     logPath: join(dir, 'trainer.log'),
     onInvalid: (e) => deps.log(`${jobId}: ${e.describe()}`),
     onEvent,

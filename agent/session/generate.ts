@@ -11,25 +11,36 @@ import { modelDir, runConfig } from './inputs';
 import { EventPublisher } from './publish';
 import { fetchFiles } from './transfer';
 
-export async function generateSession(deps: AgentDeps, req: GenerateRequest, ctx: Context): Promise<GenerateOutcome> {
-  const dir = sessionDir(deps, req.jobId, `generate-${req.attempt}`);
+/**
+ * A fresh session directory holding the adapter's files (sha256-checked) and a run.json for the trainer over the base
+ * model this agent holds, with `generation` settings.
+ */
+export async function answerSession(
+  deps: AgentDeps,
+  req: Omit<GenerateRequest, 'prompts' | 'base'>,
+  name: string,
+  generation: object,
+): Promise<{ dir: string; configPath: string }> {
+  const dir = sessionDir(deps, req.jobId, name);
   await rm(dir, { recursive: true, force: true });
   await mkdir(join(dir, 'adapter'), { recursive: true });
   const model = modelDir(req.spec, deps.modelsDir, deps.agentId);
   await fetchFiles(deps.nats, req.adapter.bucket, req.adapter.prefix, req.adapter.files, join(dir, 'adapter'));
   const paths = { model, train: '', eval: '', out: join(dir, 'out'), adapter: join(dir, 'adapter') };
-  const config = {
-    ...runConfig(req.spec, paths, req.jobId, req.reservedBytes),
-    generation: {
-      prompts: req.prompts,
-      base: req.base,
-      max_new_tokens: req.maxNewTokens,
-      temperature: req.temperature,
-      seed: req.seed,
-    },
-  };
+  const config = { ...runConfig(req.spec, paths, req.jobId, req.reservedBytes), generation };
   const configPath = join(dir, 'run.json');
   await writeFile(configPath, JSON.stringify(config, null, 1));
+  return { dir, configPath };
+}
+
+export async function generateSession(deps: AgentDeps, req: GenerateRequest, ctx: Context): Promise<GenerateOutcome> {
+  const { dir, configPath } = await answerSession(deps, req, `generate-${req.attempt}`, {
+    prompts: req.prompts,
+    base: req.base,
+    max_new_tokens: req.maxNewTokens,
+    temperature: req.temperature,
+    seed: req.seed,
+  });
 
   const key = `${req.jobId}#generate${req.attempt}`;
   const session = {

@@ -10,6 +10,7 @@ import { failureMessage } from './client';
 import { dataCommands } from './commands/data';
 import { fleetCommands } from './commands/fleet';
 import { jobCommands } from './commands/jobs';
+import { chatCommands } from './commands/chat';
 import { generateCommands } from './commands/generate';
 import { modelCommands } from './commands/models';
 import { resultCommands } from './commands/results';
@@ -45,6 +46,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
   resultCommands(program);
   modelCommands(program);
   generateCommands(program);
+  chatCommands(program);
   fleetCommands(program);
   dataCommands(program);
   secretsCommands(program);

@@ -167,8 +167,14 @@ export interface CliResult {
  * CLI's queries may run in the test's own process, so its event loop must keep turning.
  */
 export function runCli(s: TestStack, ...args: string[]): Promise<CliResult> {
+  return runCliInput(s, null, ...args);
+}
+
+/** runCli with `input` written to its stdin (then closed); null: no input. */
+export function runCliInput(s: TestStack, input: string | null, ...args: string[]): Promise<CliResult> {
   return new Promise((res) => {
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), ...args], { env: cliEnv(s) });
+    child.stdin.end(input ?? undefined);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));

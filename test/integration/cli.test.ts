@@ -66,6 +66,7 @@ describe('cli - bad specs are refused before anything starts', function () {
       'models',
       'export',
       'generate',
+      'chat',
       'watch',
       'logs',
       'explain',

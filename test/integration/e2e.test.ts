@@ -19,6 +19,7 @@ import {
   TunefleetErrors,
   datasetObjectName,
   type FineTuneInput,
+  type ChatMessage,
   type GenerateOutcome,
   type JobResult,
   type ModelRecord,
@@ -30,7 +31,7 @@ import { fetchSplits } from '../../agent/session/transfer';
 import { prepareDataset } from '../../scheduler/prepare';
 import { loadSpecFile } from '../../scheduler/cli/client';
 import { getFile, objectSha256, putFile, sha256Hex } from '../../scheduler/nats';
-import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli } from '../harness/stack';
+import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli, runCliInput } from '../harness/stack';
 import { once, useRunningFleet } from '../harness/running-fleet';
 import { rejection } from '../harness/expect';
 import { credentialLeaks, tinyJob, until } from '../harness/fleet';
@@ -441,6 +442,69 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     } finally {
       await store.delete('e2e-no-base/model.json');
     }
+  });
+
+  it("e2e - chat: turns on stdin, each answered over the conversation so far in the chat template (sampled, seeded: equal to generate's answer to the rendered conversation); the place is given back at the end; an unknown job is refused", async () => {
+    const { jobId } = await succeeded();
+    const asked = ['MIME type text/html?', 'And image/png?'];
+    const flags = ['--max-new-tokens', '4', '--temperature', '1', '--seed', '5'];
+    const r = await runCliInput(
+      fleet.stack,
+      `${asked[0]}\n\n${asked[1]}\n`,
+      'chat',
+      jobId,
+      '--system',
+      'Extensions.',
+      ...flags,
+      '--json',
+    );
+    expect(r.status, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout) as { chat: string; agentId: string; messages: ChatMessage[]; ended: string };
+    expect(out.ended).to.equal('asked');
+    expect(out.agentId).to.equal('test-agent');
+    expect(out.messages.map((m) => m.role)).to.deep.equal(['system', 'user', 'assistant', 'user', 'assistant']);
+    expect(out.messages.filter((m) => m.role === 'user').map((m) => m.content)).to.deep.equal(asked);
+    // the tiny model's chat template (ChatML), rendered by hand: generate answers the same text with the same seed
+    const chatml = (ms: ChatMessage[]): string =>
+      ms.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('') + '<|im_start|>assistant\n';
+    for (const [turn, upto] of [
+      [0, 2],
+      [1, 4],
+    ] as const) {
+      const g = await runCli(
+        fleet.stack,
+        'generate',
+        jobId,
+        '--prompt',
+        chatml(out.messages.slice(0, upto)),
+        '--max-new-tokens',
+        '4',
+        '--temperature',
+        '1',
+        '--seed',
+        String(5 + turn),
+        '--json',
+      );
+      expect(g.status, g.stderr).to.equal(0);
+      expect((JSON.parse(g.stdout) as GenerateOutcome).answers[0]?.tuned, `turn ${turn + 1}`).to.equal(
+        out.messages[upto]?.content,
+      );
+    }
+    expect(out.messages.map((m) => m.content).join(''), 'something was sampled').to.not.equal(
+      ['Extensions.', ...asked].join(''),
+    );
+    // the turns' tokens were streamed on the chat's own subjects
+    const tokens: string[] = [];
+    await fleet.client.events.read(out.chat, (e) => void (e.type === 'token' && tokens.push(e.text)));
+    expect(tokens.join('')).to.equal(out.messages[2]?.content + (out.messages[4]?.content ?? ''));
+    // the chat's place on the agent is given back and its trainer has ended
+    const leases = await (await (await fleet.client.nats()).kv(LEASES_BUCKET)).get('test-agent');
+    expect(new TextDecoder().decode(leases?.value)).to.not.include(out.chat);
+    expect(spawnSync('pgrep', ['-f', 'tunefleet_trainer chat']).stdout.toString()).to.equal('');
+
+    const unknown = await runCliInput(fleet.stack, 'hi\n', 'chat', 'no-such-job');
+    expect(unknown.status).to.not.equal(0);
+    expect(unknown.stderr).to.include("no model 'no-such-job' (no such job)");
   });
 
   it("e2e - download --logs fetches the TensorBoard event files, and TensorBoard's own reader finds every step", async () => {

@@ -1,4 +1,4 @@
-"""python -m tunefleet_trainer train|evaluate|generate --config run.json
+"""python -m tunefleet_trainer train|evaluate|generate|chat --config run.json   (chat: turns on stdin, see chat.py)
    python -m tunefleet_trainer train --config run.json --processes N   (data-parallel, see distributed.py)
    python -m tunefleet_trainer train --config run.json --processes N --nnodes M --node-rank R \
        --master-addr HOST --master-port PORT   (node R of a gang of M hosts, see distributed.py)
@@ -61,7 +61,7 @@ def main(argv=None):
     die_with_agent()
     ap = argparse.ArgumentParser(prog="python -m tunefleet_trainer")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "evaluate", "generate"):
+    for name in ("train", "evaluate", "generate", "chat"):
         p = sub.add_parser(name)
         p.add_argument("--config", required=True, help="run.json")
     train = sub.choices["train"]
@@ -146,13 +146,17 @@ def _session(command, config_path):
         from . import generate
 
         return generate.main(cfg)
+    if command == "chat":
+        from . import chat
+
+        return chat.main(cfg)
     from . import evaluate
 
     return evaluate.main(cfg)
 
 
 def _dispatch(args):
-    if args.cmd in ("train", "evaluate", "generate"):
+    if args.cmd in ("train", "evaluate", "generate", "chat"):
         return _session(args.cmd, args.config)
     if args.cmd == "export-judge":
         from . import judge

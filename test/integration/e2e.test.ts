@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
@@ -390,6 +390,16 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     );
     expect(elsewhere.status).to.not.equal(0);
     expect(elsewhere.stderr).to.include(`the base model ${TINY_MODEL} is not in ${dir}`);
+    // GGUF: llama.cpp's converter hashes how a tokenizer splits a fixed text, and knows the tiny model's not
+    // (SmolLM2's export, read back by llama.cpp and transformers, is agent/trainer/tests/test_gguf.py)
+    const gguf = await runCli(fleet.stack, 'export', jobId, '--merged', '--format', 'gguf', '--out', join(dir, 'g'));
+    expect(gguf.status).to.not.equal(0);
+    expect(gguf.stderr).to.include("llama.cpp's converter refused the merged model");
+    expect(gguf.stderr).to.include('pre-tokenizer was not recognized');
+    expect(existsSync(join(dir, 'g')), 'nothing left behind').to.equal(false);
+    const q8 = await runCli(fleet.stack, 'export', jobId, '--merged', '--dtype', 'q8_0', '--out', join(dir, 'q'));
+    expect(q8.status).to.not.equal(0);
+    expect(q8.stderr).to.include('--dtype q8_0: one of auto, float32, bfloat16, float16 with --format safetensors');
   });
 
   it('e2e - generate: a held-out prompt gets, streamed, the greedy answer the evaluation generated, the base model beside it; an unknown job, a prompt over the context length and a base model no agent holds are refused', async () => {

@@ -4,6 +4,7 @@
        --master-addr HOST --master-port PORT   (node R of a gang of M hosts, see distributed.py)
    python -m tunefleet_trainer convert-gguf --gguf FILE --out DIR
    python -m tunefleet_trainer export-merged --model DIR --adapter DIR --out DIR [--dtype auto|float32|...]
+       [--format gguf --gguf-tools DIR]   (GGUF: llama.cpp's converter, checked with llama.cpp; see ggufexport.py)
    python -m tunefleet_trainer make-tiny-model --out DIR
    python -m tunefleet_trainer export-judge --src DIR|model.zip --out DIR
    python -m tunefleet_trainer judge-embed --src DIR --sentences IN.json --out OUT.json   (PyTorch reference)
@@ -86,7 +87,11 @@ def main(argv=None):
     p.add_argument("--model", required=True, help="the base model directory")
     p.add_argument("--adapter", required=True, help="the PEFT adapter directory")
     p.add_argument("--out", required=True, help="the merged model's directory (must not exist)")
-    p.add_argument("--dtype", default="auto", help="auto (the base's stored dtype), float32, bfloat16 or float16")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (the base's stored dtype), float32, bfloat16 or float16; gguf: also q8_0"
+    )
+    p.add_argument("--format", default="safetensors", choices=("safetensors", "gguf"), help="a model directory or GGUF")
+    p.add_argument("--gguf-tools", default=None, help="where llama.cpp's converter and runtime are installed")
     p = sub.add_parser("make-tiny-model")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -173,6 +178,10 @@ def _dispatch(args):
             json.dump(vectors, f)
         return 0
     if args.cmd == "export-merged":
+        if args.format == "gguf":
+            from . import ggufexport
+
+            return ggufexport.export_gguf(args.model, args.adapter, args.out, args.dtype, args.gguf_tools)
         from . import merge
 
         return merge.export_merged(args.model, args.adapter, args.out, args.dtype)

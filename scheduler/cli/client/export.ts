@@ -19,12 +19,19 @@ import { showModel } from './models';
 /** Methods whose adapter has weights to fold into the base (the others add virtual tokens PEFT alone knows). */
 const MERGEABLE = new Set(['lora', 'qlora', 'dora', 'ia3']);
 export const MERGED_DTYPES = ['auto', 'float32', 'bfloat16', 'float16'] as const;
+/** GGUF takes llama.cpp's 8-bit quantisation too */
+export const GGUF_DTYPES = [...MERGED_DTYPES, 'q8_0'] as const;
+export const EXPORT_FORMATS = ['safetensors', 'gguf'] as const;
 
 export interface MergeOptions {
   /** where the base model is: <modelsDir>/<name> */
   modelsDir: string;
   /** auto: the base's stored dtype; float32 keeps the merged weights exact */
-  dtype: (typeof MERGED_DTYPES)[number];
+  dtype: (typeof GGUF_DTYPES)[number];
+  /** safetensors: a transformers model directory; gguf: one GGUF file (llama.cpp's converter), checked by llama.cpp */
+  format: (typeof EXPORT_FORMATS)[number];
+  /** where llama.cpp's converter and runtime are installed (infra/bootstrap.sh: $TUNEFLEET_HOME/gguf-tools) */
+  ggufTools: string;
 }
 
 export async function exportMerged(
@@ -32,7 +39,7 @@ export async function exportMerged(
   jobId: string,
   out: string,
   o: MergeOptions,
-): Promise<{ dir: string; files: number; bytes: number }> {
+): Promise<{ dir: string; files: number; bytes: number; report: string | null }> {
   if (existsSync(out))
     throw new TunefleetError(ErrorCode.FlagInvalid, `${out} already exists; choose another --out`, { field: '--out' });
   const record = await showModel(jobs, jobId);
@@ -64,32 +71,36 @@ export async function exportMerged(
         `its weights' sha256 is ${digest ?? 'unreadable'}, the record's ${record.base.sha256}`,
     );
   const work = mkdtempSync(join(tmpdir(), 'tunefleet-merge-'));
+  let report: string | null = null;
   try {
     const adapter = join(work, 'adapter');
     await downloadAdapter(jobs, jobId, adapter);
-    await merge(jobs.cfg.python, base, adapter, out, o.dtype);
+    const gguf = o.format === 'gguf' ? ['--format', 'gguf', '--gguf-tools', o.ggufTools] : [];
+    report = await merge(jobs.cfg.python, base, adapter, out, [...gguf, '--dtype', o.dtype]);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
   const names = await readdir(out);
   const sizes = await Promise.all(names.map(async (n) => (await stat(join(out, n))).size));
-  return { dir: out, files: names.length, bytes: sizes.reduce((a, b) => a + b, 0) };
+  return { dir: out, files: names.length, bytes: sizes.reduce((a, b) => a + b, 0), report };
 }
 
-/** The trainer's export-merged; its error event, when it fails, is the message. */
-async function merge(python: string, base: string, adapter: string, out: string, dtype: string): Promise<void> {
+/** The trainer's export-merged; its error event, when it fails, is the message; its last log line the report. */
+async function merge(python: string, base: string, adapter: string, out: string, extra: string[]): Promise<string> {
   const args = ['-m', 'tunefleet_trainer', 'export-merged', '--model', base, '--adapter', adapter, '--out', out];
-  const child = spawn(python, [...args, '--dtype', dtype], {
+  const child = spawn(python, [...args, ...extra], {
     cwd: TRAINER_DIR,
     env: { ...trainerEnv(process.env), PYTHONPATH: TRAINER_DIR, PYTHONUNBUFFERED: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let error: string | null = null;
+  let said = '';
   const stderr: string[] = [];
   createInterface({ input: child.stdout }).on('line', (line) => {
     try {
       const e = JSON.parse(line) as { type?: string; message?: string; code?: string };
       if (e.type === 'error') error = `${e.code}: ${e.message}`;
+      if (e.type === 'log' && e.message) said = e.message;
     } catch {
       // not an event
     }
@@ -104,4 +115,5 @@ async function merge(python: string, base: string, adapter: string, out: string,
       ErrorCode.TrainerFailed,
       `merging failed (exit ${code}): ${error ?? stderr.join('').slice(-2000)}`,
     );
+  return said;
 }

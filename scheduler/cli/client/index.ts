@@ -8,6 +8,6 @@ export { loadSpecFile, newJobId, type LoadedSpec } from '../specfile';
 export type { JobRow, ListOptions } from '../joblist';
 export { failureMessage } from '../messages';
 export { listModels, removeModel, showModel } from './models';
-export { exportMerged, MERGED_DTYPES } from './export';
+export { EXPORT_FORMATS, exportMerged, GGUF_DTYPES, MERGED_DTYPES } from './export';
 export { generateAnswers, readPrompts, type GenerateOptions } from './generate';
 export { ChatSession, type ChatOptions } from './chat';

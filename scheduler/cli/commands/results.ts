@@ -1,10 +1,10 @@
 // A finished job's outputs: result (table, chart, plot), human review export/import, download.
 import { Command } from 'commander';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { ErrorCode, TunefleetError } from '../../../shared';
-import { downloadAdapter, downloadLogs, exportMerged, MERGED_DTYPES } from '../client';
+import { downloadAdapter, downloadLogs, EXPORT_FORMATS, exportMerged, GGUF_DTYPES, MERGED_DTYPES } from '../client';
 import { formatResult } from '../format';
 import { intFlag, reviewFormat, withClient } from './common';
 
@@ -124,11 +124,13 @@ export function resultCommands(program: Command): void {
     .addHelpText(
       'after',
       '\nExample:\n  tunefleet export mime-extensions-mf3k2a --merged --out ./mime-merged --dtype float32\n' +
-        '  python -c "import transformers; transformers.AutoModelForCausalLM.from_pretrained(\'./mime-merged\')"',
+        '  python -c "import transformers; transformers.AutoModelForCausalLM.from_pretrained(\'./mime-merged\')"\n' +
+        '  tunefleet export mime-extensions-mf3k2a --merged --format gguf --dtype q8_0 --out ./mime-gguf',
     )
     .description(
       "a finished job's model for use without tunefleet: --merged writes the base model with the adapter folded in " +
-        "(safetensors, config, tokenizer: plain transformers loads it). Runs here with the trainer's Python and a " +
+        '(safetensors, config, tokenizer: plain transformers loads it; --format gguf: one GGUF file made by ' +
+        "llama.cpp's converter, read back and checked against llama.cpp). Runs here with the trainer's Python and a " +
         "local copy of the base model, checked against the weights' sha256 in the job's record",
     )
     .argument('<job>')
@@ -137,20 +139,40 @@ export function resultCommands(program: Command): void {
     .option('--models-dir <dir>', "where the base model is, laid out as an agent's (default $TUNEFLEET_HOME/models)")
     .option(
       '--dtype <dtype>',
-      `${MERGED_DTYPES.join(', ')}: auto keeps the base's stored dtype; float32 keeps the merged weights exact`,
+      `${MERGED_DTYPES.join(', ')} (gguf: also q8_0): auto keeps the base's stored dtype; float32 keeps the merged ` +
+        'weights exact',
       'auto',
     )
-    .action(async (job: string, opts: { out?: string; modelsDir?: string; dtype: string }, cmd: Command) => {
-      if (!(MERGED_DTYPES as readonly string[]).includes(opts.dtype))
-        throw new TunefleetError(ErrorCode.FlagInvalid, `--dtype ${opts.dtype}: one of ${MERGED_DTYPES.join(', ')}`, {
-          field: '--dtype',
+    .option('--format <format>', `${EXPORT_FORMATS.join(' or ')} (one file for llama.cpp and Ollama)`, 'safetensors')
+    .action(
+      async (job: string, opts: { out?: string; modelsDir?: string; dtype: string; format: string }, cmd: Command) => {
+        if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
+          throw new TunefleetError(ErrorCode.FlagInvalid, `--format ${opts.format}: ${EXPORT_FORMATS.join(' or ')}`, {
+            field: '--format',
+          });
+        const dtypes: readonly string[] = opts.format === 'gguf' ? GGUF_DTYPES : MERGED_DTYPES;
+        if (!dtypes.includes(opts.dtype))
+          throw new TunefleetError(
+            ErrorCode.FlagInvalid,
+            `--dtype ${opts.dtype}: one of ${dtypes.join(', ')} with --format ${opts.format}`,
+            { field: '--dtype' },
+          );
+        await withClient(cmd, async (client) => {
+          const r = await exportMerged(
+            client,
+            job,
+            resolve(opts.out ?? `${job}-${opts.format === 'gguf' ? 'gguf' : 'merged'}`),
+            {
+              modelsDir: resolve(opts.modelsDir ?? client.cfg.modelsDir),
+              dtype: opts.dtype as (typeof GGUF_DTYPES)[number],
+              format: opts.format as (typeof EXPORT_FORMATS)[number],
+              ggufTools: join(client.cfg.home, 'gguf-tools'),
+            },
+          );
+          if (opts.format === 'gguf' && r.report) console.log(r.report);
+          else
+            console.log(`wrote the merged model (${r.files} files, ${(r.bytes / 2 ** 20).toFixed(1)} MiB) to ${r.dir}`);
         });
-      await withClient(cmd, async (client) => {
-        const r = await exportMerged(client, job, resolve(opts.out ?? `${job}-merged`), {
-          modelsDir: resolve(opts.modelsDir ?? client.cfg.modelsDir),
-          dtype: opts.dtype as (typeof MERGED_DTYPES)[number],
-        });
-        console.log(`wrote the merged model (${r.files} files, ${(r.bytes / 2 ** 20).toFixed(1)} MiB) to ${r.dir}`);
-      });
-    });
+      },
+    );
 }

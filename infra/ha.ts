@@ -20,12 +20,10 @@ import {
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time';
-import { temporal } from '@temporalio/proto';
 import { credentialFiles } from '../shared/natsconn';
 import { temporalConnectOptions } from '../shared/temporalconn';
-import { SEARCH_ATTRIBUTES } from '../workflows/searchAttributes';
 import { addTemporalServer, secretsDir } from './secrets';
-import { freeLowPort, freePort, launch, stopProcess, waitFor, type Service } from './services';
+import { ensureSearchAttributes, freeLowPort, freePort, launch, stopProcess, waitFor, type Service } from './services';
 
 /**
  * History shards of the stack's Temporal server. Fixed when the schema is set up and never changeable afterwards;
@@ -33,8 +31,6 @@ import { freeLowPort, freePort, launch, stopProcess, waitFor, type Service } fro
  * sizes it for the busiest day it will ever see (infra/deploy/temporal/config.yaml: 512).
  */
 export const HISTORY_SHARDS = 8;
-
-const KEYWORD = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
 
 function bin(home: string, name: string): string {
   const p = join(home, 'bin', name);
@@ -460,20 +456,7 @@ async function ensureNamespace(home: string, address: string): Promise<void> {
         namespace: 'default',
         workflowExecutionRetentionPeriod: msToTs('3 days'),
       });
-    await waitFor(
-      'the default namespace and its search attributes',
-      async () => {
-        const have = await conn.operatorService.listSearchAttributes({ namespace: 'default' });
-        const missing = SEARCH_ATTRIBUTES.filter((k) => !(k.name in (have.customAttributes ?? {})));
-        if (missing.length === 0) return true;
-        await conn.operatorService.addSearchAttributes({
-          namespace: 'default',
-          searchAttributes: Object.fromEntries(missing.map((k) => [k.name, KEYWORD])),
-        });
-        return false;
-      },
-      60_000,
-    );
+    await ensureSearchAttributes(conn);
   } finally {
     await conn.close();
   }

@@ -1,7 +1,7 @@
 // Starting the real components: nats-server (JetStream, file store) and the Temporal
 // dev server (SQLite file). Used by `tunefleet up` and by the test harness, which starts
 // them on free ports in a temporary directory.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { natsServers } from '../shared/config';
 import { natsConnectOptions } from '../shared/natsconn';
 import { addNode, refreshNatsUsers, secretsDir, writeNatsConfig } from './secrets';
 import { Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -265,27 +266,13 @@ export async function startTemporal(o: StartOptions): Promise<Service> {
   await waitFor(`temporal dev server on ${address}`, () => temporalHealthy(address), 60_000, child).catch(
     stopAndThrow(child),
   );
-  // --search-attribute only registers on a new database file: one made before an attribute
-  // existed gets it here (creating an existing one is a no-op)
-  await new Promise<void>((res, rej) =>
-    execFile(
-      binPath(o.home, 'temporal'),
-      [
-        'operator',
-        'search-attribute',
-        'create',
-        '--address',
-        address,
-        '--namespace',
-        'default',
-        '--type',
-        'Keyword',
-        ...SEARCH_ATTRIBUTES.flatMap((k) => ['--name', k.name]),
-      ],
-      { timeout: 30_000 },
-      (err, _out, stderr) => (err ? rej(new Error(`registering search attributes: ${stderr || err.message}`)) : res()),
-    ),
-  ).catch(stopAndThrow(child));
+  // --search-attribute only registers on a new database file: one made before an attribute existed gets it here
+  const conn = await Connection.connect({ address });
+  try {
+    await ensureSearchAttributes(conn).catch(stopAndThrow(child));
+  } finally {
+    await conn.close();
+  }
   return { name: 'temporal', address, pid: child.pid ?? -1, child, logFile };
 }
 
@@ -335,4 +322,28 @@ export async function stopProcess(pid: number, graceMs = 10_000, signal: NodeJS.
   while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   if (alive()) process.kill(pid, 'SIGKILL');
   while (alive()) await new Promise((r) => setTimeout(r, 50));
+}
+
+const KEYWORD = temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+
+/**
+ * tunefleet's search attributes on the `default` namespace: those missing are added (only those: a request naming one
+ * that exists is refused whole, which once left a database made before TunefleetAgent existed without it, and every
+ * job's workflow task failing on it), then waited for until every one is listed.
+ */
+export async function ensureSearchAttributes(conn: Connection): Promise<void> {
+  await waitFor(
+    'the default namespace and its search attributes',
+    async () => {
+      const have = await conn.operatorService.listSearchAttributes({ namespace: 'default' });
+      const missing = SEARCH_ATTRIBUTES.filter((k) => !(k.name in (have.customAttributes ?? {})));
+      if (missing.length === 0) return true;
+      await conn.operatorService.addSearchAttributes({
+        namespace: 'default',
+        searchAttributes: Object.fromEntries(missing.map((k) => [k.name, KEYWORD])),
+      });
+      return false;
+    },
+    60_000,
+  );
 }

@@ -93,7 +93,20 @@ export class ChatSession {
     const turn = this.turns;
     this.turns += 1;
     const answered = new Promise<string>((resolve, reject) => (this.waiting = { turn, resolve, reject }));
-    await this.jobs.client.workflow.getHandle(this.id).signal('turn', text);
+    try {
+      await this.jobs.client.workflow.getHandle(this.id).signal('turn', text);
+    } catch (e) {
+      this.waiting = null;
+      // the chat is over (idle past --idle, or failed): say why
+      const ended = await Promise.race([
+        this.done.then(
+          (o) => (o.ended === 'idle' ? 'it ended after --idle seconds without a turn' : 'it has ended'),
+          (err: Error) => err.message,
+        ),
+        new Promise<string>((r) => setTimeout(() => r(failureMessage(e)), 5000)),
+      ]);
+      throw new TunefleetError(ErrorCode.TrainerFailed, `chat ${this.id} cannot take a turn: ${ended}`);
+    }
     return answered;
   }
 

@@ -52,5 +52,6 @@ export async function parentAdapter(adapters: ObjectStore, spec: JobSpec): Promi
     prefix: record.adapter.prefix,
     files: record.adapter.files,
     evalLoss: record.metrics.tuned.eval_loss ?? null,
+    baseSha256: record.base.sha256 ?? null,
   };
 }

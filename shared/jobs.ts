@@ -91,6 +91,8 @@ export interface ParentAdapter {
   files: FileEntry[];
   /** the parent's fine-tuned eval loss (the evaluation step's) */
   evalLoss: number | null;
+  /** the sha256 of the base model's weights the parent trained on (its record's); an agent whose differ refuses */
+  baseSha256?: string | null;
 }
 
 /** One host of a gang (a multi-node job): its agent, rank and devices. */

@@ -189,6 +189,16 @@ export class TrainSession {
     // configuration (its rank and targets, which the checkpoint's weights have), then the checkpoint over them
     const parent = req.data.parent;
     const initAdapter = parent ? join(dir, 'init-adapter') : null;
+    if (parent?.baseSha256) {
+      // the adapter's deltas fit only the weights it was trained on: a different file under the same name is refused
+      const have = await (this.speaks ? this.baseDigest : modelDigest(model));
+      if (have !== parent.baseSha256)
+        throw attemptFailure(
+          `the base model ${req.spec.model} on agent ${deps.agentId} is not the one ${parent.job}'s adapter was ` +
+            `trained on: its weights' sha256 is ${have ?? 'unreadable'}, the record's ${parent.baseSha256}`,
+          'MODEL_MISSING',
+        );
+    }
     if (parent && initAdapter) {
       await rm(initAdapter, { recursive: true, force: true });
       await fetchFiles(deps.nats, parent.bucket, parent.prefix, parent.files, initAdapter);

@@ -602,7 +602,7 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     expect(missing.stderr).to.match(/no model 'no-such-job' \(no such job\)/);
   });
 
-  it("e2e - init_adapter: a job continued from the finished job's adapter starts at its eval loss and its record names the parent; a parent that is missing or of another kind is refused at submit", async () => {
+  it("e2e - init_adapter: a job continued from the finished job's adapter starts at its eval loss and its record names the parent; a parent that is missing or of another kind is refused at submit; an agent whose base weights are not the parent's refuses to train", async () => {
     const { jobId, result } = await succeeded();
     const spec = writeJob(mkdtempSync(join(tmpdir(), 'tunefleet-child-')), `init_adapter: ${jobId}\n`);
     const childId = await fleet.client.submit(await loadSpecFile(spec), 'e2e-child');
@@ -626,6 +626,35 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     const other = await runCli(fleet.stack, 'submit', spec);
     expect(other.status).to.not.equal(0);
     expect(other.stderr).to.match(/init_adapter.*a lora adapter; this job's method ia3 cannot continue it/);
+    // an adapter whose record names other base weights (same model name): the agent refuses to train on its own
+    const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
+    const record = JSON.parse(
+      new TextDecoder().decode((await store.getBlob(`${jobId}/model.json`)) ?? undefined),
+    ) as ModelRecord;
+    const planted = { ...record, id: 'e2e-other-weights', base: { ...record.base, sha256: 'f'.repeat(64) } };
+    await store.putBlob({ name: 'e2e-other-weights/model.json' }, new TextEncoder().encode(JSON.stringify(planted)));
+    const refusedId = await fleet.client.submit(
+      await loadSpecFile(
+        writeJob(mkdtempSync(join(tmpdir(), 'tunefleet-child-')), 'init_adapter: e2e-other-weights\n'),
+      ),
+      'e2e-other-weights-child',
+    );
+    try {
+      // the train activity's failure, as the workflow's history holds it
+      const failures = async (): Promise<string[]> =>
+        ((await fleet.client.client.workflow.getHandle(refusedId).fetchHistory()).events ?? [])
+          .map((e) => e.activityTaskFailedEventAttributes?.failure?.message ?? '')
+          .filter(Boolean);
+      await until('the agent refuses the base weights', async () => (await failures()).length > 0, 180_000);
+      const message = (await failures())[0] ?? '';
+      expect(message).to.include(
+        `the base model ${TINY_MODEL} on agent test-agent is not the one e2e-other-weights's adapter was trained on`,
+      );
+      expect(message).to.include(`the record's ${'f'.repeat(64)}`);
+    } finally {
+      await fleet.client.cancel(refusedId).catch(() => {});
+      await store.delete('e2e-other-weights/model.json');
+    }
   });
 
   it('e2e - status, list and result work from the CLI', async () => {

@@ -11,10 +11,10 @@ import {
   defineSignal,
   proxyActivities,
   setHandler,
-  sleep,
 } from '@temporalio/workflow';
 import type { AgentActivities, ChatMessage, ChatTurnRequest, ControlActivities } from '../shared/activities';
 import { CONTROL_TASK_QUEUE, agentTaskQueue } from '../shared/names';
+import { interactiveAgent, placeInteractive, retryableOnAnotherAgent } from './generate';
 
 export interface ChatInput extends Omit<
   ChatTurnRequest,
@@ -58,7 +58,7 @@ export async function chat(input: ChatInput): Promise<ChatOutcome> {
 
   let turn = 0;
   let attempt = 0;
-  let waited = 0;
+  const wait = { waited: 0, limit: waitSeconds };
   const exclude: string[] = [];
   let placed: { agentId: string; reservedBytes: number; devices?: string[] } | null = null;
   let lastAgent: string | null = null;
@@ -89,35 +89,11 @@ export async function chat(input: ChatInput): Promise<ChatOutcome> {
       const asked = [...messages, { role: 'user' as const, content: text }];
       for (;;) {
         if (!placed) {
-          const p = await quick.place({
-            jobId: req.jobId,
-            spec: req.spec,
-            attempt: attempt + 1,
-            submittedAt,
-            exclude,
-            purpose: 'evaluate',
-          });
-          if (!p.placement) {
-            if (waited >= waitSeconds)
-              throw ApplicationFailure.nonRetryable(
-                `no agent had room in ${waitSeconds} s: ${p.waiting}`,
-                'NO_AGENT_FITS',
-              );
-            await sleep(1000);
-            waited += 1;
-            continue;
-          }
+          placed = await placeInteractive(req, attempt + 1, submittedAt, exclude, wait);
           attempt += 1;
-          placed = p.placement;
-          lastAgent = p.placement.agentId;
+          lastAgent = placed.agentId;
         }
-        const agent = proxyActivities<AgentActivities>({
-          taskQueue: agentTaskQueue(placed.agentId),
-          scheduleToStartTimeout: '2 minutes',
-          startToCloseTimeout: '1 hour',
-          heartbeatTimeout: '30 seconds',
-          retry: { maximumAttempts: 1 },
-        });
+        const agent = interactiveAgent(placed.agentId);
         try {
           const answer = await agent.chatTurn({
             ...req,
@@ -131,9 +107,7 @@ export async function chat(input: ChatInput): Promise<ChatOutcome> {
           turn += 1;
           break;
         } catch (e) {
-          const failure = (e as { cause?: unknown }).cause ?? e;
-          const retryable = !(failure instanceof ApplicationFailure && failure.nonRetryable);
-          if (!retryable || attempt >= MAX_CHAT_ATTEMPTS) throw e;
+          if (!retryableOnAnotherAgent(e) || attempt >= MAX_CHAT_ATTEMPTS) throw e;
           // the same turn, with the conversation so far, on another agent
           exclude.push(placed.agentId);
           await release();

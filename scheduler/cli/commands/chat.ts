@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline';
 import { ErrorCode, TunefleetError, type JobEvent } from '../../../shared';
 import { ChatSession } from '../client';
 import { intFlag, withClient } from './common';
+import { answerFlags } from './generate';
 
 /** What ends a chat typed at a terminal (end of input, Ctrl-D, does too). */
 const QUIT = new Set(['/exit', '/quit']);
@@ -44,20 +45,9 @@ export function chatCommands(program: Command): void {
         },
         cmd: Command,
       ) => {
-        const maxNewTokens = intFlag(opts.maxNewTokens, '--max-new-tokens', 1);
-        if (maxNewTokens > 4096)
-          throw new TunefleetError(ErrorCode.FlagInvalid, '--max-new-tokens is at most 4096', {
-            field: '--max-new-tokens',
-          });
-        const temperature = Number(opts.temperature);
-        if (!/^\d+(\.\d+)?$/.test(opts.temperature.trim()) || temperature > 5)
-          throw new TunefleetError(ErrorCode.FlagInvalid, `--temperature '${opts.temperature}' must be from 0 to 5`, {
-            field: '--temperature',
-          });
+        const { maxNewTokens, temperature, seed, waitSeconds } = answerFlags(opts);
         if (opts.system !== undefined && !opts.system.trim())
           throw new TunefleetError(ErrorCode.FlagInvalid, '--system is empty', { field: '--system' });
-        const seed = intFlag(opts.seed, '--seed', 0);
-        const waitSeconds = intFlag(opts.wait, '--wait', 1);
         const idleSeconds = intFlag(opts.idle, '--idle', 10);
         const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
         await withClient(cmd, async (client) => {

@@ -4,6 +4,29 @@ import { ErrorCode, TunefleetError, type JobEvent } from '../../../shared';
 import { generateAnswers, readPrompts } from '../client';
 import { intFlag, withClient } from './common';
 
+/** The flags generate and chat share: how to answer, and how long to wait for room. */
+export function answerFlags(opts: { maxNewTokens: string; temperature: string; seed: string; wait: string }): {
+  maxNewTokens: number;
+  temperature: number;
+  seed: number;
+  waitSeconds: number;
+} {
+  const maxNewTokens = intFlag(opts.maxNewTokens, '--max-new-tokens', 1);
+  if (maxNewTokens > 4096)
+    throw new TunefleetError(ErrorCode.FlagInvalid, '--max-new-tokens is at most 4096', { field: '--max-new-tokens' });
+  const temperature = Number(opts.temperature);
+  if (!/^\d+(\.\d+)?$/.test(opts.temperature.trim()) || temperature > 5)
+    throw new TunefleetError(ErrorCode.FlagInvalid, `'${opts.temperature}' must be from 0 to 5`, {
+      field: '--temperature',
+    });
+  return {
+    maxNewTokens,
+    temperature,
+    seed: intFlag(opts.seed, '--seed', 0),
+    waitSeconds: intFlag(opts.wait, '--wait', 1),
+  };
+}
+
 export function generateCommands(program: Command): void {
   program
     .command('generate')
@@ -49,18 +72,7 @@ export function generateCommands(program: Command): void {
         if (opts.prompt !== undefined && !opts.prompt.trim())
           throw new TunefleetError(ErrorCode.FlagInvalid, '--prompt is empty', { field: '--prompt' });
         const prompts = opts.prompt !== undefined ? [opts.prompt] : readPrompts(opts.file as string);
-        const maxNewTokens = intFlag(opts.maxNewTokens, '--max-new-tokens', 1);
-        if (maxNewTokens > 4096)
-          throw new TunefleetError(ErrorCode.FlagInvalid, '--max-new-tokens is at most 4096', {
-            field: '--max-new-tokens',
-          });
-        const temperature = Number(opts.temperature);
-        if (!/^\d+(\.\d+)?$/.test(opts.temperature.trim()) || temperature > 5)
-          throw new TunefleetError(ErrorCode.FlagInvalid, `--temperature '${opts.temperature}' must be from 0 to 5`, {
-            field: '--temperature',
-          });
-        const seed = intFlag(opts.seed, '--seed', 0);
-        const waitSeconds = intFlag(opts.wait, '--wait', 1);
+        const { maxNewTokens, temperature, seed, waitSeconds } = answerFlags(opts);
         await withClient(cmd, async (client) => {
           const many = prompts.length > 1 || opts.base;
           let open: string | null = null;

@@ -147,7 +147,7 @@ export function resultCommands(program: Command): void {
     .action(
       async (job: string, opts: { out?: string; modelsDir?: string; dtype: string; format: string }, cmd: Command) => {
         if (!(EXPORT_FORMATS as readonly string[]).includes(opts.format))
-          throw new TunefleetError(ErrorCode.FlagInvalid, `--format ${opts.format}: ${EXPORT_FORMATS.join(' or ')}`, {
+          throw new TunefleetError(ErrorCode.FlagInvalid, `'${opts.format}' is not ${EXPORT_FORMATS.join(' or ')}`, {
             field: '--format',
           });
         const dtypes: readonly string[] = opts.format === 'gguf' ? GGUF_DTYPES : MERGED_DTYPES;

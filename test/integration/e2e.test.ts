@@ -471,6 +471,7 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     expect(r.status, r.stderr).to.equal(0);
     const out = JSON.parse(r.stdout) as { chat: string; agentId: string; messages: ChatMessage[]; ended: string };
     expect(out.ended).to.equal('asked');
+    await recordHistory(fleet.client.client, out.chat, 'chat');
     expect(out.agentId).to.equal('test-agent');
     expect(out.messages.map((m) => m.role)).to.deep.equal(['system', 'user', 'assistant', 'user', 'assistant']);
     expect(out.messages.filter((m) => m.role === 'user').map((m) => m.content)).to.deep.equal(asked);
@@ -510,7 +511,7 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     // the chat's place on the agent is given back and its trainer has ended
     const leases = await (await (await fleet.client.nats()).kv(LEASES_BUCKET)).get('test-agent');
     expect(new TextDecoder().decode(leases?.value)).to.not.include(out.chat);
-    expect(spawnSync('pgrep', ['-f', 'tunefleet_trainer chat']).stdout.toString()).to.equal('');
+    expect(spawnSync('pgrep', ['-f', `jobs/${out.chat}/`]).stdout.toString(), 'its trainer').to.equal('');
 
     const unknown = await runCliInput(fleet.stack, 'hi\n', 'chat', 'no-such-job');
     expect(unknown.status).to.not.equal(0);

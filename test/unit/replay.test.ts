@@ -1,4 +1,4 @@
-// Determinism guard: replay every recorded fineTune history (test/fixtures/histories,
+// Determinism guard: replay every recorded workflow history (fineTune, chat) (test/fixtures/histories,
 // History protobufs recorded by the integration tests with TUNEFLEET_RECORD_HISTORIES=1) against the
 // current workflow code. A change that reorders commands, timers or activities fails here.
 import { expect } from 'chai';
@@ -16,7 +16,7 @@ describe('replay - recorded workflow histories', function () {
     .filter((f) => f.endsWith('.pb'))
     .sort();
 
-  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new', () => {
+  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new, a chat', () => {
     expect(files).to.include.members([
       'succeeded.pb',
       'recovered-after-kill9.pb',
@@ -25,6 +25,8 @@ describe('replay - recorded workflow histories', function () {
       // the run that handed over (ends ContinuedAsNew) and the run that took over and finished
       'queued-continued-as-new.pb',
       'queued-after-continue-as-new.pb',
+      // a chat: two turn signals, the agent's turns, the end signal, chatEnd and the release
+      'chat.pb',
     ]);
   });
 

@@ -401,9 +401,9 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       if (failed && lastBeatAt) deps.metrics?.detected(failed, (Date.now() - lastBeatAt) / 1000);
       const queueKv = await nats.kv(QUEUE_BUCKET);
       await queueKv.delete(jobId).catch(() => {});
-      if (!agentId) return;
-      await releaseLease(await nats.kv(LEASES_BUCKET), agentId, jobId, attempt);
-      // the head of the queue tries again now rather than at its next poll
+      if (agentId) await releaseLease(await nats.kv(LEASES_BUCKET), agentId, jobId, attempt);
+      // the head of the queue tries again now rather than at its next poll (a job that left the queue may have been
+      // what it waited behind)
       const waiting = (await readQueue(queueKv)).filter((q) => q.jobId !== jobId).slice(0, WAKE_AT_MOST);
       await Promise.all(waiting.map((q) => deps.wake(q.jobId).catch(() => {})));
     }),

@@ -79,6 +79,10 @@ export async function startControlWorker(
       metrics,
       wake: (jobId) => client.workflow.getHandle(jobId).signal(CAPACITY_SIGNAL),
     }),
+    // at a stop, activities in flight get a grace to finish, then are cancelled; one that ignores its cancellation
+    // (a NATS call that never answers) must not hold the stop for ever: Temporal retries it on another worker
+    shutdownGraceTime: '20 seconds',
+    shutdownForceTime: '60 seconds',
   });
   const served = o.metricsAddress ? await serveMetrics(o.metricsAddress, metrics.registry, log) : null;
   if (served) log(`metrics on ${served.url}`);
@@ -90,9 +94,9 @@ export async function startControlWorker(
     metrics: served,
     async stop() {
       // a phase that takes long is said (a stop that hangs says where)
-      const phase = async (what: string, p: Promise<unknown> | unknown): Promise<void> => {
+      const phase = async (what: string, p: Promise<unknown> | unknown, detail = (): string => ''): Promise<void> => {
         const t0 = Date.now();
-        const slow = setTimeout(() => log(`stopping: still waiting for ${what} after 15 s`), 15_000);
+        const slow = setTimeout(() => log(`stopping: still waiting for ${what} after 15 s${detail()}`), 15_000);
         try {
           await p;
         } finally {
@@ -103,7 +107,11 @@ export async function startControlWorker(
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await phase(
         'the Temporal worker to finish its tasks',
-        run.catch(() => {}),
+        run.catch((e: unknown) => log(`stopping: the Temporal worker ended with ${String(e)}`)),
+        () => {
+          const { numInFlightActivities: a, numInFlightWorkflowActivations: w } = worker.getStatus();
+          return ` (${a} activities, ${w} workflow activations in flight)`;
+        },
       );
       commitService.unsubscribe();
       await phase('the metrics server', served?.close());

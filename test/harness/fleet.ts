@@ -14,13 +14,21 @@ import { reloadNats } from '../../infra/services';
 
 /**
  * Call `check` until it answers true, one call at a time, 100 ms apart; throws naming `what`
- * after `ms`. Returns the wait in ms. Checks read through the client library (not a CLI
- * process) unless the CLI is what the test checks.
+ * after `ms`, with what `explain` says of the state it was waiting on. Returns the wait in ms. Checks read through the
+ * client library (not a CLI process) unless the CLI is what the test checks.
  */
-export async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<number> {
+export async function until(
+  what: string,
+  check: () => Promise<boolean>,
+  ms: number,
+  explain?: () => Promise<string>,
+): Promise<number> {
   const t0 = Date.now();
   while (!(await check())) {
-    if (Date.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
+    if (Date.now() - t0 > ms) {
+      const seen = explain ? await explain().catch((e: unknown) => `(explain failed: ${String(e)})`) : null;
+      throw new Error(`${what}: not within ${ms} ms${seen ? `; ${seen}` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   return Date.now() - t0;

@@ -90,7 +90,20 @@ export function useRunningFleet(o: FleetOptions): RunningFleet {
       () => agents.killAll(),
       () => client?.close(),
       () => agent?.stop(),
-      ...workers.map((w) => () => w.stop()).reverse(),
+      ...workers
+        .map((w) => async () => {
+          // a stop that hangs shows what the workers and the agent said last (kept, not printed, unless it does)
+          const slow = setTimeout(
+            () => console.error(`[harness] last log lines:\n${logs.slice(-40).join('\n')}`),
+            30_000,
+          );
+          try {
+            await w.stop();
+          } finally {
+            clearTimeout(slow);
+          }
+        })
+        .reverse(),
       () => stack?.stop(),
     ),
   );

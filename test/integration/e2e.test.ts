@@ -29,6 +29,7 @@ import { addAgent } from '../../infra/secrets';
 import { reloadNats } from '../../infra/services';
 import { fetchSplits } from '../../agent/session/transfer';
 import { prepareDataset } from '../../scheduler/prepare';
+import { readLeases } from '../../scheduler/leases';
 import { loadSpecFile } from '../../scheduler/cli/client';
 import { getFile, objectSha256, putFile, sha256Hex } from '../../scheduler/nats';
 import { ROOT, TINY_MODEL, cliEnv, installedHome, recordHistory, runCli, runCliInput } from '../harness/stack';
@@ -653,8 +654,15 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
       );
       expect(message).to.include(`the record's ${'f'.repeat(64)}`);
     } finally {
+      // its next attempt may hold the agent: the tests after this one start once it has ended
       await fleet.client.cancel(refusedId).catch(() => {});
       await store.delete('e2e-other-weights/model.json');
+      await until(
+        'the refused child ends',
+        async () => (await fleet.client.describe(refusedId)).temporal !== 'RUNNING',
+        120_000,
+        async () => JSON.stringify((await fleet.client.describe(refusedId)).status),
+      );
     }
   });
 
@@ -674,7 +682,16 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
       await loadSpecFile(tinyJob('e2e-cancel', 100000, 1000)),
       'e2e-cancelled',
     );
-    await until('training', async () => (await fleet.client.describe(cancelled)).status?.state === 'training', 120_000);
+    await until(
+      'training',
+      async () => (await fleet.client.describe(cancelled)).status?.state === 'training',
+      120_000,
+      async () => {
+        const { status } = await fleet.client.describe(cancelled);
+        const leases = await readLeases(await (await fleet.client.nats()).kv(LEASES_BUCKET));
+        return `state ${status?.state} (${status?.message}); leases ${JSON.stringify([...leases])}`;
+      },
+    );
     expect((await run('cancel', cancelled)).status).to.equal(0);
     await until('cancelled', async () => (await fleet.client.describe(cancelled)).temporal === 'CANCELLED', 60_000);
     // finished jobs say how they ended, where they ran, how long they took and their eval loss

@@ -61,7 +61,7 @@ export const checkpointEvent = z.object({
   step: z.number().int().nonnegative(),
   path: z.string().min(1),
   files: z.array(fileEntry).min(1),
-  reason: z.enum(['interval', 'final', 'signal']),
+  reason: z.enum(['interval', 'final', 'signal', 'pause']),
   /** seconds spent writing, fsyncing and hashing the checkpoint */
   save_seconds: z.number().nonnegative().optional(),
 });
@@ -169,6 +169,16 @@ export const errorEvent = z.object({
   message: z.string(),
 });
 
+/** train with pause_at: the run stopped at that step (a sweep's rung), checkpointed, and evaluated on the eval split */
+export const pausedEvent = z.object({
+  ...base,
+  type: z.literal('paused'),
+  step: z.number().int().positive(),
+  steps_total: z.number().int().positive(),
+  /** the eval split's loss at the pause (null: no eval split) */
+  eval_loss: finite.nullable(),
+});
+
 export const trainerEvent = z.discriminatedUnion('type', [
   startedEvent,
   stepEvent,
@@ -177,6 +187,7 @@ export const trainerEvent = z.discriminatedUnion('type', [
   oomEvent,
   logEvent,
   finishedEvent,
+  pausedEvent,
   evaluationEvent,
   tokenEvent,
   answerEvent,

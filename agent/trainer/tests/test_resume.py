@@ -152,3 +152,41 @@ def test_a_session_whose_agent_is_already_gone_exits(tmp_path):
     )
     assert r.returncode == 1 and "ran" not in r.stdout
     assert "is gone" in r.stderr
+
+
+def test_a_paused_run_resumes_as_if_never_paused(tiny_model, dataset, tmp_path):
+    """pause_at (a sweep's rung): checkpoint, eval, exit 0 without an adapter; resumed (and paused again) from that
+    checkpoint, every later step's loss equals an uninterrupted run's and so does the adapter's eval loss."""
+    cfg = run_config(tmp_path, tiny_model, *dataset, checkpoint_every=2)
+    proc, full = run_trainer(cfg, tmp_path, name="full.json")
+    assert proc.returncode == 0
+    losses = [e["loss"] for e in steps(full)]
+
+    proc, first = run_trainer(dict(cfg, pause_at=3, output_dir=str(tmp_path / "a")), tmp_path, name="a.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_valid(first)
+    assert [e["loss"] for e in steps(first)] == losses[:3]
+    # the interval checkpoint at step 2, then the pause's at 3; no adapter
+    assert [(e["step"], e["reason"]) for e in first if e["type"] == "checkpoint"] == [(2, "interval"), (3, "pause")]
+    paused = first[-1]
+    assert paused["type"] == "paused" and paused["step"] == 3 and paused["steps_total"] == 6
+    assert [e["eval_loss"] for e in first if e["type"] == "eval"] == [paused["eval_loss"]]
+    assert not [e for e in first if e["type"] == "finished"]
+    pause3 = next(e["path"] for e in first if e["type"] == "checkpoint" and e["step"] == 3)
+
+    # promoted to the next rung (5), then to the end
+    second_cfg = dict(cfg, resume_from=pause3, pause_at=5, output_dir=str(tmp_path / "b"))
+    proc, second = run_trainer(second_cfg, tmp_path, name="b.json")
+    assert proc.returncode == 0 and second[-1]["type"] == "paused" and second[-1]["step"] == 5
+    pause5 = next(e["path"] for e in second if e["type"] == "checkpoint" and e["reason"] == "pause")
+    proc, last = run_trainer(dict(cfg, resume_from=pause5, output_dir=str(tmp_path / "c")), tmp_path, name="c.json")
+    assert proc.returncode == 0 and last[-1]["type"] == "finished"
+    resumed = [e["loss"] for e in steps(second)] + [e["loss"] for e in steps(last)]
+    assert [e["step"] for e in steps(second) + steps(last)] == [4, 5, 6]
+    for got, want in zip(resumed, losses[3:]):
+        assert abs(got - want) < 1e-4, (resumed, losses)
+    final = [e["eval_loss"] for e in full if e["type"] == "eval"][-1]
+    assert abs([e["eval_loss"] for e in last if e["type"] == "eval"][-1] - final) < 1e-4
+    # a pause at or past the last step is no pause
+    proc, whole = run_trainer(dict(cfg, pause_at=6, output_dir=str(tmp_path / "d")), tmp_path, name="d.json")
+    assert proc.returncode == 0 and whole[-1]["type"] == "finished"

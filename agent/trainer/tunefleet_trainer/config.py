@@ -100,6 +100,9 @@ class RunConfig:
     resume_from: Optional[str] = None  # a checkpoint directory with a manifest
     adapter_path: Optional[str] = None  # evaluate: the adapter to compare with the base
     init_adapter: Optional[str] = None  # train: a PEFT adapter directory to start from (not from fresh weights)
+    # train: stop after this step (a sweep's rung): checkpoint, evaluate, exit; a later resume from that checkpoint
+    # trains on as if never paused (the schedule still runs over all the steps). At or past the last step: no pause
+    pause_at: Optional[int] = None
     device: str = "auto"  # auto | cpu | cuda
     job_id: str = "local"
     memory_budget: Optional[int] = (
@@ -193,6 +196,8 @@ def validate(cfg: RunConfig):
     for name in ("adapter_len", "adapter_layers"):
         if not (isinstance(getattr(cfg.adapter, name), int) and getattr(cfg.adapter, name) > 0):
             problems.append(f"adapter.{name}: must be a positive integer")
+    if cfg.pause_at is not None and not (isinstance(cfg.pause_at, int) and cfg.pause_at > 0):
+        problems.append("pause_at: must be a positive integer")
     if cfg.device not in ("auto", "cpu", "cuda"):
         problems.append(f"device: '{cfg.device}' is not auto, cpu or cuda")
     if problems:

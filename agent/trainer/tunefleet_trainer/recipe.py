@@ -151,13 +151,15 @@ def _step(run, params, stop):
 
 
 def train(run, stop):
-    """Steps until steps_total, early stop or a stop request. -> 'completed' | 'early' | 'signal'."""
+    """Steps until steps_total (or pause_at), early stop or a stop request.
+    -> 'completed' | 'early' | 'signal' | 'paused'."""
     t, state = run.cfg.training, run.state
     run.model.train()
     params = [p for p in run.model.parameters() if p.requires_grad]
     # a data-parallel run stops at a step every process agreed on (the request seen after a step, by any of them)
     agreed = False
-    while state.step < run.steps_total:
+    limit = min(run.steps_total, run.cfg.pause_at or run.steps_total)
+    while state.step < limit:
         if agreed or (stop.requested and not run.dist.on):
             save_checkpoint(run, "signal")
             return "signal"
@@ -200,9 +202,9 @@ def train(run, stop):
             if _evaluate_and_track(run):
                 save_checkpoint(run, "final")
                 return "early"
-        if state.step % t.checkpoint_every == 0 and state.step < run.steps_total:
+        if state.step % t.checkpoint_every == 0 and state.step < limit:
             save_checkpoint(run, "interval")
-    return "completed"
+    return "completed" if state.step >= run.steps_total else "paused"
 
 
 def _report_oom(run, step, shape):
@@ -374,6 +376,19 @@ def _main(run, stop):
         gc.collect()
         return 3
     state = run.state
+    if outcome == "paused":
+        # the checkpoint first: it holds the state an uninterrupted run has after this step (then the evaluation)
+        save_checkpoint(run, "pause")
+        eval_loss = _eval_loss(run) if run.eval else None
+        if run.dist.main:
+            if eval_loss is not None:
+                _emit_eval(run, eval_loss)
+            emit("paused", step=state.step, steps_total=run.steps_total, eval_loss=eval_loss)
+            if run.tb:
+                run.tb.close()
+        run.release()
+        gc.collect()
+        return 0
     done = outcome in ("completed", "early")
     if outcome == "completed":
         if cfg.training.eval_every and run.eval:

@@ -37,6 +37,8 @@ export interface TrainRequest {
   gang?: GangRequest;
   /** checkpoints-bucket prefix of the newest committed checkpoint to resume from */
   resumeFrom: { prefix: string; step: number; manifest_sha256?: string | null } | null;
+  /** a sweep trial: stop at this step (its rung), checkpointed and evaluated; the outcome says paused */
+  pauseAt?: number;
 }
 
 export interface GangRequest {

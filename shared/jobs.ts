@@ -174,6 +174,12 @@ export interface TrainOutcome {
   logPrefix?: string;
   logFiles?: FileEntry[];
   seconds: number;
+  /** a sweep trial paused at its rung (TrainRequest.pauseAt): its committed checkpoint and eval loss; no adapter */
+  paused?: {
+    step: number;
+    evalLoss: number | null;
+    checkpoint: { prefix: string; step: number; manifest_sha256?: string | null };
+  };
 }
 
 /** A model's metrics: the trainer's, the judge's mean score and the tool scorer's scores. */

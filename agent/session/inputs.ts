@@ -104,6 +104,8 @@ export interface RunPaths {
   adapter?: string;
   /** train: the registered adapter it continues from (spec init_adapter) */
   initAdapter?: string | null;
+  /** train: stop at this step, checkpointed and evaluated (a sweep trial's rung) */
+  pauseAt?: number | null;
 }
 
 /** The trainer's run.json: the spec's training fields, the paths on this agent, the memory budget. */
@@ -119,6 +121,7 @@ export function runConfig(spec: JobSpec, paths: RunPaths, jobId: string, memoryB
     resume_from: paths.resume ?? null,
     adapter_path: paths.adapter ?? null,
     init_adapter: paths.initAdapter ?? null,
+    ...(paths.pauseAt ? { pause_at: paths.pauseAt } : {}),
     lora: {
       r: spec.lora.r,
       alpha: spec.lora.alpha,

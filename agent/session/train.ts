@@ -96,6 +96,7 @@ export class TrainSession {
   /** a step event came: the warm-up is over, and silence now means a hang */
   private stepped = false;
   private finished: Of<'finished'> | null = null;
+  private paused: Of<'paused'> | null = null;
   private failure: TrainerErrorEvent | null = null;
   private oom: Of<'oom'> | null = null;
   private lastEventAt = Date.now();
@@ -203,7 +204,14 @@ export class TrainSession {
       await rm(initAdapter, { recursive: true, force: true });
       await fetchFiles(deps.nats, parent.bucket, parent.prefix, parent.files, initAdapter);
     }
-    const paths = { model, ...splits, out: join(dir, 'out'), resume: resume?.path ?? null, initAdapter };
+    const paths = {
+      model,
+      ...splits,
+      out: join(dir, 'out'),
+      resume: resume?.path ?? null,
+      initAdapter,
+      pauseAt: req.pauseAt ?? null,
+    };
     return writeRunConfig(dir, req.spec, paths, req.jobId, req.reservedBytes);
   }
 
@@ -282,6 +290,9 @@ export class TrainSession {
         return;
       case 'finished':
         this.finished = e;
+        return;
+      case 'paused':
+        this.paused = e;
         return;
       case 'error':
         this.failure = e;
@@ -379,6 +390,16 @@ export class TrainSession {
     // (a drain of this member stopped every rank at a step they agreed on: that is the drain's failure, below)
     if (exit.code === 0 && !this.speaks && !err && !this.session.stopping)
       return this.trained(hb.step, hb.loss, '', []);
+    // a sweep trial at its rung: checkpointed (committed above) and evaluated; no adapter yet
+    const paused = this.paused;
+    if (exit.code === 0 && paused && !this.session.stopping) {
+      if (!hb.checkpoint || hb.checkpoint.step !== paused.step)
+        throw attemptFailure(`paused at step ${paused.step} without its checkpoint committed`, 'TRAINER_FAILED');
+      return {
+        ...this.trained(paused.step, hb.loss, '', []),
+        paused: { step: paused.step, evalLoss: paused.eval_loss, checkpoint: hb.checkpoint },
+      };
+    }
     if (exit.code === 0 && fin && (fin.stopped === 'completed' || fin.stopped === 'early')) {
       const prefix = trainedAdapterPrefix(req.jobId, req.attempt);
       const names = fin.adapter_files.map((f) => f.name);

@@ -40,6 +40,7 @@ import {
   heldOn,
   readLeases,
   readQueue,
+  releaseJob,
   releaseLease,
   reserve,
   type QueueEntry,
@@ -401,7 +402,11 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       if (failed && lastBeatAt) deps.metrics?.detected(failed, (Date.now() - lastBeatAt) / 1000);
       const queueKv = await nats.kv(QUEUE_BUCKET);
       await queueKv.delete(jobId).catch(() => {});
-      if (agentId) await releaseLease(await nats.kv(LEASES_BUCKET), agentId, jobId, attempt);
+      // no agent: the job has ended (failed or cancelled), and nothing of it may hold a place any longer
+      const leasesKv = await nats.kv(LEASES_BUCKET);
+      if (agentId) await releaseLease(leasesKv, agentId, jobId, attempt);
+      else if ((await releaseJob(leasesKv, jobId)) > 0)
+        log(`${jobId} has ended: released the leases it still held (a placement cancelled in flight)`);
       // the head of the queue tries again now rather than at its next poll (a job that left the queue may have been
       // what it waited behind)
       const waiting = (await readQueue(queueKv)).filter((q) => q.jobId !== jobId).slice(0, WAKE_AT_MOST);

@@ -172,6 +172,20 @@ export async function releaseLease(kv: KV, agentId: string, jobId: string, attem
   throw new LeaseConflict(`could not release ${jobId} attempt ${attempt} on ${agentId}: the key kept changing`);
 }
 
+/**
+ * A job that has ended holds nothing: release each of its leases on every agent. A placement cancelled in flight (the
+ * job cancelled while its place activity ran) may have written a lease the workflow never saw.
+ */
+export async function releaseJob(kv: KV, jobId: string): Promise<number> {
+  let released = 0;
+  for (const [agentId, held] of await readLeases(kv))
+    for (const attempt of new Set(held.leases.filter((l) => l.jobId === jobId).map((l) => l.attempt))) {
+      await releaseLease(kv, agentId, jobId, attempt);
+      released += 1;
+    }
+  return released;
+}
+
 /** The jobs waiting for a place, in queue order; an entry that is not one is skipped with a warning. */
 export async function readQueue(kv: KV, now = Date.now(), warn: Warn = stderrWarn): Promise<QueueEntry[]> {
   const out: QueueEntry[] = [];

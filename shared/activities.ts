@@ -63,10 +63,10 @@ export interface ControlActivities {
   prepare(input: FineTuneInput): Promise<DataReport>;
   place(req: PlaceRequest): Promise<PlaceResult>;
   /**
-   * free the attempt's lease (agentId null: the job was only queued) and its queue entry; safe to repeat. `failed`: the
-   * attempt failed with this class and the job will be placed again (counted once per attempt)
+   * free the attempt's lease and the job's queue entry; safe to repeat. agentId null: the job has ended, and every
+   * lease it still holds on any agent goes too. `failed`: the attempt failed with this class and the job will be
+   * placed again (counted once per attempt); `lastBeatAt`: a lost agent's last heartbeat (ms epoch)
    */
-  /** `failed`: the failure class, when the attempt failed; `lastBeatAt`: a lost agent's last heartbeat (ms epoch) */
   release(jobId: string, attempt: number, agentId: string | null, failed?: string, lastBeatAt?: number): Promise<void>;
   register(input: FineTuneInput, data: DataReport, training: TrainOutcome, evaluation: EvalOutcome): Promise<JobResult>;
 }

@@ -6,7 +6,15 @@ import { expect } from 'chai';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { LEASES_BUCKET, QUEUE_BUCKET } from '../../shared';
 import { JobClient, loadSpecFile } from '../../scheduler/cli/client';
-import { LeaseConflict, readLeases, releaseLease, reserve, type Lease, type QueueEntry } from '../../scheduler/leases';
+import {
+  LeaseConflict,
+  readLeases,
+  releaseJob,
+  releaseLease,
+  reserve,
+  type Lease,
+  type QueueEntry,
+} from '../../scheduler/leases';
 import { availableParallelism } from 'node:os';
 import { DEFAULT_TRAINER_NICE, threadsPerSession } from '../../agent/priority';
 import { tinyJob, until } from '../harness/fleet';
@@ -116,6 +124,31 @@ describe('recovery - three real agents', function () {
     expect(await rejection(full, 'a third lease on a full agent')).to.be.instanceOf(LeaseConflict);
     for (const l of held) await releaseLease(kv, agent, l.jobId, 1);
     expect((await readLeases(kv)).get(agent)?.leases).to.deep.equal([]);
+  });
+
+  it('recovery - a job that ended releases every lease it still holds, on every agent and of every attempt (a placement cancelled in flight leaves none)', async () => {
+    const kv = await (await fleet.client.nats()).kv(LEASES_BUCKET);
+    const lease = (jobId: string, attempt: number): Lease => ({
+      jobId,
+      attempt,
+      bytes: 0.1 * GiB,
+      purpose: 'train',
+      time: Date.now(),
+    });
+    const held = (): Promise<string[]> =>
+      readLeases(kv).then((m) =>
+        [...m]
+          .filter(([a]) => a.startsWith('ended-'))
+          .flatMap(([a, h]) => h.leases.map((l) => `${a}:${l.jobId}:${l.attempt}`))
+          .sort(),
+      );
+    await reserve(kv, 'ended-a', undefined, lease('ended-job', 1), () => GiB, undefined);
+    await reserve(kv, 'ended-a', (await readLeases(kv)).get('ended-a'), lease('other-job', 1), () => GiB, undefined);
+    await reserve(kv, 'ended-b', undefined, lease('ended-job', 2), () => GiB, undefined);
+    expect(await releaseJob(kv, 'ended-job')).to.equal(2);
+    expect(await held()).to.deep.equal(['ended-a:other-job:1']);
+    expect(await releaseJob(kv, 'ended-job'), 'safe to repeat').to.equal(0);
+    await releaseLease(kv, 'ended-a', 'other-job', 1);
   });
 
   it("recovery - a job queued through many polls continues as new, keeps its place, submit time and priority, and runs when its agent frees up; each run's history stays bounded", async () => {

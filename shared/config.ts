@@ -34,6 +34,8 @@ export interface Config {
    * quickly
    */
   queue?: FineTuneInput['queue'];
+  /** new sweeps continue as new past this many history events (unset: the workflow's default; a test lowers it) */
+  sweepHistoryEvents?: number;
 }
 
 export interface TemporalTls {

@@ -13,3 +13,4 @@ export * from './dedup';
 export * from './memory';
 export * from './gates';
 export * from './registry';
+export * from './sweep';

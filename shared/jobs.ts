@@ -20,6 +20,47 @@ export interface FineTuneInput {
   queue?: { pollMs?: number; historyEvents?: number };
   /** set when a run continued as new while queued: where the previous run had got to */
   continued?: ContinuedRun;
+  /** a sweep's trial: it pauses at each rung but the last and waits for the sweep to promote or stop it */
+  trial?: TrialInput;
+}
+
+/** What makes a job a sweep's trial. */
+export interface TrialInput {
+  /** the sweep workflow's id (the trial tells it of each rung it reaches and of its end) */
+  sweepId: string;
+  /** the trial's index in the sweep (0, 1, ... in the order the searcher proposed them) */
+  index: number;
+  /** the steps it pauses at (ASHA's rungs); the last is training.max_steps */
+  rungs: number[];
+}
+
+/** What a trial tells its sweep: it paused at a rung, or it ended (with the metrics of its evaluation). */
+export interface TrialUpdate {
+  index: number;
+  kind: 'paused' | 'succeeded' | 'failed_gate' | 'stopped_early' | 'failed' | 'cancelled';
+  /** the rung (index into the rungs) it paused at or ended after */
+  rung: number;
+  /** training steps done */
+  step: number;
+  /** paused: the eval split's loss at the rung */
+  evalLoss: number | null;
+  /** succeeded or failed_gate: the fine-tuned model's metrics by name (as gates name them) */
+  metrics?: Record<string, number | null | undefined>;
+  /** failed: why */
+  message?: string;
+}
+
+/** A trial the sweep stopped at a rung (ASHA did not promote it): its numbers; it registered no adapter. */
+export interface StoppedTrialResult {
+  jobId: string;
+  state: 'stopped_early';
+  sweepId: string;
+  trial: number;
+  /** steps trained */
+  step: number;
+  /** the eval split's loss at each rung it reached */
+  rungs: { step: number; evalLoss: number | null }[];
+  data: DataReport;
 }
 
 /**
@@ -39,6 +80,8 @@ export interface ContinuedRun {
   data: DataReport;
   /** set when training is done and the job waits to be evaluated */
   training: TrainOutcome | null;
+  /** a trial: the rungs it reached, with the eval loss at each (absent: none yet) */
+  trialRungs?: { step: number; evalLoss: number | null }[];
 }
 
 export const JOB_STATES = [
@@ -48,8 +91,12 @@ export const JOB_STATES = [
   'training',
   'evaluating',
   'registering',
+  /** a sweep's trial at a rung: checkpointed, evaluated, its leases released; the sweep promotes or stops it */
+  'paused',
   'succeeded',
   'failed_gate',
+  /** a sweep's trial the sweep stopped at a rung (not promoted) */
+  'stopped_early',
   'failed',
   'cancelled',
 ] as const;

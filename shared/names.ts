@@ -68,3 +68,7 @@ export const DECISIONS_BUCKET = 'tunefleet-decisions';
 export const PROGRESS_SIGNAL = 'progress';
 /** The signal a control worker sends queued fineTune workflows when capacity is released. */
 export const CAPACITY_SIGNAL = 'capacity';
+/** A sweep's trial tells its sweep it paused at a rung or ended (TrialUpdate). */
+export const TRIAL_SIGNAL = 'trial';
+/** A sweep tells a paused trial to go on to its next rung (true) or to stop there (false). */
+export const PROMOTE_SIGNAL = 'promote';

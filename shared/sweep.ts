@@ -5,7 +5,9 @@
 import { z } from 'zod';
 import { ErrorCode, TunefleetError, TunefleetErrors } from './errors';
 import { ID_PATTERN } from './names';
-import { jobSpecSchema } from './spec';
+import { seededRandom } from './dataset';
+import { jobSpecSchema, type JobSpec } from './spec';
+import type { FineTuneInput } from './jobs';
 
 export const DIMENSION_KINDS = ['grid', 'choice', 'uniform', 'loguniform', 'int'] as const;
 export type DimensionKind = (typeof DIMENSION_KINDS)[number];
@@ -259,18 +261,6 @@ function gridSize(space: Record<string, Dimension>): number {
   return Object.values(space).reduce((n, d) => n * (d.kind === 'grid' || d.kind === 'choice' ? d.values.length : 1), 1);
 }
 
-/** A seeded generator of numbers in [0, 1) (mulberry32): the same seed, the same trials. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function sample(d: Dimension, rand: () => number): Value {
   if ('values' in d) return d.values[Math.floor(rand() * d.values.length)] as Value;
   if (d.kind === 'uniform') return d.low + rand() * (d.high - d.low);
@@ -294,7 +284,7 @@ function gridPoints(space: Record<string, Dimension>): Record<string, Value>[] {
  */
 export function proposeTrials(s: SweepSpec): Trial[] {
   const discrete = Object.values(s.space).every((d) => d.kind === 'grid' || d.kind === 'choice');
-  const rand = seeded(s.searcher.seed);
+  const rand = seededRandom(s.searcher.seed);
   let params: Record<string, Value>[];
   if (s.searcher.type === 'grid') params = gridPoints(s.space);
   else if (s.searcher.type === 'asha' && discrete && gridSize(s.space) <= s.budget.max_trials) {
@@ -361,4 +351,60 @@ export function bestTrial(s: SweepSpec, trials: TrialState[]): TrialState | null
   const better = (a: number, b: number): number => (s.mode === 'min' ? a - b : b - a);
   at.sort((a, b) => better(a.results[top - 1] as number, b.results[top - 1] as number) || a.index - b.index);
   return at[0] ?? null;
+}
+
+/** The sweep workflow's input: the checked sweep, every trial the searcher proposed (with its job spec), the data. */
+export interface SweepInput {
+  sweepId: string;
+  sweep: SweepSpec;
+  /** in the searcher's order; each spec is the base job with the trial's values and budget.max_steps */
+  trials: { index: number; params: Record<string, Value>; spec: JobSpec }[];
+  dataset: FineTuneInput['dataset'];
+  evalDataset?: FineTuneInput['evalDataset'];
+  submittedAt: string;
+  timeouts?: FineTuneInput['timeouts'];
+  queue?: FineTuneInput['queue'];
+  /** continue as new past this many history events (default in workflows/sweep.ts; a test lowers it) */
+  historyEvents?: number;
+  /** set when a run continued as new: the sweep as it stood */
+  continued?: SweepStatus;
+}
+
+/** A trial as the sweep sees it. */
+export interface SweepTrial {
+  index: number;
+  jobId: string;
+  params: Record<string, Value>;
+  /** running: placed, queued or training (its job's status says which); paused: at a rung, waiting for the sweep */
+  state: 'running' | 'paused' | 'succeeded' | 'failed_gate' | 'stopped_early' | 'failed' | 'cancelled';
+  /** steps trained */
+  steps: number;
+  /** the sweep's metric at each rung reached (the last rung: the final evaluation's); null: not measured */
+  results: (number | null)[];
+  /** the eval split's loss at each rung reached */
+  rungs: { step: number; evalLoss: number | null }[];
+  /** the metric of its final evaluation (null: not finished) */
+  final: number | null;
+  message: string | null;
+}
+
+/** What `tunefleet sweep status` shows, and the sweep's result. */
+export interface SweepStatus {
+  sweepId: string;
+  name: string;
+  state: 'running' | 'finishing' | 'succeeded' | 'failed' | 'cancelled';
+  searcher: SweepSpec['searcher']['type'];
+  metric: string;
+  mode: 'min' | 'max';
+  /** the steps of each rung (grid and random: budget.max_steps alone) */
+  rungs: number[];
+  /** trials the searcher proposed */
+  proposed: number;
+  /** the trials started, in start order */
+  trials: SweepTrial[];
+  /** the best trial so far, by its result at the highest rung reached; its adapter is the sweep's result */
+  best: { index: number; jobId: string; params: Record<string, Value>; metric: number | null; rung: number } | null;
+  /** training steps of every trial together */
+  stepsTrained: number;
+  message: string | null;
 }

@@ -20,6 +20,7 @@ import {
   ContinueAsNew,
   defineQuery,
   defineSignal,
+  getExternalWorkflowHandle,
   isCancellation,
   condition,
   makeContinueAsNewFunc,
@@ -43,11 +44,21 @@ import type {
   JobState,
   JobStatus,
   Placement,
+  StoppedTrialResult,
   TrainOutcome,
+  TrialUpdate,
 } from '../shared/jobs';
 import type { JobSpec } from '../shared/spec';
 import type { RetryPolicy } from '@temporalio/common';
-import { CAPACITY_SIGNAL, CONTROL_TASK_QUEUE, PROGRESS_SIGNAL, agentTaskQueue } from '../shared/names';
+import {
+  CAPACITY_SIGNAL,
+  CONTROL_TASK_QUEUE,
+  PROGRESS_SIGNAL,
+  PROMOTE_SIGNAL,
+  TRIAL_SIGNAL,
+  agentTaskQueue,
+} from '../shared/names';
+import { metricValues } from '../shared/gates';
 import { FAILURE_POLICY, MAX_ATTEMPTS, classify, gangCause, shrink } from './failures';
 import { SA_AGENT, SA_ATTEMPT, SA_STATE } from './searchAttributes';
 
@@ -59,6 +70,10 @@ export const statusQuery = defineQuery<JobStatus>('status');
 export const progressSignal = defineSignal<[ProgressUpdate]>(PROGRESS_SIGNAL);
 /** Sent to queued jobs when a lease is released: try placement now instead of at the next poll. */
 export const capacitySignal = defineSignal(CAPACITY_SIGNAL);
+/** A sweep's verdict on its paused trial: go on past `rung` (go) or stop there. */
+export const promoteSignal = defineSignal<[{ rung: number; go: boolean }]>(PROMOTE_SIGNAL);
+/** What a trial tells its sweep (sent by the trial, handled by the sweep workflow). */
+export const trialSignal = defineSignal<[TrialUpdate]>(TRIAL_SIGNAL);
 
 /**
  * A queued job asks for placement again after this long, backing off to the maximum (a released lease wakes it sooner).
@@ -126,7 +141,7 @@ class GangFailed extends Error {
 
 type Member = NonNullable<Placement['gang']>['members'][number];
 
-export async function fineTune(input: FineTuneInput): Promise<JobResult> {
+export async function fineTune(input: FineTuneInput): Promise<JobResult | StoppedTrialResult> {
   const before = input.continued;
   const status: JobStatus = before
     ? { ...before.status }
@@ -150,6 +165,23 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   setHandler(capacitySignal, () => {
     woken = true;
   });
+  // a sweep's trial: the rungs it reached, and the sweep's verdict at each
+  const trial = input.trial;
+  const trialRungs = [...(before?.trialRungs ?? [])];
+  const verdicts = new Map<number, boolean>();
+  setHandler(promoteSignal, ({ rung, go }) => {
+    if (!verdicts.has(rung)) verdicts.set(rung, go);
+  });
+  /** Tell the sweep; false: it could not be told (it has ended) */
+  const tellSweep = async (u: Omit<TrialUpdate, 'index'>): Promise<boolean> => {
+    if (!trial) return true;
+    try {
+      await getExternalWorkflowHandle(trial.sweepId).signal(trialSignal, { index: trial.index, ...u });
+      return true;
+    } catch {
+      return false;
+    }
+  };
   /**
    * The state, and where the attempt runs, as search attributes (the job list reads them from visibility alone); one
    * upsert command as before, so recorded histories replay.
@@ -191,7 +223,16 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     });
     return next({
       ...input,
-      continued: { runs: (before?.runs ?? 0) + 1, status, spec, exclude, resumeFrom, data, training },
+      continued: {
+        runs: (before?.runs ?? 0) + 1,
+        status,
+        spec,
+        exclude,
+        resumeFrom,
+        data,
+        training,
+        ...(trial ? { trialRungs } : {}),
+      },
     });
   }
 
@@ -206,7 +247,8 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     /** a lost agent's last heartbeat: the worker measures the time to detect the fault from it */
     let lastBeatAt: number | undefined;
     for (;;) {
-      if (status.attempt >= MAX_ATTEMPTS) {
+      // a trial's pauses each ended an attempt that did its work
+      if (status.attempt >= MAX_ATTEMPTS + trialRungs.length) {
         throw ApplicationFailure.nonRetryable(
           `gave up after ${MAX_ATTEMPTS} attempts; last: ${status.message ?? 'none'}`,
           'ATTEMPTS_EXHAUSTED',
@@ -329,11 +371,15 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
   try {
     const prepared: DataReport = data ?? (await control.prepare(input));
     data = prepared;
-    const trained: TrainOutcome =
-      training ??
-      (await onAgent('train', (agent, p) =>
+    let trained: TrainOutcome | null = training;
+    while (!trained) {
+      // a trial stops at its next rung (but the last), checkpointed and evaluated
+      const rung = trialRungs.length;
+      const pauseAt = trial && rung < trial.rungs.length - 1 ? trial.rungs[rung] : undefined;
+      const pause = pauseAt !== undefined ? { pauseAt } : {};
+      const out = await onAgent('train', (agent, p) =>
         p.gang
-          ? trainGang(p, { jobId: input.jobId, spec, attempt: p.attempt, data: prepared, resumeFrom })
+          ? trainGang(p, { jobId: input.jobId, spec, attempt: p.attempt, data: prepared, resumeFrom, ...pause })
           : agent.train({
               jobId: input.jobId,
               spec,
@@ -342,8 +388,41 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
               devices: p.devices ?? [],
               data: prepared,
               resumeFrom,
+              ...pause,
             }),
-      ));
+      );
+      if (!out.paused || !trial) {
+        trained = out;
+        break;
+      }
+      // paused at the rung (its leases released by onAgent): the sweep promotes it or stops it
+      const { step, evalLoss, checkpoint } = out.paused;
+      resumeFrom = checkpoint;
+      trialRungs.push({ step, evalLoss });
+      status.progress = { step, stepsTotal: trial.rungs.at(-1) ?? step, loss: out.trainLoss, checkpoint };
+      setState('paused');
+      const loss = evalLoss === null ? 'no eval split' : `eval loss ${evalLoss.toFixed(4)}`;
+      status.message = `paused at step ${step} (rung ${rung + 1} of ${trial.rungs.length}), ${loss}; the sweep decides`;
+      const told = await tellSweep({ kind: 'paused', rung, step, evalLoss });
+      if (told) await condition(() => verdicts.has(rung));
+      if (!told || !verdicts.get(rung)) {
+        setState('stopped_early');
+        status.message =
+          `stopped at step ${step} (rung ${rung + 1} of ${trial.rungs.length}), ${loss}: ` +
+          (told ? 'not promoted by the sweep' : 'its sweep has ended');
+        await tellSweep({ kind: 'stopped_early', rung, step, evalLoss });
+        return {
+          jobId: input.jobId,
+          state: 'stopped_early',
+          sweepId: trial.sweepId,
+          trial: trial.index,
+          step,
+          rungs: trialRungs,
+          data: prepared,
+        };
+      }
+      status.message = `promoted past step ${step}: on to step ${trial.rungs[rung + 1]}`;
+    }
     if (!training)
       status.progress = {
         step: trained.steps,
@@ -369,6 +448,13 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     const { continued: _continued, ...original } = input;
     const result = await control.register({ ...original, spec }, prepared, trained, evaluation);
     setState(result.state === 'failed_gate' ? 'failed_gate' : 'succeeded');
+    await tellSweep({
+      kind: result.state,
+      rung: (trial?.rungs.length ?? 1) - 1,
+      step: trained.steps,
+      evalLoss: evaluation.tuned.eval_loss,
+      metrics: metricValues(evaluation.tuned),
+    });
     status.message =
       result.state === 'failed_gate'
         ? (result.gates ?? [])
@@ -384,13 +470,24 @@ export async function fineTune(input: FineTuneInput): Promise<JobResult> {
     // a queued job leaves the queue however it ends
     await CancellationScope.nonCancellable(() => quick.release(input.jobId, status.attempt, null));
     setState(cancelled ? 'cancelled' : 'failed');
-    status.message = cancelled
+    const why = cancelled
       ? 'cancelled'
       : err instanceof Error
         ? err.cause instanceof Error
           ? err.cause.message
           : err.message
         : String(err);
+    status.message = why;
+    // a trial that failed or was cancelled (by its sweep, or on its own) frees its place in the sweep
+    await CancellationScope.nonCancellable(() =>
+      tellSweep({
+        kind: cancelled ? 'cancelled' : 'failed',
+        rung: trialRungs.length,
+        step: status.progress?.step ?? 0,
+        evalLoss: null,
+        message: why,
+      }),
+    );
     throw err;
   }
 }

@@ -1,3 +1,4 @@
 export * from './fineTune';
 export * from './generate';
 export * from './chat';
+export * from './sweep';

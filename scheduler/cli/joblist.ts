@@ -2,13 +2,13 @@
 // or ended in, where it ran, its attempt, duration and eval loss; filters are visibility
 // queries over the search attributes, so only the rows asked for are read.
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
-import type { JobResult, JobState, JobStatus } from '../../shared';
+import type { JobResult, JobState, JobStatus, StoppedTrialResult } from '../../shared';
 import { statusQuery } from '../../workflows';
 import { SA_AGENT, SA_ATTEMPT, SA_STATE } from '../../workflows/searchAttributes';
 import { failureMessage } from './messages';
 
 /** The states a job ends in (the state search attribute of a closed workflow). */
-const ENDED: readonly string[] = ['succeeded', 'failed_gate', 'failed', 'cancelled'];
+const ENDED: readonly string[] = ['succeeded', 'failed_gate', 'failed', 'cancelled', 'stopped_early'];
 
 /** How long `list` waits for one job's status query. */
 const QUERY_MS = 5_000;
@@ -136,8 +136,9 @@ async function row(client: Client, w: WorkflowExecutionInfo, submitted: Date, br
     };
   }
   if (temporal === 'COMPLETED') {
-    const r = (await handle.result().catch(() => null)) as JobResult | null;
+    const r = (await handle.result().catch(() => null)) as JobResult | StoppedTrialResult | null;
     if (!r) return { ...base, ...none, state: recorded };
+    if (r.state === 'stopped_early') return { ...base, ...none, state: r.state, agent, attempt };
     return {
       ...base,
       ...none,

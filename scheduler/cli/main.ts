@@ -12,6 +12,7 @@ import { fleetCommands } from './commands/fleet';
 import { jobCommands } from './commands/jobs';
 import { chatCommands } from './commands/chat';
 import { generateCommands } from './commands/generate';
+import { sweepCommands } from './commands/sweep';
 import { modelCommands } from './commands/models';
 import { resultCommands } from './commands/results';
 import { secretsCommands } from './commands/secrets';
@@ -47,6 +48,7 @@ Configuration: flags > TUNEFLEET_* environment > $TUNEFLEET_HOME/stack.json (wri
   modelCommands(program);
   generateCommands(program);
   chatCommands(program);
+  sweepCommands(program);
   fleetCommands(program);
   dataCommands(program);
   secretsCommands(program);

@@ -42,6 +42,8 @@ function describeEvent(e: JobEvent): string | null {
       return `out of memory at step ${e.step} (micro-batch ${e.micro_batch_size} x ${e.sequence_length} tokens)`;
     case 'finished':
       return `training ${e.stopped} at step ${e.step}`;
+    case 'paused':
+      return `paused at step ${e.step}/${e.steps_total} (a sweep's rung), checkpointed; the sweep promotes or stops it`;
     case 'error':
       return `trainer error ${e.code}: ${e.message}`;
     case 'log':

@@ -12,19 +12,22 @@ export interface LoadedSpec {
   evalPath: string | null;
 }
 
-/** Parse and check a spec file and the files it names. No stack needed. */
-export async function loadSpecFile(file: string): Promise<LoadedSpec> {
-  let text: string;
+/** A spec file's text; one that cannot be read is named with the reason. */
+export async function readSpecText(file: string, what = 'spec'): Promise<string> {
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (e) {
     throw new TunefleetError(
       ErrorCode.SpecUnreadable,
-      `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
+      `cannot read the ${what} (${(e as NodeJS.ErrnoException).code ?? String(e)})`,
       { file },
     );
   }
-  const spec = parseSpec(text, file);
+}
+
+/** Parse and check a spec file and the files it names. No stack needed. */
+export async function loadSpecFile(file: string): Promise<LoadedSpec> {
+  const spec = parseSpec(await readSpecText(file), file);
   const base = dirname(resolve(file));
   // data files live in the spec's directory or below it: no absolute paths, no '..' out of
   // it, no symlink that leads out of it (a spec from someone else cannot upload ~/.ssh)

@@ -46,8 +46,8 @@ import { rejection } from '../harness/expect';
 import { readLeases } from '../../scheduler/leases';
 import { sha256File } from '../../scheduler/nats';
 import { processAlive, startNats, startTemporal, stopProcess } from '../../infra/services';
-import { join } from 'node:path';
-import { downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
+import { dirname, join } from 'node:path';
+import { JobClient, downloadAdapter, loadSpecFile } from '../../scheduler/cli/client';
 import { startControlWorker } from '../../scheduler/worker';
 import { useRunningFleet } from '../harness/running-fleet';
 import {
@@ -600,6 +600,89 @@ describe('chaos - faults injected into running jobs', function () {
       await runCli(fleet.stack, 'uncordon', 'agent-a');
       await runCli(fleet.stack, 'uncordon', 'agent-b');
     }
+  });
+
+  it('chaos [ci] 20 - kill -9 of the control worker and of an agent during an ASHA sweep: it finishes with the best trial and rung results of an undisturbed run; no trial step trained twice beyond the checkpoint interval', async () => {
+    const every = 5;
+    const job = tinyJob('sweep-chaos', 30, every, 64);
+    const file = join(dirname(job), 'sweep.yaml');
+    writeFileSync(
+      file,
+      'name: sweep-chaos\njob: job.yaml\nspace:\n  training.learning_rate: {grid: [0.0005, 0.005, 0.05]}\n' +
+        'budget: {max_trials: 3, max_concurrent: 2, max_steps: 30}\n' +
+        'searcher: {type: asha, min_steps: 10, reduction_factor: 3}\n',
+    );
+    // the only control worker is a process of its own, killed -9 while the sweep's trials train
+    await fleet.workers[0]?.stop();
+    const doomed = spawn(process.execPath, [join(ROOT, 'bin', 'tunefleet'), 'worker'], {
+      env: cliEnv(fleet.stack),
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    const id = await fleet.client.sweeps.submit(file, 'chaos-sweep');
+    const trials = ['chaos-sweep-t0', 'chaos-sweep-t1', 'chaos-sweep-t2'];
+    const stepOf = async (jobId: string): Promise<number> =>
+      (await fleet.client.describe(jobId).catch(() => null))?.status?.progress?.step ?? 0;
+    await until('a trial trains', async () => (await Promise.all(trials.map(stepOf))).some((n) => n >= 2), 180_000);
+    doomed.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 3000));
+    fleet.workers[0] = await startControlWorker(fleet.stack.cfg, () => {});
+    // then the agent of a trial that has committed a checkpoint
+    let victim = '';
+    await until(
+      'a trial with a commit',
+      async () => {
+        for (const t of trials) {
+          const c = await commitOf(fleet.client, t);
+          const d = await fleet.client.describe(t).catch(() => null);
+          if (c && c.step >= every && d?.status?.state === 'training' && d.status.agentId) victim = d.status.agentId;
+        }
+        return victim !== '';
+      },
+      180_000,
+    );
+    fleet.agents.get(victim)?.kill('SIGKILL');
+    const hit = await fleet.client.sweeps.wait(id);
+    expect(hit.temporal, `${hit.failure} ${JSON.stringify(hit.trials)}`).to.equal('COMPLETED');
+    await fleet.agents.start(victim);
+    await until('victim back', async () => (await ready()).includes(victim), 60_000);
+    // an undisturbed run of the same sweep, continuing as new every 40 history events (its history stays bounded)
+    const small = await JobClient.connect({ ...fleet.stack.cfg, sweepHistoryEvents: 40 });
+    let calm;
+    let runs = 0;
+    try {
+      calm = await small.sweeps.wait(await small.sweeps.submit(file, 'chaos-sweep-calm'));
+      for await (const _ of small.client.workflow.list({ query: `WorkflowId = 'chaos-sweep-calm'` })) runs += 1;
+    } finally {
+      await small.close();
+    }
+    expect(calm.temporal, calm.failure ?? '').to.equal('COMPLETED');
+    expect(runs, 'runs of the calm sweep (continued as new)').to.be.at.least(2);
+    expect(hit.best?.params).to.deep.equal(calm.best?.params);
+    for (const t of calm.trials) {
+      const twin = hit.trials.find((x) => x.index === t.index);
+      expect(twin?.results.length, `t${t.index} rungs`).to.equal(t.results.length);
+      for (const [k, r] of t.results.entries())
+        expect(twin?.results[k], `t${t.index} rung ${k}`).to.be.closeTo(r as number, 1e-4);
+    }
+    // each trial's steps: trained again only after a failure, from the last commit (at most a checkpoint interval)
+    let again = 0;
+    for (const t of trials) {
+      const steps: number[] = [];
+      await fleet.client.events.read(t, (e) => {
+        if (e.type === 'step') steps.push(e.step);
+      });
+      const twice = steps.length - new Set(steps).size;
+      expect(twice, `${t}: steps trained twice`).to.be.at.most(every);
+      again += twice;
+    }
+    rows.push({
+      scenario: '20 kill -9 worker, agent in a sweep',
+      outcome:
+        `best ${JSON.stringify(hit.best?.params)} as undisturbed (${runs} runs); rung results within 1e-4; ` +
+        `killed ${victim}`,
+      stepsLost: again,
+      recoverS: '-',
+    });
   });
 
   it('chaos [ci] 13 - bad input through the CLI and straight onto NATS: each refused with a clear error; no daemon crashes; nothing stored changes', async () => {

@@ -25,6 +25,20 @@ describe('events - trainer protocol', () => {
     expect(r.kind === 'event' && r.event.type === 'step' ? r.event.loss : null).to.equal(2.5);
   });
 
+  it('events - every type of the schema is read as an event (a paused trial is not skipped as unknown)', () => {
+    const paused = { v: 1, time: 1, type: 'paused', step: 3, steps_total: 27, eval_loss: 5.5 };
+    const r = parseTrainerLine(JSON.stringify(paused), 1);
+    expect(r.kind, JSON.stringify(r)).to.equal('event');
+    const schema = trainerEventsJsonSchema() as { oneOf?: { properties: { type: { const: string } } }[] };
+    const types = (schema.oneOf ?? []).map((o) => o.properties.type.const);
+    expect(types).to.include('paused');
+    for (const type of types) {
+      const line = parseTrainerLine(JSON.stringify({ v: 1, time: 1, type }), 1);
+      // a line of a known type that lacks its fields is invalid for its fields, never as an unknown type
+      if (line.kind === 'invalid') expect(line.error.message, type).to.not.match(/unknown event type/);
+    }
+  });
+
   it('events - unknown keys from a newer trainer are ignored', () => {
     const r = parseTrainerLine(JSON.stringify({ ...step, new_field: 'x' }), 1);
     expect(r.kind).to.equal('event');

@@ -53,4 +53,21 @@ describe('examples - job specs a user can copy', function () {
       }
     });
   }
+
+  const SWEEPS = join(EXAMPLES, 'sweeps');
+  it('examples - every example sweep (examples/sweeps) passes sweep submit --dry-run, listing its trials', () => {
+    const sweeps = readdirSync(SWEEPS).filter((x) => x.endsWith('.yaml'));
+    expect(sweeps).to.include('unit-conversions-lr-rank.yaml');
+    for (const f of sweeps) {
+      expect(readFileSync(join(SWEEPS, f), 'utf8'), f).to.match(/^# /);
+      const r = spawnSync(
+        process.execPath,
+        [join(ROOT, 'bin', 'tunefleet'), 'sweep', 'submit', join(SWEEPS, f), '--dry-run', '--json'],
+        { encoding: 'utf8' },
+      );
+      expect(r.status, r.stderr).to.equal(0);
+      const out = JSON.parse(r.stdout) as { sweep: { budget: { max_trials: number } }; trials: unknown[] };
+      expect(out.trials.length, f).to.be.within(1, out.sweep.budget.max_trials);
+    }
+  });
 });

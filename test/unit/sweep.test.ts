@@ -8,8 +8,10 @@ import {
   proposeTrials,
   rungs,
   type SweepSpec,
+  type SweepStatus,
   type TrialState,
 } from '../../shared/sweep';
+import { formatSweep, sweepSvg } from '../../scheduler/cli/commands/sweep';
 
 const JOB = { name: 'lr', model: 'tiny', method: 'lora', dataset: { path: 'data.jsonl' } };
 
@@ -214,5 +216,75 @@ describe('sweep - ASHA', () => {
     expect(proposed[best!.index]!.params).to.deep.equal(gridBest!.params);
     expect(best!.results).to.have.length(3);
     expect(trained / gridSteps, `${trained} of ${gridSteps} steps`).to.be.at.most(0.5);
+  });
+});
+
+describe('sweep - what the CLI shows', () => {
+  const st: SweepStatus & { temporal: string; failure: string | null } = {
+    sweepId: 'lr-1',
+    name: 'lr',
+    state: 'succeeded',
+    searcher: 'asha',
+    metric: 'eval_loss',
+    mode: 'min',
+    rungs: [3, 9, 27],
+    proposed: 2,
+    trials: [
+      {
+        index: 0,
+        jobId: 'lr-1-t0',
+        params: { 'training.learning_rate': 0.005, 'lora.r': 8 },
+        state: 'succeeded',
+        steps: 27,
+        results: [6.1, 5.8, 5.35],
+        rungs: [
+          { step: 3, evalLoss: 6.1 },
+          { step: 9, evalLoss: 5.8 },
+          { step: 27, evalLoss: 5.35 },
+        ],
+        final: 5.35,
+        message: null,
+      },
+      {
+        index: 1,
+        jobId: 'lr-1-t1',
+        params: { 'training.learning_rate': 0.05, 'lora.r': 2 },
+        state: 'stopped_early',
+        steps: 3,
+        results: [6.4],
+        rungs: [{ step: 3, evalLoss: 6.4 }],
+        final: null,
+        message: null,
+      },
+    ],
+    best: {
+      index: 0,
+      jobId: 'lr-1-t0',
+      params: { 'training.learning_rate': 0.005, 'lora.r': 8 },
+      metric: 5.35,
+      rung: 2,
+    },
+    stepsTrained: 30,
+    message: null,
+    temporal: 'COMPLETED',
+    failure: null,
+  };
+
+  it('sweep - status: a row per trial with its values, state, rung and metric (a running trial as its job says), then the best', () => {
+    const text = formatSweep(st, new Map([['lr-1-t1', 'training 2/27']]));
+    expect(text).to.match(/TRIAL +TRAINING\.LEARNING_RATE +LORA\.R +STATE +RUNG +STEPS +EVAL_LOSS/);
+    expect(text).to.match(/lr-1-t0 +0\.005 +8 +succeeded +3\/3 +27 +5\.3500/);
+    expect(text).to.match(/lr-1-t1 +0\.05 +2 +training 2\/27 +1\/3 +3 +6\.4000/);
+    expect(text).to.include(
+      'best so far: lr-1-t0 {"training.learning_rate":0.005,"lora.r":8} eval_loss 5.3500 (rung 3 of 3)',
+    );
+    expect(text).to.include('steps trained: 30');
+  });
+
+  it('sweep - the plot: a line per trial through its rung results, the rungs dashed', () => {
+    const svg = sweepSvg(st);
+    expect(svg.match(/<polyline/g)).to.have.length(1); // t1 has one point: a dot
+    expect(svg.match(/stroke-dasharray/g)).to.have.length(3);
+    expect(svg).to.include('t0 0.005 8').and.include('t1 0.05 2');
   });
 });

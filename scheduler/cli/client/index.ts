@@ -11,3 +11,4 @@ export { listModels, removeModel, showModel } from './models';
 export { EXPORT_FORMATS, exportMerged, GGUF_DTYPES, MERGED_DTYPES } from './export';
 export { generateAnswers, readPrompts, type GenerateOptions } from './generate';
 export { ChatSession, type ChatOptions } from './chat';
+export { Sweeps, loadSweepFile } from './sweeps';

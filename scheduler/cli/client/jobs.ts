@@ -14,6 +14,7 @@ import {
   type Config,
   type FineTuneInput,
   type JobResult,
+  type StoppedTrialResult,
   type JobEventOf,
   type JobStatus,
   type JobSpec,
@@ -31,12 +32,15 @@ import { failureMessage } from '../messages';
 import { newJobId, type LoadedSpec } from '../specfile';
 import { JobEvents } from './events';
 import { Reviews } from './reviews';
+import { Sweeps } from './sweeps';
 
 export class JobClient {
   /** the job's events: newest of a type, all so far, followed to the end, the loss curve */
   readonly events = new JobEvents(this);
   /** evaluation generations for people: export, import, the result with its review */
   readonly reviews = new Reviews(this);
+  /** hyperparameter sweeps: submit, status, cancel */
+  readonly sweeps = new Sweeps(this);
 
   private constructor(
     readonly cfg: Config,
@@ -104,28 +108,7 @@ export class JobClient {
         `job id '${id}' must be lowercase letters, digits and dashes (at most 63)`,
         { field: '--id' },
       );
-    // malformed or empty data is refused here, before anything is stored
-    const { checkJobData } = await import('../../prepare');
-    const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
-    for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
-    if ((loaded.spec.resources.nodes ?? 1) > 1) await this.gangCouldRun(id, loaded.spec);
-    if (loaded.spec.init_adapter) await this.parentUsable(loaded.spec, loaded.file);
-    const input: FineTuneInput = {
-      jobId: id,
-      spec: loaded.spec,
-      dataset: await this.uploadDataset(loaded.datasetPath),
-      submittedAt: new Date().toISOString(),
-      ...(loaded.evalPath ? { evalDataset: await this.uploadDataset(loaded.evalPath) } : {}),
-      ...(this.cfg.heartbeatTimeoutS || this.cfg.scheduleToStartS
-        ? {
-            timeouts: {
-              ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}),
-              ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}),
-            },
-          }
-        : {}),
-      ...(this.cfg.queue ? { queue: this.cfg.queue } : {}),
-    };
+    const input: FineTuneInput = { jobId: id, spec: loaded.spec, ...(await this.checkAndUpload(id, loaded, o)) };
     try {
       await this.client.workflow.start(fineTune, {
         taskQueue: CONTROL_TASK_QUEUE,
@@ -149,6 +132,36 @@ export class JobClient {
       throw e;
     }
     return id;
+  }
+
+  /**
+   * What a job's workflow gets besides its id and spec: its data checked (malformed or empty data is refused here,
+   * before anything is stored) and uploaded, and this deployment's timeouts. A sweep's trials share one.
+   */
+  async checkAndUpload(
+    id: string,
+    loaded: LoadedSpec,
+    o: { strictEval?: boolean; warn?: (m: string) => void } = {},
+  ): Promise<Omit<FineTuneInput, 'jobId' | 'spec'>> {
+    const { checkJobData } = await import('../../prepare');
+    const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, o);
+    for (const w of checked.warnings) o.warn?.(`warning: ${w}`);
+    if ((loaded.spec.resources.nodes ?? 1) > 1) await this.gangCouldRun(id, loaded.spec);
+    if (loaded.spec.init_adapter) await this.parentUsable(loaded.spec, loaded.file);
+    return {
+      dataset: await this.uploadDataset(loaded.datasetPath),
+      submittedAt: new Date().toISOString(),
+      ...(loaded.evalPath ? { evalDataset: await this.uploadDataset(loaded.evalPath) } : {}),
+      ...(this.cfg.heartbeatTimeoutS || this.cfg.scheduleToStartS
+        ? {
+            timeouts: {
+              ...(this.cfg.heartbeatTimeoutS ? { heartbeatSeconds: this.cfg.heartbeatTimeoutS } : {}),
+              ...(this.cfg.scheduleToStartS ? { scheduleToStartSeconds: this.cfg.scheduleToStartS } : {}),
+            },
+          }
+        : {}),
+      ...(this.cfg.queue ? { queue: this.cfg.queue } : {}),
+    };
   }
 
   /**
@@ -264,7 +277,17 @@ export class JobClient {
       const d = await handle.describe();
       if (d.status.name === 'RUNNING')
         throw new TunefleetError(ErrorCode.JobRunning, `job '${jobId}' is still running ('tunefleet status ${jobId}')`);
-      return (await handle.result()) as JobResult;
+      const r = (await handle.result()) as JobResult | StoppedTrialResult;
+      if (r.state === 'stopped_early') {
+        const last = r.rungs.at(-1);
+        throw new TunefleetError(
+          ErrorCode.JobNotFound,
+          `job '${jobId}' is trial ${r.trial} of sweep ${r.sweepId}, stopped early at step ${r.step}` +
+            `${last?.evalLoss != null ? ` (eval loss ${last.evalLoss.toFixed(4)})` : ''}: it has no adapter ` +
+            `('tunefleet sweep status ${r.sweepId}')`,
+        );
+      }
+      return r;
     } catch (e) {
       if (e instanceof WorkflowNotFoundError) throw new TunefleetError(ErrorCode.JobNotFound, `no job '${jobId}'`);
       if (e instanceof TunefleetError) throw e;

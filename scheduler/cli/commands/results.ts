@@ -103,7 +103,7 @@ export function resultCommands(program: Command): void {
     .description(
       "write a finished job's adapter (PEFT format), or with --logs its TensorBoard event files, to a directory",
     )
-    .argument('<job>')
+    .argument('<job>', "a job, or a finished sweep (its best trial's adapter)")
     .option('--logs', 'the TensorBoard event files (train loss, learning rate, gradient norm, tokens/s, eval loss)')
     .option('-o, --out <dir>', 'output directory (default ./<job>-adapter, with --logs ./<job>-logs)')
     .action(async (job: string, opts: { out?: string; logs?: boolean }, cmd: Command) => {
@@ -114,7 +114,10 @@ export function resultCommands(program: Command): void {
           console.log(`view them with: tensorboard --logdir ${r.dir}`);
           return;
         }
-        const r = await downloadAdapter(client, job, resolve(opts.out ?? `${job}-adapter`));
+        // a sweep's result is its best trial's adapter
+        const { jobId, sweep } = await client.sweeps.resolveJob(job);
+        if (sweep) console.error(`sweep ${sweep}: its best trial is ${jobId}`);
+        const r = await downloadAdapter(client, jobId, resolve(opts.out ?? `${job}-adapter`));
         console.log(`wrote ${r.files} adapter files to ${r.dir}`);
       });
     });

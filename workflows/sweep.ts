@@ -197,8 +197,9 @@ export async function sweep(input: SweepInput): Promise<SweepStatus> {
     if (!status.best || status.best.rung !== steps.length - 1) {
       status.state = 'failed';
       status.message = 'no trial finished its training';
+      const ends = status.trials.map((t) => `${t.jobId} ${t.state}`).join(', ');
       throw ApplicationFailure.nonRetryable(
-        `sweep ${input.sweepId}: no trial finished its training (${status.trials.map((t) => `${t.jobId} ${t.state}`).join(', ')})`,
+        `sweep ${input.sweepId}: no trial finished its training (${ends})`,
         'SWEEP_FAILED',
       );
     }

@@ -1,4 +1,4 @@
-// Determinism guard: replay every recorded workflow history (fineTune, chat) (test/fixtures/histories,
+// Determinism guard: replay every recorded workflow history (fineTune, chat, sweep) (test/fixtures/histories,
 // History protobufs recorded by the integration tests with TUNEFLEET_RECORD_HISTORIES=1) against the
 // current workflow code. A change that reorders commands, timers or activities fails here.
 import { expect } from 'chai';
@@ -16,7 +16,7 @@ describe('replay - recorded workflow histories', function () {
     .filter((f) => f.endsWith('.pb'))
     .sort();
 
-  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new, a chat', () => {
+  it('replay - there are recorded histories: succeeded, recovered after kill -9, cancelled, queued, queued across a continue-as-new, a chat, a sweep and its promoted trial', () => {
     expect(files).to.include.members([
       'succeeded.pb',
       'recovered-after-kill9.pb',
@@ -27,6 +27,9 @@ describe('replay - recorded workflow histories', function () {
       'queued-after-continue-as-new.pb',
       // a chat: two turn signals, the agent's turns, the end signal, chatEnd and the release
       'chat.pb',
+      // an ASHA sweep (children started, trials' signals, promotions, stops) and a trial it promoted to the end
+      'sweep-asha.pb',
+      'sweep-trial-promoted.pb',
     ]);
   });
 

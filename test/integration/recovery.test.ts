@@ -131,7 +131,7 @@ describe('recovery - three real agents', function () {
     const lease = (jobId: string, attempt: number): Lease => ({
       jobId,
       attempt,
-      bytes: 0.1 * GiB,
+      bytes: 100 * 2 ** 20,
       purpose: 'train',
       time: Date.now(),
     });

@@ -36,9 +36,12 @@ function main(): void {
       peak_reserved: number;
     }[];
   };
-  const rows: Row[] = cal.rows.map((r) => ({
+  // 2026-12-04: the recipe as it is now (autocast, compiled layers, FlexAttention for packed blocks), each plain-loss
+  // row beside its chunked-loss twin (a run cut short by its time limit: the rows it finished)
+  const now = JSON.parse(readFileSync(join(DIR, 'h200-memory-calibration-2026-12-04.json'), 'utf8')) as typeof cal;
+  const calRow = (r: (typeof cal.rows)[number], note: string): Row => ({
     label: r.shape,
-    note: ['lora', 'qlora'].includes(r.method) && !r.gradient_checkpointing ? 'before autocast' : '',
+    note,
     input: {
       shape: shapeFromConfig(r.model) as ModelShape,
       method: r.method,
@@ -53,7 +56,13 @@ function main(): void {
     },
     allocated: r.peak_allocated,
     reserved: r.peak_reserved,
-  }));
+  });
+  const rows: Row[] = [
+    ...cal.rows.map((r) =>
+      calRow(r, ['lora', 'qlora'].includes(r.method) && !r.gradient_checkpointing ? 'before autocast' : ''),
+    ),
+    ...now.rows.map((r) => calRow(r, `2026-12-04, ${r.chunked_loss ? 'chunked' : 'plain'} loss`)),
+  ];
   // the current recipe (autocast), from the GPU benchmark's third run
   const bench = JSON.parse(readFileSync(join(DIR, 'h200-gpu-bench-3-autocast.json'), 'utf8')) as {
     micro: number;
@@ -81,6 +90,36 @@ function main(): void {
             gradientCheckpointing: false,
             optimizer: 'adamw',
             loraRank: 16,
+          },
+          allocated: peak,
+          reserved: null,
+        });
+    }
+  }
+  // the GPU benchmark of 2026-12-04 (1.1B, 8 × 1,024): defaults, the plain loss, and not compiled
+  const bench4 = JSON.parse(readFileSync(join(DIR, 'h200-gpu-bench-4-2026-12-04.json'), 'utf8')) as typeof bench;
+  if (big) {
+    for (const [name, chunkedLoss] of [
+      ['tunefleet lora', true],
+      ['tunefleet lora, plain loss', false],
+      ['tunefleet lora, eager', true],
+    ] as const) {
+      const peak = bench4.rows[name]?.peak_memory;
+      if (peak)
+        rows.push({
+          label: 'llama-1.1b',
+          note: `GPU bench 2026-12-04: ${name.replace('tunefleet lora', 'defaults').replace('defaults, ', '')}`,
+          input: {
+            shape: shapeFromConfig(big.model) as ModelShape,
+            method: 'lora',
+            device: 'cuda',
+            precision: 'bf16',
+            microBatch: bench4.micro,
+            seqLen: bench4.seq,
+            gradientCheckpointing: false,
+            optimizer: 'adamw',
+            loraRank: 16,
+            chunkedLoss,
           },
           allocated: peak,
           reserved: null,

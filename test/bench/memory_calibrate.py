@@ -44,14 +44,15 @@ SHAPES = {
 # (shape, method, micro, seq, gradient checkpointing, optimizer[, chunked loss: default True]); the trainer's other
 # choices are its defaults (on CUDA: compiled layers, FlexAttention for packed blocks)
 GRID = [
-    ("llama-1.1b", "lora", 4, 1024, False, "adamw", False),
+    # each plain-loss row beside its chunked-loss twin first: the chunked loss's saving at a 49k and a 32k vocabulary
     ("smollm2-135m", "lora", 8, 1024, False, "adamw", False),
-    ("smollm2-135m", "lora", 4, 512, False, "adamw"),
     ("smollm2-135m", "lora", 8, 1024, False, "adamw"),
+    ("llama-1.1b", "lora", 4, 1024, False, "adamw", False),
+    ("llama-1.1b", "lora", 4, 1024, False, "adamw"),
+    ("smollm2-135m", "lora", 4, 512, False, "adamw"),
     ("smollm2-135m", "lora", 8, 1024, True, "adamw"),
     ("smollm2-135m", "qlora", 8, 1024, False, "adamw"),
     ("smollm2-135m", "full", 4, 512, False, "adamw"),
-    ("llama-1.1b", "lora", 4, 1024, False, "adamw"),
     ("llama-1.1b", "lora", 8, 1024, True, "adamw"),
     ("llama-1.1b", "lora", 2, 2048, False, "adamw"),
     ("llama-1.1b", "qlora", 4, 1024, False, "adamw"),
@@ -152,6 +153,7 @@ def main():
     make_data(data, 200 if a.cpu_smoke else 2000)
     grid = [g for g in GRID if g[5] == "adamw" and g[1] != "qlora"][1:3] if a.cpu_smoke else GRID
     models, rows = {}, []
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
     for i, (shape, method, micro, seq, gc, opt, *rest) in enumerate(grid):
         chunked = rest[0] if rest else True
         if shape not in models:
@@ -184,9 +186,9 @@ def main():
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (smoke)"
-    with open(os.path.join(a.out, "memory-calibration.json"), "w") as f:
-        json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)
+        # written after every row, so a run stopped by its time limit still leaves what it measured
+        with open(os.path.join(a.out, "memory-calibration.json"), "w") as f:
+            json.dump({"device": device, "torch": torch.__version__, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,33 @@ def test_flex_attention_keeps_packed_records_apart(tiny_model, dataset, tmp_path
     assert proc.returncode == 2 and "flex_attention trains only on CUDA" in events[-1]["message"]
 
 
+def test_records_apart_check_sees_records_that_attend_to_each_other(tiny_model, monkeypatch):
+    """The check can fail: transformers made to read a packed block as one sequence (as a version without packed
+    sequence detection would) lets the second record attend to the first, and the check says so."""
+    import torch
+    import transformers.masking_utils
+    from transformers import AutoModelForCausalLM
+    from tunefleet_trainer.modeling import keeps_records_apart
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert keeps_records_apart(model, torch.device("cpu"))
+    monkeypatch.setattr(transformers.masking_utils, "find_packed_sequence_indices", lambda *a, **k: None)
+    assert not keeps_records_apart(model, torch.device("cpu"))
+
+
+def test_records_apart_check_ignores_kernels_that_round_by_length(tiny_model):
+    """Kernels chosen by the number of tokens round differently (bitsandbytes' 4-bit kernels on an H200 did: QLoRA
+    was refused packing there). Here the final norm scales its output by the sequence's length; records are still
+    kept apart, and the check compares blocks of one length, so it still says so."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from tunefleet_trainer.modeling import keeps_records_apart
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.model.norm.register_forward_hook(lambda module, args, out: out * (1 + 0.03 * (out.shape[1] % 7)))
+    assert keeps_records_apart(model, torch.device("cpu"))
+
+
 def test_naive_concatenation_would_not_be_exact(tiny_model, dataset):
     """The check above can fail: the same block without restarting positions lets records see each other."""
     import torch

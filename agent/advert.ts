@@ -17,7 +17,7 @@ import {
 } from '../shared';
 import { selectDevices } from './devices';
 import { probeGpus } from './gpu';
-import { TRAINER_DIR } from './trainer';
+import { TRAINER_DIR } from '../shared/trainerenv';
 
 export interface TrainerCaps {
   methods: string[];

@@ -4,12 +4,10 @@
 // CPU and I/O priority (priority.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseTrainerLine, type TrainerEvent, type TunefleetError } from '../shared';
+import { TRAINER_DIR, trainerEnv } from '../shared/trainerenv';
 import { withPriority, type Priority } from './priority';
-
-export const TRAINER_DIR = resolve(__dirname, '..', '..', 'agent', 'trainer');
 
 export interface TrainerRun {
   child: ChildProcess;
@@ -40,21 +38,6 @@ export interface TrainerOptions {
   priority: Priority;
   onEvent: (e: TrainerEvent) => void;
   onInvalid: (e: TunefleetError) => void;
-}
-
-/** What a trainer may inherit from the agent's environment: locale, paths, and the CUDA / NCCL / torch / HF knobs. */
-const INHERITED = new RegExp(
-  '^(PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|TZ|TMPDIR|LD_LIBRARY_PATH|XDG_CACHE_HOME|' +
-    '(LC|CUDA|NVIDIA|NCCL|TORCH|PYTORCH|HF|TRANSFORMERS|TRITON|OMP|MKL|KMP|BNB)_\\w+)$',
-);
-/** ... and never a secret, whatever its name's prefix (HF_TOKEN). */
-const SECRET = /TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE/i;
-
-/** The agent's environment, filtered to what a trainer needs: no credentials, no tunefleet settings. */
-export function trainerEnv(parent: NodeJS.ProcessEnv): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(parent)) if (v !== undefined && INHERITED.test(k) && !SECRET.test(k)) out[k] = v;
-  return out;
 }
 
 export function runTrainer(o: TrainerOptions): TrainerRun {

@@ -24,7 +24,7 @@ import {
 import type { TrainerRun } from '../trainer';
 import { heartbeating, startTrainer, sessionDir, type AgentDeps, type Session } from './deps';
 import { attemptFailure, droppedBecause, inputFailure, oomFailure, type TrainerErrorEvent } from './failures';
-import { modelDigest } from '../modeldigest';
+import { modelDigest } from '../../shared/modeldigest';
 import { modelDir, writeRunConfig } from './inputs';
 import { EventPublisher } from './publish';
 import {
@@ -104,7 +104,7 @@ export class TrainSession {
   private fenced: string | null = null;
   private stuck: string | null = null;
   private uploads: Promise<void> = Promise.resolve();
-  /** the base model's digest (agent/modeldigest.ts), computed beside the training */
+  /** the base model's digest (shared/modeldigest.ts), computed beside the training */
   private baseDigest: Promise<string | null> = Promise.resolve(null);
   private uploadError: unknown = null;
   private lastSignal = 0;

@@ -830,7 +830,7 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     await (await n.kv(QUEUE_BUCKET)).delete('planted');
   });
 
-  it('e2e - models rm: refused while a running job continues from the adapter; then files, logs and record go, the result stays, and download, show and init_adapter say it was removed', async () => {
+  it('e2e - models rm: refused while a running job continues from the adapter (which generate and export refuse as unfinished); then files, logs and record go, the result stays, and download, show, generate, export and init_adapter say it was removed', async () => {
     const { jobId } = await succeeded();
     const dir = mkdtempSync(join(tmpdir(), 'tunefleet-rm-'));
     const spec = writeJob(dir, `init_adapter: ${jobId}\n`);
@@ -840,6 +840,15 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     const refused = await runCli(fleet.stack, 'models', 'rm', jobId);
     expect(refused.status).to.not.equal(0);
     expect(refused.stderr).to.include(`running job(s) ${user} continue from it`);
+    // a job that has not finished has no model to try or merge yet
+    for (const args of [
+      ['generate', user, '--prompt', 'hi'],
+      ['export', user, '--merged', '--out', join(dir, 'unfinished')],
+    ]) {
+      const r = await runCli(fleet.stack, ...args);
+      expect(r.status, args.join(' ')).to.not.equal(0);
+      expect(r.stderr).to.include(`job '${user}' is still running; its adapter is registered when it finishes`);
+    }
     await fleet.client.cancel(user);
     await until('cancelled', async () => (await fleet.client.describe(user)).temporal === 'CANCELLED', 120_000);
     const store = await (await fleet.client.nats()).objects(ADAPTERS_BUCKET);
@@ -857,6 +866,8 @@ print(json.dumps({"eval_loss": total / count, "prompts": [r["prompt"] for r in r
     for (const args of [
       ['download', jobId, '--out', join(dir, 'out')],
       ['models', 'show', jobId],
+      ['generate', jobId, '--prompt', 'hi'],
+      ['export', jobId, '--merged', '--out', join(dir, 'merged')],
     ]) {
       const r = await runCli(fleet.stack, ...args);
       expect(r.status, args.join(' ')).to.not.equal(0);

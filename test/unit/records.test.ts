@@ -5,7 +5,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { resolveConfig, TunefleetError } from '../../shared';
 import { agentLeasesSchema, commitRecordSchema, printable, queueEntrySchema, readRecord } from '../../shared/records';
 import { formatEvent } from '../../scheduler/cli/progress';
-import { trainerEnv } from '../../agent/trainer';
+import { trainerEnv } from '../../shared/trainerenv';
 import { checkRequest } from '../../agent/session/inputs';
 import { spec } from '../harness/placement-fixtures';
 

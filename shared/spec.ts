@@ -267,7 +267,13 @@ function pathToField(path: ReadonlyArray<PropertyKey>): string {
  * Parse and validate a spec from YAML or JSON text. Every problem is reported with the
  * field and, where the text has it, the line; all problems at once, not just the first.
  */
-export function parseSpec(text: string, file = '<spec>'): JobSpec {
+/** YAML (or JSON) text that must hold a mapping: the plain value, and a way to find the line of a path in the
+ * text. Syntax errors name the file and line; `what` names the kind of file ("job spec", "sweep"). */
+export function parseYamlMapping(
+  text: string,
+  file: string,
+  what = 'job spec',
+): { data: Record<string, unknown>; lineOf: (path: ReadonlyArray<PropertyKey>) => number | undefined } {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -282,14 +288,11 @@ export function parseSpec(text: string, file = '<spec>'): JobSpec {
   }
   const data: unknown = doc.toJS();
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new TunefleetError(ErrorCode.SpecInvalid, 'a job spec must be a mapping of keys to values', {
+    throw new TunefleetError(ErrorCode.SpecInvalid, `a ${what} must be a mapping of keys to values`, {
       file,
       line: 1,
     });
   }
-  const result = jobSpecSchema.safeParse(data);
-  if (result.success) return result.data;
-
   const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
     // the closest node that exists in the text: the field itself, or its parent for a missing key
     for (let n = path.length; n >= 0; n--) {
@@ -298,6 +301,19 @@ export function parseSpec(text: string, file = '<spec>'): JobSpec {
     }
     return undefined;
   };
+  return { data: data as Record<string, unknown>, lineOf };
+}
+
+/** A value checked as a job spec: every problem named by field, and by line where `lineOf` finds it in the file's
+ * text. `what` heads the summary ("the job spec", "trial 3's job spec (lr=0.1)"). */
+export function checkJobSpec(
+  data: unknown,
+  file: string,
+  lineOf: (path: ReadonlyArray<PropertyKey>) => number | undefined = () => undefined,
+  what = 'the job spec',
+): JobSpec {
+  const result = jobSpecSchema.safeParse(data);
+  if (result.success) return result.data;
   const problems = result.error.issues.flatMap((issue) => {
     // an unknown key is reported on the key itself
     const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
@@ -319,8 +335,13 @@ export function parseSpec(text: string, file = '<spec>'): JobSpec {
   throw new TunefleetErrors(
     ErrorCode.SpecInvalid,
     problems,
-    `${file}: the job spec has ${problems.length} problem${problems.length === 1 ? '' : 's'}`,
+    `${file}: ${what} has ${problems.length} problem${problems.length === 1 ? '' : 's'}`,
   );
+}
+
+export function parseSpec(text: string, file = '<spec>'): JobSpec {
+  const { data, lineOf } = parseYamlMapping(text, file);
+  return checkJobSpec(data, file, lineOf);
 }
 
 function allowedKeys(path: ReadonlyArray<PropertyKey>): string[] {

@@ -3,10 +3,12 @@
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { ErrorCode, TunefleetError, parseSpec, type JobSpec } from '../../shared';
+import { ErrorCode, TunefleetError, checkJobSpec, parseYamlMapping, type JobSpec } from '../../shared';
 
 export interface LoadedSpec {
   spec: JobSpec;
+  /** the file's mapping as written, before defaults (what a sweep varies) */
+  raw: Record<string, unknown>;
   file: string;
   datasetPath: string;
   evalPath: string | null;
@@ -27,7 +29,8 @@ export async function readSpecText(file: string, what = 'spec'): Promise<string>
 
 /** Parse and check a spec file and the files it names. No stack needed. */
 export async function loadSpecFile(file: string): Promise<LoadedSpec> {
-  const spec = parseSpec(await readSpecText(file), file);
+  const { data: raw, lineOf } = parseYamlMapping(await readSpecText(file), file);
+  const spec = checkJobSpec(raw, file, lineOf);
   const base = dirname(resolve(file));
   // data files live in the spec's directory or below it: no absolute paths, no '..' out of
   // it, no symlink that leads out of it (a spec from someone else cannot upload ~/.ssh)
@@ -57,6 +60,7 @@ export async function loadSpecFile(file: string): Promise<LoadedSpec> {
   };
   return {
     spec,
+    raw,
     file,
     datasetPath: local(spec.dataset.path, 'dataset.path'),
     evalPath: spec.dataset.eval_path ? local(spec.dataset.eval_path, 'dataset.eval_path') : null,

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ErrorCode, TunefleetError, TunefleetErrors, parseSpec } from '../../shared';
+import { ErrorCode, TunefleetError, TunefleetErrors, checkJobSpec, parseSpec } from '../../shared';
 
 const good = `name: demo
 model: SmolLM2-135M-Instruct
@@ -78,6 +78,26 @@ describe('spec - parsing and validation', () => {
     const [p] = problems(good.replace('0.0005', '-0.1'));
     expect(p?.where.field).to.equal('training.learning_rate');
     expect(p?.where.line).to.equal(8);
+  });
+
+  it('spec - a value built outside a file (a sweep trial) is checked the same way, its summary saying which', () => {
+    const trial = {
+      name: 'demo',
+      model: 'SmolLM2-135M-Instruct',
+      method: 'lora',
+      dataset: { path: 'data.jsonl' },
+      training: { max_steps: 10, learning_rate: -0.1 },
+    };
+    try {
+      checkJobSpec(trial, 'sweep.yaml', undefined, "trial 3's job spec (training.learning_rate=-0.1)");
+      expect.fail('expected the trial to be refused');
+    } catch (e) {
+      expect(e).to.be.instanceOf(TunefleetErrors);
+      const err = e as TunefleetErrors;
+      expect(err.message).to.include("sweep.yaml: trial 3's job spec (training.learning_rate=-0.1) has 1 problem");
+      expect(err.problems[0]?.where).to.deep.equal({ file: 'sweep.yaml', field: 'training.learning_rate' });
+    }
+    expect(checkJobSpec({ ...trial, training: { max_steps: 10 } }, 'sweep.yaml').training.max_steps).to.equal(10);
   });
 
   it('spec - an unknown key is refused on the key, with the allowed keys', () => {

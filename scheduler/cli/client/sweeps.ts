@@ -2,15 +2,14 @@
 // once, the sweep workflow started; its status and result read back; cancelled with its trials.
 import { dirname, resolve } from 'node:path';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { isNode, LineCounter, parseDocument } from 'yaml';
 import {
   ErrorCode,
   ID_PATTERN,
   TunefleetError,
-  TunefleetErrors,
   applyParams,
+  checkJobSpec,
   checkSweep,
-  jobSpecSchema,
+  parseYamlMapping,
   proposeTrials,
   type SweepInput,
   type SweepSpec,
@@ -19,49 +18,34 @@ import {
 import { CONTROL_TASK_QUEUE } from '../../../shared/names';
 import { sweep, sweepStatusQuery, trialJobId } from '../../../workflows';
 import { failureMessage } from '../messages';
-import { loadSpecFile, newJobId, readSpecText } from '../specfile';
+import { loadSpecFile, newJobId, readSpecText, type LoadedSpec } from '../specfile';
 import type { JobClient } from './jobs';
 
-/** Read a YAML (or JSON) file into a plain value; syntax errors name the file and line. */
-async function readYaml(file: string, what: string): Promise<unknown> {
-  const text = await readSpecText(file, what);
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true });
-  if (doc.errors.length)
-    throw new TunefleetErrors(
-      ErrorCode.SpecInvalid,
-      doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        return new TunefleetError(ErrorCode.SpecInvalid, e.message.split('\n')[0] ?? e.message, {
-          file,
-          ...(pos ? { line: pos.line } : {}),
-        });
-      }),
-      `${file}: not valid YAML/JSON`,
-    );
-  const value: unknown = doc.toJS();
-  if (value === null || typeof value !== 'object' || Array.isArray(value) || !isNode(doc.contents))
-    throw new TunefleetError(ErrorCode.SpecInvalid, `a ${what} must be a mapping of keys to values`, { file, line: 1 });
-  return value;
-}
-
-/** A sweep file checked with its job spec: the sweep, the job spec file, every trial's job spec. */
+/** A sweep file checked with its job spec: the sweep, the job spec file (loaded: spec and data files checked), every
+ * trial's job spec. Nothing is contacted. */
 export async function loadSweepFile(
   file: string,
-): Promise<{ sweep: SweepSpec; jobFile: string; trials: SweepInput['trials'] }> {
-  const raw = await readYaml(file, 'sweep');
-  const jobPath = (raw as { job?: unknown }).job;
-  const jobFile = typeof jobPath === 'string' ? resolve(dirname(resolve(file)), jobPath) : '';
+): Promise<{ sweep: SweepSpec; job: LoadedSpec; trials: SweepInput['trials'] }> {
+  const { data: raw } = parseYamlMapping(await readSpecText(file, 'sweep'), file, 'sweep');
+  const jobPath = raw.job;
   // the job spec on its own first (its own errors name its own file and lines)
-  if (jobFile) await loadSpecFile(jobFile);
-  const job = jobFile ? await readYaml(jobFile, 'job spec') : {};
-  const s = checkSweep(raw, job, file);
-  const trials = proposeTrials(s).map((t) => ({
-    index: t.index,
-    params: t.params,
-    spec: jobSpecSchema.parse(applyParams(job, { ...t.params, 'training.max_steps': s.budget.max_steps })),
-  }));
-  return { sweep: s, jobFile, trials };
+  const job = typeof jobPath === 'string' ? await loadSpecFile(resolve(dirname(resolve(file)), jobPath)) : null;
+  const s = checkSweep(raw, job?.raw ?? {}, file);
+  if (!job) throw new TunefleetError(ErrorCode.SpecInvalid, 'a sweep names its job spec file', { file, field: 'job' });
+  const trials = proposeTrials(s).map((t) => {
+    // checkSweep tries each range's ends; a value inside a range that the job spec refuses is named here
+    const values = Object.entries(t.params)
+      .map(([k, v]) => `${k}=${String(v)}`)
+      .join(', ');
+    const spec = checkJobSpec(
+      applyParams(job.raw, { ...t.params, 'training.max_steps': s.budget.max_steps }),
+      file,
+      undefined,
+      `trial ${t.index}'s job spec (${values})`,
+    );
+    return { index: t.index, params: t.params, spec };
+  });
+  return { sweep: s, job, trials };
 }
 
 export class Sweeps {
@@ -69,7 +53,7 @@ export class Sweeps {
 
   /** Check the sweep and its job, upload the data once, start the sweep; its id. Nothing starts on bad input. */
   async submit(file: string, id?: string, warn?: (m: string) => void): Promise<string> {
-    const { sweep: s, jobFile, trials } = await loadSweepFile(file);
+    const { sweep: s, job, trials } = await loadSweepFile(file);
     const sweepId = id ?? newJobId(s.name).slice(0, 58);
     const lastTrial = trialJobId(sweepId, Math.max(0, trials.length - 1));
     if (!ID_PATTERN.test(sweepId) || !ID_PATTERN.test(lastTrial))
@@ -79,8 +63,7 @@ export class Sweeps {
           `(${lastTrial}: at most 63)`,
         { field: '--id' },
       );
-    const loaded = await loadSpecFile(jobFile);
-    const shared = await this.jobs.checkAndUpload(sweepId, loaded, warn ? { warn } : {});
+    const shared = await this.jobs.checkAndUpload(sweepId, job, warn ? { warn } : {});
     const input: SweepInput = {
       sweepId,
       sweep: s,

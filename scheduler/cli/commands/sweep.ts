@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { ErrorCode, TunefleetError, rungs, type SweepStatus } from '../../../shared';
-import { loadSpecFile, loadSweepFile, type JobClient } from '../client';
+import { loadSweepFile, type JobClient } from '../client';
 import { table } from '../format';
 import { PALETTE, chartSvg } from '../plot';
 import { redraws, withClient } from './common';
@@ -106,8 +106,7 @@ export function sweepCommands(program: Command): void {
     .action(
       async (file: string, opts: { id?: string; watch?: boolean; json?: boolean; dryRun?: boolean }, cmd: Command) => {
         if (opts.dryRun) {
-          const { sweep: s, jobFile, trials } = await loadSweepFile(file);
-          const loaded = await loadSpecFile(jobFile);
+          const { sweep: s, job: loaded, trials } = await loadSweepFile(file);
           const { checkJobData } = await import('../../prepare');
           const checked = await checkJobData(loaded.spec, loaded.datasetPath, loaded.evalPath ?? null, {});
           for (const w of checked.warnings) console.error(`warning: ${w}`);
@@ -115,7 +114,7 @@ export function sweepCommands(program: Command): void {
           else {
             const fields = Object.keys(s.space);
             console.log(
-              `sweep ${s.name} over ${jobFile}: ${s.searcher.type}, ${s.metric} (${s.mode}), ` +
+              `sweep ${s.name} over ${loaded.file}: ${s.searcher.type}, ${s.metric} (${s.mode}), ` +
                 `${trials.length} trials, at most ${s.budget.max_concurrent} at once, rungs at ` +
                 `${rungs(s).join(', ')} steps`,
             );

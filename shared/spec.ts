@@ -263,10 +263,6 @@ function pathToField(path: ReadonlyArray<PropertyKey>): string {
     .replace(/\.\[/g, '[');
 }
 
-/**
- * Parse and validate a spec from YAML or JSON text. Every problem is reported with the
- * field and, where the text has it, the line; all problems at once, not just the first.
- */
 /** YAML (or JSON) text that must hold a mapping: the plain value, and a way to find the line of a path in the
  * text. Syntax errors name the file and line; `what` names the kind of file ("job spec", "sweep"). */
 export function parseYamlMapping(
@@ -339,6 +335,10 @@ export function checkJobSpec(
   );
 }
 
+/**
+ * Parse and validate a spec from YAML or JSON text. Every problem is reported with the
+ * field and, where the text has it, the line; all problems at once, not just the first.
+ */
 export function parseSpec(text: string, file = '<spec>'): JobSpec {
   const { data, lineOf } = parseYamlMapping(text, file);
   return checkJobSpec(data, file, lineOf);

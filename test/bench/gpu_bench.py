@@ -106,10 +106,10 @@ def run_recipe(model_dir, data, out, method, steps, micro, seq, smoke, extra=Non
     events.set_sink(None)
     if code != 0:
         raise SystemExit(f"{method}: trainer exited {code}: {seen[-1]}")
-    # per-step rates: each step's own duration, so checkpoint saves between steps are not counted
     for e in seen:  # what the recipe chose (attention, loss, compiled, checkpointing, packing)
         if e["type"] == "log" and e.get("level") in ("info", "warning"):
             print(f"  [{method}] {e['message']}"[:300], flush=True)
+    # per-step rates: each step's own duration, so checkpoint saves between steps are not counted
     rates = [e["tokens_per_s"] for e in seen if e["type"] == "step"]
     saves = [e["save_seconds"] for e in seen if e["type"] == "checkpoint" and e["reason"] == "interval"]
     fin = seen[-1]
